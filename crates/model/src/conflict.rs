@@ -1,0 +1,98 @@
+//! Fields that hold more than one concurrent value.
+//!
+//! Automerge keeps every value written concurrently to a key and shows one deterministic
+//! winner. In a health record the losers matter (9.8 kg or 8.9 kg?), so we surface them.
+
+use crate::doc::{DocError, DocKind, read_meta, scalar_to_field_value};
+use crate::record::FieldValue;
+use automerge::{Automerge, ObjId, ObjType, ROOT, ReadDoc, Value};
+use serde::Serialize;
+
+/// One value among a conflict's concurrent values.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ConflictValue {
+    pub value: FieldValue,
+    /// Hex actor id of the device that wrote it.
+    pub actor: String,
+    /// True for the value Automerge shows as current.
+    pub winner: bool,
+}
+
+/// A field with concurrent values, e.g. `visits/<visit_id>/weight_g`.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct FieldConflict {
+    /// `visits` or `people`.
+    pub collection: String,
+    /// The visit or person id.
+    pub record_id: String,
+    /// The field key, or `immunisations/<antigen>`.
+    pub field: String,
+    pub values: Vec<ConflictValue>,
+}
+
+impl FieldConflict {
+    pub fn path(&self) -> String {
+        format!("{}/{}/{}", self.collection, self.record_id, self.field)
+    }
+}
+
+/// Every conflicted field of a document, in key order.
+pub fn conflicts(doc: &Automerge) -> Result<Vec<FieldConflict>, DocError> {
+    let kind = read_meta(doc)?.kind;
+    let coll_key = match kind {
+        DocKind::Session => "visits",
+        DocKind::Registry => "people",
+    };
+    let Some((Value::Object(ObjType::Map), coll)) = doc.get(ROOT, coll_key)? else {
+        return Err(DocError::Layout(format!("missing {coll_key} map")));
+    };
+    let mut out = Vec::new();
+    for record_id in doc.keys(&coll) {
+        let Some((Value::Object(ObjType::Map), rec)) = doc.get(&coll, record_id.as_str())? else {
+            continue;
+        };
+        collect(doc, &rec, coll_key, &record_id, "", &mut out)?;
+    }
+    Ok(out)
+}
+
+fn collect(
+    doc: &Automerge,
+    obj: &ObjId,
+    coll: &str,
+    record_id: &str,
+    prefix: &str,
+    out: &mut Vec<FieldConflict>,
+) -> Result<(), DocError> {
+    for key in doc.keys(obj) {
+        let all = doc.get_all(obj, key.as_str())?;
+        if all.len() > 1 {
+            // get_all lists values in op order; the last is the winner get() returns.
+            let winner_id = doc.get(obj, key.as_str())?.map(|(_, id)| id);
+            let values = all
+                .iter()
+                .map(|(v, id)| ConflictValue {
+                    value: scalar_to_field_value(v).unwrap_or(FieldValue::Null),
+                    actor: actor_hex(id),
+                    winner: Some(id) == winner_id.as_ref(),
+                })
+                .collect();
+            out.push(FieldConflict {
+                collection: coll.to_owned(),
+                record_id: record_id.to_owned(),
+                field: format!("{prefix}{key}"),
+                values,
+            });
+        } else if let Some((Value::Object(ObjType::Map), child)) = all.into_iter().next() {
+            collect(doc, &child, coll, record_id, &format!("{prefix}{key}/"), out)?;
+        }
+    }
+    Ok(())
+}
+
+fn actor_hex(id: &ObjId) -> String {
+    match id {
+        ObjId::Root => String::new(),
+        ObjId::Id(_, actor, _) => actor.to_hex_string(),
+    }
+}

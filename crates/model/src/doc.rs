@@ -1,0 +1,423 @@
+//! The Automerge layout of posync documents, and typed reads and writes on it.
+//!
+//! Layout (schema 1):
+//! ```text
+//! session:  { schema: 1, kind: "session",  posyandu, date, visits: { <visit_id>: {field: value, immunisations: {antigen: date}} } }
+//! registry: { schema: 1, kind: "registry", posyandu,       people: { <person_id>: {field: value} } }
+//! ```
+//! Every document starts with a *genesis* change made by an actor derived from the document id
+//! at time 0. It is byte-identical on every phone, so two kader who open the same posyandu day
+//! offline create the same root objects and their visits merge instead of hiding each other.
+
+use crate::ids::{DeviceId, DocId, PersonId, PosyanduId, VisitId};
+use crate::record::{Field, FieldValue, Person, Sex, Visit, VitaminA, format_date, parse_date};
+use automerge::transaction::{CommitOptions, Transactable};
+use automerge::{ActorId, Automerge, ObjId, ObjType, ROOT, ReadDoc, ScalarValue, Value};
+use std::collections::BTreeMap;
+
+/// Current document schema version, written by the genesis change.
+pub const SCHEMA_VERSION: i64 = 1;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DocError {
+    #[error("automerge: {0}")]
+    Automerge(#[from] automerge::AutomergeError),
+    #[error("document layout: {0}")]
+    Layout(String),
+    #[error("no visit {0} in this session")]
+    UnknownVisit(VisitId),
+    #[error("invalid value: {0}")]
+    Invalid(String),
+    #[error("document is a {actual}, expected a {expected}")]
+    WrongKind { expected: DocKind, actual: DocKind },
+}
+
+/// What a document holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DocKind {
+    /// One posyandu day: visits keyed by visit id.
+    Session,
+    /// The people a posyandu serves, keyed by person id.
+    Registry,
+}
+
+impl DocKind {
+    pub fn code(self) -> &'static str {
+        match self {
+            DocKind::Session => "session",
+            DocKind::Registry => "registry",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "session" => Some(DocKind::Session),
+            "registry" => Some(DocKind::Registry),
+            _ => None,
+        }
+    }
+    fn collection_key(self) -> &'static str {
+        match self {
+            DocKind::Session => "visits",
+            DocKind::Registry => "people",
+        }
+    }
+}
+
+impl std::fmt::Display for DocKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.code())
+    }
+}
+
+/// The identity of a document: what the genesis change writes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DocMeta {
+    pub kind: DocKind,
+    pub posyandu: PosyanduId,
+    /// The session day; `None` for registries.
+    pub date: Option<time::Date>,
+}
+
+impl DocMeta {
+    pub fn session(posyandu: PosyanduId, date: time::Date) -> Self {
+        Self { kind: DocKind::Session, posyandu, date: Some(date) }
+    }
+    pub fn registry(posyandu: PosyanduId) -> Self {
+        Self { kind: DocKind::Registry, posyandu, date: None }
+    }
+    /// The document id this identity names.
+    pub fn doc_id(&self) -> DocId {
+        match (self.kind, self.date) {
+            (DocKind::Session, Some(d)) => DocId::for_session(&self.posyandu, d),
+            _ => DocId::for_registry(&self.posyandu),
+        }
+    }
+}
+
+fn genesis_actor(doc_id: DocId) -> ActorId {
+    // Prefix keeps genesis actors apart from device actors (which are 16 bytes).
+    let mut bytes = b"posync-genesis:".to_vec();
+    bytes.extend_from_slice(doc_id.as_bytes());
+    ActorId::from(bytes)
+}
+
+/// A fresh document holding only the deterministic genesis change, with `actor` set for the
+/// edits that follow.
+pub fn genesis(meta: &DocMeta, actor: ActorId) -> Result<Automerge, DocError> {
+    let mut doc = Automerge::new().with_actor(genesis_actor(meta.doc_id()));
+    let mut tx = doc.transaction();
+    tx.put(ROOT, "schema", SCHEMA_VERSION)?;
+    tx.put(ROOT, "kind", meta.kind.code())?;
+    tx.put(ROOT, "posyandu", meta.posyandu.as_str())?;
+    if let Some(d) = meta.date {
+        tx.put(ROOT, "date", format_date(d))?;
+    }
+    tx.put_object(ROOT, meta.kind.collection_key(), ObjType::Map)?;
+    tx.commit_with(CommitOptions::default().with_time(0));
+    doc.set_actor(actor);
+    Ok(doc)
+}
+
+/// Read the identity a document claims. The server trusts its own metadata over this.
+pub fn read_meta(doc: &Automerge) -> Result<DocMeta, DocError> {
+    let kind = get_str(doc, &ROOT, "kind")?
+        .and_then(|s| DocKind::parse(&s))
+        .ok_or_else(|| DocError::Layout("missing or unknown kind".into()))?;
+    let posyandu = get_str(doc, &ROOT, "posyandu")?
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| DocError::Layout("missing or invalid posyandu".into()))?;
+    let date = match kind {
+        DocKind::Session => Some(
+            get_str(doc, &ROOT, "date")?
+                .and_then(|s| parse_date(&s))
+                .ok_or_else(|| DocError::Layout("missing or invalid date".into()))?,
+        ),
+        DocKind::Registry => None,
+    };
+    Ok(DocMeta { kind, posyandu, date })
+}
+
+fn collection(doc: &Automerge, kind: DocKind) -> Result<ObjId, DocError> {
+    let actual = read_meta(doc)?.kind;
+    if actual != kind {
+        return Err(DocError::WrongKind { expected: kind, actual });
+    }
+    match doc.get(ROOT, kind.collection_key())? {
+        Some((Value::Object(ObjType::Map), id)) => Ok(id),
+        _ => Err(DocError::Layout(format!("missing {} map", kind.collection_key()))),
+    }
+}
+
+fn commit_opts(now: i64) -> CommitOptions {
+    CommitOptions::default().with_time(now.saturating_mul(1000))
+}
+
+/// Add a visit to a session document, as one change.
+pub fn record_visit(doc: &mut Automerge, visit: &Visit, now: i64) -> Result<(), DocError> {
+    let visits = collection(doc, DocKind::Session)?;
+    validate_visit(visit)?;
+    let mut tx = doc.transaction();
+    let v = tx.put_object(&visits, visit.visit_id.to_string(), ObjType::Map)?;
+    tx.put(&v, "person_id", visit.person_id.to_string())?;
+    tx.put(&v, "recorded_by", visit.recorded_by.to_string())?;
+    tx.put(&v, "recorded_at", ScalarValue::Timestamp(visit.recorded_at))?;
+    for field in Field::ALL {
+        if let Some(value) = visit_field(visit, field) {
+            put_field(&mut tx, &v, field, &value)?;
+        }
+    }
+    let imm = tx.put_object(&v, "immunisations", ObjType::Map)?;
+    for (antigen, date) in &visit.immunisations {
+        tx.put(&imm, antigen.as_str(), format_date(*date))?;
+    }
+    tx.commit_with(commit_opts(now));
+    Ok(())
+}
+
+/// Set one field of one visit, as one change. Only this key is written, so a concurrent edit
+/// of another field merges cleanly and a concurrent edit of the same field is a conflict.
+pub fn set_visit_field(
+    doc: &mut Automerge,
+    visit_id: VisitId,
+    field: Field,
+    value: &FieldValue,
+    now: i64,
+) -> Result<(), DocError> {
+    field.validate(value).map_err(DocError::Invalid)?;
+    let v = visit_obj(doc, visit_id)?;
+    let mut tx = doc.transaction();
+    put_field(&mut tx, &v, field, value)?;
+    tx.commit_with(commit_opts(now));
+    Ok(())
+}
+
+/// Record an immunisation given at a visit. Different antigens added concurrently all merge.
+pub fn give_immunisation(
+    doc: &mut Automerge,
+    visit_id: VisitId,
+    antigen: &str,
+    date: time::Date,
+    now: i64,
+) -> Result<(), DocError> {
+    if antigen.is_empty() || antigen.len() > 32 {
+        return Err(DocError::Invalid(format!("antigen code {antigen:?} must be 1-32 chars")));
+    }
+    let v = visit_obj(doc, visit_id)?;
+    let imm = match doc.get(&v, "immunisations")? {
+        Some((Value::Object(ObjType::Map), id)) => id,
+        _ => return Err(DocError::Layout("visit without immunisations map".into())),
+    };
+    let mut tx = doc.transaction();
+    tx.put(&imm, antigen, format_date(date))?;
+    tx.commit_with(commit_opts(now));
+    Ok(())
+}
+
+fn visit_obj(doc: &Automerge, visit_id: VisitId) -> Result<ObjId, DocError> {
+    let visits = collection(doc, DocKind::Session)?;
+    match doc.get(&visits, visit_id.to_string())? {
+        Some((Value::Object(ObjType::Map), id)) => Ok(id),
+        _ => Err(DocError::UnknownVisit(visit_id)),
+    }
+}
+
+fn validate_visit(visit: &Visit) -> Result<(), DocError> {
+    for field in Field::ALL {
+        if let Some(value) = visit_field(visit, field) {
+            field.validate(&value).map_err(DocError::Invalid)?;
+        }
+    }
+    Ok(())
+}
+
+fn visit_field(visit: &Visit, field: Field) -> Option<FieldValue> {
+    let int = |v: Option<i64>| v.map(FieldValue::Int);
+    match field {
+        Field::Name => Some(FieldValue::Text(visit.name.clone())),
+        Field::Sex => Some(FieldValue::Text(visit.sex.code().into())),
+        Field::BirthDate => Some(FieldValue::Text(format_date(visit.birth_date))),
+        Field::WeightG => int(visit.weight_g),
+        Field::LengthMm => int(visit.length_mm),
+        Field::Lying => visit.lying.map(FieldValue::Bool),
+        Field::HeadCircMm => int(visit.head_circ_mm),
+        Field::MuacMm => int(visit.muac_mm),
+        Field::VitaminA => visit.vitamin_a.map(|v| FieldValue::Text(v.code().into())),
+        Field::Notes => (!visit.notes.is_empty()).then(|| FieldValue::Text(visit.notes.clone())),
+    }
+}
+
+fn put_field<T: Transactable>(tx: &mut T, obj: &ObjId, field: Field, value: &FieldValue) -> Result<(), DocError> {
+    let scalar = match value {
+        FieldValue::Null => ScalarValue::Null,
+        FieldValue::Bool(b) => ScalarValue::Boolean(*b),
+        FieldValue::Int(i) => ScalarValue::Int(*i),
+        FieldValue::Text(s) => ScalarValue::Str(s.as_str().into()),
+    };
+    tx.put(obj, field.key(), scalar)?;
+    Ok(())
+}
+
+/// Convert a stored scalar to a field value; `None` for object values.
+pub fn scalar_to_field_value(value: &Value<'_>) -> Option<FieldValue> {
+    match value {
+        Value::Scalar(s) => Some(match s.as_ref() {
+            ScalarValue::Null => FieldValue::Null,
+            ScalarValue::Boolean(b) => FieldValue::Bool(*b),
+            ScalarValue::Int(i) | ScalarValue::Timestamp(i) => FieldValue::Int(*i),
+            ScalarValue::Uint(u) => FieldValue::Int(i64::try_from(*u).unwrap_or(i64::MAX)),
+            ScalarValue::F64(f) => FieldValue::Int(f.round() as i64),
+            ScalarValue::Str(s) => FieldValue::Text(s.to_string()),
+            _ => FieldValue::Null,
+        }),
+        Value::Object(_) => None,
+    }
+}
+
+fn get_scalar(doc: &Automerge, obj: &ObjId, key: &str) -> Result<Option<FieldValue>, DocError> {
+    Ok(doc.get(obj, key)?.and_then(|(v, _)| scalar_to_field_value(&v)))
+}
+
+fn get_str(doc: &Automerge, obj: &ObjId, key: &str) -> Result<Option<String>, DocError> {
+    Ok(match get_scalar(doc, obj, key)? {
+        Some(FieldValue::Text(s)) => Some(s),
+        _ => None,
+    })
+}
+
+fn get_int(doc: &Automerge, obj: &ObjId, key: &str) -> Result<Option<i64>, DocError> {
+    Ok(match get_scalar(doc, obj, key)? {
+        Some(FieldValue::Int(i)) => Some(i),
+        _ => None,
+    })
+}
+
+fn parse_uuid_field<T: std::str::FromStr>(doc: &Automerge, obj: &ObjId, key: &str) -> Result<T, DocError> {
+    get_str(doc, obj, key)?
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| DocError::Layout(format!("missing or invalid {key}")))
+}
+
+/// Every visit in a session, with the winning value of each field, ordered by visit id.
+pub fn visits(doc: &Automerge) -> Result<Vec<Visit>, DocError> {
+    let visits = collection(doc, DocKind::Session)?;
+    let mut out = Vec::new();
+    for key in doc.keys(&visits) {
+        let Some((Value::Object(ObjType::Map), v)) = doc.get(&visits, key.as_str())? else {
+            continue;
+        };
+        out.push(read_visit(doc, &key, &v)?);
+    }
+    Ok(out)
+}
+
+fn read_visit(doc: &Automerge, key: &str, v: &ObjId) -> Result<Visit, DocError> {
+    let visit_id: VisitId = key.parse().map_err(|_| DocError::Layout(format!("visit key {key:?}")))?;
+    let mut immunisations = BTreeMap::new();
+    if let Some((Value::Object(ObjType::Map), imm)) = doc.get(v, "immunisations")? {
+        for antigen in doc.keys(&imm) {
+            if let Some(d) = get_str(doc, &imm, &antigen)?.and_then(|s| parse_date(&s)) {
+                immunisations.insert(antigen, d);
+            }
+        }
+    }
+    Ok(Visit {
+        visit_id,
+        person_id: parse_uuid_field::<PersonId>(doc, v, "person_id")?,
+        name: get_str(doc, v, Field::Name.key())?.unwrap_or_default(),
+        sex: get_str(doc, v, Field::Sex.key())?
+            .and_then(|s| Sex::parse(&s))
+            .ok_or_else(|| DocError::Layout("visit without sex".into()))?,
+        birth_date: get_str(doc, v, Field::BirthDate.key())?
+            .and_then(|s| parse_date(&s))
+            .ok_or_else(|| DocError::Layout("visit without birth_date".into()))?,
+        weight_g: get_int(doc, v, Field::WeightG.key())?,
+        length_mm: get_int(doc, v, Field::LengthMm.key())?,
+        lying: match get_scalar(doc, v, Field::Lying.key())? {
+            Some(FieldValue::Bool(b)) => Some(b),
+            _ => None,
+        },
+        head_circ_mm: get_int(doc, v, Field::HeadCircMm.key())?,
+        muac_mm: get_int(doc, v, Field::MuacMm.key())?,
+        immunisations,
+        vitamin_a: get_str(doc, v, Field::VitaminA.key())?.and_then(|s| VitaminA::parse(&s)),
+        notes: get_str(doc, v, Field::Notes.key())?.unwrap_or_default(),
+        recorded_by: parse_uuid_field::<DeviceId>(doc, v, "recorded_by")?,
+        recorded_at: get_int(doc, v, "recorded_at")?.unwrap_or_default(),
+    })
+}
+
+/// Add a person to a registry document, as one change.
+pub fn register_person(doc: &mut Automerge, person: &Person, now: i64) -> Result<(), DocError> {
+    let people = collection(doc, DocKind::Registry)?;
+    Field::Name
+        .validate(&FieldValue::Text(person.name.clone()))
+        .map_err(DocError::Invalid)?;
+    if let Some(nik) = &person.nik
+        && (nik.len() != 16 || !nik.bytes().all(|b| b.is_ascii_digit()))
+    {
+        return Err(DocError::Invalid("nik must be 16 digits".into()));
+    }
+    let mut tx = doc.transaction();
+    let p = tx.put_object(&people, person.person_id.to_string(), ObjType::Map)?;
+    tx.put(&p, "name", person.name.as_str())?;
+    tx.put(&p, "sex", person.sex.code())?;
+    tx.put(&p, "birth_date", format_date(person.birth_date))?;
+    tx.put(&p, "mother_name", person.mother_name.as_str())?;
+    if let Some(nik) = &person.nik {
+        tx.put(&p, "nik", nik.as_str())?;
+    }
+    tx.put(&p, "registered_by", person.registered_by.to_string())?;
+    tx.put(&p, "registered_at", ScalarValue::Timestamp(person.registered_at))?;
+    tx.commit_with(commit_opts(now));
+    Ok(())
+}
+
+/// Every person in a registry, ordered by person id.
+pub fn people(doc: &Automerge) -> Result<Vec<Person>, DocError> {
+    let people = collection(doc, DocKind::Registry)?;
+    let mut out = Vec::new();
+    for key in doc.keys(&people) {
+        let Some((Value::Object(ObjType::Map), p)) = doc.get(&people, key.as_str())? else {
+            continue;
+        };
+        out.push(Person {
+            person_id: key.parse().map_err(|_| DocError::Layout(format!("person key {key:?}")))?,
+            name: get_str(doc, &p, "name")?.unwrap_or_default(),
+            sex: get_str(doc, &p, "sex")?
+                .and_then(|s| Sex::parse(&s))
+                .ok_or_else(|| DocError::Layout("person without sex".into()))?,
+            birth_date: get_str(doc, &p, "birth_date")?
+                .and_then(|s| parse_date(&s))
+                .ok_or_else(|| DocError::Layout("person without birth_date".into()))?,
+            mother_name: get_str(doc, &p, "mother_name")?.unwrap_or_default(),
+            nik: get_str(doc, &p, "nik")?,
+            registered_by: parse_uuid_field::<DeviceId>(doc, &p, "registered_by")?,
+            registered_at: get_int(doc, &p, "registered_at")?.unwrap_or_default(),
+        });
+    }
+    Ok(out)
+}
+
+/// The document as JSON (winning values only), for tests, tools and debugging.
+pub fn to_json(doc: &Automerge) -> serde_json::Value {
+    fn conv(v: automerge::hydrate::Value) -> serde_json::Value {
+        use automerge::hydrate::Value as H;
+        match v {
+            H::Scalar(s) => match s {
+                ScalarValue::Str(s) => serde_json::Value::String(s.to_string()),
+                ScalarValue::Int(i) | ScalarValue::Timestamp(i) => i.into(),
+                ScalarValue::Uint(u) => u.into(),
+                ScalarValue::Boolean(b) => b.into(),
+                ScalarValue::F64(f) => f.into(),
+                _ => serde_json::Value::Null,
+            },
+            H::Map(m) => serde_json::Value::Object(
+                m.iter().map(|(k, v)| (k.to_string(), conv(v.value.clone()))).collect(),
+            ),
+            H::List(l) => serde_json::Value::Array(l.iter().map(|v| conv(v.value.clone())).collect()),
+            H::Text(t) => serde_json::Value::String(t.to_string()),
+        }
+    }
+    conv(doc.hydrate(None))
+}

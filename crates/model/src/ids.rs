@@ -1,0 +1,163 @@
+//! Identifier newtypes. Each is parsed once where it enters the system.
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::str::FromStr;
+use uuid::Uuid;
+
+/// Why an identifier was rejected.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum IdError {
+    #[error("posyandu id must be 1-64 chars of a-z, 0-9, '-' or '_': {0:?}")]
+    Posyandu(String),
+    #[error("not a UUID: {0:?}")]
+    Uuid(String),
+}
+
+/// A posyandu, e.g. `banjar-purwaharja-melati-01`. The unit of scope for documents.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct PosyanduId(String);
+
+impl PosyanduId {
+    pub const LEN_MAX: usize = 64;
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl FromStr for PosyanduId {
+    type Err = IdError;
+    fn from_str(s: &str) -> Result<Self, IdError> {
+        let ok = !s.is_empty()
+            && s.len() <= Self::LEN_MAX
+            && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
+        if ok { Ok(Self(s.to_owned())) } else { Err(IdError::Posyandu(s.to_owned())) }
+    }
+}
+
+impl TryFrom<String> for PosyanduId {
+    type Error = IdError;
+    fn try_from(s: String) -> Result<Self, IdError> {
+        s.parse()
+    }
+}
+
+impl From<PosyanduId> for String {
+    fn from(p: PosyanduId) -> String {
+        p.0
+    }
+}
+
+impl fmt::Display for PosyanduId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+macro_rules! uuid_id {
+    ($(#[$m:meta])* $name:ident) => {
+        $(#[$m])*
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+        #[serde(transparent)]
+        pub struct $name(Uuid);
+
+        impl $name {
+            pub fn new_random() -> Self {
+                Self(Uuid::new_v4())
+            }
+            pub const fn from_uuid(u: Uuid) -> Self {
+                Self(u)
+            }
+            pub fn as_uuid(&self) -> &Uuid {
+                &self.0
+            }
+            pub fn as_bytes(&self) -> &[u8; 16] {
+                self.0.as_bytes()
+            }
+            pub fn from_bytes(b: [u8; 16]) -> Self {
+                Self(Uuid::from_bytes(b))
+            }
+        }
+
+        impl FromStr for $name {
+            type Err = IdError;
+            fn from_str(s: &str) -> Result<Self, IdError> {
+                Uuid::parse_str(s).map(Self).map_err(|_| IdError::Uuid(s.to_owned()))
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                self.0.fmt(f)
+            }
+        }
+    };
+}
+
+uuid_id!(
+    /// One Automerge document. Session and registry ids are derived (UUIDv5) from their
+    /// natural key so that every phone names the same session the same way.
+    DocId
+);
+uuid_id!(
+    /// One install of the app on one phone (or one server instance). Also its Automerge actor.
+    DeviceId
+);
+uuid_id!(
+    /// One visit inside a session document; generated on the phone that records it.
+    VisitId
+);
+uuid_id!(
+    /// One person (sasaran) in a posyandu registry.
+    PersonId
+);
+
+/// Namespace for posync's UUIDv5 document ids. Changing it renames every document: never do.
+const DOC_NAMESPACE: Uuid = Uuid::from_u128(0x5f2b_9c1e_7a44_4c0b_9d7e_0b1a_c0de_5e55);
+
+impl DocId {
+    /// The session document of one posyandu day.
+    pub fn for_session(posyandu: &PosyanduId, date: time::Date) -> Self {
+        let name = format!("session/{posyandu}/{date}");
+        Self(Uuid::new_v5(&DOC_NAMESPACE, name.as_bytes()))
+    }
+
+    /// The registry of people served by one posyandu.
+    pub fn for_registry(posyandu: &PosyanduId) -> Self {
+        let name = format!("registry/{posyandu}");
+        Self(Uuid::new_v5(&DOC_NAMESPACE, name.as_bytes()))
+    }
+}
+
+impl DeviceId {
+    /// The Automerge actor of this device: its 16 id bytes. Stable for the life of the install.
+    pub fn actor(&self) -> automerge::ActorId {
+        automerge::ActorId::from(&self.as_bytes()[..])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn posyandu_ids_are_validated() {
+        assert!("melati-01".parse::<PosyanduId>().is_ok());
+        assert!("".parse::<PosyanduId>().is_err());
+        assert!("Melati".parse::<PosyanduId>().is_err());
+        assert!("a/b".parse::<PosyanduId>().is_err());
+        assert!("x".repeat(65).parse::<PosyanduId>().is_err());
+    }
+
+    #[test]
+    fn session_ids_are_deterministic_and_distinct() {
+        let p: PosyanduId = "melati-01".parse().unwrap();
+        let q: PosyanduId = "mawar-02".parse().unwrap();
+        let d = time::macros::date!(2026 - 11 - 23);
+        assert_eq!(DocId::for_session(&p, d), DocId::for_session(&p, d));
+        assert_ne!(DocId::for_session(&p, d), DocId::for_session(&q, d));
+        assert_ne!(DocId::for_session(&p, d), DocId::for_registry(&p));
+    }
+}

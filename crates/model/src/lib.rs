@@ -1,0 +1,22 @@
+//! The posyandu domain and its mapping to Automerge documents.
+//!
+//! This crate knows nothing of HTTP or SQL. It owns:
+//! - identifiers ([`ids`]) parsed once at the boundary and trusted inside;
+//! - typed records ([`record`]) for a posyandu session's visits and the posyandu's registry of people;
+//! - the Automerge layout of each document kind ([`doc`]), including the deterministic genesis
+//!   change that lets several phones create "the same" session document offline;
+//! - conflict discovery ([`conflict`]): fields holding more than one concurrent value.
+
+pub mod conflict;
+pub mod doc;
+pub mod heads;
+pub mod ids;
+pub mod record;
+
+pub use conflict::{FieldConflict, conflicts};
+pub use doc::{DocError, DocKind, DocMeta};
+pub use heads::Heads;
+pub use ids::{DeviceId, DocId, IdError, PersonId, PosyanduId, VisitId};
+pub use record::{Field, FieldValue, Person, Sex, VitaminA, Visit};
+pub mod scope;
+pub use scope::Scope;

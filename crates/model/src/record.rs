@@ -1,0 +1,259 @@
+//! Typed records carried in documents.
+//!
+//! Measurements are stored as integers in their smallest clinical unit (grams, millimetres)
+//! so that every replica compares and merges exact values; display converts.
+
+use crate::ids::{DeviceId, PersonId, VisitId};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Sex {
+    #[serde(rename = "F")]
+    Female,
+    #[serde(rename = "M")]
+    Male,
+}
+
+impl Sex {
+    pub fn code(self) -> &'static str {
+        match self {
+            Sex::Female => "F",
+            Sex::Male => "M",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "F" | "P" => Some(Sex::Female),
+            "M" | "L" => Some(Sex::Male),
+            _ => None,
+        }
+    }
+}
+
+/// Vitamin A capsule given at this visit (February and August rounds).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum VitaminA {
+    /// 100,000 IU, infants 6-11 months.
+    Blue,
+    /// 200,000 IU, children 12-59 months.
+    Red,
+}
+
+impl VitaminA {
+    pub fn code(self) -> &'static str {
+        match self {
+            VitaminA::Blue => "blue",
+            VitaminA::Red => "red",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "blue" => Some(VitaminA::Blue),
+            "red" => Some(VitaminA::Red),
+            _ => None,
+        }
+    }
+}
+
+/// One child visit at a posyandu session.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Visit {
+    pub visit_id: VisitId,
+    pub person_id: PersonId,
+    pub name: String,
+    pub sex: Sex,
+    pub birth_date: time::Date,
+    pub weight_g: Option<i64>,
+    /// Length (lying, under 2 years) or height (standing), see `lying`.
+    pub length_mm: Option<i64>,
+    pub lying: Option<bool>,
+    pub head_circ_mm: Option<i64>,
+    pub muac_mm: Option<i64>,
+    /// Antigen code (e.g. `BCG`, `DPT-HB-Hib-1`) to the date it was given.
+    pub immunisations: BTreeMap<String, time::Date>,
+    pub vitamin_a: Option<VitaminA>,
+    pub notes: String,
+    pub recorded_by: DeviceId,
+    /// Unix seconds on the recording device's clock.
+    pub recorded_at: i64,
+}
+
+/// One person (sasaran) in a posyandu's registry.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Person {
+    pub person_id: PersonId,
+    pub name: String,
+    pub sex: Sex,
+    pub birth_date: time::Date,
+    pub mother_name: String,
+    /// National id (NIK), 16 digits, when known.
+    pub nik: Option<String>,
+    pub registered_by: DeviceId,
+    pub registered_at: i64,
+}
+
+/// The editable fields of a visit: the unit of a field-level edit and of a conflict.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Field {
+    Name,
+    Sex,
+    BirthDate,
+    WeightG,
+    LengthMm,
+    Lying,
+    HeadCircMm,
+    MuacMm,
+    VitaminA,
+    Notes,
+}
+
+/// How a field's value is typed in the document.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FieldKind {
+    Int { min: i64, max: i64 },
+    Text { len_max: usize },
+    Bool,
+    Date,
+    Sex,
+    VitaminA,
+}
+
+impl Field {
+    pub const ALL: [Field; 10] = [
+        Field::Name,
+        Field::Sex,
+        Field::BirthDate,
+        Field::WeightG,
+        Field::LengthMm,
+        Field::Lying,
+        Field::HeadCircMm,
+        Field::MuacMm,
+        Field::VitaminA,
+        Field::Notes,
+    ];
+
+    /// The key of this field in the visit's Automerge map. Part of the document format.
+    pub fn key(self) -> &'static str {
+        match self {
+            Field::Name => "name",
+            Field::Sex => "sex",
+            Field::BirthDate => "birth_date",
+            Field::WeightG => "weight_g",
+            Field::LengthMm => "length_mm",
+            Field::Lying => "lying",
+            Field::HeadCircMm => "head_circ_mm",
+            Field::MuacMm => "muac_mm",
+            Field::VitaminA => "vitamin_a",
+            Field::Notes => "notes",
+        }
+    }
+
+    pub fn from_key(key: &str) -> Option<Field> {
+        Field::ALL.into_iter().find(|f| f.key() == key)
+    }
+
+    /// Hard bounds: values outside are impossible, not merely unusual. Clinical plausibility
+    /// (z-scores, growth between visits) is a separate, softer check.
+    pub fn kind(self) -> FieldKind {
+        match self {
+            Field::Name => FieldKind::Text { len_max: 200 },
+            Field::Notes => FieldKind::Text { len_max: 4000 },
+            Field::Sex => FieldKind::Sex,
+            Field::BirthDate => FieldKind::Date,
+            Field::WeightG => FieldKind::Int { min: 300, max: 250_000 },
+            Field::LengthMm => FieldKind::Int { min: 200, max: 2_500 },
+            Field::Lying => FieldKind::Bool,
+            Field::HeadCircMm => FieldKind::Int { min: 150, max: 700 },
+            Field::MuacMm => FieldKind::Int { min: 50, max: 600 },
+            Field::VitaminA => FieldKind::VitaminA,
+        }
+    }
+
+    /// Check a value against this field's type and hard bounds.
+    pub fn validate(self, value: &FieldValue) -> Result<(), String> {
+        match (self.kind(), value) {
+            (_, FieldValue::Null) => Ok(()),
+            (FieldKind::Int { min, max }, FieldValue::Int(v)) => {
+                if (min..=max).contains(v) {
+                    Ok(())
+                } else {
+                    Err(format!("{} must be between {min} and {max}, got {v}", self.key()))
+                }
+            }
+            (FieldKind::Text { len_max }, FieldValue::Text(s)) => {
+                if s.chars().count() <= len_max {
+                    Ok(())
+                } else {
+                    Err(format!("{} is longer than {len_max} characters", self.key()))
+                }
+            }
+            (FieldKind::Bool, FieldValue::Bool(_)) => Ok(()),
+            (FieldKind::Date, FieldValue::Text(s)) => parse_date(s)
+                .map(|_| ())
+                .ok_or_else(|| format!("{} must be a YYYY-MM-DD date, got {s:?}", self.key())),
+            (FieldKind::Sex, FieldValue::Text(s)) => Sex::parse(s)
+                .map(|_| ())
+                .ok_or_else(|| format!("{} must be F or M, got {s:?}", self.key())),
+            (FieldKind::VitaminA, FieldValue::Text(s)) => VitaminA::parse(s)
+                .map(|_| ())
+                .ok_or_else(|| format!("{} must be blue or red, got {s:?}", self.key())),
+            (kind, v) => Err(format!("{} expects {kind:?}, got {v:?}", self.key())),
+        }
+    }
+}
+
+/// A scalar as stored in a visit field.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum FieldValue {
+    Null,
+    Bool(bool),
+    Int(i64),
+    Text(String),
+}
+
+impl std::fmt::Display for FieldValue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            FieldValue::Null => f.write_str("(empty)"),
+            FieldValue::Bool(b) => write!(f, "{b}"),
+            FieldValue::Int(i) => write!(f, "{i}"),
+            FieldValue::Text(s) => write!(f, "{s:?}"),
+        }
+    }
+}
+
+const DATE_FORMAT: &[time::format_description::FormatItem<'static>] =
+    time::macros::format_description!("[year]-[month]-[day]");
+
+pub fn parse_date(s: &str) -> Option<time::Date> {
+    time::Date::parse(s, DATE_FORMAT).ok()
+}
+
+pub fn format_date(d: time::Date) -> String {
+    d.format(DATE_FORMAT).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn field_keys_round_trip() {
+        for f in Field::ALL {
+            assert_eq!(Field::from_key(f.key()), Some(f));
+        }
+    }
+
+    #[test]
+    fn impossible_values_are_rejected() {
+        assert!(Field::WeightG.validate(&FieldValue::Int(40_000_000)).is_err());
+        assert!(Field::WeightG.validate(&FieldValue::Int(9_800)).is_ok());
+        assert!(Field::WeightG.validate(&FieldValue::Text("9.8".into())).is_err());
+        assert!(Field::BirthDate.validate(&FieldValue::Text("2024-02-30".into())).is_err());
+        assert!(Field::Sex.validate(&FieldValue::Text("X".into())).is_err());
+    }
+}

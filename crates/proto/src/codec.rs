@@ -1,0 +1,97 @@
+use crate::types::{PROTOCOL_VERSION, SyncRequest, SyncResponse};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use std::io::{Read, Write};
+
+/// Media type of request and response bodies.
+pub const CONTENT_TYPE: &str = "application/cbor";
+
+/// Bodies at least this large are gzip'd. Below it, gzip's header costs more than it saves.
+pub const COMPRESS_THRESHOLD_BYTES: usize = 1024;
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum DecodeError {
+    #[error("body is not a valid v{PROTOCOL_VERSION} message: {0}")]
+    Malformed(String),
+    #[error("protocol version {0} is not supported (this server speaks {PROTOCOL_VERSION})")]
+    UnsupportedVersion(u64),
+    #[error("body inflates to more than {0} bytes")]
+    TooLarge(usize),
+    #[error("gzip body does not inflate: {0}")]
+    BadGzip(String),
+}
+
+/// Encode a message as CBOR. Infallible for our types: they contain no maps with
+/// non-string keys and no floats.
+pub fn encode<T: Serialize>(msg: &T) -> Vec<u8> {
+    let mut out = Vec::new();
+    // Writing into a Vec cannot fail, and every protocol type is serialisable.
+    if ciborium::into_writer(msg, &mut out).is_err() {
+        out.clear();
+    }
+    out
+}
+
+/// An encoded body and whether it is gzip'd.
+pub struct Encoded {
+    pub bytes: Vec<u8>,
+    pub gzip: bool,
+}
+
+/// Encode and, above the threshold, gzip.
+pub fn encode_body<T: Serialize>(msg: &T) -> Encoded {
+    let raw = encode(msg);
+    if raw.len() >= COMPRESS_THRESHOLD_BYTES {
+        let z = gzip(&raw);
+        if z.len() < raw.len() {
+            return Encoded { bytes: z, gzip: true };
+        }
+    }
+    Encoded { bytes: raw, gzip: false }
+}
+
+pub fn gzip(raw: &[u8]) -> Vec<u8> {
+    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    // Writing to a Vec-backed encoder cannot fail.
+    let _ = enc.write_all(raw);
+    enc.finish().unwrap_or_default()
+}
+
+/// Inflate at most `limit` bytes; more is an error, not a truncation.
+pub fn gunzip_bounded(z: &[u8], limit: usize) -> Result<Vec<u8>, DecodeError> {
+    let mut out = Vec::new();
+    let mut dec = flate2::read::GzDecoder::new(z).take(limit as u64 + 1);
+    dec.read_to_end(&mut out).map_err(|e| DecodeError::BadGzip(e.to_string()))?;
+    if out.len() > limit {
+        return Err(DecodeError::TooLarge(limit));
+    }
+    Ok(out)
+}
+
+/// Only the version: read first, so that a message of another version is reported as such
+/// rather than as "malformed".
+#[derive(Deserialize)]
+struct Envelope {
+    v: u64,
+}
+
+fn decode_versioned<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, DecodeError> {
+    let env: Envelope = ciborium::from_reader(bytes).map_err(|e| DecodeError::Malformed(e.to_string()))?;
+    if env.v != u64::from(PROTOCOL_VERSION) {
+        return Err(DecodeError::UnsupportedVersion(env.v));
+    }
+    let mut reader = bytes;
+    let msg = ciborium::from_reader(&mut reader).map_err(|e| DecodeError::Malformed(e.to_string()))?;
+    if !reader.is_empty() {
+        return Err(DecodeError::Malformed(format!("{} trailing bytes", reader.len())));
+    }
+    Ok(msg)
+}
+
+pub fn decode_request(bytes: &[u8]) -> Result<SyncRequest, DecodeError> {
+    decode_versioned(bytes)
+}
+
+pub fn decode_response(bytes: &[u8]) -> Result<SyncResponse, DecodeError> {
+    decode_versioned(bytes)
+}

@@ -1,0 +1,89 @@
+use serde::{Deserialize, Serialize};
+
+/// Stable error codes. The string form is part of the protocol: never rename one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// The body is not a CBOR message of the expected shape.
+    MalformedBody,
+    /// The body declares a protocol version this server does not speak.
+    UnsupportedProtocolVersion,
+    /// The body (compressed or decompressed) exceeds the server's limit.
+    BodyTooLarge,
+    /// `Content-Encoding` other than identity or gzip, or gzip that does not inflate.
+    UnsupportedEncoding,
+    /// `Content-Type` is not `application/cbor`.
+    UnsupportedMediaType,
+    /// More documents in one push than the server accepts.
+    BatchTooLarge,
+    /// A pushed document's changes are not valid Automerge changes.
+    MalformedChanges,
+    /// A pushed document's changes depend on changes the server does not have.
+    /// Resend the document with an empty `base`.
+    MissingDependencies,
+    /// The pushed `heads` are not what the changes produce.
+    HeadsMismatch,
+    /// The pushed document's kind or posyandu differ from what the server has recorded,
+    /// or from the document's own id.
+    DocMismatch,
+    /// No bearer token, or one that does not verify.
+    Unauthenticated,
+    /// The token is valid but does not cover this document, posyandu or route.
+    Forbidden,
+    /// The request's device differs from the token's device.
+    DeviceMismatch,
+    /// No such resource.
+    NotFound,
+    /// Too many requests in flight; retry after `Retry-After`.
+    Overloaded,
+    /// Something failed on the server; nothing was committed. Retry later.
+    Internal,
+}
+
+impl ErrorCode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::MalformedBody => "malformed_body",
+            ErrorCode::UnsupportedProtocolVersion => "unsupported_protocol_version",
+            ErrorCode::BodyTooLarge => "body_too_large",
+            ErrorCode::UnsupportedEncoding => "unsupported_encoding",
+            ErrorCode::UnsupportedMediaType => "unsupported_media_type",
+            ErrorCode::BatchTooLarge => "batch_too_large",
+            ErrorCode::MalformedChanges => "malformed_changes",
+            ErrorCode::MissingDependencies => "missing_dependencies",
+            ErrorCode::HeadsMismatch => "heads_mismatch",
+            ErrorCode::DocMismatch => "doc_mismatch",
+            ErrorCode::Unauthenticated => "unauthenticated",
+            ErrorCode::Forbidden => "forbidden",
+            ErrorCode::DeviceMismatch => "device_mismatch",
+            ErrorCode::NotFound => "not_found",
+            ErrorCode::Overloaded => "overloaded",
+            ErrorCode::Internal => "internal",
+        }
+    }
+}
+
+impl std::fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The JSON body of every error response: `{"error": {"code": …, "message": …, "doc": …}}`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorDetail {
+    pub code: ErrorCode,
+    /// For people; never contains record contents.
+    pub message: String,
+    /// The document the error is about, when it is about one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub doc: Option<String>,
+    /// The server's protocol version, on version errors.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub supported_version: Option<u32>,
+}

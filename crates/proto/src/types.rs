@@ -1,0 +1,88 @@
+use posync_model::{DeviceId, DocId, DocKind, PosyanduId};
+use serde::{Deserialize, Serialize};
+
+/// The protocol version this build speaks. Carried in every body as `v`.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// Device to server: "here is what I changed; send me what changed since `cursor`".
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SyncRequest {
+    pub v: u32,
+    pub device: DeviceId,
+    /// Position in the server's change feed up to which this device has durably applied
+    /// every document in its scope. 0 on first sync.
+    pub cursor: u64,
+    /// Documents with local changes the server has not acknowledged.
+    pub push: Vec<DocPush>,
+    /// Upper bound on the pulled page the device wants (the server caps it further).
+    pub page_bytes_max: Option<u32>,
+}
+
+/// One document's new changes.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DocPush {
+    pub doc: DocId,
+    /// What the device believes the document is. Checked against the server's own metadata
+    /// for known documents; recorded (after a scope check) for new ones.
+    pub kind: DocKind,
+    pub posyandu: PosyanduId,
+    /// Heads the server has acknowledged for this document (concatenated 32-byte hashes);
+    /// `changes` holds everything after them. Empty for a document the server has never seen.
+    #[serde(with = "serde_bytes")]
+    pub base: Vec<u8>,
+    /// The device's heads once `changes` are applied: what the server will acknowledge.
+    #[serde(with = "serde_bytes")]
+    pub heads: Vec<u8>,
+    /// Concatenated raw Automerge changes (`Automerge::save_after(base)`).
+    #[serde(with = "serde_bytes")]
+    pub changes: Vec<u8>,
+}
+
+/// Server to device.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SyncResponse {
+    pub v: u32,
+    /// Pushed documents the server has durably committed, with the heads it now knows the
+    /// device has. Sent only after the commit.
+    pub acks: Vec<DocAck>,
+    /// Documents in scope changed after the request's cursor (this page of them).
+    pub docs: Vec<DocPull>,
+    /// Documents the device must drop (out of its scope now). Reserved in v1 for re-scoping.
+    pub purge: Vec<Purge>,
+    /// The cursor to store once this page is applied, and to send next time.
+    pub cursor: u64,
+    /// Another page is waiting: sync again right away.
+    pub more: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DocAck {
+    pub doc: DocId,
+    #[serde(with = "serde_bytes")]
+    pub heads: Vec<u8>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DocPull {
+    pub doc: DocId,
+    pub kind: DocKind,
+    pub posyandu: PosyanduId,
+    /// The server's heads for this document after this page: once applied, the device has them.
+    #[serde(with = "serde_bytes")]
+    pub heads: Vec<u8>,
+    /// Changes the device lacks: `save_after(known)` where `known` are heads the device has
+    /// acknowledged (through its cursor or its pushes), or the whole saved document.
+    #[serde(with = "serde_bytes")]
+    pub changes: Vec<u8>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Purge {
+    pub doc: DocId,
+}
+
+impl SyncRequest {
+    pub fn new(device: DeviceId, cursor: u64) -> Self {
+        Self { v: PROTOCOL_VERSION, device, cursor, push: Vec::new(), page_bytes_max: None }
+    }
+}

@@ -1,0 +1,29 @@
+use posync_model::DocId;
+
+/// What went wrong in the store. Every variant except `Backend` is the caller's to fix;
+/// nothing was committed in any case.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("document {doc} is outside the caller's scope")]
+    Forbidden { doc: DocId },
+    #[error("document {doc}: {reason}")]
+    DocMismatch { doc: DocId, reason: String },
+    #[error("document {doc}: changes do not decode: {reason}")]
+    MalformedChanges { doc: DocId, reason: String },
+    #[error("document {doc}: changes depend on changes the server does not have")]
+    MissingDependencies { doc: DocId },
+    #[error("document {doc}: pushed heads are not produced by the pushed changes")]
+    HeadsMismatch { doc: DocId },
+    #[error("document {doc} appears twice in one push")]
+    DuplicateDoc { doc: DocId },
+    #[error("stored document {doc} does not load: {reason}")]
+    Corrupt { doc: DocId, reason: String },
+    #[error("storage backend: {0}")]
+    Backend(String),
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        StoreError::Backend(e.to_string())
+    }
+}

@@ -1,0 +1,500 @@
+//! The embedded SQLite store: one file, WAL, `synchronous=FULL` (an acknowledged sync survives
+//! power loss), one writer at a time, readers in parallel. Blocking SQLite calls run on
+//! tokio's blocking pool, never on the async workers.
+
+use crate::core::{self, Existing, Projection};
+use crate::{PageLimits, PullPage, Store, StoreError, StoreStats, StoredDoc, StoredMeta};
+use async_trait::async_trait;
+use posync_model::record::format_date;
+use posync_model::{DeviceId, DocId, DocKind, Heads, Scope};
+use posync_proto::{DocAck, DocPull, DocPush};
+use rusqlite::{Connection, OpenFlags, OptionalExtension, Transaction, params};
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+const SCHEMA_VERSION: i64 = 1;
+const READERS_MAX: usize = 8;
+
+const SCHEMA: &str = r#"
+CREATE TABLE docs (
+    doc_id     TEXT PRIMARY KEY,
+    kind       TEXT NOT NULL,
+    posyandu   TEXT NOT NULL,
+    seq        INTEGER NOT NULL,
+    heads      BLOB NOT NULL,
+    bytes      BLOB NOT NULL,
+    updated_at INTEGER NOT NULL
+);
+CREATE INDEX docs_scope_seq ON docs(posyandu, seq);
+
+-- The change feed: one row per committed change of a document, in commit order.
+-- `heads` lets a pull compute what a device lacks from its cursor alone.
+CREATE TABLE feed (
+    seq       INTEGER PRIMARY KEY AUTOINCREMENT,
+    doc_id    TEXT NOT NULL,
+    posyandu  TEXT NOT NULL,
+    heads     BLOB NOT NULL,
+    device_id TEXT NOT NULL,
+    at        INTEGER NOT NULL
+);
+CREATE INDEX feed_doc_seq ON feed(doc_id, seq);
+
+-- Heads each device is known to have, acknowledged to it after a push.
+CREATE TABLE device_docs (
+    device_id TEXT NOT NULL,
+    doc_id    TEXT NOT NULL,
+    heads     BLOB NOT NULL,
+    acked_at  INTEGER NOT NULL,
+    PRIMARY KEY (device_id, doc_id)
+) WITHOUT ROWID;
+
+CREATE TABLE devices (
+    device_id    TEXT PRIMARY KEY,
+    last_push_at INTEGER,
+    pushes       INTEGER NOT NULL DEFAULT 0
+);
+
+-- Relational projection for plain-SQL queries; rewritten per document on every merge.
+CREATE TABLE visits (
+    visit_id     TEXT PRIMARY KEY,
+    doc_id       TEXT NOT NULL,
+    posyandu     TEXT NOT NULL,
+    session_date TEXT NOT NULL,
+    person_id    TEXT NOT NULL,
+    name         TEXT NOT NULL,
+    sex          TEXT NOT NULL,
+    birth_date   TEXT NOT NULL,
+    weight_g     INTEGER,
+    length_mm    INTEGER,
+    lying        INTEGER,
+    head_circ_mm INTEGER,
+    muac_mm      INTEGER,
+    vitamin_a    TEXT,
+    notes        TEXT NOT NULL,
+    recorded_by  TEXT NOT NULL,
+    recorded_at  INTEGER NOT NULL
+);
+CREATE INDEX visits_doc ON visits(doc_id);
+CREATE INDEX visits_posyandu_date ON visits(posyandu, session_date);
+CREATE INDEX visits_person ON visits(person_id);
+
+CREATE TABLE visit_immunisations (
+    visit_id TEXT NOT NULL,
+    antigen  TEXT NOT NULL,
+    given_on TEXT NOT NULL,
+    PRIMARY KEY (visit_id, antigen)
+) WITHOUT ROWID;
+
+CREATE TABLE people (
+    person_id     TEXT PRIMARY KEY,
+    doc_id        TEXT NOT NULL,
+    posyandu      TEXT NOT NULL,
+    name          TEXT NOT NULL,
+    sex           TEXT NOT NULL,
+    birth_date    TEXT NOT NULL,
+    mother_name   TEXT NOT NULL,
+    nik           TEXT,
+    registered_by TEXT NOT NULL,
+    registered_at INTEGER NOT NULL
+);
+CREATE INDEX people_doc ON people(doc_id);
+"#;
+
+struct Inner {
+    path: PathBuf,
+    writer: Mutex<Connection>,
+    readers: Mutex<Vec<Connection>>,
+}
+
+/// SQLite-backed [`Store`]. Cheap to clone.
+#[derive(Clone)]
+pub struct SqliteStore {
+    inner: Arc<Inner>,
+}
+
+fn open_conn(path: &Path) -> Result<Connection, StoreError> {
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    conn.busy_timeout(std::time::Duration::from_secs(10))?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    Ok(conn)
+}
+
+fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
+    let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    match version {
+        0 => {
+            let tx = conn.transaction()?;
+            tx.execute_batch(SCHEMA)?;
+            tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+            tx.commit()?;
+            Ok(())
+        }
+        SCHEMA_VERSION => Ok(()),
+        v => Err(StoreError::Backend(format!("database schema {v} is newer than this build ({SCHEMA_VERSION})"))),
+    }
+}
+
+impl SqliteStore {
+    /// Open (creating and migrating if needed) the store at `path`.
+    pub fn open(path: impl AsRef<Path>) -> Result<Self, StoreError> {
+        let path = path.as_ref().to_path_buf();
+        let mut writer = open_conn(&path)?;
+        migrate(&mut writer)?;
+        Ok(Self { inner: Arc::new(Inner { path, writer: Mutex::new(writer), readers: Mutex::new(Vec::new()) }) })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    async fn write<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut conn = inner.writer.lock().map_err(|_| StoreError::Backend("writer lock poisoned".into()))?;
+            f(&mut conn)
+        })
+        .await
+        .map_err(|e| StoreError::Backend(format!("writer task: {e}")))?
+    }
+
+    async fn read<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || {
+            let pooled = inner.readers.lock().map_err(|_| StoreError::Backend("reader pool poisoned".into()))?.pop();
+            let mut conn = match pooled {
+                Some(c) => c,
+                None => open_conn(&inner.path)?,
+            };
+            let out = f(&mut conn);
+            if let Ok(mut pool) = inner.readers.lock()
+                && pool.len() < READERS_MAX
+            {
+                pool.push(conn);
+            }
+            out
+        })
+        .await
+        .map_err(|e| StoreError::Backend(format!("reader task: {e}")))?
+    }
+
+    /// Run `PRAGMA integrity_check`; `Ok` only if SQLite reports "ok".
+    pub async fn integrity_check(&self) -> Result<(), StoreError> {
+        self.read(|c| {
+            let r: String = c.query_row("PRAGMA integrity_check", [], |r| r.get(0))?;
+            if r == "ok" { Ok(()) } else { Err(StoreError::Backend(format!("integrity_check: {r}"))) }
+        })
+        .await
+    }
+}
+
+fn parse_kind(doc: &str, s: &str) -> Result<DocKind, StoreError> {
+    DocKind::parse(s).ok_or_else(|| StoreError::Backend(format!("doc {doc}: unknown kind {s:?}")))
+}
+
+fn row_meta(doc_id: String, kind: String, posyandu: String, seq: i64, heads: Vec<u8>) -> Result<StoredMeta, StoreError> {
+    let bad = |what: &str| StoreError::Backend(format!("doc {doc_id}: bad stored {what}"));
+    Ok(StoredMeta {
+        kind: parse_kind(&doc_id, &kind)?,
+        posyandu: posyandu.parse().map_err(|_| bad("posyandu"))?,
+        seq: u64::try_from(seq).map_err(|_| bad("seq"))?,
+        heads: Heads::from_bytes(&heads).map_err(|_| bad("heads"))?,
+        doc: doc_id.parse().map_err(|_| bad("id"))?,
+    })
+}
+
+fn push_tx(tx: &Transaction<'_>, device: DeviceId, scope: &Scope, pushes: &[DocPush], now: i64) -> Result<Vec<DocAck>, StoreError> {
+    let mut seen = HashSet::new();
+    let mut acks = Vec::with_capacity(pushes.len());
+    let device_s = device.to_string();
+    for push in pushes {
+        let doc_s = push.doc.to_string();
+        if !seen.insert(push.doc) {
+            return Err(StoreError::DuplicateDoc { doc: push.doc });
+        }
+        let stored: Option<(String, String, Vec<u8>)> = tx
+            .query_row("SELECT kind, posyandu, bytes FROM docs WHERE doc_id = ?1", [&doc_s], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })
+            .optional()?;
+        let merged = match &stored {
+            Some((kind, posyandu, bytes)) => {
+                let posyandu = posyandu.parse().map_err(|_| StoreError::Backend(format!("doc {doc_s}: bad posyandu")))?;
+                if !scope.allows(&posyandu) {
+                    return Err(StoreError::Forbidden { doc: push.doc });
+                }
+                let kind = parse_kind(&doc_s, kind)?;
+                core::merge_push(Some(Existing { kind, posyandu: &posyandu, bytes }), push)?
+            }
+            None => {
+                if !scope.allows(&push.posyandu) {
+                    return Err(StoreError::Forbidden { doc: push.doc });
+                }
+                core::merge_push(None, push)?
+            }
+        };
+        if let Some(saved) = &merged.saved {
+            let heads = merged.heads.to_bytes();
+            tx.execute(
+                "INSERT INTO feed (doc_id, posyandu, heads, device_id, at) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![doc_s, push.posyandu.as_str(), heads, device_s, now],
+            )?;
+            let seq = tx.last_insert_rowid();
+            tx.execute(
+                "INSERT INTO docs (doc_id, kind, posyandu, seq, heads, bytes, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+                 ON CONFLICT(doc_id) DO UPDATE SET seq = ?4, heads = ?5, bytes = ?6, updated_at = ?7",
+                params![doc_s, push.kind.code(), push.posyandu.as_str(), seq, heads, saved, now],
+            )?;
+            if let Some(p) = &merged.projection {
+                write_projection(tx, &doc_s, push.posyandu.as_str(), p)?;
+            }
+        }
+        tx.execute(
+            "INSERT INTO device_docs (device_id, doc_id, heads, acked_at) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT(device_id, doc_id) DO UPDATE SET heads = ?3, acked_at = ?4",
+            params![device_s, doc_s, merged.device_heads.to_bytes(), now],
+        )?;
+        acks.push(DocAck { doc: push.doc, heads: merged.device_heads.to_bytes() });
+    }
+    tx.execute(
+        "INSERT INTO devices (device_id, last_push_at, pushes) VALUES (?1, ?2, 1)
+         ON CONFLICT(device_id) DO UPDATE SET last_push_at = ?2, pushes = pushes + 1",
+        params![device_s, now],
+    )?;
+    Ok(acks)
+}
+
+fn write_projection(tx: &Transaction<'_>, doc_s: &str, posyandu: &str, p: &Projection) -> Result<(), StoreError> {
+    match p {
+        Projection::Visits { date, visits } => {
+            tx.execute(
+                "DELETE FROM visit_immunisations WHERE visit_id IN (SELECT visit_id FROM visits WHERE doc_id = ?1)",
+                [doc_s],
+            )?;
+            tx.execute("DELETE FROM visits WHERE doc_id = ?1", [doc_s])?;
+            let date = format_date(*date);
+            let mut ins = tx.prepare_cached(
+                "INSERT INTO visits (visit_id, doc_id, posyandu, session_date, person_id, name, sex, birth_date,
+                    weight_g, length_mm, lying, head_circ_mm, muac_mm, vitamin_a, notes, recorded_by, recorded_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
+            )?;
+            let mut imm = tx.prepare_cached("INSERT INTO visit_immunisations (visit_id, antigen, given_on) VALUES (?1, ?2, ?3)")?;
+            for v in visits {
+                let vid = v.visit_id.to_string();
+                ins.execute(params![
+                    vid,
+                    doc_s,
+                    posyandu,
+                    date,
+                    v.person_id.to_string(),
+                    v.name,
+                    v.sex.code(),
+                    format_date(v.birth_date),
+                    v.weight_g,
+                    v.length_mm,
+                    v.lying,
+                    v.head_circ_mm,
+                    v.muac_mm,
+                    v.vitamin_a.map(|a| a.code()),
+                    v.notes,
+                    v.recorded_by.to_string(),
+                    v.recorded_at,
+                ])?;
+                for (antigen, on) in &v.immunisations {
+                    imm.execute(params![vid, antigen, format_date(*on)])?;
+                }
+            }
+        }
+        Projection::People(people) => {
+            tx.execute("DELETE FROM people WHERE doc_id = ?1", [doc_s])?;
+            let mut ins = tx.prepare_cached(
+                "INSERT INTO people (person_id, doc_id, posyandu, name, sex, birth_date, mother_name, nik, registered_by, registered_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+            )?;
+            for p in people {
+                ins.execute(params![
+                    p.person_id.to_string(),
+                    doc_s,
+                    posyandu,
+                    p.name,
+                    p.sex.code(),
+                    format_date(p.birth_date),
+                    p.mother_name,
+                    p.nik,
+                    p.registered_by.to_string(),
+                    p.registered_at,
+                ])?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn scope_list(scope: &Scope) -> String {
+    // Posyandu ids are validated [a-z0-9_-], so quoting them is safe; a JSON array keeps the
+    // statement text constant for any scope size.
+    let ids: Vec<&str> = scope.posyandu().map(|p| p.as_str()).collect();
+    serde_json_like_array(&ids)
+}
+
+fn serde_json_like_array(ids: &[&str]) -> String {
+    let mut s = String::from("[");
+    for (i, id) in ids.iter().enumerate() {
+        if i > 0 {
+            s.push(',');
+        }
+        s.push('"');
+        s.push_str(id);
+        s.push('"');
+    }
+    s.push(']');
+    s
+}
+
+fn pull_tx(conn: &mut Connection, device: DeviceId, scope: &Scope, cursor: u64, limits: PageLimits) -> Result<PullPage, StoreError> {
+    let tx = conn.transaction()?;
+    let max_seq: i64 = tx.query_row("SELECT COALESCE(MAX(seq), 0) FROM feed", [], |r| r.get(0))?;
+    // A cursor from the future (a server restored from an older backup) cannot be trusted:
+    // start the device over; re-sent changes are harmless duplicates.
+    let cursor = if cursor > max_seq as u64 { 0 } else { cursor };
+    let cursor_i = i64::try_from(cursor).map_err(|_| StoreError::Backend("cursor overflow".into()))?;
+    let mut page = PullPage { docs: Vec::new(), cursor, more: false };
+    let mut stmt = tx.prepare_cached(
+        "SELECT doc_id, kind, posyandu, seq, heads FROM docs
+         WHERE posyandu IN (SELECT value FROM json_each(?1)) AND seq > ?2
+         ORDER BY seq LIMIT ?3",
+    )?;
+    let rows = stmt
+        .query_map(params![scope_list(scope), cursor_i, (limits.docs_max + 1) as i64], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?, r.get::<_, i64>(3)?, r.get::<_, Vec<u8>>(4)?))
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut bytes_total = 0usize;
+    let device_s = device.to_string();
+    for (i, (doc_s, kind, posyandu, seq, heads)) in rows.into_iter().enumerate() {
+        if i >= limits.docs_max {
+            page.more = true;
+            break;
+        }
+        let meta = row_meta(doc_s.clone(), kind, posyandu, seq, heads)?;
+        let known = known_heads(&tx, &doc_s, &device_s, cursor_i)?;
+        let saved: Vec<u8> = tx.query_row("SELECT bytes FROM docs WHERE doc_id = ?1", [&doc_s], |r| r.get(0))?;
+        let changes = core::changes_for(meta.doc, &saved, &meta.heads, &known)?;
+        let size = changes.as_ref().map_or(0, Vec::len);
+        if !page.docs.is_empty() && bytes_total + size > limits.bytes_max {
+            page.more = true;
+            break;
+        }
+        bytes_total += size;
+        page.cursor = meta.seq;
+        if let Some(changes) = changes {
+            page.docs.push(DocPull {
+                doc: meta.doc,
+                kind: meta.kind,
+                posyandu: meta.posyandu,
+                heads: meta.heads.to_bytes(),
+                changes,
+            });
+        }
+    }
+    Ok(page)
+}
+
+/// Heads the device is known to have for a document: its state as of the device's cursor,
+/// plus whatever the device itself pushed and we acknowledged.
+fn known_heads(tx: &Transaction<'_>, doc_s: &str, device_s: &str, cursor: i64) -> Result<Heads, StoreError> {
+    let at_cursor: Option<Vec<u8>> = tx
+        .query_row(
+            "SELECT heads FROM feed WHERE doc_id = ?1 AND seq <= ?2 ORDER BY seq DESC LIMIT 1",
+            params![doc_s, cursor],
+            |r| r.get(0),
+        )
+        .optional()?;
+    let pushed: Option<Vec<u8>> = tx
+        .query_row(
+            "SELECT heads FROM device_docs WHERE device_id = ?1 AND doc_id = ?2",
+            params![device_s, doc_s],
+            |r| r.get(0),
+        )
+        .optional()?;
+    let parse = |b: Option<Vec<u8>>| -> Result<Heads, StoreError> {
+        b.map(|b| Heads::from_bytes(&b).map_err(|e| StoreError::Backend(e.to_string())))
+            .transpose()
+            .map(Option::unwrap_or_default)
+    };
+    Ok(parse(at_cursor)?.union(&parse(pushed)?))
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn push(&self, device: DeviceId, scope: Scope, pushes: Vec<DocPush>, now: i64) -> Result<Vec<DocAck>, StoreError> {
+        self.write(move |conn| {
+            let tx = conn.transaction()?;
+            let acks = push_tx(&tx, device, &scope, &pushes, now)?;
+            tx.commit()?;
+            Ok(acks)
+        })
+        .await
+    }
+
+    async fn pull(&self, device: DeviceId, scope: Scope, cursor: u64, limits: PageLimits) -> Result<PullPage, StoreError> {
+        self.read(move |conn| pull_tx(conn, device, &scope, cursor, limits)).await
+    }
+
+    async fn get(&self, doc: DocId) -> Result<Option<StoredDoc>, StoreError> {
+        self.read(move |conn| {
+            let row = conn
+                .query_row(
+                    "SELECT doc_id, kind, posyandu, seq, heads, bytes FROM docs WHERE doc_id = ?1",
+                    [doc.to_string()],
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get::<_, Vec<u8>>(5)?)),
+                )
+                .optional()?;
+            row.map(|(d, k, p, s, h, bytes)| Ok(StoredDoc { meta: row_meta(d, k, p, s, h)?, bytes })).transpose()
+        })
+        .await
+    }
+
+    async fn list(&self, scope: Scope) -> Result<Vec<StoredMeta>, StoreError> {
+        self.read(move |conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT doc_id, kind, posyandu, seq, heads FROM docs
+                 WHERE posyandu IN (SELECT value FROM json_each(?1)) ORDER BY seq",
+            )?;
+            let rows = stmt
+                .query_map([scope_list(&scope)], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))?
+                .collect::<Result<Vec<_>, _>>()?;
+            rows.into_iter().map(|(d, k, p, s, h)| row_meta(d, k, p, s, h)).collect()
+        })
+        .await
+    }
+
+    async fn stats(&self) -> Result<StoreStats, StoreError> {
+        self.read(|conn| {
+            let count = |sql: &str| -> Result<u64, StoreError> { Ok(conn.query_row(sql, [], |r| r.get::<_, i64>(0))? as u64) };
+            Ok(StoreStats {
+                docs: count("SELECT COUNT(*) FROM docs")?,
+                visits: count("SELECT COUNT(*) FROM visits")?,
+                people: count("SELECT COUNT(*) FROM people")?,
+                feed_entries: count("SELECT COUNT(*) FROM feed")?,
+            })
+        })
+        .await
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.read(|conn| Ok(conn.query_row("SELECT 1", [], |_| Ok(()))?)).await
+    }
+}
