@@ -20,3 +20,5 @@ pub use ids::{DeviceId, DocId, IdError, PersonId, PosyanduId, VisitId};
 pub use record::{Field, FieldValue, Person, Sex, VitaminA, Visit};
 pub mod scope;
 pub use scope::Scope;
+pub mod role;
+pub use role::Role;

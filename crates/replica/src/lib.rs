@@ -1,1 +1,19 @@
+//! The device side of posync: a SQLite replica of Automerge documents on a kader's phone or a
+//! puskesmas tablet.
+//!
+//! - Capture ([`Replica::start_session`], [`Replica::record_visit`], [`Replica::edit_visit`], …)
+//!   works with no network; each capture is one SQLite transaction, durable when it returns.
+//! - The outbox is every document whose local heads differ from the heads the server has
+//!   acknowledged.
+//! - Sync is split sans-I/O: [`Replica::prepare_sync`] builds a request, [`Replica::apply_response`]
+//!   applies an answer in one transaction. [`Replica::sync`] drives them over HTTP. A crash
+//!   anywhere in between loses nothing: un-acknowledged changes stay in the outbox and are
+//!   re-sent, and a replayed push is a no-op at the server.
 
+mod client;
+mod error;
+mod replica;
+
+pub use client::{HttpSync, SyncReport, WireBytes};
+pub use error::ReplicaError;
+pub use replica::{ApplyReport, NewPerson, NewVisit, Replica, VisitRow};

@@ -1,0 +1,33 @@
+use posync_model::DocId;
+use posync_proto::ErrorCode;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReplicaError {
+    #[error("sqlite: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("document: {0}")]
+    Doc(#[from] posync_model::DocError),
+    #[error("stored document {0} does not load")]
+    Corrupt(DocId),
+    #[error("no document {0} on this device")]
+    UnknownDoc(DocId),
+    #[error("server refused the sync: {status} {code}: {message}")]
+    Server { status: u16, code: ErrorCode, message: String, doc: Option<String> },
+    #[error("server answer could not be read: {0}")]
+    BadResponse(String),
+    #[error("network: {0}")]
+    Network(String),
+    #[error("sync did not finish within {0} rounds")]
+    TooManyRounds(usize),
+}
+
+impl ReplicaError {
+    /// Worth retrying later as is (the network, or a server that is busy or failing).
+    pub fn is_transient(&self) -> bool {
+        match self {
+            ReplicaError::Network(_) => true,
+            ReplicaError::Server { code, .. } => matches!(code, ErrorCode::Overloaded | ErrorCode::Internal),
+            _ => false,
+        }
+    }
+}

@@ -1,0 +1,516 @@
+use crate::error::ReplicaError;
+use automerge::{ActorId, Automerge, ReadDoc};
+use posync_model::doc::{self, DocMeta};
+use posync_model::record::format_date;
+use posync_model::{
+    DeviceId, DocId, DocKind, Field, FieldConflict, FieldValue, Heads, Person, PersonId, PosyanduId, Sex, Visit,
+    VisitId, VitaminA, conflicts,
+};
+use posync_proto::{DocPush, Limits, SyncRequest, SyncResponse};
+use rusqlite::{Connection, OptionalExtension, Transaction, params};
+use std::collections::BTreeMap;
+use std::path::Path;
+
+const SCHEMA: &str = r#"
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS docs (
+    doc_id       TEXT PRIMARY KEY,
+    kind         TEXT NOT NULL,
+    posyandu     TEXT NOT NULL,
+    bytes        BLOB NOT NULL,
+    heads        BLOB NOT NULL,
+    -- Heads the server has acknowledged having; pushes send everything after them.
+    server_heads BLOB NOT NULL,
+    -- 1 while local heads differ from server_heads: the outbox.
+    dirty        INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS docs_dirty ON docs(dirty) WHERE dirty = 1;
+CREATE TABLE IF NOT EXISTS visits (
+    visit_id     TEXT PRIMARY KEY,
+    doc_id       TEXT NOT NULL,
+    posyandu     TEXT NOT NULL,
+    session_date TEXT NOT NULL,
+    person_id    TEXT NOT NULL,
+    name         TEXT NOT NULL,
+    sex          TEXT NOT NULL,
+    birth_date   TEXT NOT NULL,
+    weight_g     INTEGER,
+    length_mm    INTEGER,
+    head_circ_mm INTEGER,
+    muac_mm      INTEGER,
+    vitamin_a    TEXT,
+    immunisations TEXT NOT NULL,
+    notes        TEXT NOT NULL,
+    recorded_by  TEXT NOT NULL,
+    recorded_at  INTEGER NOT NULL,
+    -- Fields with concurrent values, comma-separated: "under review" on screen.
+    conflicts    TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS visits_doc ON visits(doc_id);
+CREATE INDEX IF NOT EXISTS visits_posyandu_date ON visits(posyandu, session_date);
+CREATE TABLE IF NOT EXISTS people (
+    person_id   TEXT PRIMARY KEY,
+    doc_id      TEXT NOT NULL,
+    posyandu    TEXT NOT NULL,
+    name        TEXT NOT NULL,
+    sex         TEXT NOT NULL,
+    birth_date  TEXT NOT NULL,
+    mother_name TEXT NOT NULL,
+    nik         TEXT
+);
+"#;
+
+/// What a kader enters for a child's visit.
+#[derive(Clone, Debug)]
+pub struct NewVisit {
+    pub person_id: PersonId,
+    pub name: String,
+    pub sex: Sex,
+    pub birth_date: time::Date,
+    pub weight_g: Option<i64>,
+    pub length_mm: Option<i64>,
+    pub lying: Option<bool>,
+    pub head_circ_mm: Option<i64>,
+    pub muac_mm: Option<i64>,
+    pub immunisations: BTreeMap<String, time::Date>,
+    pub vitamin_a: Option<VitaminA>,
+    pub notes: String,
+}
+
+#[derive(Clone, Debug)]
+pub struct NewPerson {
+    pub name: String,
+    pub sex: Sex,
+    pub birth_date: time::Date,
+    pub mother_name: String,
+    pub nik: Option<String>,
+}
+
+/// A visit as the app's screens list it.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct VisitRow {
+    pub visit_id: String,
+    pub doc_id: String,
+    pub posyandu: String,
+    pub session_date: String,
+    pub person_id: String,
+    pub name: String,
+    pub sex: String,
+    pub birth_date: String,
+    pub weight_g: Option<i64>,
+    pub length_mm: Option<i64>,
+    pub head_circ_mm: Option<i64>,
+    pub muac_mm: Option<i64>,
+    pub vitamin_a: Option<String>,
+    pub immunisations: String,
+    pub notes: String,
+    pub recorded_by: String,
+    pub recorded_at: i64,
+    pub conflicts: String,
+}
+
+/// What one applied response did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ApplyReport {
+    pub acked: usize,
+    pub pulled: usize,
+    pub purged: usize,
+    pub cursor: u64,
+    pub more: bool,
+}
+
+/// A device's replica: one SQLite file.
+pub struct Replica {
+    conn: Connection,
+    device: DeviceId,
+}
+
+fn heads_from(bytes: &[u8]) -> Heads {
+    // Stored heads were written by us; a bad value only makes the next push larger.
+    Heads::from_bytes(bytes).unwrap_or_default()
+}
+
+impl Replica {
+    /// Open or create the replica at `path`. The device id (and so the Automerge actor) is
+    /// created once, on first open, and kept for the life of the install.
+    pub fn open(path: impl AsRef<Path>) -> Result<Self, ReplicaError> {
+        let mut conn = Connection::open(path)?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        // A capture acknowledged to the kader must survive the phone dying a moment later.
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        let tx = conn.transaction()?;
+        tx.execute_batch(SCHEMA)?;
+        let device = match tx.query_row("SELECT value FROM meta WHERE key = 'device_id'", [], |r| r.get::<_, String>(0)).optional()? {
+            Some(s) => s.parse().map_err(|_| ReplicaError::BadResponse("stored device id".into()))?,
+            None => {
+                let d = DeviceId::new_random();
+                tx.execute("INSERT INTO meta (key, value) VALUES ('device_id', ?1)", [d.to_string()])?;
+                d
+            }
+        };
+        tx.commit()?;
+        Ok(Self { conn, device })
+    }
+
+    pub fn device(&self) -> DeviceId {
+        self.device
+    }
+
+    fn actor(&self) -> ActorId {
+        self.device.actor()
+    }
+
+    /// The server feed position this replica has applied through.
+    pub fn cursor(&self) -> Result<u64, ReplicaError> {
+        Ok(self
+            .conn
+            .query_row("SELECT value FROM meta WHERE key = 'cursor'", [], |r| r.get::<_, String>(0))
+            .optional()?
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0))
+    }
+
+    // ---- capture ----
+
+    /// Open the session of `posyandu` on `date`, creating it if this phone has not seen it.
+    /// Every phone derives the same document id and genesis, so their visits merge.
+    pub fn start_session(&mut self, posyandu: &PosyanduId, date: time::Date) -> Result<DocId, ReplicaError> {
+        self.ensure_doc(DocMeta::session(posyandu.clone(), date))
+    }
+
+    fn ensure_doc(&mut self, meta: DocMeta) -> Result<DocId, ReplicaError> {
+        let id = meta.doc_id();
+        let tx = self.conn.transaction()?;
+        let exists = tx.query_row("SELECT 1 FROM docs WHERE doc_id = ?1", [id.to_string()], |_| Ok(())).optional()?.is_some();
+        if !exists {
+            let am = doc::genesis(&meta, self.device.actor())?;
+            save_doc(&tx, id, &am, true)?;
+        }
+        tx.commit()?;
+        Ok(id)
+    }
+
+    /// Record a visit in a session; returns its id. One transaction.
+    pub fn record_visit(&mut self, session: DocId, v: NewVisit, now: i64) -> Result<VisitId, ReplicaError> {
+        let visit = Visit {
+            visit_id: VisitId::new_random(),
+            person_id: v.person_id,
+            name: v.name,
+            sex: v.sex,
+            birth_date: v.birth_date,
+            weight_g: v.weight_g,
+            length_mm: v.length_mm,
+            lying: v.lying,
+            head_circ_mm: v.head_circ_mm,
+            muac_mm: v.muac_mm,
+            immunisations: v.immunisations,
+            vitamin_a: v.vitamin_a,
+            notes: v.notes,
+            recorded_by: self.device,
+            recorded_at: now,
+        };
+        let id = visit.visit_id;
+        self.mutate(session, |am| doc::record_visit(am, &visit, now))?;
+        Ok(id)
+    }
+
+    /// Change one field of a visit. One transaction, one Automerge change.
+    pub fn edit_visit(&mut self, session: DocId, visit: VisitId, field: Field, value: FieldValue, now: i64) -> Result<(), ReplicaError> {
+        self.mutate(session, |am| doc::set_visit_field(am, visit, field, &value, now))
+    }
+
+    pub fn give_immunisation(&mut self, session: DocId, visit: VisitId, antigen: &str, date: time::Date, now: i64) -> Result<(), ReplicaError> {
+        self.mutate(session, |am| doc::give_immunisation(am, visit, antigen, date, now))
+    }
+
+    /// Add a person to the posyandu's registry (created on first use).
+    pub fn register_person(&mut self, posyandu: &PosyanduId, p: NewPerson, now: i64) -> Result<PersonId, ReplicaError> {
+        let registry = self.ensure_doc(DocMeta::registry(posyandu.clone()))?;
+        let person = Person {
+            person_id: PersonId::new_random(),
+            name: p.name,
+            sex: p.sex,
+            birth_date: p.birth_date,
+            mother_name: p.mother_name,
+            nik: p.nik,
+            registered_by: self.device,
+            registered_at: now,
+        };
+        let id = person.person_id;
+        self.mutate(registry, |am| doc::register_person(am, &person, now))?;
+        Ok(id)
+    }
+
+    fn mutate(&mut self, id: DocId, f: impl FnOnce(&mut Automerge) -> Result<(), posync_model::DocError>) -> Result<(), ReplicaError> {
+        let actor = self.actor();
+        let tx = self.conn.transaction()?;
+        let mut am = load_doc(&tx, id)?.ok_or(ReplicaError::UnknownDoc(id))?;
+        am.set_actor(actor);
+        f(&mut am)?;
+        save_doc(&tx, id, &am, true)?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    // ---- queries ----
+
+    /// The visits of a session, for the app's list screen, ordered by time recorded.
+    pub fn visits(&self, session: DocId) -> Result<Vec<VisitRow>, ReplicaError> {
+        self.query_visits("WHERE doc_id = ?1", [session.to_string()])
+    }
+
+    /// Today's visits at a posyandu.
+    pub fn visits_on(&self, posyandu: &PosyanduId, date: time::Date) -> Result<Vec<VisitRow>, ReplicaError> {
+        self.query_visits("WHERE posyandu = ?1 AND session_date = ?2", [posyandu.to_string(), format_date(date)])
+    }
+
+    pub fn all_visits(&self) -> Result<Vec<VisitRow>, ReplicaError> {
+        self.query_visits("", [])
+    }
+
+    fn query_visits<P: rusqlite::Params>(&self, filter: &str, p: P) -> Result<Vec<VisitRow>, ReplicaError> {
+        let sql = format!(
+            "SELECT visit_id, doc_id, posyandu, session_date, person_id, name, sex, birth_date, weight_g, length_mm,
+                    head_circ_mm, muac_mm, vitamin_a, immunisations, notes, recorded_by, recorded_at, conflicts
+             FROM visits {filter} ORDER BY recorded_at, visit_id"
+        );
+        let mut stmt = self.conn.prepare(&sql)?;
+        let rows = stmt.query_map(p, |r| {
+            Ok(VisitRow {
+                visit_id: r.get(0)?,
+                doc_id: r.get(1)?,
+                posyandu: r.get(2)?,
+                session_date: r.get(3)?,
+                person_id: r.get(4)?,
+                name: r.get(5)?,
+                sex: r.get(6)?,
+                birth_date: r.get(7)?,
+                weight_g: r.get(8)?,
+                length_mm: r.get(9)?,
+                head_circ_mm: r.get(10)?,
+                muac_mm: r.get(11)?,
+                vitamin_a: r.get(12)?,
+                immunisations: r.get(13)?,
+                notes: r.get(14)?,
+                recorded_by: r.get(15)?,
+                recorded_at: r.get(16)?,
+                conflicts: r.get(17)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// The document, loaded.
+    pub fn doc(&self, id: DocId) -> Result<Automerge, ReplicaError> {
+        let tx = self.conn.unchecked_transaction()?;
+        load_doc(&tx, id)?.ok_or(ReplicaError::UnknownDoc(id))
+    }
+
+    /// Every document id on this device, sorted.
+    pub fn doc_ids(&self) -> Result<Vec<DocId>, ReplicaError> {
+        let mut stmt = self.conn.prepare("SELECT doc_id FROM docs ORDER BY doc_id")?;
+        let ids = stmt.query_map([], |r| r.get::<_, String>(0))?.collect::<Result<Vec<_>, _>>()?;
+        Ok(ids.into_iter().filter_map(|s| s.parse().ok()).collect())
+    }
+
+    /// Fields of a document with concurrent values ("under review").
+    pub fn conflicts(&self, id: DocId) -> Result<Vec<FieldConflict>, ReplicaError> {
+        Ok(conflicts(&self.doc(id)?)?)
+    }
+
+    /// Documents with changes the server has not acknowledged.
+    pub fn outbox(&self) -> Result<Vec<DocId>, ReplicaError> {
+        let mut stmt = self.conn.prepare("SELECT doc_id FROM docs WHERE dirty = 1 ORDER BY doc_id")?;
+        let ids = stmt.query_map([], |r| r.get::<_, String>(0))?.collect::<Result<Vec<_>, _>>()?;
+        Ok(ids.into_iter().filter_map(|s| s.parse().ok()).collect())
+    }
+
+    // ---- sync, sans-I/O ----
+
+    /// Build the next sync request: up to `limits.push_docs_max` outbox documents, each with
+    /// only the changes after the heads the server acknowledged, within the body budget.
+    pub fn prepare_sync(&self, limits: &Limits) -> Result<SyncRequest, ReplicaError> {
+        let mut req = SyncRequest::new(self.device, self.cursor()?);
+        let mut stmt = self.conn.prepare(
+            "SELECT doc_id, kind, posyandu, bytes, server_heads FROM docs WHERE dirty = 1 ORDER BY doc_id",
+        )?;
+        let mut rows = stmt.query([])?;
+        // Leave room for framing; a single document larger than the budget still goes alone.
+        let budget = limits.body_decoded_bytes_max / 2;
+        let mut used = 0usize;
+        while let Some(r) = rows.next()? {
+            if req.push.len() >= limits.push_docs_max {
+                break;
+            }
+            let doc_s: String = r.get(0)?;
+            let id: DocId = doc_s.parse().map_err(|_| ReplicaError::BadResponse("stored doc id".into()))?;
+            let kind = DocKind::parse(&r.get::<_, String>(1)?).ok_or(ReplicaError::Corrupt(id))?;
+            let posyandu: PosyanduId = r.get::<_, String>(2)?.parse().map_err(|_| ReplicaError::Corrupt(id))?;
+            let bytes: Vec<u8> = r.get(3)?;
+            let base = heads_from(&r.get::<_, Vec<u8>>(4)?);
+            let am = Automerge::load(&bytes).map_err(|_| ReplicaError::Corrupt(id))?;
+            let changes = if base.is_empty() { bytes } else { am.save_after(base.as_slice()) };
+            if !req.push.is_empty() && used + changes.len() > budget {
+                break;
+            }
+            used += changes.len();
+            req.push.push(DocPush {
+                doc: id,
+                kind,
+                posyandu,
+                base: base.to_bytes(),
+                heads: Heads::new(am.get_heads()).to_bytes(),
+                changes,
+            });
+        }
+        Ok(req)
+    }
+
+    /// Apply a server answer in one transaction: acknowledgements, pulled documents, purges,
+    /// and the new cursor together, or none of them.
+    pub fn apply_response(&mut self, resp: &SyncResponse) -> Result<ApplyReport, ReplicaError> {
+        let actor = self.actor();
+        let tx = self.conn.transaction()?;
+        let mut report = ApplyReport { cursor: resp.cursor, more: resp.more, ..Default::default() };
+        for ack in &resp.acks {
+            let acked = Heads::from_bytes(&ack.heads).map_err(|e| ReplicaError::BadResponse(e.to_string()))?;
+            let n = tx.execute(
+                "UPDATE docs SET server_heads = ?2, dirty = (heads != ?2) WHERE doc_id = ?1",
+                params![ack.doc.to_string(), acked.to_bytes()],
+            )?;
+            report.acked += n;
+        }
+        let mut cursor_ok = true;
+        for pull in &resp.docs {
+            let server_heads = Heads::from_bytes(&pull.heads).map_err(|e| ReplicaError::BadResponse(e.to_string()))?;
+            let mut am = match load_doc(&tx, pull.doc)? {
+                Some(am) => am,
+                None => Automerge::new(),
+            };
+            am.set_actor(actor.clone());
+            am.load_incremental(&pull.changes).map_err(|e| ReplicaError::BadResponse(format!("doc {}: {e}", pull.doc)))?;
+            if !am.get_missing_deps(&[]).is_empty() {
+                // The server assumed we had changes we do not: pull this document again whole.
+                tracing::warn!(doc = %pull.doc, "pulled changes miss dependencies; will re-pull from the start");
+                cursor_ok = false;
+                continue;
+            }
+            let meta = doc::read_meta(&am)?;
+            if meta.kind != pull.kind || meta.posyandu != pull.posyandu {
+                return Err(ReplicaError::BadResponse(format!("doc {} identity differs from its content", pull.doc)));
+            }
+            save_doc(&tx, pull.doc, &am, false)?;
+            tx.execute(
+                "UPDATE docs SET server_heads = ?2, dirty = (heads != ?2) WHERE doc_id = ?1",
+                params![pull.doc.to_string(), server_heads.to_bytes()],
+            )?;
+            report.pulled += 1;
+        }
+        for purge in &resp.purge {
+            let id = purge.doc.to_string();
+            tx.execute("DELETE FROM visits WHERE doc_id = ?1", [&id])?;
+            tx.execute("DELETE FROM people WHERE doc_id = ?1", [&id])?;
+            report.purged += tx.execute("DELETE FROM docs WHERE doc_id = ?1", [&id])?;
+        }
+        let cursor = if cursor_ok { resp.cursor } else { 0 };
+        tx.execute(
+            "INSERT INTO meta (key, value) VALUES ('cursor', ?1) ON CONFLICT(key) DO UPDATE SET value = ?1",
+            [cursor.to_string()],
+        )?;
+        tx.commit()?;
+        Ok(report)
+    }
+
+    /// Forget what the server acknowledged for `doc`, so the next push sends it whole.
+    /// The answer to `missing_dependencies`.
+    pub fn reset_server_heads(&mut self, id: DocId) -> Result<(), ReplicaError> {
+        self.conn.execute("UPDATE docs SET server_heads = X'', dirty = 1 WHERE doc_id = ?1", [id.to_string()])?;
+        Ok(())
+    }
+}
+
+fn load_doc(tx: &Transaction<'_>, id: DocId) -> Result<Option<Automerge>, ReplicaError> {
+    let bytes: Option<Vec<u8>> =
+        tx.query_row("SELECT bytes FROM docs WHERE doc_id = ?1", [id.to_string()], |r| r.get(0)).optional()?;
+    bytes.map(|b| Automerge::load(&b).map_err(|_| ReplicaError::Corrupt(id))).transpose()
+}
+
+/// Write a document and its projection. `local` marks a capture (dirty); for a pull the
+/// caller sets `dirty` from the acknowledged heads.
+fn save_doc(tx: &Transaction<'_>, id: DocId, am: &Automerge, local: bool) -> Result<(), ReplicaError> {
+    let meta = doc::read_meta(am)?;
+    let heads = Heads::new(am.get_heads()).to_bytes();
+    let doc_s = id.to_string();
+    tx.execute(
+        "INSERT INTO docs (doc_id, kind, posyandu, bytes, heads, server_heads, dirty) VALUES (?1, ?2, ?3, ?4, ?5, X'', ?6)
+         ON CONFLICT(doc_id) DO UPDATE SET bytes = ?4, heads = ?5, dirty = CASE WHEN ?6 THEN 1 ELSE dirty END",
+        params![doc_s, meta.kind.code(), meta.posyandu.as_str(), am.save(), heads, local],
+    )?;
+    match meta.kind {
+        DocKind::Session => project_visits(tx, &doc_s, &meta, am)?,
+        DocKind::Registry => project_people(tx, &doc_s, &meta, am)?,
+    }
+    Ok(())
+}
+
+fn project_visits(tx: &Transaction<'_>, doc_s: &str, meta: &DocMeta, am: &Automerge) -> Result<(), ReplicaError> {
+    let date = meta.date.map(format_date).unwrap_or_default();
+    let mut conflicted: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for c in conflicts(am)? {
+        conflicted.entry(c.record_id).or_default().push(c.field);
+    }
+    tx.execute("DELETE FROM visits WHERE doc_id = ?1", [doc_s])?;
+    let mut ins = tx.prepare_cached(
+        "INSERT INTO visits (visit_id, doc_id, posyandu, session_date, person_id, name, sex, birth_date, weight_g,
+            length_mm, head_circ_mm, muac_mm, vitamin_a, immunisations, notes, recorded_by, recorded_at, conflicts)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)",
+    )?;
+    for v in doc::visits(am)? {
+        let vid = v.visit_id.to_string();
+        let imm: Vec<&str> = v.immunisations.keys().map(String::as_str).collect();
+        let conf = conflicted.get(&vid).map(|f| f.join(",")).unwrap_or_default();
+        ins.execute(params![
+            vid,
+            doc_s,
+            meta.posyandu.as_str(),
+            date,
+            v.person_id.to_string(),
+            v.name,
+            v.sex.code(),
+            format_date(v.birth_date),
+            v.weight_g,
+            v.length_mm,
+            v.head_circ_mm,
+            v.muac_mm,
+            v.vitamin_a.map(|a| a.code()),
+            imm.join(","),
+            v.notes,
+            v.recorded_by.to_string(),
+            v.recorded_at,
+            conf,
+        ])?;
+    }
+    Ok(())
+}
+
+fn project_people(tx: &Transaction<'_>, doc_s: &str, meta: &DocMeta, am: &Automerge) -> Result<(), ReplicaError> {
+    tx.execute("DELETE FROM people WHERE doc_id = ?1", [doc_s])?;
+    let mut ins = tx.prepare_cached(
+        "INSERT INTO people (person_id, doc_id, posyandu, name, sex, birth_date, mother_name, nik)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+    )?;
+    for p in doc::people(am)? {
+        ins.execute(params![
+            p.person_id.to_string(),
+            doc_s,
+            meta.posyandu.as_str(),
+            p.name,
+            p.sex.code(),
+            format_date(p.birth_date),
+            p.mother_name,
+            p.nik,
+        ])?;
+    }
+    Ok(())
+}

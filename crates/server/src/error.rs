@@ -1,0 +1,82 @@
+//! The one place where errors become HTTP responses.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use posync_proto::{ErrorBody, ErrorCode, ErrorDetail, PROTOCOL_VERSION};
+use posync_store::StoreError;
+
+/// An error on its way to the client: a stable code, a message for people (never record
+/// contents), and the document it concerns.
+#[derive(Debug, Clone)]
+pub struct ApiError {
+    pub code: ErrorCode,
+    pub message: String,
+    pub doc: Option<String>,
+}
+
+impl ApiError {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self { code, message: message.into(), doc: None }
+    }
+
+    pub fn with_doc(mut self, doc: impl ToString) -> Self {
+        self.doc = Some(doc.to_string());
+        self
+    }
+
+    pub fn status(&self) -> StatusCode {
+        match self.code {
+            ErrorCode::MalformedBody | ErrorCode::MalformedChanges | ErrorCode::HeadsMismatch => StatusCode::BAD_REQUEST,
+            ErrorCode::UnsupportedProtocolVersion => StatusCode::BAD_REQUEST,
+            ErrorCode::BodyTooLarge | ErrorCode::BatchTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ErrorCode::UnsupportedEncoding | ErrorCode::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ErrorCode::MissingDependencies | ErrorCode::DocMismatch => StatusCode::CONFLICT,
+            ErrorCode::Unauthenticated => StatusCode::UNAUTHORIZED,
+            ErrorCode::Forbidden | ErrorCode::DeviceMismatch => StatusCode::FORBIDDEN,
+            ErrorCode::NotFound => StatusCode::NOT_FOUND,
+            ErrorCode::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
+            ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+impl std::fmt::Display for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.code, self.message)
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        let msg = e.to_string();
+        match e {
+            StoreError::Forbidden { doc } => ApiError::new(ErrorCode::Forbidden, msg).with_doc(doc),
+            StoreError::DocMismatch { doc, .. } => ApiError::new(ErrorCode::DocMismatch, msg).with_doc(doc),
+            StoreError::MalformedChanges { doc, .. } => ApiError::new(ErrorCode::MalformedChanges, msg).with_doc(doc),
+            StoreError::MissingDependencies { doc } => ApiError::new(ErrorCode::MissingDependencies, msg).with_doc(doc),
+            StoreError::HeadsMismatch { doc } => ApiError::new(ErrorCode::HeadsMismatch, msg).with_doc(doc),
+            StoreError::DuplicateDoc { doc } => ApiError::new(ErrorCode::MalformedBody, msg).with_doc(doc),
+            StoreError::Corrupt { doc, .. } => {
+                tracing::error!(%doc, "stored document does not load");
+                ApiError::new(ErrorCode::Internal, "internal error; nothing was committed").with_doc(doc)
+            }
+            StoreError::Backend(reason) => {
+                tracing::error!(%reason, "store backend error");
+                ApiError::new(ErrorCode::Internal, "internal error; nothing was committed")
+            }
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        let supported_version = (self.code == ErrorCode::UnsupportedProtocolVersion).then_some(PROTOCOL_VERSION);
+        let body = ErrorBody { error: ErrorDetail { code: self.code, message: self.message, doc: self.doc, supported_version } };
+        let mut resp = (status, axum::Json(body)).into_response();
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+        }
+        resp
+    }
+}

@@ -1,0 +1,143 @@
+//! HTTP: decode at the boundary, call the service, encode.
+
+use crate::auth::{Principal, TokenKeys};
+use crate::error::ApiError;
+use crate::sync::SyncService;
+use crate::Clock;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use posync_model::{DocId, conflicts, doc};
+use posync_proto::{CONTENT_TYPE, DecodeError, ErrorCode, Limits, decode_request, encode_body, gunzip_bounded};
+use posync_store::Store;
+use std::sync::Arc;
+
+#[derive(Clone)]
+pub struct AppState {
+    sync: SyncService,
+    keys: TokenKeys,
+}
+
+impl AppState {
+    pub fn new(store: Arc<dyn Store>, keys: TokenKeys, limits: Limits, clock: Clock) -> Self {
+        Self { sync: SyncService::new(store, limits, clock), keys }
+    }
+}
+
+pub fn router(state: AppState) -> Router {
+    let body_max = state.sync.limits().body_bytes_max;
+    Router::new()
+        .route("/healthz", get(health))
+        .route("/v1/sync", post(sync))
+        .route("/{version}/sync", post(other_version))
+        .route("/v1/docs/{doc}", get(get_doc))
+        .layer(DefaultBodyLimit::max(body_max))
+        .fallback(not_found)
+        .with_state(state)
+}
+
+fn principal(state: &AppState, headers: &HeaderMap) -> Result<Principal, ApiError> {
+    let value = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .ok_or_else(|| ApiError::new(ErrorCode::Unauthenticated, "missing Authorization header"))?;
+    let token = value
+        .strip_prefix("Bearer ")
+        .ok_or_else(|| ApiError::new(ErrorCode::Unauthenticated, "Authorization must be a Bearer token"))?;
+    state.keys.verify(token.trim())
+}
+
+async fn health(State(state): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
+    state.sync.store().ping().await?;
+    Ok(Json(serde_json::json!({ "status": "ok", "protocol": posync_proto::PROTOCOL_VERSION })))
+}
+
+async fn not_found() -> ApiError {
+    ApiError::new(ErrorCode::NotFound, "no such route")
+}
+
+async fn other_version(Path(version): Path<String>) -> ApiError {
+    ApiError::new(
+        ErrorCode::UnsupportedProtocolVersion,
+        format!("protocol {version:?} is not supported; use /v{}/sync", posync_proto::PROTOCOL_VERSION),
+    )
+}
+
+fn decode_body(headers: &HeaderMap, body: Result<Bytes, BytesRejection>, limits: &Limits) -> Result<Vec<u8>, ApiError> {
+    let body = body.map_err(|e| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::new(ErrorCode::BodyTooLarge, format!("body over {} bytes", limits.body_bytes_max))
+        } else {
+            ApiError::new(ErrorCode::MalformedBody, "body could not be read completely")
+        }
+    })?;
+    let ctype = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    if ctype.split(';').next().map(str::trim) != Some(CONTENT_TYPE) {
+        return Err(ApiError::new(ErrorCode::UnsupportedMediaType, format!("Content-Type must be {CONTENT_TYPE}")));
+    }
+    match headers.get(header::CONTENT_ENCODING).and_then(|v| v.to_str().ok()) {
+        None | Some("identity") => Ok(body.to_vec()),
+        Some("gzip") => gunzip_bounded(&body, limits.body_decoded_bytes_max).map_err(|e| match e {
+            DecodeError::TooLarge(n) => ApiError::new(ErrorCode::BodyTooLarge, format!("body inflates past {n} bytes")),
+            other => ApiError::new(ErrorCode::UnsupportedEncoding, other.to_string()),
+        }),
+        Some(other) => Err(ApiError::new(ErrorCode::UnsupportedEncoding, format!("Content-Encoding {other:?} not supported"))),
+    }
+}
+
+async fn sync(State(state): State<AppState>, headers: HeaderMap, body: Result<Bytes, BytesRejection>) -> Result<Response, ApiError> {
+    let who = principal(&state, &headers)?;
+    let raw = decode_body(&headers, body, state.sync.limits())?;
+    let req = decode_request(&raw).map_err(|e| match e {
+        DecodeError::UnsupportedVersion(_) => ApiError::new(ErrorCode::UnsupportedProtocolVersion, e.to_string()),
+        _ => ApiError::new(ErrorCode::MalformedBody, e.to_string()),
+    })?;
+    let resp = state.sync.handle(&who, req).await?;
+    let accepts_gzip = headers
+        .get(header::ACCEPT_ENCODING)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(',').any(|e| e.trim().starts_with("gzip")));
+    let enc = if accepts_gzip {
+        encode_body(&resp)
+    } else {
+        posync_proto::Encoded { bytes: posync_proto::encode(&resp), gzip: false }
+    };
+    let mut out = (StatusCode::OK, enc.bytes).into_response();
+    out.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(CONTENT_TYPE));
+    if enc.gzip {
+        out.headers_mut().insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+    }
+    Ok(out)
+}
+
+/// A document as JSON for people and tools: identity, heads, content (winning values), and
+/// every conflicted field with all its values.
+async fn get_doc(State(state): State<AppState>, headers: HeaderMap, Path(doc_id): Path<String>) -> Result<Json<serde_json::Value>, ApiError> {
+    let who = principal(&state, &headers)?;
+    let doc_id: DocId = doc_id.parse().map_err(|_| ApiError::new(ErrorCode::NotFound, "not a document id"))?;
+    let stored = state
+        .sync
+        .store()
+        .get(doc_id)
+        .await?
+        .ok_or_else(|| ApiError::new(ErrorCode::NotFound, "no such document").with_doc(doc_id))?;
+    if !who.scope.allows(&stored.meta.posyandu) {
+        return Err(ApiError::new(ErrorCode::Forbidden, "document is outside your scope").with_doc(doc_id));
+    }
+    let am = automerge::Automerge::load(&stored.bytes)
+        .map_err(|_| ApiError::new(ErrorCode::Internal, "stored document does not load").with_doc(doc_id))?;
+    let conflicts = conflicts(&am).map_err(|_| ApiError::new(ErrorCode::Internal, "document layout").with_doc(doc_id))?;
+    Ok(Json(serde_json::json!({
+        "doc": doc_id.to_string(),
+        "kind": stored.meta.kind,
+        "posyandu": stored.meta.posyandu,
+        "seq": stored.meta.seq,
+        "heads": stored.meta.heads.to_hex(),
+        "content": doc::to_json(&am),
+        "conflicts": conflicts,
+    })))
+}

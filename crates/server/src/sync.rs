@@ -1,0 +1,64 @@
+//! One sync, without HTTP: authorise, push (durably), pull a page.
+
+use crate::auth::Principal;
+use crate::error::ApiError;
+use crate::Clock;
+use posync_proto::{ErrorCode, Limits, PROTOCOL_VERSION, SyncRequest, SyncResponse};
+use posync_store::{PageLimits, Store};
+use std::sync::Arc;
+
+/// Smallest page a client may ask for: below this, paging overhead dominates.
+const PAGE_BYTES_MIN: usize = 4 * 1024;
+
+#[derive(Clone)]
+pub struct SyncService {
+    store: Arc<dyn Store>,
+    limits: Limits,
+    clock: Clock,
+}
+
+impl SyncService {
+    pub fn new(store: Arc<dyn Store>, limits: Limits, clock: Clock) -> Self {
+        Self { store, limits, clock }
+    }
+
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// Handle one decoded request. The push is committed before anything is acknowledged; if
+    /// the pull then fails the client retries and the replayed push is a no-op.
+    pub async fn handle(&self, who: &Principal, req: SyncRequest) -> Result<SyncResponse, ApiError> {
+        if req.device != who.device {
+            return Err(ApiError::new(ErrorCode::DeviceMismatch, "request device differs from the token's device"));
+        }
+        if req.push.len() > self.limits.push_docs_max {
+            return Err(ApiError::new(
+                ErrorCode::BatchTooLarge,
+                format!("{} documents pushed; at most {} per request", req.push.len(), self.limits.push_docs_max),
+            ));
+        }
+        if !req.push.is_empty() && !who.role.can_write() {
+            return Err(ApiError::new(ErrorCode::Forbidden, "this role is read-only"));
+        }
+        let pushed = req.push.len();
+        let acks = if req.push.is_empty() {
+            Vec::new()
+        } else {
+            self.store.push(who.device, who.scope.clone(), req.push, (self.clock)()).await?
+        };
+        let bytes_max = req
+            .page_bytes_max
+            .map_or(self.limits.page_bytes_max, |b| (b as usize).clamp(PAGE_BYTES_MIN, self.limits.page_bytes_max));
+        let page = self
+            .store
+            .pull(who.device, who.scope.clone(), req.cursor, PageLimits { bytes_max, docs_max: self.limits.page_docs_max })
+            .await?;
+        tracing::info!(device = %who.device, pushed, pulled = page.docs.len(), cursor = page.cursor, more = page.more, "sync");
+        Ok(SyncResponse { v: PROTOCOL_VERSION, acks, docs: page.docs, purge: Vec::new(), cursor: page.cursor, more: page.more })
+    }
+}
