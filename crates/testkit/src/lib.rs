@@ -119,7 +119,8 @@ pub fn posyandu(name: &str) -> PosyanduId {
     name.parse().expect("valid posyandu id")
 }
 
-const GIVEN: [&str; 12] = ["Aisyah", "Budi", "Citra", "Dewi", "Eko", "Fitri", "Gilang", "Hana", "Indra", "Joko", "Kartika", "Lestari"];
+const GIRLS: [&str; 8] = ["Aisyah", "Citra", "Dewi", "Fitri", "Hana", "Kartika", "Nur", "Sri"];
+const BOYS: [&str; 8] = ["Agus", "Budi", "Eko", "Gilang", "Indra", "Joko", "Rizki", "Yusuf"];
 const FAMILY: [&str; 8] = ["Putri", "Saputra", "Wulandari", "Pratama", "Hidayat", "Lestari", "Nugroho", "Rahmawati"];
 const ANTIGENS: [&str; 8] = ["HB0", "BCG", "OPV-1", "DPT-HB-Hib-1", "PCV-1", "RV-1", "IPV-1", "MR-1"];
 
@@ -142,7 +143,8 @@ impl Generator {
         let age_days: i64 = r.random_range(10..1800);
         let birth_date = DAY - time::Duration::days(age_days);
         let sex = if r.random_bool(0.5) { Sex::Female } else { Sex::Male };
-        let name = format!("{} {}", GIVEN[r.random_range(0..GIVEN.len())], FAMILY[r.random_range(0..FAMILY.len())]);
+        let given = if sex == Sex::Female { GIRLS } else { BOYS };
+        let name = format!("{} {}", given[r.random_range(0..given.len())], FAMILY[r.random_range(0..FAMILY.len())]);
         // Rough WHO medians with noise: enough realism for sizes and plausibility.
         let weight_g = 3300 + age_days * 7 + r.random_range(-600..600);
         let length_mm = 500 + age_days * 3 / 10 + r.random_range(-30..30);
