@@ -193,3 +193,36 @@ pub fn snapshot(replica: &Replica) -> Vec<(DocId, serde_json::Value, Vec<String>
         })
         .collect()
 }
+
+/// Sync a replica against a [`posync_server::SyncService`] in process (no sockets), with the
+/// same loop as the HTTP client. Used by property tests and simulations.
+pub async fn sync_in_process(
+    service: &posync_server::SyncService,
+    who: &posync_server::Principal,
+    replica: &mut Replica,
+) -> Result<usize, posync_server::ApiError> {
+    let limits = *service.limits();
+    for round in 1..=10_000 {
+        let req = replica.prepare_sync(&limits).expect("prepare");
+        let pushed = !req.push.is_empty();
+        let resp = match service.handle(who, req).await {
+            Ok(r) => r,
+            Err(e) if e.code == posync_proto::ErrorCode::MissingDependencies => {
+                let doc = e.doc.as_deref().and_then(|d| d.parse().ok()).expect("error names the doc");
+                replica.reset_server_heads(doc).expect("reset");
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
+        let applied = replica.apply_response(&resp).expect("apply");
+        if !applied.more && !(pushed && !replica.outbox().expect("outbox").is_empty()) {
+            return Ok(round);
+        }
+    }
+    panic!("sync did not converge in 10,000 rounds");
+}
+
+/// The principal a phone's token would verify to.
+pub fn principal(replica: &Replica, role: Role, posyandu: &[PosyanduId]) -> posync_server::Principal {
+    posync_server::Principal { device: replica.device(), role, scope: posync_model::Scope::new(posyandu.iter().cloned()) }
+}
