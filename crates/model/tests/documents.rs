@@ -1,0 +1,102 @@
+//! The document layout as a spec: what merges, what conflicts, what two phones share.
+
+use automerge::Automerge;
+use posync_model::doc::{self, DocMeta};
+use posync_model::{DeviceId, Field, FieldValue, PersonId, Sex, Visit, VisitId, conflicts};
+use std::collections::BTreeMap;
+
+const DAY: time::Date = time::macros::date!(2026 - 11 - 23);
+
+fn meta() -> DocMeta {
+    DocMeta::session("melati-01".parse().expect("id"), DAY)
+}
+
+fn visit(by: DeviceId) -> Visit {
+    Visit {
+        visit_id: VisitId::new_random(),
+        person_id: PersonId::new_random(),
+        name: "Nur Lestari".into(),
+        sex: Sex::Female,
+        birth_date: time::macros::date!(2025 - 06 - 01),
+        weight_g: Some(8500),
+        length_mm: Some(720),
+        lying: Some(true),
+        head_circ_mm: Some(440),
+        muac_mm: Some(140),
+        immunisations: BTreeMap::from([("MR-1".to_owned(), DAY)]),
+        vitamin_a: None,
+        notes: String::new(),
+        recorded_by: by,
+        recorded_at: 1,
+    }
+}
+
+fn merged(a: &Automerge, b: &Automerge) -> Automerge {
+    let mut m = a.clone();
+    m.merge(&mut b.clone()).expect("merge");
+    m
+}
+
+#[test]
+fn two_phones_opening_the_same_day_share_one_root() {
+    let (da, db) = (DeviceId::new_random(), DeviceId::new_random());
+    let mut a = doc::genesis(&meta(), da.actor()).expect("genesis a");
+    let mut b = doc::genesis(&meta(), db.actor()).expect("genesis b");
+    assert_eq!(a.get_heads(), b.get_heads(), "genesis is byte-identical on every phone");
+    let va = visit(da);
+    let vb = visit(db);
+    doc::record_visit(&mut a, &va, 10).expect("a");
+    doc::record_visit(&mut b, &vb, 11).expect("b");
+    let m = merged(&a, &b);
+    let ids: Vec<VisitId> = doc::visits(&m).expect("visits").into_iter().map(|v| v.visit_id).collect();
+    assert_eq!(ids.len(), 2, "both visits survive the merge");
+    assert!(ids.contains(&va.visit_id) && ids.contains(&vb.visit_id));
+    assert!(conflicts(&m).expect("conflicts").is_empty());
+}
+
+#[test]
+fn different_fields_merge_and_the_same_field_conflicts() {
+    let (da, db) = (DeviceId::new_random(), DeviceId::new_random());
+    let mut a = doc::genesis(&meta(), da.actor()).expect("genesis");
+    let v = visit(da);
+    doc::record_visit(&mut a, &v, 10).expect("record");
+    let mut b = a.fork().with_actor(db.actor());
+    doc::set_visit_field(&mut a, v.visit_id, Field::WeightG, &FieldValue::Int(9800), 20).expect("a weight");
+    doc::set_visit_field(&mut b, v.visit_id, Field::WeightG, &FieldValue::Int(8900), 21).expect("b weight");
+    doc::set_visit_field(&mut b, v.visit_id, Field::MuacMm, &FieldValue::Int(150), 22).expect("b muac");
+    doc::give_immunisation(&mut a, v.visit_id, "BCG", DAY, 23).expect("a bcg");
+    doc::give_immunisation(&mut b, v.visit_id, "OPV-1", DAY, 24).expect("b opv");
+    let m1 = merged(&a, &b);
+    let m2 = merged(&b, &a);
+    assert_eq!(doc::to_json(&m1), doc::to_json(&m2), "merge order does not matter");
+    let c = conflicts(&m1).expect("conflicts");
+    assert_eq!(c.len(), 1, "only the weight conflicts: {c:?}");
+    assert_eq!(c[0].field, "weight_g");
+    assert_eq!(c[0].values.iter().filter(|v| v.winner).count(), 1, "exactly one winner");
+    let got = &doc::visits(&m1).expect("visits")[0];
+    assert_eq!(got.muac_mm, Some(150));
+    assert_eq!(got.immunisations.keys().cloned().collect::<Vec<_>>(), vec!["BCG", "MR-1", "OPV-1"]);
+}
+
+#[test]
+fn impossible_values_are_refused_at_capture() {
+    let d = DeviceId::new_random();
+    let mut a = doc::genesis(&meta(), d.actor()).expect("genesis");
+    let mut v = visit(d);
+    v.weight_g = Some(40_000_000);
+    assert!(doc::record_visit(&mut a, &v, 1).is_err());
+    assert!(doc::visits(&a).expect("visits").is_empty(), "nothing written");
+    let ok = visit(d);
+    doc::record_visit(&mut a, &ok, 2).expect("record");
+    let heads = a.get_heads();
+    assert!(doc::set_visit_field(&mut a, ok.visit_id, Field::Sex, &FieldValue::Text("X".into()), 3).is_err());
+    assert_eq!(a.get_heads(), heads, "a refused edit makes no change");
+}
+
+#[test]
+fn a_session_document_knows_its_identity() {
+    let a = doc::genesis(&meta(), DeviceId::new_random().actor()).expect("genesis");
+    let m = doc::read_meta(&a).expect("meta");
+    assert_eq!(m, meta());
+    assert_eq!(m.doc_id(), posync_model::DocId::for_session(&m.posyandu, DAY));
+}

@@ -1,0 +1,136 @@
+//! The store's contract, on a real SQLite file.
+
+use automerge::Automerge;
+use posync_model::doc::{self, DocMeta};
+use posync_model::{DeviceId, DocId, Heads, PersonId, PosyanduId, Scope, Sex, Visit, VisitId};
+use posync_proto::DocPush;
+use posync_store::{PageLimits, SqliteStore, Store};
+
+const LIMITS: PageLimits = PageLimits { bytes_max: 1 << 20, docs_max: 500 };
+
+fn p(name: &str) -> PosyanduId {
+    name.parse().expect("id")
+}
+
+fn day(n: i64) -> time::Date {
+    time::macros::date!(2026 - 01 - 01) + time::Duration::days(n)
+}
+
+fn new_session(posyandu: &PosyanduId, date: time::Date, device: DeviceId) -> Automerge {
+    let mut am = doc::genesis(&DocMeta::session(posyandu.clone(), date), device.actor()).expect("genesis");
+    let v = Visit {
+        visit_id: VisitId::new_random(),
+        person_id: PersonId::new_random(),
+        name: "Sri Hidayat".into(),
+        sex: Sex::Female,
+        birth_date: day(-400),
+        weight_g: Some(9000),
+        length_mm: Some(750),
+        lying: Some(true),
+        head_circ_mm: None,
+        muac_mm: None,
+        immunisations: Default::default(),
+        vitamin_a: None,
+        notes: String::new(),
+        recorded_by: device,
+        recorded_at: 5,
+    };
+    doc::record_visit(&mut am, &v, 5).expect("record");
+    am
+}
+
+fn push_of(am: &Automerge, base: &Heads) -> DocPush {
+    let meta = doc::read_meta(am).expect("meta");
+    DocPush {
+        doc: meta.doc_id(),
+        kind: meta.kind,
+        posyandu: meta.posyandu,
+        base: base.to_bytes(),
+        heads: Heads::new(am.get_heads()).to_bytes(),
+        changes: if base.is_empty() { am.save() } else { am.save_after(base.as_slice()) },
+    }
+}
+
+#[tokio::test]
+async fn committed_pushes_survive_reopening_the_file() {
+    let dir = tempfile::tempdir().expect("dir");
+    let path = dir.path().join("s.sqlite");
+    let device = DeviceId::new_random();
+    let scope = Scope::new([p("a")]);
+    let am = new_session(&p("a"), day(0), device);
+    {
+        let store = SqliteStore::open(&path).expect("open");
+        let acks = store.push(device, scope.clone(), vec![push_of(&am, &Heads::empty())], 1).await.expect("push");
+        assert_eq!(acks.len(), 1);
+    }
+    let store = SqliteStore::open(&path).expect("reopen");
+    store.integrity_check().await.expect("integrity");
+    let id = doc::read_meta(&am).expect("meta").doc_id();
+    let got = store.get(id).await.expect("get").expect("present after reopen");
+    assert_eq!(got.meta.heads, Heads::new(am.get_heads()));
+    assert_eq!(store.stats().await.expect("stats").visits, 1);
+}
+
+#[tokio::test]
+async fn the_feed_returns_only_documents_changed_after_the_cursor_in_scope() {
+    let dir = tempfile::tempdir().expect("dir");
+    let store = SqliteStore::open(dir.path().join("s.sqlite")).expect("open");
+    let writer = DeviceId::new_random();
+    let all = Scope::new([p("a"), p("b")]);
+    for n in 0..10 {
+        let posyandu = if n % 2 == 0 { p("a") } else { p("b") };
+        let am = new_session(&posyandu, day(n), writer);
+        store.push(writer, all.clone(), vec![push_of(&am, &Heads::empty())], n).await.expect("push");
+    }
+    let reader = DeviceId::new_random();
+    let only_a = Scope::new([p("a")]);
+    let first = store.pull(reader, only_a.clone(), 0, LIMITS).await.expect("pull");
+    assert_eq!(first.docs.len(), 5, "only posyandu a");
+    assert!(first.docs.iter().all(|d| d.posyandu == p("a")));
+    let again = store.pull(reader, only_a.clone(), first.cursor, LIMITS).await.expect("pull");
+    assert!(again.docs.is_empty(), "nothing changed since the cursor");
+    assert_eq!(again.cursor, first.cursor);
+
+    // One more change to one document: exactly that document, and only its new change.
+    let target = new_session(&p("a"), day(100), writer);
+    store.push(writer, all.clone(), vec![push_of(&target, &Heads::empty())], 50).await.expect("push");
+    let mut edited = target.clone();
+    let visit = doc::visits(&edited).expect("visits")[0].visit_id;
+    let before = Heads::new(edited.get_heads());
+    doc::set_visit_field(&mut edited, visit, posync_model::Field::WeightG, &posync_model::FieldValue::Int(9100), 60).expect("edit");
+    let page = store.pull(reader, only_a.clone(), again.cursor, LIMITS).await.expect("pull");
+    assert_eq!(page.docs.len(), 1);
+    let cursor = page.cursor;
+    store.push(writer, all.clone(), vec![push_of(&edited, &before)], 61).await.expect("push edit");
+    let delta = store.pull(reader, only_a, cursor, LIMITS).await.expect("pull");
+    assert_eq!(delta.docs.len(), 1);
+    assert_eq!(delta.docs[0].changes, edited.save_after(before.as_slice()), "just the new change, not the document");
+}
+
+#[tokio::test]
+async fn a_replayed_push_adds_nothing() {
+    let dir = tempfile::tempdir().expect("dir");
+    let store = SqliteStore::open(dir.path().join("s.sqlite")).expect("open");
+    let device = DeviceId::new_random();
+    let scope = Scope::new([p("a")]);
+    let push = push_of(&new_session(&p("a"), day(0), device), &Heads::empty());
+    store.push(device, scope.clone(), vec![push.clone()], 1).await.expect("push");
+    let stats = store.stats().await.expect("stats");
+    let acks = store.push(device, scope, vec![push.clone()], 2).await.expect("replay");
+    assert_eq!(acks[0].heads, push.heads);
+    assert_eq!(store.stats().await.expect("stats"), stats);
+}
+
+#[tokio::test]
+async fn a_device_is_not_sent_back_what_it_pushed() {
+    let dir = tempfile::tempdir().expect("dir");
+    let store = SqliteStore::open(dir.path().join("s.sqlite")).expect("open");
+    let device = DeviceId::new_random();
+    let scope = Scope::new([p("a")]);
+    let am = new_session(&p("a"), day(0), device);
+    store.push(device, scope.clone(), vec![push_of(&am, &Heads::empty())], 1).await.expect("push");
+    let page = store.pull(device, scope, 0, LIMITS).await.expect("pull");
+    assert!(page.docs.is_empty(), "the device already has every change of its own document");
+    assert_eq!(page.cursor, 1, "but its cursor moves past it");
+    let _: DocId = doc::read_meta(&am).expect("meta").doc_id();
+}
