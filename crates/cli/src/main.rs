@@ -191,7 +191,9 @@ async fn main() -> Result<()> {
     // The demo narrates on stdout; server logs would only interleave with it.
     let default_filter = if matches!(cli.cmd, Cmd::Demo { .. }) { "warn" } else { "posync=info,warn" };
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| default_filter.into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| default_filter.into()),
+        )
         .with_writer(std::io::stderr)
         .init();
     match cli.cmd {
@@ -199,7 +201,8 @@ async fn main() -> Result<()> {
             let keys = TokenKeys::hs256(&secret(&db, jwt_secret)?);
             let store = SqliteStore::open(&db).with_context(|| format!("opening {}", db.display()))?;
             let limits = Limits { page_bytes_max, body_bytes_max, ..Limits::default() };
-            let server = posync_server::spawn(addr, Arc::new(store), keys, limits, posync_server::system_clock()).await?;
+            let server =
+                posync_server::spawn(addr, Arc::new(store), keys, limits, posync_server::system_clock()).await?;
             // One line on stdout so scripts can find the port when --addr used port 0.
             println!("posync listening on {} (db {})", server.url(), db.display());
             tokio::signal::ctrl_c().await?;
@@ -224,7 +227,17 @@ async fn kader(cmd: KaderCmd) -> Result<()> {
     match cmd {
         KaderCmd::Init { replica } => println!("{}", Replica::open(&replica)?.device()),
         KaderCmd::Record {
-            replica, posyandu, date, name, sex, birth_date, weight_g, length_mm, head_circ_mm, muac_mm, notes,
+            replica,
+            posyandu,
+            date,
+            name,
+            sex,
+            birth_date,
+            weight_g,
+            length_mm,
+            head_circ_mm,
+            muac_mm,
+            notes,
         } => {
             let mut r = Replica::open(&replica)?;
             let date = match date {

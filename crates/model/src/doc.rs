@@ -350,9 +350,7 @@ fn read_visit(doc: &Automerge, key: &str, v: &ObjId) -> Result<Visit, DocError> 
 /// Add a person to a registry document, as one change.
 pub fn register_person(doc: &mut Automerge, person: &Person, now: i64) -> Result<(), DocError> {
     let people = collection(doc, DocKind::Registry)?;
-    Field::Name
-        .validate(&FieldValue::Text(person.name.clone()))
-        .map_err(DocError::Invalid)?;
+    Field::Name.validate(&FieldValue::Text(person.name.clone())).map_err(DocError::Invalid)?;
     if let Some(nik) = &person.nik
         && (nik.len() != 16 || !nik.bytes().all(|b| b.is_ascii_digit()))
     {
@@ -412,9 +410,9 @@ pub fn to_json(doc: &Automerge) -> serde_json::Value {
                 ScalarValue::F64(f) => f.into(),
                 _ => serde_json::Value::Null,
             },
-            H::Map(m) => serde_json::Value::Object(
-                m.iter().map(|(k, v)| (k.to_string(), conv(v.value.clone()))).collect(),
-            ),
+            H::Map(m) => {
+                serde_json::Value::Object(m.iter().map(|(k, v)| (k.to_string(), conv(v.value.clone()))).collect())
+            }
             H::List(l) => serde_json::Value::Array(l.iter().map(|v| conv(v.value.clone())).collect()),
             H::Text(t) => serde_json::Value::String(t.to_string()),
         }

@@ -47,7 +47,7 @@ impl Heads {
     }
 
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, HeadsLenError> {
-        if bytes.len() % Self::HASH_BYTES != 0 {
+        if !bytes.len().is_multiple_of(Self::HASH_BYTES) {
             return Err(HeadsLenError(bytes.len()));
         }
         let hashes = bytes

@@ -153,8 +153,8 @@ mod tests {
 
     #[test]
     fn session_ids_are_deterministic_and_distinct() {
-        let p: PosyanduId = "melati-01".parse().unwrap();
-        let q: PosyanduId = "mawar-02".parse().unwrap();
+        let p: PosyanduId = "melati-01".parse().expect("id");
+        let q: PosyanduId = "mawar-02".parse().expect("id");
         let d = time::macros::date!(2026 - 11 - 23);
         assert_eq!(DocId::for_session(&p, d), DocId::for_session(&p, d));
         assert_ne!(DocId::for_session(&p, d), DocId::for_session(&q, d));

@@ -17,7 +17,7 @@ pub use conflict::{FieldConflict, conflicts};
 pub use doc::{DocError, DocKind, DocMeta};
 pub use heads::Heads;
 pub use ids::{DeviceId, DocId, IdError, PersonId, PosyanduId, VisitId};
-pub use record::{Field, FieldValue, Person, Sex, VitaminA, Visit};
+pub use record::{Field, FieldValue, Person, Sex, Visit, VitaminA};
 pub mod scope;
 pub use scope::Scope;
 pub mod role;

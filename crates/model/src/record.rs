@@ -191,15 +191,15 @@ impl Field {
                 }
             }
             (FieldKind::Bool, FieldValue::Bool(_)) => Ok(()),
-            (FieldKind::Date, FieldValue::Text(s)) => parse_date(s)
-                .map(|_| ())
-                .ok_or_else(|| format!("{} must be a YYYY-MM-DD date, got {s:?}", self.key())),
-            (FieldKind::Sex, FieldValue::Text(s)) => Sex::parse(s)
-                .map(|_| ())
-                .ok_or_else(|| format!("{} must be F or M, got {s:?}", self.key())),
-            (FieldKind::VitaminA, FieldValue::Text(s)) => VitaminA::parse(s)
-                .map(|_| ())
-                .ok_or_else(|| format!("{} must be blue or red, got {s:?}", self.key())),
+            (FieldKind::Date, FieldValue::Text(s)) => {
+                parse_date(s).map(|_| ()).ok_or_else(|| format!("{} must be a YYYY-MM-DD date, got {s:?}", self.key()))
+            }
+            (FieldKind::Sex, FieldValue::Text(s)) => {
+                Sex::parse(s).map(|_| ()).ok_or_else(|| format!("{} must be F or M, got {s:?}", self.key()))
+            }
+            (FieldKind::VitaminA, FieldValue::Text(s)) => {
+                VitaminA::parse(s).map(|_| ()).ok_or_else(|| format!("{} must be blue or red, got {s:?}", self.key()))
+            }
             (kind, v) => Err(format!("{} expects {kind:?}, got {v:?}", self.key())),
         }
     }

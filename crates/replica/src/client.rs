@@ -3,7 +3,9 @@
 
 use crate::error::ReplicaError;
 use crate::replica::Replica;
-use posync_proto::{CONTENT_TYPE, ErrorBody, ErrorCode, Limits, SyncRequest, SyncResponse, decode_response, encode_body, gunzip_bounded};
+use posync_proto::{
+    CONTENT_TYPE, ErrorBody, ErrorCode, Limits, SyncRequest, SyncResponse, decode_response, encode_body, gunzip_bounded,
+};
 use std::time::Duration;
 
 /// Largest response body we inflate. Pages are bounded by the server; this guards the phone.
@@ -77,15 +79,17 @@ impl HttpSync {
         }
         let resp = rb.body(enc.bytes).send().await.map_err(|e| ReplicaError::Network(e.to_string()))?;
         let status = resp.status();
-        let gzip = resp
-            .headers()
-            .get(reqwest::header::CONTENT_ENCODING)
-            .is_some_and(|v| v.as_bytes() == b"gzip");
+        let gzip = resp.headers().get(reqwest::header::CONTENT_ENCODING).is_some_and(|v| v.as_bytes() == b"gzip");
         let body = resp.bytes().await.map_err(|e| ReplicaError::Network(e.to_string()))?;
         let wire = WireBytes { up, down: body.len() as u64 };
         if !status.is_success() {
             return Err(match serde_json::from_slice::<ErrorBody>(&body) {
-                Ok(e) => ReplicaError::Server { status: status.as_u16(), code: e.error.code, message: e.error.message, doc: e.error.doc },
+                Ok(e) => ReplicaError::Server {
+                    status: status.as_u16(),
+                    code: e.error.code,
+                    message: e.error.message,
+                    doc: e.error.doc,
+                },
                 Err(_) => ReplicaError::Server {
                     status: status.as_u16(),
                     code: ErrorCode::Internal,

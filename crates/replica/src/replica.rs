@@ -141,7 +141,10 @@ impl Replica {
         conn.pragma_update(None, "synchronous", "FULL")?;
         let tx = conn.transaction()?;
         tx.execute_batch(SCHEMA)?;
-        let device = match tx.query_row("SELECT value FROM meta WHERE key = 'device_id'", [], |r| r.get::<_, String>(0)).optional()? {
+        let device = match tx
+            .query_row("SELECT value FROM meta WHERE key = 'device_id'", [], |r| r.get::<_, String>(0))
+            .optional()?
+        {
             Some(s) => s.parse().map_err(|_| ReplicaError::BadResponse("stored device id".into()))?,
             None => {
                 let d = DeviceId::new_random();
@@ -182,7 +185,8 @@ impl Replica {
     fn ensure_doc(&mut self, meta: DocMeta) -> Result<DocId, ReplicaError> {
         let id = meta.doc_id();
         let tx = self.conn.transaction()?;
-        let exists = tx.query_row("SELECT 1 FROM docs WHERE doc_id = ?1", [id.to_string()], |_| Ok(())).optional()?.is_some();
+        let exists =
+            tx.query_row("SELECT 1 FROM docs WHERE doc_id = ?1", [id.to_string()], |_| Ok(())).optional()?.is_some();
         if !exists {
             let am = doc::genesis(&meta, self.device.actor())?;
             save_doc(&tx, id, &am, true)?;
@@ -216,11 +220,25 @@ impl Replica {
     }
 
     /// Change one field of a visit. One transaction, one Automerge change.
-    pub fn edit_visit(&mut self, session: DocId, visit: VisitId, field: Field, value: FieldValue, now: i64) -> Result<(), ReplicaError> {
+    pub fn edit_visit(
+        &mut self,
+        session: DocId,
+        visit: VisitId,
+        field: Field,
+        value: FieldValue,
+        now: i64,
+    ) -> Result<(), ReplicaError> {
         self.mutate(session, |am| doc::set_visit_field(am, visit, field, &value, now))
     }
 
-    pub fn give_immunisation(&mut self, session: DocId, visit: VisitId, antigen: &str, date: time::Date, now: i64) -> Result<(), ReplicaError> {
+    pub fn give_immunisation(
+        &mut self,
+        session: DocId,
+        visit: VisitId,
+        antigen: &str,
+        date: time::Date,
+        now: i64,
+    ) -> Result<(), ReplicaError> {
         self.mutate(session, |am| doc::give_immunisation(am, visit, antigen, date, now))
     }
 
@@ -242,7 +260,11 @@ impl Replica {
         Ok(id)
     }
 
-    fn mutate(&mut self, id: DocId, f: impl FnOnce(&mut Automerge) -> Result<(), posync_model::DocError>) -> Result<(), ReplicaError> {
+    fn mutate(
+        &mut self,
+        id: DocId,
+        f: impl FnOnce(&mut Automerge) -> Result<(), posync_model::DocError>,
+    ) -> Result<(), ReplicaError> {
         let actor = self.actor();
         let tx = self.conn.transaction()?;
         let mut am = load_doc(&tx, id)?.ok_or(ReplicaError::UnknownDoc(id))?;
@@ -332,9 +354,9 @@ impl Replica {
     /// only the changes after the heads the server acknowledged, within the body budget.
     pub fn prepare_sync(&self, limits: &Limits) -> Result<SyncRequest, ReplicaError> {
         let mut req = SyncRequest::new(self.device, self.cursor()?);
-        let mut stmt = self.conn.prepare(
-            "SELECT doc_id, kind, posyandu, bytes, server_heads FROM docs WHERE dirty = 1 ORDER BY doc_id",
-        )?;
+        let mut stmt = self
+            .conn
+            .prepare("SELECT doc_id, kind, posyandu, bytes, server_heads FROM docs WHERE dirty = 1 ORDER BY doc_id")?;
         let mut rows = stmt.query([])?;
         // Leave room for framing; a single document larger than the budget still goes alone.
         let budget = limits.body_decoded_bytes_max / 2;
@@ -389,7 +411,8 @@ impl Replica {
                 None => Automerge::new(),
             };
             am.set_actor(actor.clone());
-            am.load_incremental(&pull.changes).map_err(|e| ReplicaError::BadResponse(format!("doc {}: {e}", pull.doc)))?;
+            am.load_incremental(&pull.changes)
+                .map_err(|e| ReplicaError::BadResponse(format!("doc {}: {e}", pull.doc)))?;
             if !am.get_missing_deps(&[]).is_empty() {
                 // The server assumed we had changes we do not: pull this document again whole.
                 tracing::warn!(doc = %pull.doc, "pulled changes miss dependencies; will re-pull from the start");

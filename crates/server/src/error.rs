@@ -26,7 +26,9 @@ impl ApiError {
 
     pub fn status(&self) -> StatusCode {
         match self.code {
-            ErrorCode::MalformedBody | ErrorCode::MalformedChanges | ErrorCode::HeadsMismatch => StatusCode::BAD_REQUEST,
+            ErrorCode::MalformedBody | ErrorCode::MalformedChanges | ErrorCode::HeadsMismatch => {
+                StatusCode::BAD_REQUEST
+            }
             ErrorCode::UnsupportedProtocolVersion => StatusCode::BAD_REQUEST,
             ErrorCode::BodyTooLarge | ErrorCode::BatchTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ErrorCode::UnsupportedEncoding | ErrorCode::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -72,7 +74,9 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
         let supported_version = (self.code == ErrorCode::UnsupportedProtocolVersion).then_some(PROTOCOL_VERSION);
-        let body = ErrorBody { error: ErrorDetail { code: self.code, message: self.message, doc: self.doc, supported_version } };
+        let body = ErrorBody {
+            error: ErrorDetail { code: self.code, message: self.message, doc: self.doc, supported_version },
+        };
         let mut resp = (status, axum::Json(body)).into_response();
         if status == StatusCode::SERVICE_UNAVAILABLE {
             resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("5"));

@@ -48,7 +48,13 @@ impl RunningServer {
 }
 
 /// Bind `addr` (port 0 for an ephemeral port) and serve in the background.
-pub async fn spawn(addr: SocketAddr, store: Arc<dyn Store>, keys: TokenKeys, limits: Limits, clock: Clock) -> std::io::Result<RunningServer> {
+pub async fn spawn(
+    addr: SocketAddr,
+    store: Arc<dyn Store>,
+    keys: TokenKeys,
+    limits: Limits,
+    clock: Clock,
+) -> std::io::Result<RunningServer> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let addr = listener.local_addr()?;
     let app = router(AppState::new(store, keys, limits, clock));

@@ -1,9 +1,9 @@
 //! HTTP: decode at the boundary, call the service, encode.
 
+use crate::Clock;
 use crate::auth::{Principal, TokenKeys};
 use crate::error::ApiError;
 use crate::sync::SyncService;
-use crate::Clock;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, Path, State};
@@ -85,11 +85,17 @@ fn decode_body(headers: &HeaderMap, body: Result<Bytes, BytesRejection>, limits:
             DecodeError::TooLarge(n) => ApiError::new(ErrorCode::BodyTooLarge, format!("body inflates past {n} bytes")),
             other => ApiError::new(ErrorCode::UnsupportedEncoding, other.to_string()),
         }),
-        Some(other) => Err(ApiError::new(ErrorCode::UnsupportedEncoding, format!("Content-Encoding {other:?} not supported"))),
+        Some(other) => {
+            Err(ApiError::new(ErrorCode::UnsupportedEncoding, format!("Content-Encoding {other:?} not supported")))
+        }
     }
 }
 
-async fn sync(State(state): State<AppState>, headers: HeaderMap, body: Result<Bytes, BytesRejection>) -> Result<Response, ApiError> {
+async fn sync(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
     let who = principal(&state, &headers)?;
     let raw = decode_body(&headers, body, state.sync.limits())?;
     let req = decode_request(&raw).map_err(|e| match e {
@@ -116,7 +122,11 @@ async fn sync(State(state): State<AppState>, headers: HeaderMap, body: Result<By
 
 /// A document as JSON for people and tools: identity, heads, content (winning values), and
 /// every conflicted field with all its values.
-async fn get_doc(State(state): State<AppState>, headers: HeaderMap, Path(doc_id): Path<String>) -> Result<Json<serde_json::Value>, ApiError> {
+async fn get_doc(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(doc_id): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
     let who = principal(&state, &headers)?;
     let doc_id: DocId = doc_id.parse().map_err(|_| ApiError::new(ErrorCode::NotFound, "not a document id"))?;
     let stored = state
@@ -130,7 +140,8 @@ async fn get_doc(State(state): State<AppState>, headers: HeaderMap, Path(doc_id)
     }
     let am = automerge::Automerge::load(&stored.bytes)
         .map_err(|_| ApiError::new(ErrorCode::Internal, "stored document does not load").with_doc(doc_id))?;
-    let conflicts = conflicts(&am).map_err(|_| ApiError::new(ErrorCode::Internal, "document layout").with_doc(doc_id))?;
+    let conflicts =
+        conflicts(&am).map_err(|_| ApiError::new(ErrorCode::Internal, "document layout").with_doc(doc_id))?;
     Ok(Json(serde_json::json!({
         "doc": doc_id.to_string(),
         "kind": stored.meta.kind,

@@ -1,8 +1,8 @@
 //! One sync, without HTTP: authorise, push (durably), pull a page.
 
+use crate::Clock;
 use crate::auth::Principal;
 use crate::error::ApiError;
-use crate::Clock;
 use posync_proto::{ErrorCode, Limits, PROTOCOL_VERSION, SyncRequest, SyncResponse};
 use posync_store::{PageLimits, Store};
 use std::sync::Arc;
@@ -56,9 +56,21 @@ impl SyncService {
             .map_or(self.limits.page_bytes_max, |b| (b as usize).clamp(PAGE_BYTES_MIN, self.limits.page_bytes_max));
         let page = self
             .store
-            .pull(who.device, who.scope.clone(), req.cursor, PageLimits { bytes_max, docs_max: self.limits.page_docs_max })
+            .pull(
+                who.device,
+                who.scope.clone(),
+                req.cursor,
+                PageLimits { bytes_max, docs_max: self.limits.page_docs_max },
+            )
             .await?;
         tracing::info!(device = %who.device, pushed, pulled = page.docs.len(), cursor = page.cursor, more = page.more, "sync");
-        Ok(SyncResponse { v: PROTOCOL_VERSION, acks, docs: page.docs, purge: Vec::new(), cursor: page.cursor, more: page.more })
+        Ok(SyncResponse {
+            v: PROTOCOL_VERSION,
+            acks,
+            docs: page.docs,
+            purge: Vec::new(),
+            cursor: page.cursor,
+            more: page.more,
+        })
     }
 }

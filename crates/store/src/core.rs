@@ -48,7 +48,10 @@ pub fn merge_push(existing: Option<Existing<'_>>, push: &DocPush) -> Result<Merg
             if e.kind != push.kind || e.posyandu != &push.posyandu {
                 return Err(StoreError::DocMismatch {
                     doc: id,
-                    reason: format!("stored as {} of {}, pushed as {} of {}", e.kind, e.posyandu, push.kind, push.posyandu),
+                    reason: format!(
+                        "stored as {} of {}, pushed as {} of {}",
+                        e.kind, e.posyandu, push.kind, push.posyandu
+                    ),
                 });
             }
             Automerge::load(e.bytes).map_err(|err| StoreError::Corrupt { doc: id, reason: err.to_string() })?
@@ -101,7 +104,12 @@ pub fn project(am: &Automerge, meta: &DocMeta) -> Result<Projection, posync_mode
 /// Heads the document does not know are ignored rather than trusted: asking Automerge for
 /// changes after unknown heads would silently return the whole history anyway, so we make
 /// that fallback explicit.
-pub fn changes_for(doc: DocId, saved: &[u8], stored_heads: &Heads, known: &Heads) -> Result<Option<Vec<u8>>, StoreError> {
+pub fn changes_for(
+    doc: DocId,
+    saved: &[u8],
+    stored_heads: &Heads,
+    known: &Heads,
+) -> Result<Option<Vec<u8>>, StoreError> {
     if known.is_empty() {
         return Ok(Some(saved.to_vec()));
     }

@@ -62,10 +62,22 @@ pub struct StoreStats {
 pub trait Store: Send + Sync + 'static {
     /// Merge pushed documents. All or nothing: a batch with one bad or out-of-scope document
     /// stores nothing. Returns acknowledgements only after the commit is durable.
-    async fn push(&self, device: DeviceId, scope: Scope, pushes: Vec<DocPush>, now: i64) -> Result<Vec<DocAck>, StoreError>;
+    async fn push(
+        &self,
+        device: DeviceId,
+        scope: Scope,
+        pushes: Vec<DocPush>,
+        now: i64,
+    ) -> Result<Vec<DocAck>, StoreError>;
 
     /// Documents in `scope` changed after `cursor`, each with only the changes the device lacks.
-    async fn pull(&self, device: DeviceId, scope: Scope, cursor: u64, limits: PageLimits) -> Result<PullPage, StoreError>;
+    async fn pull(
+        &self,
+        device: DeviceId,
+        scope: Scope,
+        cursor: u64,
+        limits: PageLimits,
+    ) -> Result<PullPage, StoreError>;
 
     /// One document, if stored.
     async fn get(&self, doc: DocId) -> Result<Option<StoredDoc>, StoreError>;

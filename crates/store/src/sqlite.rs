@@ -203,7 +203,13 @@ fn parse_kind(doc: &str, s: &str) -> Result<DocKind, StoreError> {
     DocKind::parse(s).ok_or_else(|| StoreError::Backend(format!("doc {doc}: unknown kind {s:?}")))
 }
 
-fn row_meta(doc_id: String, kind: String, posyandu: String, seq: i64, heads: Vec<u8>) -> Result<StoredMeta, StoreError> {
+fn row_meta(
+    doc_id: String,
+    kind: String,
+    posyandu: String,
+    seq: i64,
+    heads: Vec<u8>,
+) -> Result<StoredMeta, StoreError> {
     let bad = |what: &str| StoreError::Backend(format!("doc {doc_id}: bad stored {what}"));
     Ok(StoredMeta {
         kind: parse_kind(&doc_id, &kind)?,
@@ -214,7 +220,13 @@ fn row_meta(doc_id: String, kind: String, posyandu: String, seq: i64, heads: Vec
     })
 }
 
-fn push_tx(tx: &Transaction<'_>, device: DeviceId, scope: &Scope, pushes: &[DocPush], now: i64) -> Result<Vec<DocAck>, StoreError> {
+fn push_tx(
+    tx: &Transaction<'_>,
+    device: DeviceId,
+    scope: &Scope,
+    pushes: &[DocPush],
+    now: i64,
+) -> Result<Vec<DocAck>, StoreError> {
     let mut seen = HashSet::new();
     let mut acks = Vec::with_capacity(pushes.len());
     let device_s = device.to_string();
@@ -230,7 +242,8 @@ fn push_tx(tx: &Transaction<'_>, device: DeviceId, scope: &Scope, pushes: &[DocP
             .optional()?;
         let merged = match &stored {
             Some((kind, posyandu, bytes)) => {
-                let posyandu = posyandu.parse().map_err(|_| StoreError::Backend(format!("doc {doc_s}: bad posyandu")))?;
+                let posyandu =
+                    posyandu.parse().map_err(|_| StoreError::Backend(format!("doc {doc_s}: bad posyandu")))?;
                 if !scope.allows(&posyandu) {
                     return Err(StoreError::Forbidden { doc: push.doc });
                 }
@@ -290,7 +303,8 @@ fn write_projection(tx: &Transaction<'_>, doc_s: &str, posyandu: &str, p: &Proje
                     weight_g, length_mm, lying, head_circ_mm, muac_mm, vitamin_a, notes, recorded_by, recorded_at)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
             )?;
-            let mut imm = tx.prepare_cached("INSERT INTO visit_immunisations (visit_id, antigen, given_on) VALUES (?1, ?2, ?3)")?;
+            let mut imm =
+                tx.prepare_cached("INSERT INTO visit_immunisations (visit_id, antigen, given_on) VALUES (?1, ?2, ?3)")?;
             for v in visits {
                 let vid = v.visit_id.to_string();
                 ins.execute(params![
@@ -363,7 +377,13 @@ fn serde_json_like_array(ids: &[&str]) -> String {
     s
 }
 
-fn pull_tx(conn: &mut Connection, device: DeviceId, scope: &Scope, cursor: u64, limits: PageLimits) -> Result<PullPage, StoreError> {
+fn pull_tx(
+    conn: &mut Connection,
+    device: DeviceId,
+    scope: &Scope,
+    cursor: u64,
+    limits: PageLimits,
+) -> Result<PullPage, StoreError> {
     let tx = conn.transaction()?;
     let max_seq: i64 = tx.query_row("SELECT COALESCE(MAX(seq), 0) FROM feed", [], |r| r.get(0))?;
     // A cursor from the future (a server restored from an older backup) cannot be trusted:
@@ -378,7 +398,13 @@ fn pull_tx(conn: &mut Connection, device: DeviceId, scope: &Scope, cursor: u64, 
     )?;
     let rows = stmt
         .query_map(params![scope_list(scope), cursor_i, (limits.docs_max + 1) as i64], |r| {
-            Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?, r.get::<_, i64>(3)?, r.get::<_, Vec<u8>>(4)?))
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, i64>(3)?,
+                r.get::<_, Vec<u8>>(4)?,
+            ))
         })?
         .collect::<Result<Vec<_>, _>>()?;
     let mut bytes_total = 0usize;
@@ -439,7 +465,13 @@ fn known_heads(tx: &Transaction<'_>, doc_s: &str, device_s: &str, cursor: i64) -
 
 #[async_trait]
 impl Store for SqliteStore {
-    async fn push(&self, device: DeviceId, scope: Scope, pushes: Vec<DocPush>, now: i64) -> Result<Vec<DocAck>, StoreError> {
+    async fn push(
+        &self,
+        device: DeviceId,
+        scope: Scope,
+        pushes: Vec<DocPush>,
+        now: i64,
+    ) -> Result<Vec<DocAck>, StoreError> {
         self.write(move |conn| {
             let tx = conn.transaction()?;
             let acks = push_tx(&tx, device, &scope, &pushes, now)?;
@@ -449,7 +481,13 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn pull(&self, device: DeviceId, scope: Scope, cursor: u64, limits: PageLimits) -> Result<PullPage, StoreError> {
+    async fn pull(
+        &self,
+        device: DeviceId,
+        scope: Scope,
+        cursor: u64,
+        limits: PageLimits,
+    ) -> Result<PullPage, StoreError> {
         self.read(move |conn| pull_tx(conn, device, &scope, cursor, limits)).await
     }
 
@@ -483,7 +521,8 @@ impl Store for SqliteStore {
 
     async fn stats(&self) -> Result<StoreStats, StoreError> {
         self.read(|conn| {
-            let count = |sql: &str| -> Result<u64, StoreError> { Ok(conn.query_row(sql, [], |r| r.get::<_, i64>(0))? as u64) };
+            let count =
+                |sql: &str| -> Result<u64, StoreError> { Ok(conn.query_row(sql, [], |r| r.get::<_, i64>(0))? as u64) };
             Ok(StoreStats {
                 docs: count("SELECT COUNT(*) FROM docs")?,
                 visits: count("SELECT COUNT(*) FROM visits")?,

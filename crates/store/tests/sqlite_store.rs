@@ -97,7 +97,8 @@ async fn the_feed_returns_only_documents_changed_after_the_cursor_in_scope() {
     let mut edited = target.clone();
     let visit = doc::visits(&edited).expect("visits")[0].visit_id;
     let before = Heads::new(edited.get_heads());
-    doc::set_visit_field(&mut edited, visit, posync_model::Field::WeightG, &posync_model::FieldValue::Int(9100), 60).expect("edit");
+    doc::set_visit_field(&mut edited, visit, posync_model::Field::WeightG, &posync_model::FieldValue::Int(9100), 60)
+        .expect("edit");
     let page = store.pull(reader, only_a.clone(), again.cursor, LIMITS).await.expect("pull");
     assert_eq!(page.docs.len(), 1);
     let cursor = page.cursor;

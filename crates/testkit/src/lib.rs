@@ -163,7 +163,7 @@ impl Generator {
             head_circ_mm: (age_days < 731).then(|| 350 + age_days / 20),
             muac_mm: (age_days > 180).then(|| r.random_range(120..170)),
             immunisations,
-            vitamin_a: (age_days > 180).then(|| if age_days < 365 { VitaminA::Blue } else { VitaminA::Red }),
+            vitamin_a: (age_days > 180).then_some(if age_days < 365 { VitaminA::Blue } else { VitaminA::Red }),
             notes: String::new(),
         }
     }
@@ -215,7 +215,8 @@ pub async fn sync_in_process(
             Err(e) => return Err(e),
         };
         let applied = replica.apply_response(&resp).expect("apply");
-        if !applied.more && !(pushed && !replica.outbox().expect("outbox").is_empty()) {
+        let outbox_left = pushed && !replica.outbox().expect("outbox").is_empty();
+        if !applied.more && !outbox_left {
             return Ok(round);
         }
     }
