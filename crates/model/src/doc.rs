@@ -102,6 +102,15 @@ fn genesis_actor(doc_id: DocId) -> ActorId {
     ActorId::from(bytes)
 }
 
+/// The actor of edits the server makes itself (conflict resolutions, merges of duplicate
+/// people). Distinct from every device actor: device actors are 16 bytes, this is longer and
+/// carries the server instance's name, so history shows who decided.
+pub fn server_actor(instance: &str) -> ActorId {
+    let mut bytes = b"posync-server:".to_vec();
+    bytes.extend_from_slice(instance.as_bytes());
+    ActorId::from(bytes)
+}
+
 /// A fresh document holding only the deterministic genesis change, with `actor` set for the
 /// edits that follow.
 pub fn genesis(meta: &DocMeta, actor: ActorId) -> Result<Automerge, DocError> {

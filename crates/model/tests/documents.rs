@@ -100,3 +100,11 @@ fn a_session_document_knows_its_identity() {
     assert_eq!(m, meta());
     assert_eq!(m.doc_id(), posync_model::DocId::for_session(&m.posyandu, DAY));
 }
+
+#[test]
+fn server_edits_have_their_own_actor() {
+    let server = doc::server_actor("district-banjar");
+    let device = DeviceId::new_random().actor();
+    assert_ne!(server, device);
+    assert_eq!(server, doc::server_actor("district-banjar"), "stable across restarts");
+}
