@@ -14,8 +14,8 @@ mod limits;
 mod types;
 
 pub use codec::{
-    CONTENT_TYPE, COMPRESS_THRESHOLD_BYTES, DecodeError, Encoded, decode_request, decode_response,
-    encode, encode_body, gunzip_bounded, gzip,
+    COMPRESS_THRESHOLD_BYTES, CONTENT_TYPE, DecodeError, Encoded, decode_request, decode_response, encode, encode_body,
+    gunzip_bounded, gzip,
 };
 pub use error::{ErrorBody, ErrorCode, ErrorDetail};
 pub use limits::Limits;

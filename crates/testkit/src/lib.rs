@@ -225,5 +225,9 @@ pub async fn sync_in_process(
 
 /// The principal a phone's token would verify to.
 pub fn principal(replica: &Replica, role: Role, posyandu: &[PosyanduId]) -> posync_server::Principal {
-    posync_server::Principal { device: replica.device(), role, scope: posync_model::Scope::new(posyandu.iter().cloned()) }
+    posync_server::Principal {
+        device: replica.device(),
+        role,
+        scope: posync_model::Scope::new(posyandu.iter().cloned()),
+    }
 }

@@ -15,7 +15,10 @@ async fn posyandu_day(server: &TestServer, order: [usize; 3], seed: u64) -> (Vec
     for (i, phone) in phones.iter_mut().enumerate() {
         let session = phone.replica.start_session(&p, DAY).expect("session");
         for k in 0..5 {
-            phone.replica.record_visit(session, seeded.child_visit(), server.clock.now() + (i * 10 + k) as i64).expect("record");
+            phone
+                .replica
+                .record_visit(session, seeded.child_visit(), server.clock.now() + (i * 10 + k) as i64)
+                .expect("record");
         }
     }
     for &i in &order {
