@@ -57,10 +57,11 @@ pub fn gzip(raw: &[u8]) -> Vec<u8> {
     enc.finish().unwrap_or_default()
 }
 
-/// Inflate at most `limit` bytes; more is an error, not a truncation.
+/// Inflate at most `limit` bytes; more is an error, not a truncation. Every byte must belong
+/// to a gzip member (RFC 1952 allows several): trailing garbage is an error, not ignored.
 pub fn gunzip_bounded(z: &[u8], limit: usize) -> Result<Vec<u8>, DecodeError> {
     let mut out = Vec::new();
-    let mut dec = flate2::read::GzDecoder::new(z).take(limit as u64 + 1);
+    let mut dec = flate2::read::MultiGzDecoder::new(z).take(limit as u64 + 1);
     dec.read_to_end(&mut out).map_err(|e| DecodeError::BadGzip(e.to_string()))?;
     if out.len() > limit {
         return Err(DecodeError::TooLarge(limit));

@@ -34,6 +34,8 @@ pub enum ErrorCode {
     DeviceMismatch,
     /// No such resource.
     NotFound,
+    /// The route exists but not with this HTTP method.
+    MethodNotAllowed,
     /// Too many requests in flight; retry after `Retry-After`.
     Overloaded,
     /// Something failed on the server; nothing was committed. Retry later.
@@ -57,6 +59,7 @@ impl ErrorCode {
             ErrorCode::Forbidden => "forbidden",
             ErrorCode::DeviceMismatch => "device_mismatch",
             ErrorCode::NotFound => "not_found",
+            ErrorCode::MethodNotAllowed => "method_not_allowed",
             ErrorCode::Overloaded => "overloaded",
             ErrorCode::Internal => "internal",
         }

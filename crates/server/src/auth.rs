@@ -48,8 +48,10 @@ impl TokenKeys {
         validation.set_issuer(&[ISSUER]);
         validation.set_audience(&[AUDIENCE]);
         validation.set_required_spec_claims(&["exp", "nbf", "iss", "aud", "sub"]);
-        validation.validate_nbf = true;
-        validation.leeway = LEEWAY_SECONDS;
+        // Time is checked below against the server's clock (injected, so simulations and
+        // tests control it), not against jsonwebtoken's reading of the wall clock.
+        validation.validate_exp = false;
+        validation.validate_nbf = false;
         Self { encoding: EncodingKey::from_secret(secret), decoding: DecodingKey::from_secret(secret), validation }
     }
 
@@ -68,9 +70,17 @@ impl TokenKeys {
         jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding).unwrap_or_default()
     }
 
-    pub fn verify(&self, token: &str) -> Result<Principal, ApiError> {
+    /// Verify signature, algorithm, issuer, audience, and validity at `now` (unix seconds).
+    pub fn verify(&self, token: &str, now: i64) -> Result<Principal, ApiError> {
         let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
             .map_err(|e| ApiError::new(ErrorCode::Unauthenticated, format!("token rejected: {}", e.kind_name())))?;
+        let leeway = LEEWAY_SECONDS as i64;
+        if now > data.claims.exp.saturating_add(leeway) {
+            return Err(ApiError::new(ErrorCode::Unauthenticated, "token rejected: expired"));
+        }
+        if now < data.claims.nbf.saturating_sub(leeway) {
+            return Err(ApiError::new(ErrorCode::Unauthenticated, "token rejected: not yet valid"));
+        }
         let device = data
             .claims
             .sub

@@ -20,11 +20,12 @@ use std::sync::Arc;
 pub struct AppState {
     sync: SyncService,
     keys: TokenKeys,
+    clock: Clock,
 }
 
 impl AppState {
     pub fn new(store: Arc<dyn Store>, keys: TokenKeys, limits: Limits, clock: Clock) -> Self {
-        Self { sync: SyncService::new(store, limits, clock), keys }
+        Self { sync: SyncService::new(store, limits, clock.clone()), keys, clock }
     }
 }
 
@@ -36,6 +37,7 @@ pub fn router(state: AppState) -> Router {
         .route("/{version}/sync", post(other_version))
         .route("/v1/docs/{doc}", get(get_doc))
         .layer(DefaultBodyLimit::max(body_max))
+        .method_not_allowed_fallback(method_not_allowed)
         .fallback(not_found)
         .with_state(state)
 }
@@ -45,10 +47,13 @@ fn principal(state: &AppState, headers: &HeaderMap) -> Result<Principal, ApiErro
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .ok_or_else(|| ApiError::new(ErrorCode::Unauthenticated, "missing Authorization header"))?;
+    // The scheme name is case-insensitive (RFC 9110 section 11.1).
     let token = value
-        .strip_prefix("Bearer ")
+        .split_once(' ')
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, token)| token.trim())
         .ok_or_else(|| ApiError::new(ErrorCode::Unauthenticated, "Authorization must be a Bearer token"))?;
-    state.keys.verify(token.trim())
+    state.keys.verify(token, (state.clock)())
 }
 
 async fn health(State(state): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
@@ -58,6 +63,10 @@ async fn health(State(state): State<AppState>) -> Result<Json<serde_json::Value>
 
 async fn not_found() -> ApiError {
     ApiError::new(ErrorCode::NotFound, "no such route")
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(ErrorCode::MethodNotAllowed, "this route does not take that method")
 }
 
 async fn other_version(Path(version): Path<String>) -> ApiError {
@@ -76,10 +85,12 @@ fn decode_body(headers: &HeaderMap, body: Result<Bytes, BytesRejection>, limits:
         }
     })?;
     let ctype = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
-    if ctype.split(';').next().map(str::trim) != Some(CONTENT_TYPE) {
+    if !ctype.split(';').next().is_some_and(|t| t.trim().eq_ignore_ascii_case(CONTENT_TYPE)) {
         return Err(ApiError::new(ErrorCode::UnsupportedMediaType, format!("Content-Type must be {CONTENT_TYPE}")));
     }
-    match headers.get(header::CONTENT_ENCODING).and_then(|v| v.to_str().ok()) {
+    let encoding =
+        headers.get(header::CONTENT_ENCODING).and_then(|v| v.to_str().ok()).map(|e| e.trim().to_ascii_lowercase());
+    match encoding.as_deref() {
         None | Some("identity") => Ok(body.to_vec()),
         Some("gzip") => gunzip_bounded(&body, limits.body_decoded_bytes_max).map_err(|e| match e {
             DecodeError::TooLarge(n) => ApiError::new(ErrorCode::BodyTooLarge, format!("body inflates past {n} bytes")),

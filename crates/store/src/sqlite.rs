@@ -274,6 +274,11 @@ fn push_tx(
                 write_projection(tx, &doc_s, push.posyandu.as_str(), p)?;
             }
         }
+        if stored.is_none() && merged.saved.is_none() {
+            // An empty push for a document nobody has: acknowledge it, record nothing.
+            acks.push(DocAck { doc: push.doc, heads: merged.device_heads.to_bytes() });
+            continue;
+        }
         tx.execute(
             "INSERT INTO device_docs (device_id, doc_id, heads, acked_at) VALUES (?1, ?2, ?3, ?4)
              ON CONFLICT(device_id, doc_id) DO UPDATE SET heads = ?3, acked_at = ?4",
