@@ -21,7 +21,7 @@ pub enum ErrorCode {
     /// A pushed document's changes depend on changes the server does not have.
     /// Resend the document with an empty `base`.
     MissingDependencies,
-    /// The pushed `heads` are not what the changes produce.
+    /// A pushed head is not in the document after applying the pushed changes.
     HeadsMismatch,
     /// The pushed document's kind or posyandu differ from what the server has recorded,
     /// or from the document's own id.
@@ -38,7 +38,8 @@ pub enum ErrorCode {
     MethodNotAllowed,
     /// Too many requests in flight; retry after `Retry-After`.
     Overloaded,
-    /// Something failed on the server; nothing was committed. Retry later.
+    /// Something failed on the server. A push in the same request may already be committed;
+    /// retry later (a replayed push changes nothing).
     Internal,
 }
 

@@ -24,6 +24,8 @@ pub struct WireBytes {
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct SyncReport {
     pub rounds: usize,
+    /// Documents the server refused this time, with its error code; kept and not re-pushed.
+    pub rejected: Vec<(String, String)>,
     pub pushed_docs: usize,
     pub pulled_docs: usize,
     pub bytes: WireBytes,
@@ -123,6 +125,16 @@ impl HttpSync {
                     replica.reset_server_heads(doc.parse().map_err(|_| ReplicaError::BadResponse("doc id".into()))?)?;
                     continue;
                 }
+                Err(ReplicaError::Server { code, doc: Some(doc), .. })
+                    if refuses_document(code) && req.push.iter().any(|p| p.doc.to_string() == doc) =>
+                {
+                    // One refused document must not hold back every other record on the phone.
+                    let id = doc.parse().map_err(|_| ReplicaError::BadResponse("doc id".into()))?;
+                    replica.quarantine(id, code.as_str())?;
+                    tracing::warn!(%doc, %code, "server refused a document; kept on the device, not re-pushed");
+                    report.rejected.push((doc, code.as_str().to_owned()));
+                    continue;
+                }
                 Err(e) => return Err(e),
             };
             report.bytes.up += wire.up;
@@ -138,6 +150,14 @@ impl HttpSync {
         }
         Err(ReplicaError::TooManyRounds(ROUNDS_MAX))
     }
+}
+
+/// Errors about one pushed document that retrying will not fix.
+pub fn refuses_document(code: ErrorCode) -> bool {
+    matches!(
+        code,
+        ErrorCode::Forbidden | ErrorCode::DocMismatch | ErrorCode::MalformedChanges | ErrorCode::HeadsMismatch
+    )
 }
 
 impl Replica {

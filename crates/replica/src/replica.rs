@@ -22,7 +22,10 @@ CREATE TABLE IF NOT EXISTS docs (
     -- Heads the server has acknowledged having; pushes send everything after them.
     server_heads BLOB NOT NULL,
     -- 1 while local heads differ from server_heads: the outbox.
-    dirty        INTEGER NOT NULL
+    dirty        INTEGER NOT NULL,
+    -- Error code with which the server refused this document. Its data stays here, it is not
+    -- pushed again until released, and it no longer blocks the rest of the outbox.
+    rejected     TEXT
 );
 CREATE INDEX IF NOT EXISTS docs_dirty ON docs(dirty) WHERE dirty = 1;
 CREATE TABLE IF NOT EXISTS visits (
@@ -341,11 +344,34 @@ impl Replica {
         Ok(conflicts(&self.doc(id)?)?)
     }
 
-    /// Documents with changes the server has not acknowledged.
+    /// Documents with changes the server has not acknowledged and that the next sync will push.
     pub fn outbox(&self) -> Result<Vec<DocId>, ReplicaError> {
-        let mut stmt = self.conn.prepare("SELECT doc_id FROM docs WHERE dirty = 1 ORDER BY doc_id")?;
+        let mut stmt =
+            self.conn.prepare("SELECT doc_id FROM docs WHERE dirty = 1 AND rejected IS NULL ORDER BY doc_id")?;
         let ids = stmt.query_map([], |r| r.get::<_, String>(0))?.collect::<Result<Vec<_>, _>>()?;
         Ok(ids.into_iter().filter_map(|s| s.parse().ok()).collect())
+    }
+
+    /// Documents the server refused, with its error code. Their data is kept on the device.
+    pub fn rejected(&self) -> Result<Vec<(DocId, String)>, ReplicaError> {
+        let mut stmt =
+            self.conn.prepare("SELECT doc_id, rejected FROM docs WHERE rejected IS NOT NULL ORDER BY doc_id")?;
+        let rows = stmt
+            .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(rows.into_iter().filter_map(|(d, c)| Some((d.parse().ok()?, c))).collect())
+    }
+
+    /// Stop pushing `doc`: the server refused it with `code`. Nothing is deleted.
+    pub fn quarantine(&mut self, id: DocId, code: &str) -> Result<(), ReplicaError> {
+        self.conn.execute("UPDATE docs SET rejected = ?2 WHERE doc_id = ?1", params![id.to_string(), code])?;
+        Ok(())
+    }
+
+    /// Push `doc` again at the next sync (after its scope or the app was fixed).
+    pub fn release(&mut self, id: DocId) -> Result<(), ReplicaError> {
+        self.conn.execute("UPDATE docs SET rejected = NULL WHERE doc_id = ?1", [id.to_string()])?;
+        Ok(())
     }
 
     // ---- sync, sans-I/O ----
@@ -356,10 +382,11 @@ impl Replica {
         let mut req = SyncRequest::new(self.device, self.cursor()?);
         let mut stmt = self
             .conn
-            .prepare("SELECT doc_id, kind, posyandu, bytes, server_heads FROM docs WHERE dirty = 1 ORDER BY doc_id")?;
+            .prepare("SELECT doc_id, kind, posyandu, bytes, server_heads FROM docs WHERE dirty = 1 AND rejected IS NULL ORDER BY doc_id")?;
         let mut rows = stmt.query([])?;
-        // Leave room for framing; a single document larger than the budget still goes alone.
-        let budget = limits.body_decoded_bytes_max / 2;
+        // Automerge data barely compresses, so the wire body is about the changes' size: keep
+        // well under the wire limit. A single document larger than the budget still goes alone.
+        let budget = limits.body_bytes_max.min(limits.body_decoded_bytes_max) / 2;
         let mut used = 0usize;
         while let Some(r) = rows.next()? {
             if req.push.len() >= limits.push_docs_max {
@@ -414,8 +441,11 @@ impl Replica {
             am.load_incremental(&pull.changes)
                 .map_err(|e| ReplicaError::BadResponse(format!("doc {}: {e}", pull.doc)))?;
             if !am.get_missing_deps(&[]).is_empty() {
-                // The server assumed we had changes we do not: pull this document again whole.
-                tracing::warn!(doc = %pull.doc, "pulled changes miss dependencies; will re-pull from the start");
+                // The server assumed we had changes we do not (say, this file was restored from
+                // a backup). Push our copy whole, which tells the server what we really have,
+                // and pull from the start of the feed.
+                tracing::warn!(doc = %pull.doc, "pulled changes miss dependencies; re-pushing and re-pulling");
+                tx.execute("UPDATE docs SET server_heads = X'', dirty = 1 WHERE doc_id = ?1", [pull.doc.to_string()])?;
                 cursor_ok = false;
                 continue;
             }
@@ -443,6 +473,12 @@ impl Replica {
         )?;
         tx.commit()?;
         Ok(report)
+    }
+
+    /// Fold the write-ahead log into the main file (so a plain file copy is a complete backup).
+    pub fn checkpoint(&self) -> Result<(), ReplicaError> {
+        self.conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)")?;
+        Ok(())
     }
 
     /// Forget what the server acknowledged for `doc`, so the next push sends it whole.

@@ -49,6 +49,10 @@ impl std::fmt::Display for ApiError {
     }
 }
 
+/// A push in the same request may have committed before the failure; retrying is safe
+/// because a replayed push changes nothing.
+const INTERNAL_MESSAGE: &str = "internal error; retry later (a replayed push is harmless)";
+
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         let msg = e.to_string();
@@ -61,11 +65,11 @@ impl From<StoreError> for ApiError {
             StoreError::DuplicateDoc { doc } => ApiError::new(ErrorCode::MalformedBody, msg).with_doc(doc),
             StoreError::Corrupt { doc, .. } => {
                 tracing::error!(%doc, "stored document does not load");
-                ApiError::new(ErrorCode::Internal, "internal error; nothing was committed").with_doc(doc)
+                ApiError::new(ErrorCode::Internal, INTERNAL_MESSAGE).with_doc(doc)
             }
             StoreError::Backend(reason) => {
                 tracing::error!(%reason, "store backend error");
-                ApiError::new(ErrorCode::Internal, "internal error; nothing was committed")
+                ApiError::new(ErrorCode::Internal, INTERNAL_MESSAGE)
             }
         }
     }

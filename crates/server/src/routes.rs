@@ -114,10 +114,7 @@ async fn sync(
         _ => ApiError::new(ErrorCode::MalformedBody, e.to_string()),
     })?;
     let resp = state.sync.handle(&who, req).await?;
-    let accepts_gzip = headers
-        .get(header::ACCEPT_ENCODING)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.split(',').any(|e| e.trim().starts_with("gzip")));
+    let accepts_gzip = headers.get(header::ACCEPT_ENCODING).and_then(|v| v.to_str().ok()).is_some_and(accepts_gzip);
     let enc = if accepts_gzip {
         encode_body(&resp)
     } else {
@@ -131,6 +128,19 @@ async fn sync(
     Ok(out)
 }
 
+/// Whether an `Accept-Encoding` value admits gzip: named (any case) and not refused by `q=0`.
+fn accepts_gzip(value: &str) -> bool {
+    value.split(',').any(|entry| {
+        let mut parts = entry.split(';').map(str::trim);
+        let named = parts.next().is_some_and(|c| c.eq_ignore_ascii_case("gzip") || c == "*");
+        let refused = parts.any(|p| {
+            p.split_once('=')
+                .is_some_and(|(k, v)| k.trim().eq_ignore_ascii_case("q") && v.trim().parse::<f32>() == Ok(0.0))
+        });
+        named && !refused
+    })
+}
+
 /// A document as JSON for people and tools: identity, heads, content (winning values), and
 /// every conflicted field with all its values.
 async fn get_doc(
@@ -140,15 +150,15 @@ async fn get_doc(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let who = principal(&state, &headers)?;
     let doc_id: DocId = doc_id.parse().map_err(|_| ApiError::new(ErrorCode::NotFound, "not a document id"))?;
+    // Out of scope answers exactly like absent: session ids derive from posyandu and date, so
+    // "forbidden" would tell a stranger which posyandu held a session on which day.
     let stored = state
         .sync
         .store()
         .get(doc_id)
         .await?
-        .ok_or_else(|| ApiError::new(ErrorCode::NotFound, "no such document").with_doc(doc_id))?;
-    if !who.scope.allows(&stored.meta.posyandu) {
-        return Err(ApiError::new(ErrorCode::Forbidden, "document is outside your scope").with_doc(doc_id));
-    }
+        .filter(|d| who.scope.allows(&d.meta.posyandu))
+        .ok_or_else(|| ApiError::new(ErrorCode::NotFound, "no such document in your scope").with_doc(doc_id))?;
     let am = automerge::Automerge::load(&stored.bytes)
         .map_err(|_| ApiError::new(ErrorCode::Internal, "stored document does not load").with_doc(doc_id))?;
     let conflicts =

@@ -51,9 +51,10 @@ impl SyncService {
         } else {
             self.store.push(who.device, who.scope.clone(), req.push, (self.clock)()).await?
         };
-        let bytes_max = req
-            .page_bytes_max
-            .map_or(self.limits.page_bytes_max, |b| (b as usize).clamp(PAGE_BYTES_MIN, self.limits.page_bytes_max));
+        let server_max = self.limits.page_bytes_max;
+        // A client may ask for smaller pages, never larger, and never absurdly small ones.
+        let bytes_max =
+            req.page_bytes_max.map_or(server_max, |b| (b as usize).clamp(PAGE_BYTES_MIN.min(server_max), server_max));
         let page = self
             .store
             .pull(

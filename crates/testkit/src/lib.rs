@@ -212,6 +212,11 @@ pub async fn sync_in_process(
                 replica.reset_server_heads(doc).expect("reset");
                 continue;
             }
+            Err(e) if posync_replica::refuses_document(e.code) && e.doc.is_some() => {
+                let doc = e.doc.as_deref().and_then(|d| d.parse().ok()).expect("error names the doc");
+                replica.quarantine(doc, e.code.as_str()).expect("quarantine");
+                continue;
+            }
             Err(e) => return Err(e),
         };
         let applied = replica.apply_response(&resp).expect("apply");

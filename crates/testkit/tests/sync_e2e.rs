@@ -235,3 +235,59 @@ async fn a_document_outside_the_token_scope_rejects_the_whole_batch() {
     intruder.sync(&server).await;
     let _ = encode(&SyncRequest::new(intruder.replica.device(), 0));
 }
+
+#[tokio::test]
+async fn a_refused_document_is_kept_on_the_phone_and_does_not_block_the_rest() {
+    let server = TestServer::start().await;
+    let mine = posyandu("melati-01");
+    let other = posyandu("mawar-02");
+    let mut phone = Phone::kader(&server, &mine);
+    let mut seeded = Generator::new(21);
+    // Captured on the phone for a posyandu its token does not cover (a kader helping out).
+    let foreign = phone.replica.start_session(&other, DAY).expect("session");
+    phone.replica.record_visit(foreign, seeded.child_visit(), 1).expect("record");
+    let own = phone.replica.start_session(&mine, DAY).expect("session");
+    phone.replica.record_visit(own, seeded.child_visit(), 2).expect("record");
+
+    let report = phone.sync(&server).await;
+    assert_eq!(report.rejected, vec![(foreign.to_string(), "forbidden".to_owned())]);
+    assert_eq!(server.store.stats().await.expect("stats").visits, 1, "its own visit arrived");
+    assert!(server.store.get(foreign).await.expect("get").is_none(), "nothing of the refused document");
+    assert_eq!(phone.replica.rejected().expect("rejected"), vec![(foreign, "forbidden".to_owned())]);
+    assert_eq!(phone.replica.visits(foreign).expect("visits").len(), 1, "its data stays on the phone");
+    let again = phone.sync(&server).await;
+    assert!(again.rejected.is_empty() && again.pushed_docs == 0, "not re-pushed: {again:?}");
+}
+
+#[tokio::test]
+async fn a_phone_restored_from_an_old_backup_catches_up() {
+    let server = TestServer::start().await;
+    let p = posyandu("melati-01");
+    let mut phone = Phone::kader(&server, &p);
+    let mut other = Phone::kader(&server, &p);
+    let mut seeded = Generator::new(31);
+    let session = phone.replica.start_session(&p, DAY).expect("session");
+    phone.replica.record_visit(session, seeded.child_visit(), 1).expect("record");
+    phone.sync(&server).await;
+    // Back up the phone's file, keep working, then restore the backup (same device id).
+    let backup = phone.dir.path().join("backup.sqlite");
+    phone.replica.checkpoint().expect("checkpoint");
+    std::fs::copy(phone.path(), &backup).expect("backup");
+    phone.replica.record_visit(session, seeded.child_visit(), 2).expect("record");
+    phone.sync(&server).await;
+    let path = phone.path();
+    drop(std::mem::replace(&mut phone.replica, posync_replica::Replica::open(&backup).expect("open backup")));
+    std::fs::copy(&backup, &path).expect("restore");
+    phone.replica = posync_replica::Replica::open(&path).expect("reopen restored");
+    // Meanwhile another kader adds a visit: the server would send the restored phone only the
+    // changes after heads it no longer has.
+    other.sync(&server).await;
+    other.replica.record_visit(session, seeded.child_visit(), 3).expect("record");
+    other.sync(&server).await;
+
+    phone.sync(&server).await;
+    phone.sync(&server).await;
+    other.sync(&server).await;
+    assert_eq!(visit_ids(&phone.replica).len(), 3, "the restored phone has every visit again");
+    assert_eq!(snapshot(&phone.replica), snapshot(&other.replica));
+}
