@@ -24,6 +24,7 @@ use fleet::{Device, Posyandu, Totals, for_each_blocking, replica_counts, sync_al
 use posync_model::{DeviceId, DocId, Field, FieldValue, PosyanduId, Role, VisitId};
 use posync_replica::Replica;
 use posync_server::TokenKeys;
+use posync_store::SqliteStore;
 use posync_testkit::{DAY, DAY_START, Generator, posyandu};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -169,6 +170,7 @@ struct Bench {
     args: Args,
     server: ServerProcess,
     keys: TokenKeys,
+    store: SqliteStore,
     token_ttl: i64,
     dir: PathBuf,
     posyandu: Vec<Posyandu>,
@@ -214,9 +216,14 @@ async fn run(args: Args) -> Result<Vec<String>> {
         dir.disable_cleanup(true);
         eprintln!("posync-bench: keeping {}", dir.path().display());
     }
-    let secret: String = rand::random::<[u8; 32]>().iter().map(|b| format!("{b:02x}")).collect();
-    let server =
-        server::start(&bin, &dir.path().join("server.sqlite"), &dir.path().join("server.log"), &secret).await?;
+    let keys = TokenKeys::generate(now());
+    let keys_path = dir.path().join("server.keys.json");
+    keys.save(&keys_path)?;
+    let db = dir.path().join("server.sqlite");
+    let server = server::start(&bin, &db, &dir.path().join("server.log"), &keys_path).await?;
+    // Users and devices are written into the server's file directly (a second SQLite
+    // connection; WAL lets both work): setup, not part of any timed phase.
+    let store = SqliteStore::open(&db)?;
     eprintln!(
         "posync-bench: P={} D={} V={} seed={} concurrency={}; server {} (pid {}, {})",
         args.posyandu,
@@ -238,7 +245,8 @@ async fn run(args: Args) -> Result<Vec<String>> {
     let mut bench = Bench {
         args,
         server,
-        keys: TokenKeys::hs256(secret.as_bytes()),
+        keys,
+        store,
         token_ttl,
         dir: dir.path().to_path_buf(),
         posyandu,
@@ -268,6 +276,12 @@ impl Bench {
 
     fn total_visits(&self) -> u64 {
         (self.args.posyandu * self.args.devices * self.args.visits) as u64
+    }
+
+    /// Write a user for `device` over `posyandu` into the server's store and sign its token.
+    fn grant(&self, device: DeviceId, role: Role, posyandu: &[PosyanduId], now: i64, ttl: i64) -> String {
+        posync_testkit::grant(&self.store, device, role, posyandu, now);
+        self.keys.issue(&posync_testkit::user_for(device), device, role, now, ttl).token
     }
 
     fn check(&mut self, ok: bool, what: impl FnOnce() -> String) {
@@ -374,7 +388,7 @@ impl Bench {
         for (i, c) in captured.into_iter().enumerate() {
             let (id, visits) = c.map_err(|e| anyhow!("capture on device {i}: {e}"))?;
             let p = i / d_n;
-            let token = self.keys.issue(id, Role::Kader, vec![self.posyandu[p].id.clone()], issued, self.token_ttl);
+            let token = self.grant(id, Role::Kader, &[self.posyandu[p].id.clone()], issued, self.token_ttl);
             devices.push(Device { index: i, posyandu: p, path: paths[i].clone(), token });
             self.recorded.push(visits);
         }
@@ -501,7 +515,8 @@ impl Bench {
         let client = reqwest::Client::builder().timeout(Duration::from_secs(60)).build()?;
         let mut n = 0;
         for p in &self.posyandu {
-            let token = self.keys.issue(DeviceId::new_random(), Role::PuskesmasOfficer, vec![p.id.clone()], now(), 600);
+            let token =
+                self.grant(DeviceId::new_random(), Role::PuskesmasOfficer, std::slice::from_ref(&p.id), now(), 600);
             let resp = client
                 .get(format!("{}/v1/docs/{}", self.server.url(), p.session))
                 .bearer_auth(token)
@@ -559,7 +574,7 @@ impl Bench {
         let path = self.dir.join("puskesmas.sqlite");
         let device = Replica::open(&path)?.device();
         let scope: Vec<PosyanduId> = self.posyandu[..k].iter().map(|p| p.id.clone()).collect();
-        let token = self.keys.issue(device, Role::PuskesmasOfficer, scope, now(), self.token_ttl);
+        let token = self.grant(device, Role::PuskesmasOfficer, &scope, now(), self.token_ttl);
         let start = self.begin()?;
         let url = self.server.url().to_owned();
         let task_path = path.clone();

@@ -31,13 +31,14 @@ impl Drop for ServerProcess {
 
 /// The child's stdin is closed, stdout is read for the listening line, stderr (its logs) goes
 /// to `log`.
-pub async fn start(bin: &Path, db: &Path, log: &Path, secret: &str) -> Result<ServerProcess> {
+pub async fn start(bin: &Path, db: &Path, log: &Path, keys: &Path) -> Result<ServerProcess> {
     let log_file = File::create(log).with_context(|| format!("creating {}", log.display()))?;
     let mut child = Command::new(bin)
         .arg("serve")
         .arg("--db")
         .arg(db)
-        .args(["--addr", "127.0.0.1:0", "--jwt-secret", secret])
+        .args(["--addr", "127.0.0.1:0", "--keys"])
+        .arg(keys)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::from(log_file))

@@ -1,11 +1,12 @@
 //! `posync`: the sync server, device simulation and the demo.
 
+mod admin;
 mod demo;
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use posync_model::record::parse_date;
-use posync_model::{DeviceId, Field, FieldValue, PersonId, PosyanduId, Role, Sex};
+use posync_model::{Field, FieldValue, PersonId, PosyanduId, Sex};
 use posync_proto::Limits;
 use posync_replica::{NewVisit, Replica};
 use posync_server::TokenKeys;
@@ -29,9 +30,10 @@ enum Cmd {
         db: PathBuf,
         #[arg(long, default_value = "127.0.0.1:8080", env = "POSYNC_ADDR")]
         addr: SocketAddr,
-        /// HS256 signing secret. Default: read from (or created in) `<db>.secret`.
-        #[arg(long, env = "POSYNC_JWT_SECRET", hide_env_values = true)]
-        jwt_secret: Option<String>,
+        /// Signing keyset (Ed25519, by key id). Default: `<db>.keys.json`, created on first
+        /// start. Give every instance over one database the same file.
+        #[arg(long, env = "POSYNC_KEYS")]
+        keys: Option<PathBuf>,
         /// Largest pulled page, bytes.
         #[arg(long, default_value_t = Limits::default().page_bytes_max)]
         page_bytes_max: usize,
@@ -39,21 +41,12 @@ enum Cmd {
         #[arg(long, default_value_t = Limits::default().body_bytes_max)]
         body_bytes_max: usize,
     },
-    /// Mint a bearer token for a device (development; issue #3 brings enrolment).
-    Token {
-        #[arg(long, env = "POSYNC_DB", default_value = "posync.sqlite")]
+    /// The server console: hierarchy, users, enrolment codes, devices, audit, keys.
+    Admin {
+        #[arg(long, default_value = "posync.sqlite", env = "POSYNC_DB")]
         db: PathBuf,
-        #[arg(long, env = "POSYNC_JWT_SECRET", hide_env_values = true)]
-        jwt_secret: Option<String>,
-        #[arg(long)]
-        device: DeviceId,
-        #[arg(long, value_enum, default_value = "kader")]
-        role: RoleArg,
-        /// Posyandu the token covers (repeat for several).
-        #[arg(long, required = true)]
-        posyandu: Vec<PosyanduId>,
-        #[arg(long, default_value_t = 24 * 3600)]
-        ttl_seconds: i64,
+        #[command(subcommand)]
+        cmd: admin::AdminCmd,
     },
     /// A kader's phone: capture offline, sync when in range.
     Kader {
@@ -66,8 +59,9 @@ enum Cmd {
         replica: PathBuf,
         #[arg(long, default_value = "http://127.0.0.1:8080")]
         server: String,
+        /// A bearer token; default: the device credential stored by `kader enrol`.
         #[arg(long, env = "POSYNC_TOKEN", hide_env_values = true)]
-        token: String,
+        token: Option<String>,
     },
     /// Three phones, one posyandu day, offline capture, a concurrent edit, a puskesmas pull.
     Demo {
@@ -83,6 +77,18 @@ enum KaderCmd {
     Init {
         #[arg(long)]
         replica: PathBuf,
+    },
+    /// Enrol this device with a one-time code from an admin (`posync admin enrol USER`).
+    Enrol {
+        #[arg(long)]
+        replica: PathBuf,
+        #[arg(long, default_value = "http://127.0.0.1:8080")]
+        server: String,
+        #[arg(long)]
+        code: String,
+        /// Shown to admins in the device list.
+        #[arg(long, default_value = "")]
+        label: String,
     },
     /// Record a child's visit (offline).
     Record {
@@ -132,8 +138,9 @@ enum KaderCmd {
         replica: PathBuf,
         #[arg(long, default_value = "http://127.0.0.1:8080")]
         server: String,
+        /// A bearer token; default: the device credential stored by `kader enrol`.
         #[arg(long, env = "POSYNC_TOKEN", hide_env_values = true)]
-        token: String,
+        token: Option<String>,
     },
     /// List visits on this phone (optionally one day), as JSON lines.
     Visits {
@@ -142,47 +149,25 @@ enum KaderCmd {
     },
 }
 
-#[derive(Clone, Copy, clap::ValueEnum)]
-enum RoleArg {
-    Kader,
-    PuskesmasOfficer,
-    DistrictAdmin,
-    DistrictReporter,
-}
-
-impl From<RoleArg> for Role {
-    fn from(r: RoleArg) -> Role {
-        match r {
-            RoleArg::Kader => Role::Kader,
-            RoleArg::PuskesmasOfficer => Role::PuskesmasOfficer,
-            RoleArg::DistrictAdmin => Role::DistrictAdmin,
-            RoleArg::DistrictReporter => Role::DistrictReporter,
-        }
-    }
-}
-
 fn now() -> i64 {
     time::OffsetDateTime::now_utc().unix_timestamp()
 }
 
-/// The signing secret: given, or kept next to the database (created on first use, 0600).
-fn secret(db: &Path, given: Option<String>) -> Result<Vec<u8>> {
-    if let Some(s) = given {
-        return Ok(s.into_bytes());
-    }
-    let path = db.with_extension("secret");
-    if let Ok(s) = std::fs::read(&path) {
-        return Ok(s);
-    }
-    let s: [u8; 32] = rand::random();
-    let hex: String = s.iter().map(|b| format!("{b:02x}")).collect();
-    std::fs::write(&path, &hex).with_context(|| format!("writing {}", path.display()))?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
-    }
-    Ok(hex.into_bytes())
+/// Where `serve` and `admin rotate-keys` keep the keyset unless told otherwise.
+pub fn default_keys_path(db: &Path) -> PathBuf {
+    let mut name = db.file_name().map(|n| n.to_os_string()).unwrap_or_default();
+    name.push(".keys.json");
+    db.with_file_name(name)
+}
+
+async fn sync_replica(replica: &Path, server: &str, token: Option<String>) -> Result<()> {
+    let mut r = Replica::open(replica)?;
+    let report = match token {
+        Some(t) => r.sync(server, &t).await?,
+        None => r.sync_enrolled(server).await?,
+    };
+    println!("{}", serde_json::to_string(&report)?);
+    Ok(())
 }
 
 #[tokio::main]
@@ -197,8 +182,9 @@ async fn main() -> Result<()> {
         .with_writer(std::io::stderr)
         .init();
     match cli.cmd {
-        Cmd::Serve { db, addr, jwt_secret, page_bytes_max, body_bytes_max } => {
-            let keys = TokenKeys::hs256(&secret(&db, jwt_secret)?);
+        Cmd::Serve { db, addr, keys, page_bytes_max, body_bytes_max } => {
+            let keys_path = keys.unwrap_or_else(|| default_keys_path(&db));
+            let keys = TokenKeys::load_or_create(&keys_path, now())?;
             let store = SqliteStore::open(&db).with_context(|| format!("opening {}", db.display()))?;
             let limits = Limits { page_bytes_max, body_bytes_max, ..Limits::default() };
             let server =
@@ -208,16 +194,9 @@ async fn main() -> Result<()> {
             tokio::signal::ctrl_c().await?;
             server.stop().await?;
         }
-        Cmd::Token { db, jwt_secret, device, role, posyandu, ttl_seconds } => {
-            let keys = TokenKeys::hs256(&secret(&db, jwt_secret)?);
-            println!("{}", keys.issue(device, role.into(), posyandu, now(), ttl_seconds));
-        }
+        Cmd::Admin { db, cmd } => admin::run(db, cmd, now()).await?,
         Cmd::Kader { cmd } => kader(cmd).await?,
-        Cmd::Pull { replica, server, token } => {
-            let mut r = Replica::open(&replica)?;
-            let report = r.sync(&server, &token).await?;
-            println!("{}", serde_json::to_string(&report)?);
-        }
+        Cmd::Pull { replica, server, token } => sync_replica(&replica, &server, token).await?,
         Cmd::Demo { seed } => demo::run(seed).await?,
     }
     Ok(())
@@ -273,10 +252,11 @@ async fn kader(cmd: KaderCmd) -> Result<()> {
             };
             r.edit_visit(session, visit, f, v, now())?;
         }
-        KaderCmd::Sync { replica, server, token } => {
+        KaderCmd::Sync { replica, server, token } => sync_replica(&replica, &server, token).await?,
+        KaderCmd::Enrol { replica, server, code, label } => {
             let mut r = Replica::open(&replica)?;
-            let report = r.sync(&server, &token).await?;
-            println!("{}", serde_json::to_string(&report)?);
+            let resp = posync_replica::enrol(&server, &code, &label, &mut r).await?;
+            println!("{{\"device\":\"{}\",\"user\":\"{}\",\"role\":\"{}\"}}", r.device(), resp.user, resp.role);
         }
         KaderCmd::Visits { replica } => {
             let r = Replica::open(&replica)?;

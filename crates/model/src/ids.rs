@@ -8,51 +8,89 @@ use uuid::Uuid;
 /// Why an identifier was rejected.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum IdError {
-    #[error("posyandu id must be 1-64 chars of a-z, 0-9, '-' or '_': {0:?}")]
-    Posyandu(String),
+    #[error("{what} id must be 1-64 chars of a-z, 0-9, '-' or '_': {got:?}")]
+    Slug { what: &'static str, got: String },
     #[error("not a UUID: {0:?}")]
     Uuid(String),
 }
 
-/// A posyandu, e.g. `banjar-purwaharja-melati-01`. The unit of scope for documents.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
-pub struct PosyanduId(String);
+macro_rules! slug_id {
+    ($(#[$m:meta])* $name:ident, $what:literal) => {
+        $(#[$m])*
+        #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+        #[serde(try_from = "String", into = "String")]
+        pub struct $name(String);
 
-impl PosyanduId {
-    pub const LEN_MAX: usize = 64;
+        impl $name {
+            pub const LEN_MAX: usize = 64;
 
-    pub fn as_str(&self) -> &str {
-        &self.0
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl FromStr for $name {
+            type Err = IdError;
+            fn from_str(s: &str) -> Result<Self, IdError> {
+                if is_slug(s) { Ok(Self(s.to_owned())) } else { Err(IdError::Slug { what: $what, got: s.to_owned() }) }
+            }
+        }
+
+        impl TryFrom<String> for $name {
+            type Error = IdError;
+            fn try_from(s: String) -> Result<Self, IdError> {
+                s.parse()
+            }
+        }
+
+        impl From<$name> for String {
+            fn from(p: $name) -> String {
+                p.0
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+    };
+}
+
+/// 1-64 chars of `a-z`, `0-9`, `-`, `_`: safe in URLs, file names and SQL text.
+fn is_slug(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+}
+
+slug_id!(
+    /// A posyandu, e.g. `banjar-purwaharja-melati-01`. The unit of scope for documents.
+    PosyanduId,
+    "posyandu"
+);
+slug_id!(
+    /// A unit of the health-administration hierarchy (province ... posyandu). A posyandu
+    /// unit's id is its [`PosyanduId`].
+    UnitId,
+    "unit"
+);
+slug_id!(
+    /// A person who signs in: kader, puskesmas officer, district admin or reporter.
+    UserId,
+    "user"
+);
+
+impl From<PosyanduId> for UnitId {
+    fn from(p: PosyanduId) -> Self {
+        Self(p.0)
     }
 }
 
-impl FromStr for PosyanduId {
-    type Err = IdError;
-    fn from_str(s: &str) -> Result<Self, IdError> {
-        let ok = !s.is_empty()
-            && s.len() <= Self::LEN_MAX
-            && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
-        if ok { Ok(Self(s.to_owned())) } else { Err(IdError::Posyandu(s.to_owned())) }
-    }
-}
-
-impl TryFrom<String> for PosyanduId {
-    type Error = IdError;
-    fn try_from(s: String) -> Result<Self, IdError> {
-        s.parse()
-    }
-}
-
-impl From<PosyanduId> for String {
-    fn from(p: PosyanduId) -> String {
-        p.0
-    }
-}
-
-impl fmt::Display for PosyanduId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+impl UnitId {
+    /// The posyandu this unit id names, if the unit is a posyandu (same id format).
+    pub fn as_posyandu(&self) -> PosyanduId {
+        PosyanduId(self.0.clone())
     }
 }
 

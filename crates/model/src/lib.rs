@@ -10,13 +10,15 @@
 pub mod conflict;
 pub mod doc;
 pub mod heads;
+pub mod hierarchy;
 pub mod ids;
 pub mod record;
 
 pub use conflict::{FieldConflict, conflicts};
 pub use doc::{DocError, DocKind, DocMeta};
 pub use heads::Heads;
-pub use ids::{DeviceId, DocId, IdError, PersonId, PosyanduId, VisitId};
+pub use hierarchy::{HierarchyError, HierarchyFile, Unit, UnitKind, UserSpec};
+pub use ids::{DeviceId, DocId, IdError, PersonId, PosyanduId, UnitId, UserId, VisitId};
 pub use record::{Field, FieldValue, Person, Sex, Visit, VitaminA};
 pub mod scope;
 pub use scope::Scope;

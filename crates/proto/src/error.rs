@@ -26,8 +26,18 @@ pub enum ErrorCode {
     /// The pushed document's kind or posyandu differ from what the server has recorded,
     /// or from the document's own id.
     DocMismatch,
-    /// No bearer token, or one that does not verify.
+    /// No bearer token, or one that does not verify (bad signature, algorithm, key id,
+    /// issuer, audience; expired; or stale because the user's role changed). Refresh the
+    /// access token with the device credential and retry.
     Unauthenticated,
+    /// An enrolment code or refresh token that is unknown, used, or expired. Do not retry
+    /// with the same credential: ask an admin for a new enrolment code.
+    InvalidCredential,
+    /// This device was revoked (a lost phone). Records it already synced stay on the server.
+    DeviceRevoked,
+    /// A well-formed admin request the server refuses on its merits (an unknown unit, a user
+    /// assigned to a unit of the wrong kind, a unit outside the admin's district).
+    InvalidRequest,
     /// The token is valid but does not cover this document, posyandu or route.
     Forbidden,
     /// The request's device differs from the token's device.
@@ -57,6 +67,9 @@ impl ErrorCode {
             ErrorCode::HeadsMismatch => "heads_mismatch",
             ErrorCode::DocMismatch => "doc_mismatch",
             ErrorCode::Unauthenticated => "unauthenticated",
+            ErrorCode::InvalidCredential => "invalid_credential",
+            ErrorCode::DeviceRevoked => "device_revoked",
+            ErrorCode::InvalidRequest => "invalid_request",
             ErrorCode::Forbidden => "forbidden",
             ErrorCode::DeviceMismatch => "device_mismatch",
             ErrorCode::NotFound => "not_found",

@@ -8,15 +8,17 @@
 //! [`SyncResponse`] or a JSON [`ErrorBody`]. Automerge changes travel as CBOR byte strings:
 //! no base64. Bodies over [`COMPRESS_THRESHOLD_BYTES`] are gzip'd (`Content-Encoding: gzip`).
 
+mod auth;
 mod codec;
 mod error;
 mod limits;
 mod types;
 
+pub use auth::{AccessToken, EnrolRequest, EnrolResponse, RefreshRequest};
 pub use codec::{
     COMPRESS_THRESHOLD_BYTES, CONTENT_TYPE, DecodeError, Encoded, decode_request, decode_response, encode, encode_body,
     gunzip_bounded, gzip,
 };
 pub use error::{ErrorBody, ErrorCode, ErrorDetail};
 pub use limits::Limits;
-pub use types::{DocAck, DocPull, DocPush, PROTOCOL_VERSION, Purge, SyncRequest, SyncResponse};
+pub use types::{DocAck, DocPull, DocPush, PROTOCOL_VERSION, SyncRequest, SyncResponse};

@@ -16,6 +16,10 @@ pub struct SyncRequest {
     pub push: Vec<DocPush>,
     /// Upper bound on the pulled page the device wants (the server caps it further).
     pub page_bytes_max: Option<u32>,
+    /// [`Scope::digest`](posync_model::Scope::digest) of the scope the device's cursor was
+    /// obtained under (the last `scope` the server sent it). Absent before the first answer.
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "opt_bytes")]
+    pub scope_digest: Option<Vec<u8>>,
 }
 
 /// One document's new changes.
@@ -47,8 +51,13 @@ pub struct SyncResponse {
     pub acks: Vec<DocAck>,
     /// Documents in scope changed after the request's cursor (this page of them).
     pub docs: Vec<DocPull>,
-    /// Documents the device must drop (out of its scope now). Reserved in v1 for re-scoping.
-    pub purge: Vec<Purge>,
+    /// The caller's whole scope (sorted posyandu ids), sent only when the request's
+    /// `scope_digest` differs from it. The device then drops every document outside it
+    /// (keeping any with unacknowledged changes), starts over from cursor 0 if the scope
+    /// gained a posyandu, and remembers it. With a cursor above 0 and a changed scope the
+    /// server sends no documents in the same answer (`more` is true).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scope: Option<Vec<PosyanduId>>,
     /// The cursor to store once this page is applied, and to send next time.
     pub cursor: u64,
     /// Another page is waiting: sync again right away.
@@ -76,13 +85,24 @@ pub struct DocPull {
     pub changes: Vec<u8>,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Purge {
-    pub doc: DocId,
-}
-
 impl SyncRequest {
     pub fn new(device: DeviceId, cursor: u64) -> Self {
-        Self { v: PROTOCOL_VERSION, device, cursor, push: Vec::new(), page_bytes_max: None }
+        Self { v: PROTOCOL_VERSION, device, cursor, push: Vec::new(), page_bytes_max: None, scope_digest: None }
+    }
+}
+
+/// `Option<Vec<u8>>` as an optional CBOR byte string (serde_bytes does the inner part).
+mod opt_bytes {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &Option<Vec<u8>>, s: S) -> Result<S::Ok, S::Error> {
+        match v {
+            Some(b) => serde_bytes::serialize(b, s),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<u8>>, D::Error> {
+        Option::<serde_bytes::ByteBuf>::deserialize(d).map(|o| o.map(serde_bytes::ByteBuf::into_vec))
     }
 }

@@ -16,7 +16,7 @@
 use posync_model::{DeviceId, DocId, DocKind, Heads, PosyanduId};
 use posync_proto::{
     COMPRESS_THRESHOLD_BYTES, CONTENT_TYPE, DecodeError, DocAck, DocPull, DocPush, ErrorBody, ErrorCode, ErrorDetail,
-    Limits, PROTOCOL_VERSION, Purge, SyncRequest, SyncResponse, decode_request, decode_response, encode, encode_body,
+    Limits, PROTOCOL_VERSION, SyncRequest, SyncResponse, decode_request, decode_response, encode, encode_body,
     gunzip_bounded, gzip,
 };
 use std::fmt::Write as _;
@@ -29,7 +29,9 @@ use std::path::PathBuf;
 const DEVICE: &str = "0c2d7a4e-5b1f-4e8a-9d3c-6f1a2b3c4d5e";
 const SESSION_DOC: &str = "8f3b6c2a-1d4e-5a7b-9c0d-2e4f6a8b0c1d";
 const REGISTRY_DOC: &str = "3a9e1f7c-6b2d-5c4e-8f1a-0b3c5d7e9f2a";
-const PURGED_DOC: &str = "5e7d9c1b-3a2f-5e4d-a6c8-b0d2f4e6a8c0";
+const OTHER_POSYANDU: &str = "mawar-02";
+/// A fixed scope digest (normally the first 8 bytes of SHA-256 of the scope).
+const SCOPE_DIGEST: [u8; 8] = [0x5c; 8];
 const POSYANDU: &str = "melati-01";
 
 /// Fake change hashes: 32 repeated bytes each, easy to spot in a hex dump.
@@ -66,7 +68,7 @@ fn concat(parts: &[&[u8]]) -> Vec<u8> {
 // ---------------------------------------------------------------------------------------------
 
 fn request_noop() -> SyncRequest {
-    SyncRequest::new(device(), NOOP_CURSOR)
+    SyncRequest { scope_digest: Some(SCOPE_DIGEST.to_vec()), ..SyncRequest::new(device(), NOOP_CURSOR) }
 }
 
 fn request_push() -> SyncRequest {
@@ -83,6 +85,7 @@ fn request_push() -> SyncRequest {
             changes: PUSHED_CHANGES.to_vec(),
         }],
         page_bytes_max: Some(65_536),
+        scope_digest: Some(SCOPE_DIGEST.to_vec()),
     }
 }
 
@@ -91,7 +94,7 @@ fn request_v2() -> SyncRequest {
 }
 
 fn response_empty() -> SyncResponse {
-    SyncResponse { v: PROTOCOL_VERSION, acks: vec![], docs: vec![], purge: vec![], cursor: NOOP_CURSOR, more: false }
+    SyncResponse { v: PROTOCOL_VERSION, acks: vec![], docs: vec![], scope: None, cursor: NOOP_CURSOR, more: false }
 }
 
 fn response_ack_pull() -> SyncResponse {
@@ -105,20 +108,20 @@ fn response_ack_pull() -> SyncResponse {
             heads: concat(&[&HASH_C, &HASH_D]),
             changes: PULLED_CHANGES.to_vec(),
         }],
-        purge: vec![],
+        scope: None,
         cursor: 1240,
         more: true,
     }
 }
 
-fn response_purge() -> SyncResponse {
+fn response_rescope() -> SyncResponse {
     SyncResponse {
         v: PROTOCOL_VERSION,
         acks: vec![],
         docs: vec![],
-        purge: vec![Purge { doc: doc(PURGED_DOC) }],
+        scope: Some(vec![OTHER_POSYANDU.parse().expect("fixed posyandu id"), posyandu()]),
         cursor: NOOP_CURSOR,
-        more: false,
+        more: true,
     }
 }
 
@@ -159,7 +162,7 @@ fn vectors() -> Vec<(&'static str, Msg)> {
         ("request-v2", Msg::Request(request_v2())),
         ("response-empty", Msg::Response(response_empty())),
         ("response-ack-pull", Msg::Response(response_ack_pull())),
-        ("response-purge", Msg::Response(response_purge())),
+        ("response-rescope", Msg::Response(response_rescope())),
     ]
 }
 
@@ -382,11 +385,11 @@ fn vectors_match_the_code() {
         let from_hex: String = hex_file.split_whitespace().collect();
         assert_eq!(hex::decode(from_hex).expect("hex file is hex"), file, "{name}.hex is the .cbor file");
         let documented_len = match name {
-            "request-noop" | "request-v2" => 60,
-            "request-push" => 214,
-            "response-empty" => 39,
-            "response-ack-pull" => 247,
-            "response-purge" => 61,
+            "request-noop" | "request-v2" => 82,
+            "request-push" => 236,
+            "response-empty" => 32,
+            "response-ack-pull" => 240,
+            "response-rescope" => 58,
             other => panic!("vector {other} has no documented size"),
         };
         assert_eq!(file.len(), documented_len, "{name}: size in proto/vectors/README.md");
@@ -493,26 +496,28 @@ fn bodies_are_gzipped_from_the_threshold_up() {
 #[test]
 fn noop_sync_byte_counts() {
     let sizes = |cursor: u64| {
-        let req = SyncRequest::new(device(), cursor);
+        let req = SyncRequest { scope_digest: Some(SCOPE_DIGEST.to_vec()), ..SyncRequest::new(device(), cursor) };
         let resp = SyncResponse { cursor, ..response_empty() };
         let (a, b) = (encode_body(&req), encode_body(&resp));
         assert!(!a.gzip && !b.gzip, "no-op bodies are below the gzip threshold");
         (a.bytes.len(), b.bytes.len())
     };
-    assert_eq!(sizes(0), (58, 37), "first sync, nothing anywhere");
-    assert_eq!(sizes(23), (58, 37));
-    assert_eq!(sizes(24), (59, 38));
-    assert_eq!(sizes(255), (59, 38));
-    assert_eq!(sizes(256), (60, 39));
-    assert_eq!(sizes(NOOP_CURSOR), (60, 39));
-    assert_eq!(sizes(65_535), (60, 39));
-    assert_eq!(sizes(65_536), (62, 41));
-    assert_eq!(sizes(u64::from(u32::MAX)), (62, 41));
-    assert_eq!(sizes(u64::from(u32::MAX) + 1), (66, 45));
+    assert_eq!(sizes(0), (80, 30), "nothing anywhere, scope unchanged");
+    assert_eq!(sizes(23), (80, 30));
+    assert_eq!(sizes(24), (81, 31));
+    assert_eq!(sizes(255), (81, 31));
+    assert_eq!(sizes(256), (82, 32));
+    assert_eq!(sizes(NOOP_CURSOR), (82, 32));
+    assert_eq!(sizes(65_535), (82, 32));
+    assert_eq!(sizes(65_536), (84, 34));
+    assert_eq!(sizes(u64::from(u32::MAX)), (84, 34));
+    assert_eq!(sizes(u64::from(u32::MAX) + 1), (88, 38));
+    // The scope digest costs 22 bytes (key and 8-byte string), whatever the scope's size.
+    assert_eq!(encode(&SyncRequest::new(device(), NOOP_CURSOR)).len(), 60);
     // A client asking for a smaller page pays 4 or 5 bytes more (uint instead of null).
     let mut req = request_noop();
     req.page_bytes_max = Some(65_536);
-    assert_eq!(encode(&req).len(), 64);
+    assert_eq!(encode(&req).len(), 86);
 }
 
 /// The spec's worked example quotes the annotated dumps of the no-op pair verbatim.
@@ -543,6 +548,7 @@ fn decoding_is_by_key_and_ignores_unknown_keys() {
 
     // Keys in another order, an unknown key, and no `page_bytes_max`: still the no-op request.
     let reordered = Value::Map(vec![
+        (text("scope_digest"), Value::Bytes(SCOPE_DIGEST.to_vec())),
         (text("push"), Value::Array(vec![])),
         (text("future_field"), text("ignored by v1")),
         (text("cursor"), int(NOOP_CURSOR)),
@@ -628,6 +634,9 @@ fn error_codes_are_stable() {
         (E::HeadsMismatch, "heads_mismatch"),
         (E::DocMismatch, "doc_mismatch"),
         (E::Unauthenticated, "unauthenticated"),
+        (E::InvalidCredential, "invalid_credential"),
+        (E::DeviceRevoked, "device_revoked"),
+        (E::InvalidRequest, "invalid_request"),
         (E::Forbidden, "forbidden"),
         (E::DeviceMismatch, "device_mismatch"),
         (E::NotFound, "not_found"),
@@ -649,6 +658,9 @@ fn error_codes_are_stable() {
             | E::HeadsMismatch
             | E::DocMismatch
             | E::Unauthenticated
+            | E::InvalidCredential
+            | E::DeviceRevoked
+            | E::InvalidRequest
             | E::Forbidden
             | E::DeviceMismatch
             | E::NotFound

@@ -2,9 +2,10 @@
 //! byte counts reported here are exactly the bodies on the wire.
 
 use crate::error::ReplicaError;
-use crate::replica::Replica;
+use crate::replica::{Credential, Replica};
 use posync_proto::{
-    CONTENT_TYPE, ErrorBody, ErrorCode, Limits, SyncRequest, SyncResponse, decode_response, encode_body, gunzip_bounded,
+    AccessToken, CONTENT_TYPE, EnrolRequest, EnrolResponse, ErrorBody, ErrorCode, Limits, RefreshRequest, SyncRequest,
+    SyncResponse, decode_response, encode_body, gunzip_bounded,
 };
 use std::time::Duration;
 
@@ -32,28 +33,54 @@ pub struct SyncReport {
     pub cursor: u64,
 }
 
+/// Refresh the access token when it has less than this left: a sync may take a while.
+const ACCESS_MARGIN_SECONDS: i64 = 120;
+
+/// How the client authenticates.
+#[derive(Clone, Debug)]
+enum Auth {
+    /// A bearer token given by the caller (tools, tests).
+    Bearer(String),
+    /// The replica's stored device credential: access tokens are refreshed as needed.
+    Device,
+}
+
 /// An HTTP sync client for one server.
 #[derive(Clone)]
 pub struct HttpSync {
     client: reqwest::Client,
+    base: String,
     url: String,
-    token: String,
+    auth: Auth,
     limits: Limits,
 }
 
+fn http_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(120))
+        .connect_timeout(Duration::from_secs(10))
+        .build()
+        .unwrap_or_else(|_| reqwest::Client::new())
+}
+
+fn unix_now() -> i64 {
+    time::OffsetDateTime::now_utc().unix_timestamp()
+}
+
 impl HttpSync {
+    /// A client that sends `token` as is.
     pub fn new(server_url: &str, token: &str) -> Self {
-        let client = reqwest::Client::builder()
-            .timeout(Duration::from_secs(120))
-            .connect_timeout(Duration::from_secs(10))
-            .build()
-            .unwrap_or_else(|_| reqwest::Client::new());
-        Self {
-            client,
-            url: format!("{}/v1/sync", server_url.trim_end_matches('/')),
-            token: token.to_owned(),
-            limits: Limits::default(),
-        }
+        Self::with_auth(server_url, Auth::Bearer(token.to_owned()))
+    }
+
+    /// A client that authenticates with the replica's enrolled device credential.
+    pub fn enrolled(server_url: &str) -> Self {
+        Self::with_auth(server_url, Auth::Device)
+    }
+
+    fn with_auth(server_url: &str, auth: Auth) -> Self {
+        let base = server_url.trim_end_matches('/').to_owned();
+        Self { client: http_client(), url: format!("{base}/v1/sync"), base, auth, limits: Limits::default() }
     }
 
     pub fn with_limits(mut self, limits: Limits) -> Self {
@@ -62,18 +89,66 @@ impl HttpSync {
     }
 
     pub fn set_token(&mut self, token: &str) {
-        self.token = token.to_owned();
+        self.auth = Auth::Bearer(token.to_owned());
     }
 
-    /// One request/response exchange. The caller decides what to do with the answer (the
-    /// fault tests drop it on the floor).
-    pub async fn exchange(&self, req: &SyncRequest) -> Result<(SyncResponse, WireBytes), ReplicaError> {
+    /// The bearer token to use now: the given one, or the device's access token, refreshed
+    /// first if it is missing, expiring, or `force`d (the server said it is stale).
+    async fn token(&self, replica: &mut Replica, force: bool) -> Result<String, ReplicaError> {
+        let Auth::Bearer(t) = &self.auth else {
+            let mut cred = replica.credential()?.ok_or(ReplicaError::NotEnrolled)?;
+            if let Some(a) = &cred.access
+                && !force
+                && a.expires_at > unix_now() + ACCESS_MARGIN_SECONDS
+            {
+                return Ok(a.token.clone());
+            }
+            let access = self.refresh(replica.device(), &cred.refresh_token).await?;
+            let token = access.token.clone();
+            cred.access = Some(access);
+            replica.save_credential(&cred)?;
+            return Ok(token);
+        };
+        Ok(t.clone())
+    }
+
+    /// Exchange the refresh token for a new access token.
+    pub async fn refresh(
+        &self,
+        device: posync_model::DeviceId,
+        refresh_token: &str,
+    ) -> Result<AccessToken, ReplicaError> {
+        let body = RefreshRequest { device, refresh_token: refresh_token.to_owned() };
+        self.post_json(&format!("{}/v1/auth/token", self.base), &body).await
+    }
+
+    async fn post_json<B: serde::Serialize, T: serde::de::DeserializeOwned>(
+        &self,
+        url: &str,
+        body: &B,
+    ) -> Result<T, ReplicaError> {
+        let resp = self.client.post(url).json(body).send().await.map_err(|e| ReplicaError::Network(e.to_string()))?;
+        let status = resp.status();
+        let bytes = resp.bytes().await.map_err(|e| ReplicaError::Network(e.to_string()))?;
+        if !status.is_success() {
+            return Err(server_error(status, &bytes));
+        }
+        serde_json::from_slice(&bytes).map_err(|e| ReplicaError::BadResponse(e.to_string()))
+    }
+
+    /// One request/response exchange with `token`. The caller decides what to do with the
+    /// answer (the fault tests drop it on the floor).
+    pub async fn exchange_with(
+        &self,
+        req: &SyncRequest,
+        token: &str,
+    ) -> Result<(SyncResponse, WireBytes), ReplicaError> {
         let enc = encode_body(req);
         let up = enc.bytes.len() as u64;
         let mut rb = self
             .client
             .post(&self.url)
-            .bearer_auth(&self.token)
+            .bearer_auth(token)
             .header(reqwest::header::CONTENT_TYPE, CONTENT_TYPE)
             .header(reqwest::header::ACCEPT_ENCODING, "gzip");
         if enc.gzip {
@@ -85,20 +160,7 @@ impl HttpSync {
         let body = resp.bytes().await.map_err(|e| ReplicaError::Network(e.to_string()))?;
         let wire = WireBytes { up, down: body.len() as u64 };
         if !status.is_success() {
-            return Err(match serde_json::from_slice::<ErrorBody>(&body) {
-                Ok(e) => ReplicaError::Server {
-                    status: status.as_u16(),
-                    code: e.error.code,
-                    message: e.error.message,
-                    doc: e.error.doc,
-                },
-                Err(_) => ReplicaError::Server {
-                    status: status.as_u16(),
-                    code: ErrorCode::Internal,
-                    message: format!("HTTP {status} without an error body"),
-                    doc: None,
-                },
-            });
+            return Err(server_error(status, &body));
         }
         let raw = if gzip {
             gunzip_bounded(&body, RESPONSE_DECODED_BYTES_MAX).map_err(|e| ReplicaError::BadResponse(e.to_string()))?
@@ -109,15 +171,33 @@ impl HttpSync {
         Ok((msg, wire))
     }
 
+    /// One exchange with a bearer client's own token (tests and tools).
+    pub async fn exchange(&self, req: &SyncRequest) -> Result<(SyncResponse, WireBytes), ReplicaError> {
+        match &self.auth {
+            Auth::Bearer(t) => self.exchange_with(req, t).await,
+            Auth::Device => Err(ReplicaError::NotEnrolled),
+        }
+    }
+
     /// Sync until the outbox is empty and the server has no more pages.
     pub async fn sync(&self, replica: &mut Replica) -> Result<SyncReport, ReplicaError> {
         let mut report = SyncReport::default();
         let mut resent_whole = std::collections::HashSet::<posync_model::DocId>::new();
+        let mut token = self.token(replica, false).await?;
+        let mut refreshed = false;
         while report.rounds < ROUNDS_MAX {
             let req = replica.prepare_sync(&self.limits)?;
             report.rounds += 1;
-            let (resp, wire) = match self.exchange(&req).await {
+            let (resp, wire) = match self.exchange_with(&req, &token).await {
                 Ok(ok) => ok,
+                Err(ReplicaError::Server { code: ErrorCode::Unauthenticated, .. })
+                    if matches!(self.auth, Auth::Device) && !refreshed =>
+                {
+                    // Expired early, a clock off, a role changed: one refresh, then retry.
+                    refreshed = true;
+                    token = self.token(replica, true).await?;
+                    continue;
+                }
                 Err(ReplicaError::Server { code: ErrorCode::MissingDependencies, doc: Some(doc), .. })
                     if doc.parse().is_ok_and(|d| resent_whole.insert(d)) =>
                 {
@@ -152,6 +232,43 @@ impl HttpSync {
     }
 }
 
+fn server_error(status: reqwest::StatusCode, body: &[u8]) -> ReplicaError {
+    match serde_json::from_slice::<ErrorBody>(body) {
+        Ok(e) => ReplicaError::Server {
+            status: status.as_u16(),
+            code: e.error.code,
+            message: e.error.message,
+            doc: e.error.doc,
+        },
+        Err(_) => ReplicaError::Server {
+            status: status.as_u16(),
+            code: ErrorCode::Internal,
+            message: format!("HTTP {status} without an error body"),
+            doc: None,
+        },
+    }
+}
+
+/// Enrol `replica` with the one-time `code` an admin gave its user: stores the device
+/// credential in the replica. Needs the network once; every later sync refreshes by itself.
+pub async fn enrol(
+    server_url: &str,
+    code: &str,
+    label: &str,
+    replica: &mut Replica,
+) -> Result<EnrolResponse, ReplicaError> {
+    let client = HttpSync::enrolled(server_url);
+    let body = EnrolRequest { code: code.to_owned(), device: replica.device(), label: label.to_owned() };
+    let resp: EnrolResponse = client.post_json(&format!("{}/v1/auth/enrol", client.base), &body).await?;
+    replica.save_credential(&Credential {
+        user: resp.user.clone(),
+        role: resp.role,
+        refresh_token: resp.refresh_token.clone(),
+        access: Some(resp.access.clone()),
+    })?;
+    Ok(resp)
+}
+
 /// Errors about one pushed document that retrying will not fix.
 pub fn refuses_document(code: ErrorCode) -> bool {
     matches!(
@@ -164,5 +281,10 @@ impl Replica {
     /// Sync with `server_url` using bearer `token`. Safe to interrupt at any point.
     pub async fn sync(&mut self, server_url: &str, token: &str) -> Result<SyncReport, ReplicaError> {
         HttpSync::new(server_url, token).sync(self).await
+    }
+
+    /// Sync with the device credential stored by [`enrol`], refreshing access as needed.
+    pub async fn sync_enrolled(&mut self, server_url: &str) -> Result<SyncReport, ReplicaError> {
+        HttpSync::enrolled(server_url).sync(self).await
     }
 }

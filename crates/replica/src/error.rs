@@ -17,6 +17,8 @@ pub enum ReplicaError {
     BadResponse(String),
     #[error("network: {0}")]
     Network(String),
+    #[error("this device is not enrolled: enrol it with a code from your admin first")]
+    NotEnrolled,
     #[error("sync did not finish within {0} rounds")]
     TooManyRounds(usize),
 }

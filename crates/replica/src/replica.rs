@@ -3,7 +3,7 @@ use automerge::{ActorId, Automerge, ReadDoc};
 use posync_model::doc::{self, DocMeta};
 use posync_model::record::format_date;
 use posync_model::{
-    DeviceId, DocId, DocKind, Field, FieldConflict, FieldValue, Heads, Person, PersonId, PosyanduId, Sex, Visit,
+    DeviceId, DocId, DocKind, Field, FieldConflict, FieldValue, Heads, Person, PersonId, PosyanduId, Scope, Sex, Visit,
     VisitId, VitaminA, conflicts,
 };
 use posync_proto::{DocPush, Limits, SyncRequest, SyncResponse};
@@ -380,6 +380,7 @@ impl Replica {
     /// only the changes after the heads the server acknowledged, within the body budget.
     pub fn prepare_sync(&self, limits: &Limits) -> Result<SyncRequest, ReplicaError> {
         let mut req = SyncRequest::new(self.device, self.cursor()?);
+        req.scope_digest = self.scope()?.map(|s| s.digest().to_vec());
         let mut stmt = self
             .conn
             .prepare("SELECT doc_id, kind, posyandu, bytes, server_heads FROM docs WHERE dirty = 1 AND rejected IS NULL ORDER BY doc_id")?;
@@ -420,8 +421,25 @@ impl Replica {
     /// and the new cursor together, or none of them.
     pub fn apply_response(&mut self, resp: &SyncResponse) -> Result<ApplyReport, ReplicaError> {
         let actor = self.actor();
+        let stored_cursor = self.cursor()?;
+        let held_scope = self.scope()?;
         let tx = self.conn.transaction()?;
         let mut report = ApplyReport { cursor: resp.cursor, more: resp.more, ..Default::default() };
+        // A new scope: drop what left it, and if it grew, pull from the start (the cursor was
+        // obtained without the new posyandu). A request at cursor 0 was already answered
+        // under the new scope.
+        let mut restart = false;
+        if let Some(list) = &resp.scope {
+            let scope = Scope::new(list.iter().cloned());
+            report.purged = apply_scope(&tx, &scope)?;
+            let grew = !held_scope.as_ref().is_some_and(|held| scope.is_subset(held));
+            restart = grew && stored_cursor > 0;
+            let json = serde_json::to_string(list).map_err(|e| ReplicaError::BadResponse(e.to_string()))?;
+            tx.execute(
+                "INSERT INTO meta (key, value) VALUES ('scope', ?1) ON CONFLICT(key) DO UPDATE SET value = ?1",
+                [json],
+            )?;
+        }
         for ack in &resp.acks {
             let acked = Heads::from_bytes(&ack.heads).map_err(|e| ReplicaError::BadResponse(e.to_string()))?;
             let n = tx.execute(
@@ -460,19 +478,47 @@ impl Replica {
             )?;
             report.pulled += 1;
         }
-        for purge in &resp.purge {
-            let id = purge.doc.to_string();
-            tx.execute("DELETE FROM visits WHERE doc_id = ?1", [&id])?;
-            tx.execute("DELETE FROM people WHERE doc_id = ?1", [&id])?;
-            report.purged += tx.execute("DELETE FROM docs WHERE doc_id = ?1", [&id])?;
-        }
-        let cursor = if cursor_ok { resp.cursor } else { 0 };
+        let cursor = if cursor_ok && !restart { resp.cursor } else { 0 };
+        report.cursor = cursor;
         tx.execute(
             "INSERT INTO meta (key, value) VALUES ('cursor', ?1) ON CONFLICT(key) DO UPDATE SET value = ?1",
             [cursor.to_string()],
         )?;
         tx.commit()?;
         Ok(report)
+    }
+
+    /// The scope (posyandu) the server last told this device it has; `None` before the
+    /// first sync.
+    pub fn scope(&self) -> Result<Option<Scope>, ReplicaError> {
+        let json: Option<String> =
+            self.conn.query_row("SELECT value FROM meta WHERE key = 'scope'", [], |r| r.get(0)).optional()?;
+        json.map(|j| {
+            serde_json::from_str::<Vec<PosyanduId>>(&j)
+                .map(Scope::new)
+                .map_err(|_| ReplicaError::BadResponse("stored scope".into()))
+        })
+        .transpose()
+    }
+
+    // ---- credential ----
+
+    /// Store the device credential from an enrolment (replacing any earlier one).
+    pub fn save_credential(&mut self, c: &Credential) -> Result<(), ReplicaError> {
+        let json = serde_json::to_string(c).map_err(|e| ReplicaError::BadResponse(e.to_string()))?;
+        self.conn.execute(
+            "INSERT INTO meta (key, value) VALUES ('credential', ?1) ON CONFLICT(key) DO UPDATE SET value = ?1",
+            [json],
+        )?;
+        Ok(())
+    }
+
+    /// The stored device credential, if this device was enrolled.
+    pub fn credential(&self) -> Result<Option<Credential>, ReplicaError> {
+        let json: Option<String> =
+            self.conn.query_row("SELECT value FROM meta WHERE key = 'credential'", [], |r| r.get(0)).optional()?;
+        json.map(|j| serde_json::from_str(&j).map_err(|_| ReplicaError::BadResponse("stored credential".into())))
+            .transpose()
     }
 
     /// Fold the write-ahead log into the main file (so a plain file copy is a complete backup).
@@ -487,6 +533,46 @@ impl Replica {
         self.conn.execute("UPDATE docs SET server_heads = X'', dirty = 1 WHERE doc_id = ?1", [id.to_string()])?;
         Ok(())
     }
+}
+
+/// Drop every document outside `scope` with its projected rows, except those holding changes
+/// the server has not acknowledged: those stay, quarantined as `out_of_scope`, so nothing
+/// captured is ever lost on a re-scope. Returns how many were dropped.
+fn apply_scope(tx: &Transaction<'_>, scope: &Scope) -> Result<usize, ReplicaError> {
+    let held: Vec<(String, String, bool)> = tx
+        .prepare("SELECT doc_id, posyandu, dirty FROM docs")?
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+        .collect::<Result<_, _>>()?;
+    let mut purged = 0;
+    for (doc, posyandu, dirty) in held {
+        let inside = posyandu.parse::<PosyanduId>().is_ok_and(|p| scope.allows(&p));
+        if inside {
+            // Refused earlier for scope, in scope now (an assignment was fixed): push it again.
+            tx.execute(
+                "UPDATE docs SET rejected = NULL WHERE doc_id = ?1 AND rejected IN ('out_of_scope', 'forbidden')",
+                [&doc],
+            )?;
+            continue;
+        }
+        if dirty {
+            tx.execute("UPDATE docs SET rejected = COALESCE(rejected, 'out_of_scope') WHERE doc_id = ?1", [&doc])?;
+            continue;
+        }
+        tx.execute("DELETE FROM visits WHERE doc_id = ?1", [&doc])?;
+        tx.execute("DELETE FROM people WHERE doc_id = ?1", [&doc])?;
+        purged += tx.execute("DELETE FROM docs WHERE doc_id = ?1", [&doc])?;
+    }
+    Ok(purged)
+}
+
+/// What an enrolled device keeps to authenticate: its refresh token and the latest access
+/// token. On a real phone this belongs in the platform keystore; here it is in the replica.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Credential {
+    pub user: posync_model::UserId,
+    pub role: posync_model::Role,
+    pub refresh_token: String,
+    pub access: Option<posync_proto::AccessToken>,
 }
 
 fn load_doc(tx: &Transaction<'_>, id: DocId) -> Result<Option<Automerge>, ReplicaError> {

@@ -33,7 +33,10 @@ impl ApiError {
             ErrorCode::BodyTooLarge | ErrorCode::BatchTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ErrorCode::UnsupportedEncoding | ErrorCode::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ErrorCode::MissingDependencies | ErrorCode::DocMismatch => StatusCode::CONFLICT,
-            ErrorCode::Unauthenticated => StatusCode::UNAUTHORIZED,
+            ErrorCode::Unauthenticated | ErrorCode::InvalidCredential | ErrorCode::DeviceRevoked => {
+                StatusCode::UNAUTHORIZED
+            }
+            ErrorCode::InvalidRequest => StatusCode::BAD_REQUEST,
             ErrorCode::Forbidden | ErrorCode::DeviceMismatch => StatusCode::FORBIDDEN,
             ErrorCode::NotFound => StatusCode::NOT_FOUND,
             ErrorCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
@@ -49,6 +52,8 @@ impl std::fmt::Display for ApiError {
     }
 }
 
+impl std::error::Error for ApiError {}
+
 /// A push in the same request may have committed before the failure; retrying is safe
 /// because a replayed push changes nothing.
 const INTERNAL_MESSAGE: &str = "internal error; retry later (a replayed push is harmless)";
@@ -63,6 +68,12 @@ impl From<StoreError> for ApiError {
             StoreError::MissingDependencies { doc } => ApiError::new(ErrorCode::MissingDependencies, msg).with_doc(doc),
             StoreError::HeadsMismatch { doc } => ApiError::new(ErrorCode::HeadsMismatch, msg).with_doc(doc),
             StoreError::DuplicateDoc { doc } => ApiError::new(ErrorCode::MalformedBody, msg).with_doc(doc),
+            StoreError::Invalid(reason) => ApiError::new(ErrorCode::InvalidRequest, reason),
+            StoreError::NotFound(what) => ApiError::new(ErrorCode::NotFound, format!("{what} not found")),
+            StoreError::InvalidCredential => ApiError::new(ErrorCode::InvalidCredential, msg),
+            StoreError::DeviceRevoked => {
+                ApiError::new(ErrorCode::DeviceRevoked, "this device was revoked; ask your puskesmas or district admin")
+            }
             StoreError::Corrupt { doc, .. } => {
                 tracing::error!(%doc, "stored document does not load");
                 ApiError::new(ErrorCode::Internal, INTERNAL_MESSAGE).with_doc(doc)

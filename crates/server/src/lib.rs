@@ -4,14 +4,16 @@
 //! [`SyncService`] is the whole sync decision without HTTP: the axum handler decodes, calls it,
 //! encodes. Tests and the deterministic simulation call it directly.
 
+pub mod admin;
 pub mod auth;
 mod error;
 mod routes;
 mod sync;
 
-pub use auth::{Claims, Principal, TokenKeys};
+pub use admin::{AdminCaller, AdminService, IssuedCode};
+pub use auth::{Claims, Principal, TokenKeys, TokenSubject};
 pub use error::ApiError;
-pub use routes::{AppState, router};
+pub use routes::{AppState, parse_hierarchy, router};
 pub use sync::SyncService;
 
 use posync_proto::Limits;

@@ -1,7 +1,8 @@
 //! HTTP: decode at the boundary, call the service, encode.
 
 use crate::Clock;
-use crate::auth::{Principal, TokenKeys};
+use crate::admin::{AdminCaller, AdminService};
+use crate::auth::{self, Principal, TokenKeys};
 use crate::error::ApiError;
 use crate::sync::SyncService;
 use axum::body::Bytes;
@@ -11,38 +12,94 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use posync_model::{DocId, conflicts, doc};
+use posync_model::{DeviceId, DocId, HierarchyFile, Role, Unit, UnitId, UserId, UserSpec, conflicts, doc};
+use posync_proto::{AccessToken, EnrolRequest, EnrolResponse, RefreshRequest};
 use posync_proto::{CONTENT_TYPE, DecodeError, ErrorCode, Limits, decode_request, encode_body, gunzip_bounded};
 use posync_store::Store;
+use posync_store::{Actor, AuditAction, AuditEntry, NewCredential};
+use serde::de::DeserializeOwned;
 use std::sync::Arc;
 
 #[derive(Clone)]
 pub struct AppState {
     sync: SyncService,
-    keys: TokenKeys,
+    admin: AdminService,
+    keys: Arc<TokenKeys>,
     clock: Clock,
 }
 
 impl AppState {
     pub fn new(store: Arc<dyn Store>, keys: TokenKeys, limits: Limits, clock: Clock) -> Self {
-        Self { sync: SyncService::new(store, limits, clock.clone()), keys, clock }
+        Self {
+            sync: SyncService::new(store.clone(), limits, clock.clone()),
+            admin: AdminService::new(store),
+            keys: Arc::new(keys),
+            clock,
+        }
+    }
+
+    fn now(&self) -> i64 {
+        (self.clock)()
+    }
+
+    fn store(&self) -> &Arc<dyn Store> {
+        self.sync.store()
     }
 }
 
+/// Largest JSON body of the auth and admin routes: ids and names, never documents.
+pub const JSON_BODY_BYTES_MAX: usize = 64 * 1024;
+
 pub fn router(state: AppState) -> Router {
     let body_max = state.sync.limits().body_bytes_max;
+    let json_routes = Router::new()
+        .route("/v1/auth/enrol", post(enrol))
+        .route("/v1/auth/token", post(refresh))
+        .route("/v1/admin/units", get(admin_units))
+        .route("/v1/admin/units/{id}", axum::routing::put(admin_put_unit))
+        .route("/v1/admin/users", get(admin_users))
+        .route("/v1/admin/users/{id}", axum::routing::put(admin_put_user))
+        .route("/v1/admin/users/{id}/enrolments", post(admin_enrol))
+        .route("/v1/admin/devices", get(admin_devices))
+        .route("/v1/admin/devices/{id}/revoke", post(admin_revoke))
+        .route("/v1/admin/audit", get(admin_audit))
+        .layer(DefaultBodyLimit::max(JSON_BODY_BYTES_MAX));
     Router::new()
         .route("/healthz", get(health))
         .route("/v1/sync", post(sync))
         .route("/{version}/sync", post(other_version))
         .route("/v1/docs/{doc}", get(get_doc))
         .layer(DefaultBodyLimit::max(body_max))
+        .merge(json_routes)
         .method_not_allowed_fallback(method_not_allowed)
         .fallback(not_found)
         .with_state(state)
 }
 
-fn principal(state: &AppState, headers: &HeaderMap) -> Result<Principal, ApiError> {
+/// Verify the bearer token, then resolve the caller from the server's own data: the device
+/// must be enrolled to the token's user and not revoked, the user's role must still be the
+/// token's, and the scope is the user's units as of now (so re-scoping and revocation take
+/// effect on the next request, not when tokens expire).
+async fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Principal, ApiError> {
+    let subject = state.keys.verify(bearer(headers)?, state.now())?;
+    let unauth = |why: &str| ApiError::new(ErrorCode::Unauthenticated, format!("token rejected: {why}"));
+    let access = state.store().device_access(subject.device).await?.ok_or_else(|| unauth("device not enrolled"))?;
+    if access.revoked {
+        return Err(ApiError::new(
+            ErrorCode::DeviceRevoked,
+            "this device was revoked; ask your puskesmas or district admin",
+        ));
+    }
+    if access.user.id != subject.user || access.user.disabled {
+        return Err(unauth("device belongs to another user"));
+    }
+    if access.user.role != subject.role {
+        return Err(unauth("role changed; refresh the token"));
+    }
+    Ok(Principal { user: access.user.id, device: subject.device, role: access.user.role, scope: access.scope })
+}
+
+fn bearer(headers: &HeaderMap) -> Result<&str, ApiError> {
     let value = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -53,7 +110,7 @@ fn principal(state: &AppState, headers: &HeaderMap) -> Result<Principal, ApiErro
         .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
         .map(|(_, token)| token.trim())
         .ok_or_else(|| ApiError::new(ErrorCode::Unauthenticated, "Authorization must be a Bearer token"))?;
-    state.keys.verify(token, (state.clock)())
+    Ok(token)
 }
 
 async fn health(State(state): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
@@ -107,7 +164,7 @@ async fn sync(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let who = principal(&state, &headers)?;
+    let who = authenticate(&state, &headers).await?;
     let raw = decode_body(&headers, body, state.sync.limits())?;
     let req = decode_request(&raw).map_err(|e| match e {
         DecodeError::UnsupportedVersion(_) => ApiError::new(ErrorCode::UnsupportedProtocolVersion, e.to_string()),
@@ -148,7 +205,7 @@ async fn get_doc(
     headers: HeaderMap,
     Path(doc_id): Path<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let who = principal(&state, &headers)?;
+    let who = authenticate(&state, &headers).await?;
     let doc_id: DocId = doc_id.parse().map_err(|_| ApiError::new(ErrorCode::NotFound, "not a document id"))?;
     // Out of scope answers exactly like absent: session ids derive from posyandu and date, so
     // "forbidden" would tell a stranger which posyandu held a session on which day.
@@ -163,6 +220,14 @@ async fn get_doc(
         .map_err(|_| ApiError::new(ErrorCode::Internal, "stored document does not load").with_doc(doc_id))?;
     let conflicts =
         conflicts(&am).map_err(|_| ApiError::new(ErrorCode::Internal, "document layout").with_doc(doc_id))?;
+    if who.role != Role::Kader {
+        let actor = Actor::User { user: who.user.clone(), device: who.device };
+        let detail = serde_json::json!({ "role": who.role, "posyandu": stored.meta.posyandu });
+        state
+            .store()
+            .append_audit(AuditEntry::new(state.now(), &actor, AuditAction::RecordRead, doc_id, detail))
+            .await?;
+    }
     Ok(Json(serde_json::json!({
         "doc": doc_id.to_string(),
         "kind": stored.meta.kind,
@@ -172,4 +237,185 @@ async fn get_doc(
         "content": doc::to_json(&am),
         "conflicts": conflicts,
     })))
+}
+
+// ---- auth: enrolment and refresh ----
+
+/// Parse a JSON body at the boundary; shape errors are `malformed_body`.
+fn json_body<T: DeserializeOwned>(body: Result<Bytes, BytesRejection>) -> Result<T, ApiError> {
+    let body = body.map_err(|e| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::new(ErrorCode::BodyTooLarge, format!("body over {JSON_BODY_BYTES_MAX} bytes"))
+        } else {
+            ApiError::new(ErrorCode::MalformedBody, "body could not be read completely")
+        }
+    })?;
+    serde_json::from_slice(&body).map_err(|e| ApiError::new(ErrorCode::MalformedBody, format!("JSON body: {e}")))
+}
+
+/// Longest device label an admin sees.
+const LABEL_CHARS_MAX: usize = 64;
+
+async fn enrol(
+    State(state): State<AppState>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<EnrolResponse>, ApiError> {
+    let req: EnrolRequest = json_body(body)?;
+    let now = state.now();
+    let refresh_token = auth::new_refresh_token();
+    let label: String = req.label.chars().filter(|c| !c.is_control()).take(LABEL_CHARS_MAX).collect();
+    let credential = NewCredential {
+        device: req.device,
+        label,
+        refresh_hash: auth::secret_hash(&refresh_token),
+        refresh_expires_at: now + auth::REFRESH_IDLE_SECONDS,
+    };
+    let code_hash = auth::secret_hash(&auth::normalise_code(&req.code));
+    let user = state.store().redeem_enrolment(code_hash, credential, now).await?;
+    tracing::info!(device = %req.device, user = %user.id, "device enrolled");
+    let access = state.keys.issue(&user.id, req.device, user.role, now, auth::ACCESS_TTL_SECONDS);
+    Ok(Json(EnrolResponse {
+        user: user.id,
+        role: user.role,
+        refresh_token,
+        refresh_expires_at: now + auth::REFRESH_IDLE_SECONDS,
+        access,
+    }))
+}
+
+async fn refresh(
+    State(state): State<AppState>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<AccessToken>, ApiError> {
+    let req: RefreshRequest = json_body(body)?;
+    let now = state.now();
+    let hash = auth::secret_hash(&req.refresh_token);
+    let user = state.store().refresh_device(req.device, hash, now + auth::REFRESH_IDLE_SECONDS, now).await?;
+    Ok(Json(state.keys.issue(&user.id, req.device, user.role, now, auth::ACCESS_TTL_SECONDS)))
+}
+
+// ---- admin ----
+
+async fn admin_caller(state: &AppState, headers: &HeaderMap) -> Result<AdminCaller, ApiError> {
+    let who = authenticate(state, headers).await?;
+    if !who.role.is_admin() {
+        return Err(ApiError::new(ErrorCode::Forbidden, "only a district admin may use the admin API"));
+    }
+    Ok(AdminCaller::Admin(who))
+}
+
+fn parse_path<T: std::str::FromStr>(s: &str, what: &str) -> Result<T, ApiError> {
+    s.parse().map_err(|_| ApiError::new(ErrorCode::NotFound, format!("not a {what} id")))
+}
+
+async fn admin_units(State(state): State<AppState>, headers: HeaderMap) -> Result<Json<Vec<Unit>>, ApiError> {
+    let caller = admin_caller(&state, &headers).await?;
+    Ok(Json(state.admin.units(&caller).await?))
+}
+
+#[derive(serde::Deserialize)]
+struct PutUnit {
+    kind: posync_model::UnitKind,
+    parent: UnitId,
+    name: String,
+}
+
+async fn admin_put_unit(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<StatusCode, ApiError> {
+    let caller = admin_caller(&state, &headers).await?;
+    let id: UnitId = parse_path(&id, "unit")?;
+    let body: PutUnit = json_body(body)?;
+    let unit = Unit { id, kind: body.kind, parent: Some(body.parent), name: body.name };
+    state.admin.put_unit(&caller, unit, state.now()).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn admin_users(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Json<Vec<posync_store::UserRecord>>, ApiError> {
+    let caller = admin_caller(&state, &headers).await?;
+    Ok(Json(state.admin.users(&caller).await?))
+}
+
+#[derive(serde::Deserialize)]
+struct PutUser {
+    name: String,
+    role: Role,
+    units: Vec<UnitId>,
+}
+
+async fn admin_put_user(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<StatusCode, ApiError> {
+    let caller = admin_caller(&state, &headers).await?;
+    let id: UserId = parse_path(&id, "user")?;
+    let body: PutUser = json_body(body)?;
+    let user = UserSpec { id, name: body.name, role: body.role, units: body.units };
+    state.admin.save_user(&caller, user, state.now()).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn admin_enrol(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<crate::admin::IssuedCode>, ApiError> {
+    let caller = admin_caller(&state, &headers).await?;
+    let id: UserId = parse_path(&id, "user")?;
+    Ok(Json(state.admin.issue_enrolment(&caller, id, state.now()).await?))
+}
+
+async fn admin_devices(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Json<Vec<posync_store::DeviceRecord>>, ApiError> {
+    let caller = admin_caller(&state, &headers).await?;
+    Ok(Json(state.admin.devices(&caller).await?))
+}
+
+async fn admin_revoke(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let caller = admin_caller(&state, &headers).await?;
+    let device: DeviceId = parse_path(&id, "device")?;
+    state.admin.revoke_device(&caller, device, state.now()).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(serde::Deserialize)]
+struct AuditQuery {
+    #[serde(default)]
+    after: u64,
+    #[serde(default = "audit_limit_default")]
+    limit: usize,
+}
+
+fn audit_limit_default() -> usize {
+    100
+}
+
+async fn admin_audit(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    query: Result<axum::extract::Query<AuditQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Vec<posync_store::AuditRecord>>, ApiError> {
+    let caller = admin_caller(&state, &headers).await?;
+    let axum::extract::Query(q) =
+        query.map_err(|_| ApiError::new(ErrorCode::MalformedBody, "query must be after=<seq>&limit=<n>"))?;
+    Ok(Json(state.admin.audit_log(&caller, q.after, q.limit).await?))
+}
+
+/// Parse a hierarchy file for the console import.
+pub fn parse_hierarchy(json: &str) -> Result<HierarchyFile, ApiError> {
+    HierarchyFile::parse(json).map_err(|e| ApiError::new(ErrorCode::InvalidRequest, e.to_string()))
 }

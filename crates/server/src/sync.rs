@@ -3,8 +3,9 @@
 use crate::Clock;
 use crate::auth::Principal;
 use crate::error::ApiError;
+use posync_model::Role;
 use posync_proto::{ErrorCode, Limits, PROTOCOL_VERSION, SyncRequest, SyncResponse};
-use posync_store::{PageLimits, Store};
+use posync_store::{Actor, AuditAction, AuditEntry, PageLimits, Store};
 use std::sync::Arc;
 
 /// Smallest page a client may ask for: below this, paging overhead dominates.
@@ -51,6 +52,22 @@ impl SyncService {
         } else {
             self.store.push(who.device, who.scope.clone(), req.push, (self.clock)()).await?
         };
+        let digest = who.scope.digest();
+        let scope_changed = req.scope_digest.as_deref() != Some(&digest[..]);
+        let scope = scope_changed.then(|| who.scope.posyandu().cloned().collect::<Vec<_>>());
+        if scope_changed && req.cursor > 0 {
+            // The device's cursor was obtained under another scope: tell it the new one and
+            // let it purge and (if the scope grew) start over before pulling anything.
+            tracing::info!(device = %who.device, pushed, "sync: scope changed");
+            return Ok(SyncResponse {
+                v: PROTOCOL_VERSION,
+                acks,
+                docs: Vec::new(),
+                scope,
+                cursor: req.cursor,
+                more: true,
+            });
+        }
         let server_max = self.limits.page_bytes_max;
         // A client may ask for smaller pages, never larger, and never absurdly small ones.
         let bytes_max =
@@ -65,13 +82,14 @@ impl SyncService {
             )
             .await?;
         tracing::info!(device = %who.device, pushed, pulled = page.docs.len(), cursor = page.cursor, more = page.more, "sync");
-        Ok(SyncResponse {
-            v: PROTOCOL_VERSION,
-            acks,
-            docs: page.docs,
-            purge: Vec::new(),
-            cursor: page.cursor,
-            more: page.more,
-        })
+        if who.role != Role::Kader && !page.docs.is_empty() {
+            // Staff reading records of posyandu they do not serve in person: audited.
+            let docs: Vec<String> = page.docs.iter().map(|d| d.doc.to_string()).collect();
+            let actor = Actor::User { user: who.user.clone(), device: who.device };
+            let detail = serde_json::json!({ "role": who.role, "docs": docs });
+            let entry = AuditEntry::new((self.clock)(), &actor, AuditAction::RecordsPulled, who.device, detail);
+            self.store.append_audit(entry).await?;
+        }
+        Ok(SyncResponse { v: PROTOCOL_VERSION, acks, docs: page.docs, scope, cursor: page.cursor, more: page.more })
     }
 }

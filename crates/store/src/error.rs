@@ -18,8 +18,22 @@ pub enum StoreError {
     DuplicateDoc { doc: DocId },
     #[error("stored document {doc} does not load: {reason}")]
     Corrupt { doc: DocId, reason: String },
+    #[error("invalid: {0}")]
+    Invalid(String),
+    #[error("{0} not found")]
+    NotFound(String),
+    #[error("unknown, used or expired credential")]
+    InvalidCredential,
+    #[error("device revoked")]
+    DeviceRevoked,
     #[error("storage backend: {0}")]
     Backend(String),
+}
+
+impl From<posync_model::HierarchyError> for StoreError {
+    fn from(e: posync_model::HierarchyError) -> Self {
+        StoreError::Invalid(e.to_string())
+    }
 }
 
 impl From<rusqlite::Error> for StoreError {

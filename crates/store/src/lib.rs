@@ -4,15 +4,21 @@
 //! can be tested and simulated alone. [`sqlite`] is the embedded default adapter; a
 //! PostgreSQL adapter implements the same [`Store`] trait.
 
+pub mod access;
 pub mod core;
 mod error;
 pub mod sqlite;
+mod sqlite_access;
 
+pub use access::{
+    Actor, AuditAction, AuditEntry, AuditRecord, DeviceAccess, DeviceRecord, ImportReport, NewCredential, NewEnrolment,
+    UnitTree, UserRecord,
+};
 pub use error::StoreError;
 pub use sqlite::SqliteStore;
 
 use async_trait::async_trait;
-use posync_model::{DeviceId, DocId, DocKind, Heads, PosyanduId, Scope};
+use posync_model::{DeviceId, DocId, DocKind, Heads, HierarchyFile, PosyanduId, Scope, Unit, UserId, UserSpec};
 use posync_proto::{DocAck, DocPull, DocPush};
 
 /// What the server records about a document, independent of its content.
@@ -89,4 +95,56 @@ pub trait Store: Send + Sync + 'static {
 
     /// Cheap liveness check of the backend.
     async fn ping(&self) -> Result<(), StoreError>;
+
+    // ---- access: every admin write commits together with its audit entry ----
+
+    /// Insert or update the units and users of a validated hierarchy file.
+    async fn import_hierarchy(&self, file: HierarchyFile, audit: AuditEntry) -> Result<ImportReport, StoreError>;
+
+    /// The whole hierarchy (a district is a few hundred units).
+    async fn unit_tree(&self) -> Result<UnitTree, StoreError>;
+
+    /// Create, rename or re-parent a unit (a posyandu to another village, a village to
+    /// another puskesmas). Its parent must exist and be of the level just above.
+    async fn save_unit(&self, unit: Unit, audit: AuditEntry) -> Result<(), StoreError>;
+
+    /// Create or update a user, replacing their units.
+    async fn save_user(&self, user: UserSpec, audit: AuditEntry) -> Result<(), StoreError>;
+
+    async fn user(&self, user: UserId) -> Result<Option<UserRecord>, StoreError>;
+
+    async fn users(&self) -> Result<Vec<UserRecord>, StoreError>;
+
+    async fn issue_enrolment(&self, enrolment: NewEnrolment, audit: AuditEntry) -> Result<(), StoreError>;
+
+    /// Use a one-time code: bind the device to its user with a new refresh credential.
+    /// Audited as `device_enrolled`.
+    async fn redeem_enrolment(
+        &self,
+        code_hash: [u8; 32],
+        credential: NewCredential,
+        now: i64,
+    ) -> Result<UserRecord, StoreError>;
+
+    /// Check a refresh credential and slide its expiry to `new_expires_at`.
+    async fn refresh_device(
+        &self,
+        device: DeviceId,
+        refresh_hash: [u8; 32],
+        new_expires_at: i64,
+        now: i64,
+    ) -> Result<UserRecord, StoreError>;
+
+    async fn revoke_device(&self, device: DeviceId, audit: AuditEntry) -> Result<(), StoreError>;
+
+    async fn devices(&self) -> Result<Vec<DeviceRecord>, StoreError>;
+
+    /// The device's user, whether it is revoked, and the user's scope as of now. `None` for
+    /// a device that was never enrolled.
+    async fn device_access(&self, device: DeviceId) -> Result<Option<DeviceAccess>, StoreError>;
+
+    async fn append_audit(&self, entry: AuditEntry) -> Result<(), StoreError>;
+
+    /// Audit entries with `seq > after`, oldest first, at most `limit`.
+    async fn audit_log(&self, after: u64, limit: usize) -> Result<Vec<AuditRecord>, StoreError>;
 }

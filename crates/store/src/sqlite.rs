@@ -3,17 +3,21 @@
 //! tokio's blocking pool, never on the async workers.
 
 use crate::core::{self, Existing, Projection};
-use crate::{PageLimits, PullPage, Store, StoreError, StoreStats, StoredDoc, StoredMeta};
+use crate::sqlite_access;
+use crate::{
+    AuditAction, AuditEntry, AuditRecord, DeviceAccess, DeviceRecord, ImportReport, NewCredential, NewEnrolment,
+    PageLimits, PullPage, Store, StoreError, StoreStats, StoredDoc, StoredMeta, UnitTree, UserRecord,
+};
 use async_trait::async_trait;
 use posync_model::record::format_date;
-use posync_model::{DeviceId, DocId, DocKind, Heads, Scope};
+use posync_model::{DeviceId, DocId, DocKind, Heads, HierarchyFile, Scope, UserId, UserSpec};
 use posync_proto::{DocAck, DocPull, DocPush};
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Transaction, params};
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-const SCHEMA_VERSION: i64 = 1;
+const SCHEMA_VERSION: i64 = 2;
 const READERS_MAX: usize = 8;
 
 const SCHEMA: &str = r#"
@@ -125,19 +129,24 @@ fn open_conn(path: &Path) -> Result<Connection, StoreError> {
     Ok(conn)
 }
 
+/// Schema steps in order: step `i` takes `user_version` from `i` to `i + 1`.
+const MIGRATIONS: [&str; SCHEMA_VERSION as usize] = [SCHEMA, sqlite_access::SCHEMA_V2];
+
 fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
     let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
-    match version {
-        0 => {
-            let tx = conn.transaction()?;
-            tx.execute_batch(SCHEMA)?;
-            tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
-            tx.commit()?;
-            Ok(())
-        }
-        SCHEMA_VERSION => Ok(()),
-        v => Err(StoreError::Backend(format!("database schema {v} is newer than this build ({SCHEMA_VERSION})"))),
+    if version > SCHEMA_VERSION {
+        return Err(StoreError::Backend(format!(
+            "database schema {version} is newer than this build ({SCHEMA_VERSION})"
+        )));
     }
+    for (i, step) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+        // Each step and its version bump commit together: a crash leaves a whole version.
+        let tx = conn.transaction()?;
+        tx.execute_batch(step)?;
+        tx.pragma_update(None, "user_version", i as i64 + 1)?;
+        tx.commit()?;
+    }
+    Ok(())
 }
 
 impl SqliteStore {
@@ -187,6 +196,53 @@ impl SqliteStore {
         })
         .await
         .map_err(|e| StoreError::Backend(format!("reader task: {e}")))?
+    }
+
+    /// Run `f` in one write transaction on the calling thread. For setup code outside an
+    /// async context (the CLI's admin commands, test scenario builders).
+    pub fn write_blocking<T>(
+        &self,
+        f: impl FnOnce(&Transaction<'_>) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let mut conn = self.inner.writer.lock().map_err(|_| StoreError::Backend("writer lock poisoned".into()))?;
+        let tx = conn.transaction()?;
+        let out = f(&tx)?;
+        tx.commit()?;
+        Ok(out)
+    }
+
+    /// Give `user` (created or updated) the units of `user.units` and bind `device` to them,
+    /// directly, without the admin service's rules or an enrolment code. Test and benchmark
+    /// setup only: real devices enrol through `/v1/auth/enrol`.
+    pub fn grant_blocking(
+        &self,
+        units: &[posync_model::Unit],
+        user: &UserSpec,
+        credential: &NewCredential,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        self.write_blocking(|tx| {
+            for unit in units {
+                sqlite_access::put_unit(tx, unit)?;
+            }
+            sqlite_access::put_user(tx, user, now)?;
+            sqlite_access::register_device(tx, &user.id, credential, now)
+        })
+    }
+
+    async fn write_audited<T: Send + 'static>(
+        &self,
+        audit: AuditEntry,
+        f: impl FnOnce(&Transaction<'_>) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        self.write(move |conn| {
+            let tx = conn.transaction()?;
+            let out = f(&tx)?;
+            sqlite_access::append_audit(&tx, &audit)?;
+            tx.commit()?;
+            Ok(out)
+        })
+        .await
     }
 
     /// Run `PRAGMA integrity_check`; `Ok` only if SQLite reports "ok".
@@ -540,5 +596,102 @@ impl Store for SqliteStore {
 
     async fn ping(&self) -> Result<(), StoreError> {
         self.read(|conn| Ok(conn.query_row("SELECT 1", [], |_| Ok(()))?)).await
+    }
+
+    async fn import_hierarchy(&self, file: HierarchyFile, audit: AuditEntry) -> Result<ImportReport, StoreError> {
+        let now = audit.at;
+        self.write_audited(audit, move |tx| sqlite_access::import(tx, &file, now)).await
+    }
+
+    async fn unit_tree(&self) -> Result<UnitTree, StoreError> {
+        self.read(|conn| sqlite_access::unit_tree(conn)).await
+    }
+
+    async fn save_unit(&self, unit: posync_model::Unit, audit: AuditEntry) -> Result<(), StoreError> {
+        self.write_audited(audit, move |tx| sqlite_access::put_unit(tx, &unit)).await
+    }
+
+    async fn save_user(&self, user: UserSpec, audit: AuditEntry) -> Result<(), StoreError> {
+        let now = audit.at;
+        self.write_audited(audit, move |tx| sqlite_access::put_user(tx, &user, now)).await
+    }
+
+    async fn user(&self, user: UserId) -> Result<Option<UserRecord>, StoreError> {
+        self.read(move |conn| sqlite_access::user(conn, &user)).await
+    }
+
+    async fn users(&self) -> Result<Vec<UserRecord>, StoreError> {
+        self.read(|conn| sqlite_access::users(conn)).await
+    }
+
+    async fn issue_enrolment(&self, enrolment: NewEnrolment, audit: AuditEntry) -> Result<(), StoreError> {
+        let now = audit.at;
+        self.write_audited(audit, move |tx| sqlite_access::issue_enrolment(tx, &enrolment, now)).await
+    }
+
+    async fn redeem_enrolment(
+        &self,
+        code_hash: [u8; 32],
+        credential: NewCredential,
+        now: i64,
+    ) -> Result<UserRecord, StoreError> {
+        self.write(move |conn| {
+            let tx = conn.transaction()?;
+            let user = sqlite_access::redeem_enrolment(&tx, &code_hash, &credential, now)?;
+            let actor = crate::Actor::Device { device: credential.device };
+            let detail = serde_json::json!({ "user": user.id, "label": credential.label });
+            sqlite_access::append_audit(
+                &tx,
+                &AuditEntry::new(now, &actor, AuditAction::DeviceEnrolled, credential.device, detail),
+            )?;
+            tx.commit()?;
+            Ok(user)
+        })
+        .await
+    }
+
+    async fn refresh_device(
+        &self,
+        device: DeviceId,
+        refresh_hash: [u8; 32],
+        new_expires_at: i64,
+        now: i64,
+    ) -> Result<UserRecord, StoreError> {
+        self.write(move |conn| {
+            let tx = conn.transaction()?;
+            let out = sqlite_access::refresh_device(&tx, device, &refresh_hash, new_expires_at, now);
+            // A refused refresh changes nothing; commit only a successful one.
+            if out.is_ok() {
+                tx.commit()?;
+            }
+            out
+        })
+        .await
+    }
+
+    async fn revoke_device(&self, device: DeviceId, audit: AuditEntry) -> Result<(), StoreError> {
+        let now = audit.at;
+        self.write_audited(audit, move |tx| sqlite_access::revoke_device(tx, device, now)).await
+    }
+
+    async fn devices(&self) -> Result<Vec<DeviceRecord>, StoreError> {
+        self.read(|conn| sqlite_access::devices(conn)).await
+    }
+
+    async fn device_access(&self, device: DeviceId) -> Result<Option<DeviceAccess>, StoreError> {
+        self.read(move |conn| {
+            // One snapshot: the user, the device's state and the scope agree with each other.
+            let tx = conn.transaction()?;
+            sqlite_access::device_access(&tx, device)
+        })
+        .await
+    }
+
+    async fn append_audit(&self, entry: AuditEntry) -> Result<(), StoreError> {
+        self.write(move |conn| sqlite_access::append_audit(conn, &entry)).await
+    }
+
+    async fn audit_log(&self, after: u64, limit: usize) -> Result<Vec<AuditRecord>, StoreError> {
+        self.read(move |conn| sqlite_access::audit_log(conn, after, limit)).await
     }
 }

@@ -1,11 +1,13 @@
 //! Shared scenario builders: a real server on 127.0.0.1 over a real SQLite file, phones as
 //! real replicas in temp dirs, and seeded generators for posyandu days.
 
-use posync_model::{DeviceId, DocId, PersonId, PosyanduId, Role, Sex, VitaminA};
+use posync_model::{
+    DeviceId, DocId, PersonId, PosyanduId, Role, Sex, Unit, UnitId, UnitKind, UserId, UserSpec, VitaminA,
+};
 use posync_proto::Limits;
 use posync_replica::{NewVisit, Replica};
 use posync_server::{RunningServer, TokenKeys};
-use posync_store::{SqliteStore, Store};
+use posync_store::{NewCredential, SqliteStore, Store};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use std::collections::BTreeMap;
@@ -14,7 +16,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 
-pub const SECRET: &[u8] = b"posync-test-secret-not-for-production";
+/// Seed of the test servers' signing key: tokens are reproducible across runs.
+pub const KEY_SEED: [u8; 32] = [0x5e; 32];
 /// The day every seeded scenario happens on.
 pub const DAY: time::Date = time::macros::date!(2026 - 11 - 23);
 /// 08:00 WIB on [`DAY`], in unix seconds.
@@ -57,7 +60,7 @@ impl TestServer {
     pub async fn start_with(limits: Limits) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let store = SqliteStore::open(dir.path().join("server.sqlite")).expect("open store");
-        let keys = TokenKeys::hs256(SECRET);
+        let keys = TokenKeys::from_seed(KEY_SEED);
         let clock = TestClock::new(DAY_START);
         let addr: SocketAddr = "127.0.0.1:0".parse().expect("addr");
         let running = posync_server::spawn(addr, Arc::new(store.clone()), keys.clone(), limits, clock.as_clock())
@@ -74,9 +77,13 @@ impl TestServer {
         Arc::new(self.store.clone())
     }
 
-    /// A token for `device` as a kader of `posyandu`, valid for a day.
+    /// A token for `device` with `role` over exactly `posyandu`, valid for a day. The user
+    /// (see [`user_for`]) and the device are written straight into the store by
+    /// [`grant`], without the admin rules or an enrolment: scenario setup for tests about
+    /// sync. Access-control tests enrol through the real admin API instead.
     pub fn token(&self, device: DeviceId, role: Role, posyandu: &[PosyanduId]) -> String {
-        self.keys.issue(device, role, posyandu.to_vec(), self.clock.now(), 24 * 3600)
+        grant(&self.store, device, role, posyandu, self.clock.now());
+        self.keys.issue(&user_for(device), device, role, self.clock.now(), 24 * 3600).token
     }
 
     pub async fn stop(mut self) {
@@ -113,6 +120,55 @@ impl Phone {
     pub async fn sync(&mut self, server: &TestServer) -> posync_replica::SyncReport {
         self.replica.sync(&server.url(), &self.token).await.expect("sync")
     }
+}
+
+/// The user the test helpers create for a device.
+pub fn user_for(device: DeviceId) -> UserId {
+    format!("t-{device}").parse().expect("a uuid makes a valid user id")
+}
+
+/// The test hierarchy every granted posyandu hangs under.
+const TEST_CHAIN: [(&str, UnitKind); 5] = [
+    ("test-province", UnitKind::Province),
+    ("test-district", UnitKind::District),
+    ("test-subdistrict", UnitKind::Subdistrict),
+    ("test-puskesmas", UnitKind::Puskesmas),
+    ("test-village", UnitKind::Village),
+];
+
+/// Write a user for `device` with `role`, assigned directly to `posyandu` (created under a
+/// test village if new), and enrol the device, straight into the store. Test setup only.
+pub fn grant(store: &SqliteStore, device: DeviceId, role: Role, posyandu: &[PosyanduId], now: i64) {
+    let mut units: Vec<Unit> = Vec::new();
+    let mut parent: Option<UnitId> = None;
+    for (id, kind) in TEST_CHAIN {
+        let id: UnitId = id.parse().expect("unit id");
+        units.push(Unit { id: id.clone(), kind, parent: parent.clone(), name: id.to_string() });
+        parent = Some(id);
+    }
+    let existing = store.write_blocking(|tx| Ok(posyandu_units(tx))).expect("read units");
+    for p in posyandu {
+        let id = UnitId::from(p.clone());
+        if !existing.contains(&id) {
+            units.push(Unit { id, kind: UnitKind::Posyandu, parent: parent.clone(), name: p.to_string() });
+        }
+    }
+    let user = UserSpec {
+        id: user_for(device),
+        name: format!("Test {role}"),
+        role,
+        units: posyandu.iter().cloned().map(UnitId::from).collect(),
+    };
+    let credential =
+        NewCredential { device, label: "test".into(), refresh_hash: [0; 32], refresh_expires_at: now + 365 * 86_400 };
+    store.grant_blocking(&units, &user, &credential, now).expect("grant");
+}
+
+fn posyandu_units(tx: &rusqlite::Transaction<'_>) -> Vec<UnitId> {
+    let Ok(mut stmt) = tx.prepare("SELECT unit_id FROM units WHERE kind = 'posyandu'") else { return Vec::new() };
+    stmt.query_map([], |r| r.get::<_, String>(0))
+        .map(|rows| rows.filter_map(|r| r.ok()?.parse().ok()).collect())
+        .unwrap_or_default()
 }
 
 pub fn posyandu(name: &str) -> PosyanduId {
@@ -231,6 +287,7 @@ pub async fn sync_in_process(
 /// The principal a phone's token would verify to.
 pub fn principal(replica: &Replica, role: Role, posyandu: &[PosyanduId]) -> posync_server::Principal {
     posync_server::Principal {
+        user: user_for(replica.device()),
         device: replica.device(),
         role,
         scope: posync_model::Scope::new(posyandu.iter().cloned()),

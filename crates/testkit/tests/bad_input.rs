@@ -14,7 +14,7 @@ use posync_proto::{CONTENT_TYPE, DocPush, ErrorBody, Limits, PROTOCOL_VERSION, S
 use posync_server::TokenKeys;
 use posync_server::auth::{AUDIENCE, ISSUER};
 use posync_store::{Store, StoreStats, StoredMeta};
-use posync_testkit::{DAY, Generator, Phone, SECRET, TestServer, posyandu};
+use posync_testkit::{DAY, Generator, Phone, TestServer, posyandu, user_for};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{Value, json};
@@ -188,7 +188,7 @@ async fn run(server: &TestServer, scope: &Scope, cases: &[Case]) {
 // ---- tokens ----
 
 fn token(server: &TestServer, device: DeviceId, role: Role, scope: &[PosyanduId]) -> String {
-    server.keys.issue(device, role, scope.to_vec(), server.clock.now(), 3600)
+    server.token(device, role, scope)
 }
 
 /// A replica in a temp dir with a token issued at the server's clock.
@@ -198,13 +198,13 @@ fn phone(server: &TestServer, role: Role, scope: &[PosyanduId]) -> Phone {
     phone
 }
 
-/// Claims the server would accept for `device`, as JSON to tamper with.
-fn claims(device: DeviceId, scope: &[PosyanduId]) -> Value {
+/// Claims the server would accept for `device` (a kader), as JSON to tamper with.
+fn claims(device: DeviceId, role: &str) -> Value {
     // The catalogue never advances the test servers' clocks: they stay at DAY_START.
     let now = posync_testkit::DAY_START;
     json!({
-        "iss": ISSUER, "aud": AUDIENCE, "sub": device.to_string(), "role": "kader",
-        "posyandu": scope, "iat": now, "nbf": now, "exp": now + 3600,
+        "iss": ISSUER, "aud": AUDIENCE, "sub": user_for(device).to_string(), "dev": device.to_string(),
+        "role": role, "iat": now, "nbf": now, "exp": now + 3600,
     })
 }
 
@@ -221,7 +221,7 @@ fn b64url(bytes: &[u8]) -> String {
     out
 }
 
-/// A JWT with this header and these claims, signed with `secret` under `alg`.
+/// A JWT with this header and these claims, signed with `secret` under an HMAC `alg`.
 fn signed(header: &Value, claims: &Value, alg: jsonwebtoken::Algorithm, secret: &[u8]) -> String {
     let message = format!("{}.{}", b64url(header.to_string().as_bytes()), b64url(claims.to_string().as_bytes()));
     let key = jsonwebtoken::EncodingKey::from_secret(secret);
@@ -229,8 +229,9 @@ fn signed(header: &Value, claims: &Value, alg: jsonwebtoken::Algorithm, secret: 
     format!("{message}.{signature}")
 }
 
-fn hs256(claims: &Value) -> String {
-    signed(&json!({"alg": "HS256", "typ": "JWT"}), claims, jsonwebtoken::Algorithm::HS256, SECRET)
+/// Claims signed with the server's own key: only the claims are wrong.
+fn server_signed(server: &TestServer, claims: &Value) -> String {
+    server.keys.sign_value(claims)
 }
 
 // ---- documents ----
@@ -362,12 +363,12 @@ async fn every_bad_sync_request_is_refused_with_its_code_and_stores_nothing() {
     // Controls: the hand-made token machinery produces tokens the server accepts, so the
     // tampered ones below fail for their tampering alone.
     let client = reqwest::Client::new();
-    let pull_only = Raw::sync(&hs256(&claims(device, std::slice::from_ref(&p))), &SyncRequest::new(device, 0));
+    let pull_only = Raw::sync(&server_signed(&server, &claims(device, "kader")), &SyncRequest::new(device, 0));
     let control = send(&client, &server.url(), &pull_only).await.expect("control");
     assert_eq!(
         control.status,
         200,
-        "a hand-signed HS256 token is accepted: {:?}",
+        "a hand-made token signed with the server key is accepted: {:?}",
         String::from_utf8_lossy(&control.body)
     );
     assert_eq!(held(&server, &scope).await, seeded);
@@ -420,28 +421,34 @@ async fn every_bad_sync_request_is_refused_with_its_code_and_stores_nothing() {
 
     // Tokens.
     let reporter = phone(&server, Role::DistrictReporter, std::slice::from_ref(&p));
-    let wide = token(&server, device, Role::Kader, &both);
-    let no_scope = token(&server, device, Role::Kader, &[]);
-    let kader_claims = claims(device, std::slice::from_ref(&p));
+    // Scope comes from the server's data per user, so wider and empty scopes are other
+    // devices (users); their requests carry their own device id.
+    let wide_device = DeviceId::new_random();
+    let wide = token(&server, wide_device, Role::Kader, &both);
+    let no_scope_device = DeviceId::new_random();
+    let no_scope = token(&server, no_scope_device, Role::Kader, &[]);
+    let as_device = |d: DeviceId, req: SyncRequest| SyncRequest { device: d, ..req };
+    let kader_claims = claims(device, "kader");
     let tampered = {
-        // A real token whose claims are swapped for wider ones: the signature no longer fits.
+        // A real token whose claims are swapped for an admin's: the signature no longer fits.
         let real: Vec<&str> = tok.split('.').collect();
-        format!("{}.{}.{}", real[0], b64url(claims(device, &both).to_string().as_bytes()), real[2])
+        format!("{}.{}.{}", real[0], b64url(claims(device, "district_admin").to_string().as_bytes()), real[2])
     };
+    let kid = server.keys.active_kid().to_owned();
     let alg_none = format!(
         "{}.{}.",
-        b64url(json!({"alg": "none", "typ": "JWT"}).to_string().as_bytes()),
+        b64url(json!({"alg": "none", "typ": "JWT", "kid": kid}).to_string().as_bytes()),
         b64url(kader_claims.to_string().as_bytes())
     );
     let with_claim = |key: &str, value: Value| {
         let mut c = kader_claims.clone();
         c[key] = value;
-        hs256(&c)
+        server_signed(&server, &c)
     };
     let without_exp = {
         let mut c = kader_claims.clone();
         c.as_object_mut().expect("object").remove("exp");
-        hs256(&c)
+        server_signed(&server, &c)
     };
 
     // A gzip bomb: 40 MiB of zeros, small on the wire, far over body_decoded_bytes_max.
@@ -609,7 +616,7 @@ async fn every_bad_sync_request_is_refused_with_its_code_and_stores_nothing() {
         .naming(session),
         Case::new(
             "declared posyandu (in scope) differs from the content's",
-            Raw::sync(&wide, &with(vec![DocPush { posyandu: q.clone(), ..push.clone() }])),
+            Raw::sync(&wide, &as_device(wide_device, with(vec![DocPush { posyandu: q.clone(), ..push.clone() }]))),
             409,
             "doc_mismatch",
         )
@@ -644,7 +651,10 @@ async fn every_bad_sync_request_is_refused_with_its_code_and_stores_nothing() {
         .naming(stored_p),
         Case::new(
             "a stored doc declared under another posyandu (both in scope)",
-            Raw::sync(&wide, &with(vec![whole_push(stored_p, &seed_p_doc, DocKind::Session, &q)])),
+            Raw::sync(
+                &wide,
+                &as_device(wide_device, with(vec![whole_push(stored_p, &seed_p_doc, DocKind::Session, &q)])),
+            ),
             409,
             "doc_mismatch",
         )
@@ -672,7 +682,13 @@ async fn every_bad_sync_request_is_refused_with_its_code_and_stores_nothing() {
             "forbidden",
         )
         .naming(stored_q),
-        Case::new("a token with an empty scope pushes", Raw::sync(&no_scope, &valid), 403, "forbidden").naming(session),
+        Case::new(
+            "a token with an empty scope pushes",
+            Raw::sync(&no_scope, &as_device(no_scope_device, valid.clone())),
+            403,
+            "forbidden",
+        )
+        .naming(session),
         Case::new(
             "a district reporter pushes",
             Raw::sync(&reporter.token, &SyncRequest { device: reporter.replica.device(), ..valid.clone() }),
@@ -703,37 +719,35 @@ async fn every_bad_sync_request_is_refused_with_its_code_and_stores_nothing() {
         Case::new("empty Bearer token", sync(&valid).header("authorization", "Bearer "), 401, "unauthenticated"),
         Case::new("Bearer garbage", bearer("not.a.jwt"), 401, "unauthenticated"),
         Case::new(
-            "token signed with another secret",
-            bearer(&TokenKeys::hs256(b"another-secret").issue(
-                device,
-                Role::Kader,
-                vec![p.clone()],
-                server.clock.now(),
-                3600,
-            )),
+            "token signed with another key",
+            bearer(
+                &TokenKeys::from_seed([9; 32])
+                    .issue(&user_for(device), device, Role::Kader, server.clock.now(), 3600)
+                    .token,
+            ),
             401,
             "unauthenticated",
         ),
         Case::new(
             "expired token",
-            bearer(&server.keys.issue(device, Role::Kader, vec![p.clone()], server.clock.now() - 10_000, 60)),
+            bearer(&server.keys.issue(&user_for(device), device, Role::Kader, server.clock.now() - 10_000, 60).token),
             401,
             "unauthenticated",
         ),
         Case::new(
             "token not valid yet",
-            bearer(&server.keys.issue(device, Role::Kader, vec![p.clone()], server.clock.now() + 10_000, 3600)),
+            bearer(&server.keys.issue(&user_for(device), device, Role::Kader, server.clock.now() + 10_000, 3600).token),
             401,
             "unauthenticated",
         ),
         Case::new("alg none", bearer(&alg_none), 401, "unauthenticated"),
         Case::new(
-            "HS512 with the right secret",
+            "HS256 keyed with the server's public key (algorithm switching)",
             bearer(&signed(
-                &json!({"alg": "HS512", "typ": "JWT"}),
+                &json!({"alg": "HS256", "typ": "JWT", "kid": kid}),
                 &kader_claims,
-                jsonwebtoken::Algorithm::HS512,
-                SECRET,
+                jsonwebtoken::Algorithm::HS256,
+                &server.keys.public_key(),
             )),
             401,
             "unauthenticated",
@@ -741,7 +755,14 @@ async fn every_bad_sync_request_is_refused_with_its_code_and_stores_nothing() {
         Case::new("claims widened after signing", bearer(&tampered), 401, "unauthenticated"),
         Case::new("wrong audience", bearer(&with_claim("aud", json!("posync-admin"))), 401, "unauthenticated"),
         Case::new("wrong issuer", bearer(&with_claim("iss", json!("someone-else"))), 401, "unauthenticated"),
-        Case::new("subject is not a device id", bearer(&with_claim("sub", json!("kader-7"))), 401, "unauthenticated"),
+        Case::new("dev is not a device id", bearer(&with_claim("dev", json!("kader-7"))), 401, "unauthenticated"),
+        Case::new("subject is another user", bearer(&with_claim("sub", json!("kader-7"))), 401, "unauthenticated"),
+        Case::new(
+            "role claim differs from the user's role",
+            bearer(&with_claim("role", json!("district_admin"))),
+            401,
+            "unauthenticated",
+        ),
         Case::new("no exp claim", bearer(&without_exp), 401, "unauthenticated"),
     ];
     run(&server, &scope, &cases).await;

@@ -1,0 +1,130 @@
+//! `posync admin …`: the server console. Runs against the database file directly (on the
+//! server's machine, by someone who could read that file anyway), through the same admin
+//! service as the HTTP admin API, and audits every change as `console:<OS user>`.
+
+use anyhow::{Context, Result, bail};
+use clap::Subcommand;
+use posync_model::{DeviceId, Role, Unit, UnitId, UserId, UserSpec};
+use posync_server::{AdminCaller, AdminService, TokenKeys};
+use posync_store::{SqliteStore, Store};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+#[derive(Subcommand)]
+pub enum AdminCmd {
+    /// Load a hierarchy file (units and users), e.g. fixtures/district-kota-banjar.json.
+    Import { file: PathBuf },
+    /// List the hierarchy's units.
+    Units,
+    /// Create or update a user with a role and units (repeat --unit).
+    User {
+        id: UserId,
+        #[arg(long)]
+        name: String,
+        #[arg(long, value_parser = parse_role)]
+        role: Role,
+        #[arg(long = "unit", required = true)]
+        units: Vec<UnitId>,
+    },
+    /// Re-assign a user to other units (a kader moving posyandu). Keeps name and role.
+    Assign {
+        id: UserId,
+        #[arg(long = "unit", required = true)]
+        units: Vec<UnitId>,
+    },
+    /// Move a unit under another parent (a posyandu to another village or puskesmas).
+    Move {
+        unit: UnitId,
+        #[arg(long)]
+        to: UnitId,
+    },
+    /// List users.
+    Users,
+    /// Issue a one-time enrolment code for a user's phone (printed once, stored hashed).
+    Enrol { user: UserId },
+    /// List enrolled devices.
+    Devices,
+    /// Revoke a device (a lost phone).
+    Revoke { device: DeviceId },
+    /// Print audit entries after a position, oldest first, as JSON lines.
+    Audit {
+        #[arg(long, default_value_t = 0)]
+        after: u64,
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+    },
+    /// Add a new signing key to the keyset and sign with it from now on; keep `--keep`
+    /// newest keys (older tokens verify until their keys are dropped).
+    RotateKeys {
+        #[arg(long)]
+        keys: Option<PathBuf>,
+        #[arg(long, default_value_t = 2)]
+        keep: usize,
+    },
+}
+
+fn parse_role(s: &str) -> Result<Role, String> {
+    Role::parse(s).ok_or_else(|| "kader, puskesmas_officer, district_admin or district_reporter".into())
+}
+
+fn console() -> AdminCaller {
+    let name = std::env::var("USER").or_else(|_| std::env::var("LOGNAME")).unwrap_or_else(|_| "unknown".into());
+    AdminCaller::Console(name)
+}
+
+fn print_json<T: serde::Serialize>(items: impl IntoIterator<Item = T>) -> Result<()> {
+    for item in items {
+        println!("{}", serde_json::to_string(&item)?);
+    }
+    Ok(())
+}
+
+pub async fn run(db: PathBuf, cmd: AdminCmd, now: i64) -> Result<()> {
+    if let AdminCmd::RotateKeys { keys, keep } = cmd {
+        let path = keys.unwrap_or_else(|| crate::default_keys_path(&db));
+        let mut set = TokenKeys::load_or_create(&path, now)?;
+        let kid = set.rotate(now)?;
+        set.retain_newest(keep);
+        set.save(&path)?;
+        println!("{{\"active\":\"{kid}\",\"keys\":{}}}", serde_json::to_string(&set.kids())?);
+        return Ok(());
+    }
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&db).with_context(|| format!("opening {}", db.display()))?);
+    let admin = AdminService::new(store.clone());
+    let caller = console();
+    match cmd {
+        AdminCmd::Import { file } => {
+            let text = std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
+            let parsed = posync_server::parse_hierarchy(&text)?;
+            let report = admin.import(&caller, parsed, now).await?;
+            println!("{}", serde_json::to_string(&report)?);
+        }
+        AdminCmd::Units => print_json(admin.units(&caller).await?)?,
+        AdminCmd::User { id, name, role, units } => {
+            admin.save_user(&caller, UserSpec { id, name, role, units }, now).await?;
+        }
+        AdminCmd::Assign { id, units } => {
+            let Some(user) = store.user(id.clone()).await? else { bail!("no user {id}") };
+            admin.save_user(&caller, UserSpec { id, name: user.name, role: user.role, units }, now).await?;
+        }
+        AdminCmd::Move { unit, to } => {
+            let tree = store.unit_tree().await?;
+            let Some(existing) = tree.get(&unit) else { bail!("no unit {unit}") };
+            let moved = Unit { parent: Some(to), ..existing.clone() };
+            admin.put_unit(&caller, moved, now).await?;
+        }
+        AdminCmd::Users => print_json(admin.users(&caller).await?)?,
+        AdminCmd::Enrol { user } => {
+            println!("{}", serde_json::to_string(&admin.issue_enrolment(&caller, user, now).await?)?)
+        }
+        AdminCmd::Devices => print_json(admin.devices(&caller).await?)?,
+        AdminCmd::Revoke { device } => admin.revoke_device(&caller, device, now).await?,
+        AdminCmd::Audit { after, limit } => print_json(admin.audit_log(&caller, after, limit).await?)?,
+        AdminCmd::RotateKeys { .. } => unreachable_rotate()?,
+    }
+    Ok(())
+}
+
+fn unreachable_rotate() -> Result<()> {
+    bail!("rotate-keys is handled before the store is opened")
+}

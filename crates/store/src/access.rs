@@ -1,0 +1,175 @@
+//! Access data the server keeps beside the documents: the hierarchy, users and their units,
+//! enrolled devices and their credentials, and the append-only audit log.
+//!
+//! The store only persists and resolves (scope = every posyandu under a user's units). The
+//! rules of who may do what live in the server's admin service; the model validates shapes.
+
+use posync_model::{DeviceId, Role, Scope, Unit, UnitId, UserId};
+use serde::Serialize;
+
+/// Who did something that the audit log records.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Actor {
+    /// A signed-in user on one of their devices.
+    User { user: UserId, device: DeviceId },
+    /// Someone at the server's console (`posync admin …`), by OS account name.
+    Console { name: String },
+    /// The device itself (enrolment).
+    Device { device: DeviceId },
+}
+
+impl std::fmt::Display for Actor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Actor::User { user, device } => write!(f, "user:{user}@{device}"),
+            Actor::Console { name } => write!(f, "console:{name}"),
+            Actor::Device { device } => write!(f, "device:{device}"),
+        }
+    }
+}
+
+/// What an audit entry records. Stable strings: reports and SIEM rules match on them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AuditAction {
+    HierarchyImported,
+    UnitMoved,
+    UserSaved,
+    ScopeChanged,
+    EnrolmentIssued,
+    DeviceEnrolled,
+    DeviceRevoked,
+    RecordRead,
+    RecordsPulled,
+    ConflictResolved,
+}
+
+impl AuditAction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuditAction::HierarchyImported => "hierarchy_imported",
+            AuditAction::UnitMoved => "unit_moved",
+            AuditAction::UserSaved => "user_saved",
+            AuditAction::ScopeChanged => "scope_changed",
+            AuditAction::EnrolmentIssued => "enrolment_issued",
+            AuditAction::DeviceEnrolled => "device_enrolled",
+            AuditAction::DeviceRevoked => "device_revoked",
+            AuditAction::RecordRead => "record_read",
+            AuditAction::RecordsPulled => "records_pulled",
+            AuditAction::ConflictResolved => "conflict_resolved",
+        }
+    }
+}
+
+/// One audit entry to append. `detail` is JSON of ids and counts, never record contents.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct AuditEntry {
+    pub at: i64,
+    pub actor: String,
+    pub action: AuditAction,
+    pub target: String,
+    pub detail: serde_json::Value,
+}
+
+impl AuditEntry {
+    pub fn new(at: i64, actor: &Actor, action: AuditAction, target: impl ToString, detail: serde_json::Value) -> Self {
+        Self { at, actor: actor.to_string(), action, target: target.to_string(), detail }
+    }
+}
+
+/// An audit entry as stored, with its position in the log.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct AuditRecord {
+    pub seq: u64,
+    pub at: i64,
+    pub actor: String,
+    pub action: String,
+    pub target: String,
+    pub detail: serde_json::Value,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct UserRecord {
+    pub id: UserId,
+    pub name: String,
+    pub role: Role,
+    pub units: Vec<UnitId>,
+    pub disabled: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct DeviceRecord {
+    pub device: DeviceId,
+    pub user: Option<UserId>,
+    pub label: String,
+    pub enrolled_at: Option<i64>,
+    pub revoked_at: Option<i64>,
+    pub last_seen_at: Option<i64>,
+    pub last_push_at: Option<i64>,
+}
+
+/// What authenticating a device resolves to, read in one transaction.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeviceAccess {
+    pub device: DeviceId,
+    pub user: UserRecord,
+    pub revoked: bool,
+    /// Every posyandu under the user's units, as of now.
+    pub scope: Scope,
+}
+
+/// A device credential to store: only hashes of secrets ever reach the database.
+#[derive(Clone, Debug)]
+pub struct NewCredential {
+    pub device: DeviceId,
+    pub label: String,
+    pub refresh_hash: [u8; 32],
+    pub refresh_expires_at: i64,
+}
+
+/// A one-time enrolment code to store, by hash.
+#[derive(Clone, Debug)]
+pub struct NewEnrolment {
+    pub code_hash: [u8; 32],
+    pub user: UserId,
+    pub expires_at: i64,
+}
+
+/// The hierarchy and users after an import, for the caller's report.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct ImportReport {
+    pub units: usize,
+    pub users: usize,
+}
+
+/// Units as a tree, for admin screens and checks.
+#[derive(Clone, Debug, Default)]
+pub struct UnitTree {
+    pub units: Vec<Unit>,
+}
+
+impl UnitTree {
+    pub fn get(&self, id: &UnitId) -> Option<&Unit> {
+        self.units.iter().find(|u| &u.id == id)
+    }
+
+    /// The unit and its ancestors, nearest first.
+    pub fn ancestors(&self, id: &UnitId) -> Vec<&Unit> {
+        let mut out = Vec::new();
+        let mut cur = self.get(id);
+        while let Some(u) = cur {
+            if out.len() > posync_model::UnitKind::ALL.len() {
+                break; // a cycle cannot be stored, but never loop on bad data
+            }
+            out.push(u);
+            cur = u.parent.as_ref().and_then(|p| self.get(p));
+        }
+        out
+    }
+
+    /// The district a unit belongs to (itself, if it is one).
+    pub fn district_of(&self, id: &UnitId) -> Option<&UnitId> {
+        self.ancestors(id).into_iter().find(|u| u.kind == posync_model::UnitKind::District).map(|u| &u.id)
+    }
+}
