@@ -336,13 +336,71 @@ async fn every_route_and_role_allowed_and_forbidden() {
         },
     ];
 
+    // Forged and stale tokens of the district admin, against every authenticated route.
+    let admin_claims = |key: &str, value: Value| {
+        let now = server.clock.now();
+        let mut c = json!({
+            "iss": "posync", "aud": "posync-sync", "sub": "dinkes-admin-01", "dev": district_admin.id().to_string(),
+            "role": "district_admin", "iat": now, "nbf": now, "exp": now + 600,
+        });
+        c[key] = value;
+        c
+    };
+    let header = |alg: &str| {
+        let h = json!({"alg": alg, "typ": "JWT", "kid": server.keys.active_kid()});
+        b64url(h.to_string().as_bytes())
+    };
+    let forged: Vec<(&'static str, String)> = vec![
+        ("expired", server.keys.sign_value(&admin_claims("exp", json!(server.clock.now() - 3600)))),
+        ("wrong audience", server.keys.sign_value(&admin_claims("aud", json!("posync-admin")))),
+        ("wrong issuer", server.keys.sign_value(&admin_claims("iss", json!("elsewhere")))),
+        ("alg none", format!("{}.{}.", header("none"), b64url(admin_claims("iat", json!(0)).to_string().as_bytes()))),
+        ("another keyset", posync_server::TokenKeys::from_seed([3; 32]).sign_value(&admin_claims("iat", json!(0)))),
+        ("signature cut off", {
+            let t = server.keys.sign_value(&admin_claims("iat", json!(0)));
+            t[..t.rfind('.').expect("jwt") + 1].to_owned()
+        }),
+    ];
+    let routes: Vec<(&'static str, String, Body)> = vec![
+        ("POST", "/v1/sync".into(), pull(&district_admin)),
+        ("GET", doc(melati_doc), Body::None),
+        ("GET", "/v1/admin/users".into(), Body::None),
+        ("GET", "/v1/admin/units".into(), Body::None),
+        ("GET", "/v1/admin/devices".into(), Body::None),
+        ("GET", "/v1/admin/audit".into(), Body::None),
+        ("PUT", "/v1/admin/users/kader-0999".into(), Body::Json(new_user.clone())),
+        ("POST", "/v1/admin/users/kader-0003/enrolments".into(), Body::None),
+        ("POST", format!("/v1/admin/devices/{}/revoke", kader_banjar.id()), Body::None),
+    ];
+    let mut cases = cases;
+    // Control: the same hand-made claims, unmodified, are accepted, so each forgery above
+    // fails for its forgery alone.
+    let control = server.keys.sign_value(&admin_claims("iat", json!(server.clock.now())));
+    cases.push(case("hand-made admin claims, unmodified", &control, "GET", "/v1/admin/users", Body::None, 200, None));
+    for (what, token) in &forged {
+        for (method, path, body) in &routes {
+            cases.push(Case {
+                name: what,
+                token: Some(token.clone()),
+                method,
+                path: path.clone(),
+                body: body.clone(),
+                status: 401,
+                code: Some("unauthenticated"),
+            });
+        }
+    }
+
     let mut failures = Vec::new();
     for c in &cases {
         let before = footprint(&server).await;
         let (status, body) = http.send(c.method, &c.path, c.token.as_deref(), c.body.clone()).await;
         let code = body["error"]["code"].as_str().map(str::to_owned);
         if status != c.status || code.as_deref() != c.code {
-            failures.push(format!("{}: got {status} {code:?}, want {} {:?}", c.name, c.status, c.code));
+            failures.push(format!(
+                "{} ({} {}): got {status} {code:?}, want {} {:?}",
+                c.name, c.method, c.path, c.status, c.code
+            ));
         }
         if c.code.is_some() && footprint(&server).await != before {
             failures.push(format!("{}: a refused request changed the store", c.name));
@@ -531,4 +589,10 @@ async fn admin_actions_and_record_reads_are_audited_and_the_log_is_append_only()
     let delete = server.store.write_blocking(|tx| Ok(tx.execute("DELETE FROM audit", [])));
     assert!(delete.expect("tx").is_err(), "DELETE on the audit log must fail");
     server.stop().await;
+}
+
+/// RFC 4648 base64url without padding, as JWTs use.
+fn b64url(bytes: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
 }
