@@ -242,6 +242,15 @@ pub fn issue_enrolment(tx: &Connection, e: &NewEnrolment, now: i64) -> Result<()
     Ok(())
 }
 
+/// The user a credential names, if it still exists and is not disabled.
+fn active_user(tx: &Connection, user_s: &str) -> Result<UserRecord, StoreError> {
+    let user_id: UserId = user_s.parse().map_err(|_| bad("user id"))?;
+    match user(tx, &user_id)? {
+        Some(u) if !u.disabled => Ok(u),
+        _ => Err(StoreError::InvalidCredential),
+    }
+}
+
 /// Use a code once: bind the device to the code's user with a fresh refresh credential.
 pub fn redeem_enrolment(
     tx: &Connection,
@@ -258,11 +267,8 @@ pub fn redeem_enrolment(
     if used_at.is_some() || now > expires_at {
         return Err(StoreError::InvalidCredential);
     }
-    let user_id: UserId = user_s.parse().map_err(|_| bad("user id"))?;
-    let user = user(tx, &user_id)?.ok_or(StoreError::InvalidCredential)?;
-    if user.disabled {
-        return Err(StoreError::InvalidCredential);
-    }
+    let user = active_user(tx, &user_s)?;
+    let user_id = user.id.clone();
     tx.execute(
         "UPDATE enrolments SET used_at = ?2, device_id = ?3 WHERE code_hash = ?1",
         params![&code_hash[..], now, cred.device.to_string()],
@@ -315,11 +321,7 @@ pub fn refresh_device(
     if now > expires_at {
         return Err(StoreError::InvalidCredential);
     }
-    let user_id: UserId = user_s.parse().map_err(|_| bad("user id"))?;
-    let user = user(tx, &user_id)?.ok_or(StoreError::InvalidCredential)?;
-    if user.disabled {
-        return Err(StoreError::InvalidCredential);
-    }
+    let user = active_user(tx, &user_s)?;
     tx.execute(
         "UPDATE devices SET refresh_expires_at = ?2, last_seen_at = ?3 WHERE device_id = ?1",
         params![device.to_string(), new_expires_at, now],
