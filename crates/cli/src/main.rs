@@ -6,7 +6,7 @@ mod demo;
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use posync_model::record::parse_date;
-use posync_model::{Field, FieldValue, PersonId, PosyanduId, Sex};
+use posync_model::{Field, FieldValue, LifeGroup, PersonId, PosyanduId, Sex};
 use posync_proto::Limits;
 use posync_replica::{NewVisit, Replica};
 use posync_server::TokenKeys;
@@ -116,6 +116,14 @@ enum KaderCmd {
         muac_mm: Option<i64>,
         #[arg(long, default_value = "")]
         notes: String,
+        /// Life-cycle group (balita, ibu_hamil, ibu_nifas, usia_sekolah, remaja,
+        /// usia_produktif, lansia). Default: by age.
+        #[arg(long)]
+        group: Option<String>,
+        /// A group service or measurement, KEY=VALUE (repeat): bp_systolic=120,
+        /// iron_tablets=30, growth_card=true, ...
+        #[arg(long)]
+        service: Vec<String>,
     },
     /// Change one field of a visit (offline).
     Edit {
@@ -202,6 +210,24 @@ async fn main() -> Result<()> {
     Ok(())
 }
 
+/// `KEY=VALUE` pairs into typed service fields (integers, true/false, or text).
+fn parse_services(pairs: &[String]) -> Result<std::collections::BTreeMap<Field, FieldValue>> {
+    let mut out = std::collections::BTreeMap::new();
+    for pair in pairs {
+        let Some((key, value)) = pair.split_once('=') else { bail!("--service takes KEY=VALUE, got {pair:?}") };
+        let Some(field) = Field::from_key(key).filter(|f| Field::SERVICES.contains(f)) else {
+            bail!("unknown service {key:?}")
+        };
+        let value = match value {
+            "true" => FieldValue::Bool(true),
+            "false" => FieldValue::Bool(false),
+            v => v.parse::<i64>().map(FieldValue::Int).unwrap_or_else(|_| FieldValue::Text(v.to_owned())),
+        };
+        out.insert(field, value);
+    }
+    Ok(out)
+}
+
 async fn kader(cmd: KaderCmd) -> Result<()> {
     match cmd {
         KaderCmd::Init { replica } => println!("{}", Replica::open(&replica)?.device()),
@@ -217,6 +243,8 @@ async fn kader(cmd: KaderCmd) -> Result<()> {
             head_circ_mm,
             muac_mm,
             notes,
+            group,
+            service,
         } => {
             let mut r = Replica::open(&replica)?;
             let date = match date {
@@ -239,6 +267,8 @@ async fn kader(cmd: KaderCmd) -> Result<()> {
                 immunisations: Default::default(),
                 vitamin_a: None,
                 notes,
+                group: group.as_deref().map(|g| LifeGroup::parse(g).context("unknown --group")).transpose()?,
+                services: parse_services(&service)?,
             };
             let id = r.record_visit(session, visit, now())?;
             println!("{{\"session\":\"{session}\",\"visit\":\"{id}\"}}");

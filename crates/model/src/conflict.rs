@@ -66,7 +66,7 @@ fn collect(
 ) -> Result<(), DocError> {
     for key in doc.keys(obj) {
         let all = doc.get_all(obj, key.as_str())?;
-        if all.len() > 1 {
+        if all.len() > 1 && !all_equal_scalars(&all) {
             // get_all lists values in op order; the last is the winner get() returns.
             let winner_id = doc.get(obj, key.as_str())?.map(|(_, id)| id);
             let values = all
@@ -88,6 +88,16 @@ fn collect(
         }
     }
     Ok(())
+}
+
+/// Concurrent writes of one and the same value (two kader typing 8.9 kg, two replicas
+/// upgrading a schema) are agreement, not a conflict.
+fn all_equal_scalars(all: &[(Value<'_>, ObjId)]) -> bool {
+    let mut values = all.iter().map(|(v, _)| scalar_to_field_value(v));
+    match values.next() {
+        Some(Some(first)) => values.all(|v| v.as_ref() == Some(&first)),
+        _ => false,
+    }
 }
 
 fn actor_hex(id: &ObjId) -> String {

@@ -10,13 +10,17 @@
 //! offline create the same root objects and their visits merge instead of hiding each other.
 
 use crate::ids::{DeviceId, DocId, PersonId, PosyanduId, VisitId};
-use crate::record::{Field, FieldValue, Person, Sex, Visit, VitaminA, format_date, parse_date};
+use crate::record::{Field, FieldValue, LifeGroup, Person, Sex, Visit, VitaminA, format_date, parse_date};
 use automerge::transaction::{CommitOptions, Transactable};
 use automerge::{ActorId, Automerge, ObjId, ObjType, ROOT, ReadDoc, ScalarValue, Value};
 use std::collections::BTreeMap;
 
-/// Current document schema version, written by the genesis change.
-pub const SCHEMA_VERSION: i64 = 1;
+/// Current document schema version. Schema 2 adds the life-cycle group and its services to
+/// visits; [`upgrade`] brings older documents up to it.
+pub const SCHEMA_VERSION: i64 = 2;
+/// The genesis change is frozen at schema 1 forever: it must be byte-identical on every
+/// phone, whatever app version created the document, or phones' visits would not merge.
+const GENESIS_SCHEMA: i64 = 1;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DocError {
@@ -116,7 +120,7 @@ pub fn server_actor(instance: &str) -> ActorId {
 pub fn genesis(meta: &DocMeta, actor: ActorId) -> Result<Automerge, DocError> {
     let mut doc = Automerge::new().with_actor(genesis_actor(meta.doc_id()));
     let mut tx = doc.transaction();
-    tx.put(ROOT, "schema", SCHEMA_VERSION)?;
+    tx.put(ROOT, "schema", GENESIS_SCHEMA)?;
     tx.put(ROOT, "kind", meta.kind.code())?;
     tx.put(ROOT, "posyandu", meta.posyandu.as_str())?;
     if let Some(d) = meta.date {
@@ -126,6 +130,87 @@ pub fn genesis(meta: &DocMeta, actor: ActorId) -> Result<Automerge, DocError> {
     tx.commit_with(CommitOptions::default().with_time(0));
     doc.set_actor(actor);
     Ok(doc)
+}
+
+/// The schema a document is at: the highest value of `schema` (replicas that upgraded
+/// concurrently each wrote it; they agree or one is newer).
+pub fn schema_of(doc: &Automerge) -> Result<i64, DocError> {
+    let all = doc.get_all(ROOT, "schema")?;
+    Ok(all
+        .iter()
+        .filter_map(|(v, _)| match scalar_to_field_value(v) {
+            Some(FieldValue::Int(i)) => Some(i),
+            _ => None,
+        })
+        .max()
+        .unwrap_or(GENESIS_SCHEMA))
+}
+
+/// Bring a document up to [`SCHEMA_VERSION`], as one change; `false` if it already was.
+///
+/// Deterministic and idempotent: it only adds what the newer schema requires and the
+/// document lacks (a visit's `group`, derived from birth date and session date), computed
+/// from the document alone, so any replica that upgrades writes the same values, and a
+/// second upgrade writes nothing. Replicas upgrading concurrently write equal values, which
+/// [`crate::conflicts`] does not report as conflicts. Nothing is ever removed: keys this
+/// build does not know (from a newer app) are left as they are.
+pub fn upgrade(doc: &mut Automerge, now: i64) -> Result<bool, DocError> {
+    let mut tx = doc.transaction();
+    let upgraded = upgrade_in(&mut tx)?;
+    if upgraded {
+        tx.commit_with(commit_opts(now));
+    } else {
+        tx.rollback();
+    }
+    Ok(upgraded)
+}
+
+/// The writes of [`upgrade`], inside a caller's transaction: every edit starts with them, so
+/// the first edit by a newer app carries the upgrade in the same change.
+fn upgrade_in(tx: &mut automerge::transaction::Transaction<'_>) -> Result<bool, DocError> {
+    let all = tx.get_all(ROOT, "schema")?;
+    let schema = all
+        .iter()
+        .filter_map(|(v, _)| match scalar_to_field_value(v) {
+            Some(FieldValue::Int(i)) => Some(i),
+            _ => None,
+        })
+        .max()
+        .unwrap_or(GENESIS_SCHEMA);
+    if schema >= SCHEMA_VERSION {
+        return Ok(false);
+    }
+    let kind = match tx.get(ROOT, "kind")?.and_then(|(v, _)| scalar_to_field_value(&v)) {
+        Some(FieldValue::Text(k)) => DocKind::parse(&k),
+        _ => None,
+    };
+    let date = match tx.get(ROOT, "date")?.and_then(|(v, _)| scalar_to_field_value(&v)) {
+        Some(FieldValue::Text(d)) => parse_date(&d),
+        _ => None,
+    };
+    if let (Some(DocKind::Session), Some(date)) = (kind, date)
+        && let Some((Value::Object(ObjType::Map), visits)) = tx.get(ROOT, DocKind::Session.collection_key())?
+    {
+        let mut missing_group = Vec::new();
+        for key in tx.keys(&visits) {
+            let Some((Value::Object(ObjType::Map), v)) = tx.get(&visits, key.as_str())? else { continue };
+            if tx.get(&v, Field::Group.key())?.is_some() {
+                continue;
+            }
+            let birth = match tx.get(&v, Field::BirthDate.key())?.and_then(|(b, _)| scalar_to_field_value(&b)) {
+                Some(FieldValue::Text(b)) => parse_date(&b),
+                _ => None,
+            };
+            if let Some(birth) = birth {
+                missing_group.push((v, LifeGroup::by_age(birth, date)));
+            }
+        }
+        for (v, group) in missing_group {
+            tx.put(&v, Field::Group.key(), group.code())?;
+        }
+    }
+    tx.put(ROOT, "schema", SCHEMA_VERSION)?;
+    Ok(true)
 }
 
 /// Read the identity a document claims. The server trusts its own metadata over this.
@@ -167,6 +252,7 @@ pub fn record_visit(doc: &mut Automerge, visit: &Visit, now: i64) -> Result<(), 
     let visits = collection(doc, DocKind::Session)?;
     validate_visit(visit)?;
     let mut tx = doc.transaction();
+    upgrade_in(&mut tx)?;
     let v = tx.put_object(&visits, visit.visit_id.to_string(), ObjType::Map)?;
     tx.put(&v, "person_id", visit.person_id.to_string())?;
     tx.put(&v, "recorded_by", visit.recorded_by.to_string())?;
@@ -196,6 +282,7 @@ pub fn set_visit_field(
     field.validate(value).map_err(DocError::Invalid)?;
     let v = visit_obj(doc, visit_id)?;
     let mut tx = doc.transaction();
+    upgrade_in(&mut tx)?;
     put_field(&mut tx, &v, field, value)?;
     tx.commit_with(commit_opts(now));
     Ok(())
@@ -218,6 +305,7 @@ pub fn give_immunisation(
         _ => return Err(DocError::Layout("visit without immunisations map".into())),
     };
     let mut tx = doc.transaction();
+    upgrade_in(&mut tx)?;
     tx.put(&imm, antigen, format_date(date))?;
     tx.commit_with(commit_opts(now));
     Ok(())
@@ -253,6 +341,8 @@ fn visit_field(visit: &Visit, field: Field) -> Option<FieldValue> {
         Field::MuacMm => int(visit.muac_mm),
         Field::VitaminA => visit.vitamin_a.map(|v| FieldValue::Text(v.code().into())),
         Field::Notes => (!visit.notes.is_empty()).then(|| FieldValue::Text(visit.notes.clone())),
+        Field::Group => Some(FieldValue::Text(visit.group.code().into())),
+        other => visit.services.get(&other).cloned(),
     }
 }
 
@@ -320,8 +410,28 @@ pub fn visits(doc: &Automerge) -> Result<Vec<Visit>, DocError> {
     Ok(out)
 }
 
+/// The session's date; visits of a session take their age from it.
+fn session_date(doc: &Automerge) -> Result<time::Date, DocError> {
+    read_meta(doc)?.date.ok_or_else(|| DocError::Layout("session without date".into()))
+}
+
+fn read_services(doc: &Automerge, v: &ObjId) -> Result<BTreeMap<Field, FieldValue>, DocError> {
+    let mut out = BTreeMap::new();
+    for field in Field::SERVICES {
+        if let Some(value) = get_scalar(doc, v, field.key())?
+            && value != FieldValue::Null
+        {
+            out.insert(field, value);
+        }
+    }
+    Ok(out)
+}
+
 fn read_visit(doc: &Automerge, key: &str, v: &ObjId) -> Result<Visit, DocError> {
     let visit_id: VisitId = key.parse().map_err(|_| DocError::Layout(format!("visit key {key:?}")))?;
+    let birth_date = get_str(doc, v, Field::BirthDate.key())?
+        .and_then(|s| parse_date(&s))
+        .ok_or_else(|| DocError::Layout("visit without birth_date".into()))?;
     let mut immunisations = BTreeMap::new();
     if let Some((Value::Object(ObjType::Map), imm)) = doc.get(v, "immunisations")? {
         for antigen in doc.keys(&imm) {
@@ -337,9 +447,7 @@ fn read_visit(doc: &Automerge, key: &str, v: &ObjId) -> Result<Visit, DocError> 
         sex: get_str(doc, v, Field::Sex.key())?
             .and_then(|s| Sex::parse(&s))
             .ok_or_else(|| DocError::Layout("visit without sex".into()))?,
-        birth_date: get_str(doc, v, Field::BirthDate.key())?
-            .and_then(|s| parse_date(&s))
-            .ok_or_else(|| DocError::Layout("visit without birth_date".into()))?,
+        birth_date,
         weight_g: get_int(doc, v, Field::WeightG.key())?,
         length_mm: get_int(doc, v, Field::LengthMm.key())?,
         lying: match get_scalar(doc, v, Field::Lying.key())? {
@@ -351,6 +459,12 @@ fn read_visit(doc: &Automerge, key: &str, v: &ObjId) -> Result<Visit, DocError> 
         immunisations,
         vitamin_a: get_str(doc, v, Field::VitaminA.key())?.and_then(|s| VitaminA::parse(&s)),
         notes: get_str(doc, v, Field::Notes.key())?.unwrap_or_default(),
+        group: match get_str(doc, v, Field::Group.key())?.and_then(|s| LifeGroup::parse(&s)) {
+            Some(g) => g,
+            // Schema 1 visits carry no group: read them as their group by age.
+            None => LifeGroup::by_age(birth_date, session_date(doc)?),
+        },
+        services: read_services(doc, v)?,
         recorded_by: parse_uuid_field::<DeviceId>(doc, v, "recorded_by")?,
         recorded_at: get_int(doc, v, "recorded_at")?.unwrap_or_default(),
     })
@@ -366,6 +480,7 @@ pub fn register_person(doc: &mut Automerge, person: &Person, now: i64) -> Result
         return Err(DocError::Invalid("nik must be 16 digits".into()));
     }
     let mut tx = doc.transaction();
+    upgrade_in(&mut tx)?;
     let p = tx.put_object(&people, person.person_id.to_string(), ObjType::Map)?;
     tx.put(&p, "name", person.name.as_str())?;
     tx.put(&p, "sex", person.sex.code())?;

@@ -9,6 +9,7 @@
 
 pub mod conflict;
 pub mod doc;
+pub mod growth;
 pub mod heads;
 pub mod hierarchy;
 pub mod ids;
@@ -19,7 +20,7 @@ pub use doc::{DocError, DocKind, DocMeta};
 pub use heads::Heads;
 pub use hierarchy::{HierarchyError, HierarchyFile, Unit, UnitKind, UserSpec};
 pub use ids::{DeviceId, DocId, IdError, PersonId, PosyanduId, UnitId, UserId, VisitId};
-pub use record::{Field, FieldValue, Person, Sex, Visit, VitaminA};
+pub use record::{Field, FieldValue, LifeGroup, Person, Sex, Visit, VitaminA};
 pub mod scope;
 pub use scope::Scope;
 pub mod role;

@@ -57,7 +57,87 @@ impl VitaminA {
     }
 }
 
-/// One child visit at a posyandu session.
+/// The life-cycle group (siklus hidup) a visit is recorded under, per the ILP posyandu.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LifeGroup {
+    /// Babies and toddlers, 0-59 months (bayi dan balita).
+    Balita,
+    /// Pregnant women (ibu hamil).
+    IbuHamil,
+    /// Mothers after birth, up to 42 days (ibu nifas).
+    IbuNifas,
+    /// School age, 5-9 years (anak usia sekolah).
+    UsiaSekolah,
+    /// Adolescents, 10-18 years (remaja).
+    Remaja,
+    /// Adults of working age, 19-59 years (usia produktif).
+    UsiaProduktif,
+    /// The elderly, 60 years and over (lansia).
+    Lansia,
+}
+
+impl LifeGroup {
+    pub const ALL: [LifeGroup; 7] = [
+        LifeGroup::Balita,
+        LifeGroup::IbuHamil,
+        LifeGroup::IbuNifas,
+        LifeGroup::UsiaSekolah,
+        LifeGroup::Remaja,
+        LifeGroup::UsiaProduktif,
+        LifeGroup::Lansia,
+    ];
+
+    pub fn code(self) -> &'static str {
+        match self {
+            LifeGroup::Balita => "balita",
+            LifeGroup::IbuHamil => "ibu_hamil",
+            LifeGroup::IbuNifas => "ibu_nifas",
+            LifeGroup::UsiaSekolah => "usia_sekolah",
+            LifeGroup::Remaja => "remaja",
+            LifeGroup::UsiaProduktif => "usia_produktif",
+            LifeGroup::Lansia => "lansia",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        LifeGroup::ALL.into_iter().find(|g| g.code() == s)
+    }
+
+    /// The group by age alone (pregnancy and the weeks after birth are stated, not derived).
+    pub fn by_age(birth: time::Date, on: time::Date) -> Self {
+        match age_months(birth, on) {
+            m if m < 60 => LifeGroup::Balita,
+            m if m < 120 => LifeGroup::UsiaSekolah,
+            m if m < 228 => LifeGroup::Remaja,
+            m if m < 720 => LifeGroup::UsiaProduktif,
+            _ => LifeGroup::Lansia,
+        }
+    }
+
+    /// Whether a person of this age and sex can be in this group at all.
+    pub fn fits(self, sex: Sex, birth: time::Date, on: time::Date) -> bool {
+        let months = age_months(birth, on);
+        match self {
+            LifeGroup::IbuHamil | LifeGroup::IbuNifas => sex == Sex::Female && (120..=660).contains(&months),
+            other => other == LifeGroup::by_age(birth, on),
+        }
+    }
+}
+
+/// Completed months between `birth` and `on` (negative if `on` is before `birth`).
+pub fn age_months(birth: time::Date, on: time::Date) -> i64 {
+    let months = (i64::from(on.year()) - i64::from(birth.year())) * 12 + i64::from(u8::from(on.month()))
+        - i64::from(u8::from(birth.month()));
+    if on.day() < birth.day() { months - 1 } else { months }
+}
+
+/// Whole days between `birth` and `on` (WHO's age for the growth standards).
+pub fn age_days(birth: time::Date, on: time::Date) -> i64 {
+    (on - birth).whole_days()
+}
+
+/// One visit at a posyandu session, for any life-cycle group.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Visit {
     pub visit_id: VisitId,
@@ -75,6 +155,11 @@ pub struct Visit {
     pub immunisations: BTreeMap<String, time::Date>,
     pub vitamin_a: Option<VitaminA>,
     pub notes: String,
+    /// Schema 2. A visit written before it has none and reads as its group by age.
+    pub group: LifeGroup,
+    /// Schema 2: the group's measurements and services beyond the child fields above, by
+    /// [`Field`] (blood pressure, gestational age, iron tablets, screening answers, ...).
+    pub services: BTreeMap<Field, FieldValue>,
     pub recorded_by: DeviceId,
     /// Unix seconds on the recording device's clock.
     pub recorded_at: i64,
@@ -108,6 +193,31 @@ pub enum Field {
     MuacMm,
     VitaminA,
     Notes,
+    // ---- schema 2: the life-cycle groups ----
+    Group,
+    /// Has a growth card / KIA book (K of SKDN).
+    GrowthCard,
+    Oedema,
+    ExclusiveBf,
+    Deworming,
+    Referred,
+    GestationalWeeks,
+    BpSystolic,
+    BpDiastolic,
+    IronTablets,
+    /// Danger signs seen (pregnancy, after birth), comma-separated codes.
+    DangerSigns,
+    /// Haemoglobin, g/L (anaemia screening).
+    HbGL,
+    BloodSugarMgDl,
+    WaistMm,
+    TbSymptoms,
+    /// Chronic lung disease screening (PUMA questionnaire) score, 0-10.
+    PumaScore,
+    /// Mental health screening (SRQ-20) score, 0-20.
+    Srq20Score,
+    /// Elderly daily-living independence (Barthel ADL index), 0-20.
+    AdlScore,
 }
 
 /// How a field's value is typed in the document.
@@ -119,10 +229,32 @@ pub enum FieldKind {
     Date,
     Sex,
     VitaminA,
+    Group,
 }
 
 impl Field {
-    pub const ALL: [Field; 10] = [
+    /// Fields held in [`Visit::services`] (schema 2), not in named struct members.
+    pub const SERVICES: [Field; 17] = [
+        Field::GrowthCard,
+        Field::Oedema,
+        Field::ExclusiveBf,
+        Field::Deworming,
+        Field::Referred,
+        Field::GestationalWeeks,
+        Field::BpSystolic,
+        Field::BpDiastolic,
+        Field::IronTablets,
+        Field::DangerSigns,
+        Field::HbGL,
+        Field::BloodSugarMgDl,
+        Field::WaistMm,
+        Field::TbSymptoms,
+        Field::PumaScore,
+        Field::Srq20Score,
+        Field::AdlScore,
+    ];
+
+    pub const ALL: [Field; 28] = [
         Field::Name,
         Field::Sex,
         Field::BirthDate,
@@ -133,6 +265,24 @@ impl Field {
         Field::MuacMm,
         Field::VitaminA,
         Field::Notes,
+        Field::Group,
+        Field::GrowthCard,
+        Field::Oedema,
+        Field::ExclusiveBf,
+        Field::Deworming,
+        Field::Referred,
+        Field::GestationalWeeks,
+        Field::BpSystolic,
+        Field::BpDiastolic,
+        Field::IronTablets,
+        Field::DangerSigns,
+        Field::HbGL,
+        Field::BloodSugarMgDl,
+        Field::WaistMm,
+        Field::TbSymptoms,
+        Field::PumaScore,
+        Field::Srq20Score,
+        Field::AdlScore,
     ];
 
     /// The key of this field in the visit's Automerge map. Part of the document format.
@@ -148,6 +298,24 @@ impl Field {
             Field::MuacMm => "muac_mm",
             Field::VitaminA => "vitamin_a",
             Field::Notes => "notes",
+            Field::Group => "group",
+            Field::GrowthCard => "growth_card",
+            Field::Oedema => "oedema",
+            Field::ExclusiveBf => "exclusive_bf",
+            Field::Deworming => "deworming",
+            Field::Referred => "referred",
+            Field::GestationalWeeks => "gestational_weeks",
+            Field::BpSystolic => "bp_systolic",
+            Field::BpDiastolic => "bp_diastolic",
+            Field::IronTablets => "iron_tablets",
+            Field::DangerSigns => "danger_signs",
+            Field::HbGL => "hb_g_l",
+            Field::BloodSugarMgDl => "blood_sugar_mg_dl",
+            Field::WaistMm => "waist_mm",
+            Field::TbSymptoms => "tb_symptoms",
+            Field::PumaScore => "puma_score",
+            Field::Srq20Score => "srq20_score",
+            Field::AdlScore => "adl_score",
         }
     }
 
@@ -169,6 +337,24 @@ impl Field {
             Field::HeadCircMm => FieldKind::Int { min: 150, max: 700 },
             Field::MuacMm => FieldKind::Int { min: 50, max: 600 },
             Field::VitaminA => FieldKind::VitaminA,
+            Field::Group => FieldKind::Group,
+            Field::GrowthCard
+            | Field::Oedema
+            | Field::ExclusiveBf
+            | Field::Deworming
+            | Field::Referred
+            | Field::TbSymptoms => FieldKind::Bool,
+            Field::GestationalWeeks => FieldKind::Int { min: 1, max: 45 },
+            Field::BpSystolic => FieldKind::Int { min: 50, max: 300 },
+            Field::BpDiastolic => FieldKind::Int { min: 20, max: 200 },
+            Field::IronTablets => FieldKind::Int { min: 0, max: 200 },
+            Field::DangerSigns => FieldKind::Text { len_max: 500 },
+            Field::HbGL => FieldKind::Int { min: 20, max: 250 },
+            Field::BloodSugarMgDl => FieldKind::Int { min: 10, max: 1_000 },
+            Field::WaistMm => FieldKind::Int { min: 300, max: 2_500 },
+            Field::PumaScore => FieldKind::Int { min: 0, max: 10 },
+            Field::Srq20Score => FieldKind::Int { min: 0, max: 20 },
+            Field::AdlScore => FieldKind::Int { min: 0, max: 20 },
         }
     }
 
@@ -197,6 +383,9 @@ impl Field {
             (FieldKind::Sex, FieldValue::Text(s)) => {
                 Sex::parse(s).map(|_| ()).ok_or_else(|| format!("{} must be F or M, got {s:?}", self.key()))
             }
+            (FieldKind::Group, FieldValue::Text(s)) => LifeGroup::parse(s)
+                .map(|_| ())
+                .ok_or_else(|| format!("{} must be a life-cycle group code, got {s:?}", self.key())),
             (FieldKind::VitaminA, FieldValue::Text(s)) => {
                 VitaminA::parse(s).map(|_| ()).ok_or_else(|| format!("{} must be blue or red, got {s:?}", self.key()))
             }

@@ -26,6 +26,8 @@ fn visit(by: DeviceId) -> Visit {
         immunisations: BTreeMap::from([("MR-1".to_owned(), DAY)]),
         vitamin_a: None,
         notes: String::new(),
+        group: posync_model::LifeGroup::Balita,
+        services: Default::default(),
         recorded_by: by,
         recorded_at: 1,
     }
@@ -107,4 +109,102 @@ fn server_edits_have_their_own_actor() {
     let device = DeviceId::new_random().actor();
     assert_ne!(server, device);
     assert_eq!(server, doc::server_actor("district-banjar"), "stable across restarts");
+}
+
+/// A session as an app of schema 1 wrote it: genesis and a visit without `group` or any
+/// schema-2 key.
+fn schema_1_session(by: DeviceId) -> (Automerge, VisitId) {
+    use automerge::transaction::Transactable;
+    use automerge::{ObjType, ROOT, ReadDoc};
+    let mut am = doc::genesis(&meta(), by.actor()).expect("genesis");
+    let visits = match am.get(ROOT, "visits").expect("get") {
+        Some((automerge::Value::Object(ObjType::Map), id)) => id,
+        _ => panic!("no visits map"),
+    };
+    let id = VisitId::new_random();
+    let mut tx = am.transaction();
+    let v = tx.put_object(&visits, id.to_string(), ObjType::Map).expect("put");
+    tx.put(&v, "person_id", PersonId::new_random().to_string()).expect("put");
+    tx.put(&v, "recorded_by", by.to_string()).expect("put");
+    tx.put(&v, "name", "Budi Saputra").expect("put");
+    tx.put(&v, "sex", "M").expect("put");
+    tx.put(&v, "birth_date", "2024-01-15").expect("put");
+    tx.put(&v, "weight_g", 11_000i64).expect("put");
+    tx.put_object(&v, "immunisations", ObjType::Map).expect("put");
+    tx.commit();
+    (am, id)
+}
+
+#[test]
+fn an_older_document_is_upgraded_deterministically_and_idempotently() {
+    let (old, id) = schema_1_session(DeviceId::new_random());
+    assert_eq!(doc::schema_of(&old).expect("schema"), 1);
+    // Read before any upgrade: the group comes from age at the session date.
+    let read = doc::visits(&old).expect("visits");
+    assert_eq!(read[0].group, posync_model::LifeGroup::Balita);
+
+    // Two replicas upgrade the same document independently, then merge.
+    let (mut a, mut b) = (old.fork().with_actor(DeviceId::new_random().actor()), old.fork());
+    b.set_actor(DeviceId::new_random().actor());
+    assert!(doc::upgrade(&mut a, 10).expect("upgrade a"));
+    assert!(doc::upgrade(&mut b, 20).expect("upgrade b"));
+    assert!(!doc::upgrade(&mut a, 30).expect("again"), "a second upgrade writes nothing");
+    let m = merged(&a, &b);
+    assert_eq!(doc::schema_of(&m).expect("schema"), doc::SCHEMA_VERSION);
+    assert_eq!(doc::to_json(&a), doc::to_json(&b), "both replicas wrote the same upgrade");
+    assert!(conflicts(&m).expect("conflicts").is_empty(), "equal concurrent upgrade writes are no conflict");
+    let visit = doc::visits(&m).expect("visits").into_iter().find(|v| v.visit_id == id).expect("visit");
+    assert_eq!(visit.group, posync_model::LifeGroup::Balita);
+    assert_eq!(visit.weight_g, Some(11_000));
+}
+
+#[test]
+fn this_build_never_deletes_fields_it_does_not_know() {
+    use automerge::transaction::Transactable;
+    use automerge::{ObjType, ROOT, ReadDoc};
+    let by = DeviceId::new_random();
+    let mut am = doc::genesis(&meta(), by.actor()).expect("genesis");
+    let v = visit(by);
+    doc::record_visit(&mut am, &v, 1).expect("record");
+    // A newer app adds a key this build has never heard of, at the root and in the visit.
+    let mut newer = am.fork();
+    newer.set_actor(DeviceId::new_random().actor());
+    let visits = match newer.get(ROOT, "visits").expect("get") {
+        Some((automerge::Value::Object(ObjType::Map), id)) => id,
+        _ => panic!("no visits"),
+    };
+    let obj = match newer.get(&visits, v.visit_id.to_string()).expect("get") {
+        Some((automerge::Value::Object(ObjType::Map), id)) => id,
+        _ => panic!("no visit"),
+    };
+    let mut tx = newer.transaction();
+    tx.put(&obj, "stunting_followup_plan", "kunjungan rumah minggu depan").expect("put");
+    tx.put(ROOT, "schema", 3i64).expect("put");
+    tx.commit();
+    // This build edits the same visit, upgrades nothing (schema 3 >= 2) and deletes nothing.
+    am.merge(&mut newer.clone()).expect("merge");
+    doc::set_visit_field(&mut am, v.visit_id, Field::WeightG, &FieldValue::Int(8600), 2).expect("edit");
+    let json = doc::to_json(&am);
+    let visit_json = &json["visits"][v.visit_id.to_string()];
+    assert_eq!(visit_json["stunting_followup_plan"], "kunjungan rumah minggu depan");
+    assert_eq!(visit_json["weight_g"], 8600);
+    assert_eq!(doc::schema_of(&am).expect("schema"), 3, "a newer schema is never lowered");
+}
+
+#[test]
+fn concurrent_equal_values_are_agreement_not_conflict() {
+    let by = DeviceId::new_random();
+    let mut a = doc::genesis(&meta(), by.actor()).expect("genesis");
+    let v = visit(by);
+    doc::record_visit(&mut a, &v, 1).expect("record");
+    let mut b = a.fork();
+    b.set_actor(DeviceId::new_random().actor());
+    doc::set_visit_field(&mut a, v.visit_id, Field::WeightG, &FieldValue::Int(8900), 2).expect("a");
+    doc::set_visit_field(&mut b, v.visit_id, Field::WeightG, &FieldValue::Int(8900), 3).expect("b");
+    assert!(conflicts(&merged(&a, &b)).expect("c").is_empty());
+    doc::set_visit_field(&mut b, v.visit_id, Field::WeightG, &FieldValue::Int(9800), 4).expect("b");
+    let mut c = a.fork();
+    c.set_actor(DeviceId::new_random().actor());
+    doc::set_visit_field(&mut c, v.visit_id, Field::WeightG, &FieldValue::Int(8800), 5).expect("c");
+    assert_eq!(conflicts(&merged(&b, &c)).expect("c").len(), 1, "different values still conflict");
 }

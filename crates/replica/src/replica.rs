@@ -3,8 +3,8 @@ use automerge::{ActorId, Automerge, ReadDoc};
 use posync_model::doc::{self, DocMeta};
 use posync_model::record::format_date;
 use posync_model::{
-    DeviceId, DocId, DocKind, Field, FieldConflict, FieldValue, Heads, Person, PersonId, PosyanduId, Scope, Sex, Visit,
-    VisitId, VitaminA, conflicts,
+    DeviceId, DocId, DocKind, Field, FieldConflict, FieldValue, Heads, LifeGroup, Person, PersonId, PosyanduId, Scope,
+    Sex, Visit, VisitId, VitaminA, conflicts,
 };
 use posync_proto::{DocPush, Limits, SyncRequest, SyncResponse};
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
@@ -47,7 +47,10 @@ CREATE TABLE IF NOT EXISTS visits (
     recorded_by  TEXT NOT NULL,
     recorded_at  INTEGER NOT NULL,
     -- Fields with concurrent values, comma-separated: "under review" on screen.
-    conflicts    TEXT NOT NULL
+    conflicts    TEXT NOT NULL,
+    life_group   TEXT NOT NULL DEFAULT 'balita',
+    -- The group's services as JSON ({"bp_systolic": 120, ...}).
+    services     TEXT NOT NULL DEFAULT '{}'
 );
 CREATE INDEX IF NOT EXISTS visits_doc ON visits(doc_id);
 CREATE INDEX IF NOT EXISTS visits_posyandu_date ON visits(posyandu, session_date);
@@ -78,6 +81,11 @@ pub struct NewVisit {
     pub immunisations: BTreeMap<String, time::Date>,
     pub vitamin_a: Option<VitaminA>,
     pub notes: String,
+    /// `None`: the group by age at the session date. Pregnancy and the weeks after birth
+    /// are stated (`IbuHamil`, `IbuNifas`).
+    pub group: Option<LifeGroup>,
+    /// The group's other measurements and services.
+    pub services: BTreeMap<Field, FieldValue>,
 }
 
 #[derive(Clone, Debug)]
@@ -110,6 +118,9 @@ pub struct VisitRow {
     pub recorded_by: String,
     pub recorded_at: i64,
     pub conflicts: String,
+    pub life_group: String,
+    /// JSON object of the group's services.
+    pub services: String,
 }
 
 /// What one applied response did.
@@ -144,6 +155,7 @@ impl Replica {
         conn.pragma_update(None, "synchronous", "FULL")?;
         let tx = conn.transaction()?;
         tx.execute_batch(SCHEMA)?;
+        add_columns_of_schema_2(&tx)?;
         let device = match tx
             .query_row("SELECT value FROM meta WHERE key = 'device_id'", [], |r| r.get::<_, String>(0))
             .optional()?
@@ -200,6 +212,7 @@ impl Replica {
 
     /// Record a visit in a session; returns its id. One transaction.
     pub fn record_visit(&mut self, session: DocId, v: NewVisit, now: i64) -> Result<VisitId, ReplicaError> {
+        let session_date = self.session_date(session)?;
         let visit = Visit {
             visit_id: VisitId::new_random(),
             person_id: v.person_id,
@@ -214,6 +227,8 @@ impl Replica {
             immunisations: v.immunisations,
             vitamin_a: v.vitamin_a,
             notes: v.notes,
+            group: v.group.unwrap_or_else(|| LifeGroup::by_age(v.birth_date, session_date)),
+            services: v.services,
             recorded_by: self.device,
             recorded_at: now,
         };
@@ -263,6 +278,11 @@ impl Replica {
         Ok(id)
     }
 
+    /// The date of a session document on this device.
+    pub fn session_date(&self, session: DocId) -> Result<time::Date, ReplicaError> {
+        doc::read_meta(&self.doc(session)?)?.date.ok_or(ReplicaError::UnknownDoc(session))
+    }
+
     fn mutate(
         &mut self,
         id: DocId,
@@ -297,7 +317,8 @@ impl Replica {
     fn query_visits<P: rusqlite::Params>(&self, filter: &str, p: P) -> Result<Vec<VisitRow>, ReplicaError> {
         let sql = format!(
             "SELECT visit_id, doc_id, posyandu, session_date, person_id, name, sex, birth_date, weight_g, length_mm,
-                    head_circ_mm, muac_mm, vitamin_a, immunisations, notes, recorded_by, recorded_at, conflicts
+                    head_circ_mm, muac_mm, vitamin_a, immunisations, notes, recorded_by, recorded_at, conflicts,
+                    life_group, services
              FROM visits {filter} ORDER BY recorded_at, visit_id"
         );
         let mut stmt = self.conn.prepare(&sql)?;
@@ -321,6 +342,8 @@ impl Replica {
                 recorded_by: r.get(15)?,
                 recorded_at: r.get(16)?,
                 conflicts: r.get(17)?,
+                life_group: r.get(18)?,
+                services: r.get(19)?,
             })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
@@ -535,6 +558,21 @@ impl Replica {
     }
 }
 
+/// A replica created by an app before schema 2 lacks the visit columns it added.
+fn add_columns_of_schema_2(tx: &Transaction<'_>) -> Result<(), ReplicaError> {
+    let has: bool =
+        tx.query_row("SELECT COUNT(*) > 0 FROM pragma_table_info('visits') WHERE name = 'life_group'", [], |r| {
+            r.get(0)
+        })?;
+    if !has {
+        tx.execute_batch(
+            "ALTER TABLE visits ADD COLUMN life_group TEXT NOT NULL DEFAULT 'balita';
+             ALTER TABLE visits ADD COLUMN services TEXT NOT NULL DEFAULT '{}';",
+        )?;
+    }
+    Ok(())
+}
+
 /// Drop every document outside `scope` with its projected rows, except those holding changes
 /// the server has not acknowledged: those stay, quarantined as `out_of_scope`, so nothing
 /// captured is ever lost on a re-scope. Returns how many were dropped.
@@ -608,8 +646,9 @@ fn project_visits(tx: &Transaction<'_>, doc_s: &str, meta: &DocMeta, am: &Autome
     tx.execute("DELETE FROM visits WHERE doc_id = ?1", [doc_s])?;
     let mut ins = tx.prepare_cached(
         "INSERT INTO visits (visit_id, doc_id, posyandu, session_date, person_id, name, sex, birth_date, weight_g,
-            length_mm, head_circ_mm, muac_mm, vitamin_a, immunisations, notes, recorded_by, recorded_at, conflicts)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)",
+            length_mm, head_circ_mm, muac_mm, vitamin_a, immunisations, notes, recorded_by, recorded_at, conflicts,
+            life_group, services)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20)",
     )?;
     for v in doc::visits(am)? {
         let vid = v.visit_id.to_string();
@@ -634,9 +673,19 @@ fn project_visits(tx: &Transaction<'_>, doc_s: &str, meta: &DocMeta, am: &Autome
             v.recorded_by.to_string(),
             v.recorded_at,
             conf,
+            v.group.code(),
+            services_json(&v.services),
         ])?;
     }
     Ok(())
+}
+
+fn services_json(services: &BTreeMap<Field, FieldValue>) -> String {
+    let map: serde_json::Map<String, serde_json::Value> = services
+        .iter()
+        .map(|(f, v)| (f.key().to_owned(), serde_json::to_value(v).unwrap_or(serde_json::Value::Null)))
+        .collect();
+    serde_json::Value::Object(map).to_string()
 }
 
 fn project_people(tx: &Transaction<'_>, doc_s: &str, meta: &DocMeta, am: &Automerge) -> Result<(), ReplicaError> {

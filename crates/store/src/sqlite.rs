@@ -10,14 +10,14 @@ use crate::{
 };
 use async_trait::async_trait;
 use posync_model::record::format_date;
-use posync_model::{DeviceId, DocId, DocKind, Heads, HierarchyFile, Scope, UserId, UserSpec};
+use posync_model::{DeviceId, DocId, DocKind, Field, FieldValue, Heads, HierarchyFile, Scope, UserId, UserSpec};
 use posync_proto::{DocAck, DocPull, DocPush};
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Transaction, params};
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-const SCHEMA_VERSION: i64 = 2;
+const SCHEMA_VERSION: i64 = 3;
 const READERS_MAX: usize = 8;
 
 const SCHEMA: &str = r#"
@@ -105,6 +105,41 @@ CREATE TABLE people (
 CREATE INDEX people_doc ON people(doc_id);
 "#;
 
+/// Schema v3: the life-cycle group of each visit and its services, one column per
+/// [`Field::SERVICES`] key (the column name is the field's document key).
+const SCHEMA_V3: &str = r#"
+ALTER TABLE visits ADD COLUMN life_group TEXT NOT NULL DEFAULT 'balita';
+ALTER TABLE visits ADD COLUMN growth_card INTEGER;
+ALTER TABLE visits ADD COLUMN oedema INTEGER;
+ALTER TABLE visits ADD COLUMN exclusive_bf INTEGER;
+ALTER TABLE visits ADD COLUMN deworming INTEGER;
+ALTER TABLE visits ADD COLUMN referred INTEGER;
+ALTER TABLE visits ADD COLUMN gestational_weeks INTEGER;
+ALTER TABLE visits ADD COLUMN bp_systolic INTEGER;
+ALTER TABLE visits ADD COLUMN bp_diastolic INTEGER;
+ALTER TABLE visits ADD COLUMN iron_tablets INTEGER;
+ALTER TABLE visits ADD COLUMN danger_signs TEXT;
+ALTER TABLE visits ADD COLUMN hb_g_l INTEGER;
+ALTER TABLE visits ADD COLUMN blood_sugar_mg_dl INTEGER;
+ALTER TABLE visits ADD COLUMN waist_mm INTEGER;
+ALTER TABLE visits ADD COLUMN tb_symptoms INTEGER;
+ALTER TABLE visits ADD COLUMN puma_score INTEGER;
+ALTER TABLE visits ADD COLUMN srq20_score INTEGER;
+ALTER TABLE visits ADD COLUMN adl_score INTEGER;
+CREATE INDEX visits_group ON visits(posyandu, life_group, session_date);
+"#;
+
+/// A service value as a SQL value: booleans as 0/1.
+fn service_sql(v: Option<&FieldValue>) -> rusqlite::types::Value {
+    use rusqlite::types::Value as V;
+    match v {
+        None | Some(FieldValue::Null) => V::Null,
+        Some(FieldValue::Bool(b)) => V::Integer(i64::from(*b)),
+        Some(FieldValue::Int(i)) => V::Integer(*i),
+        Some(FieldValue::Text(t)) => V::Text(t.clone()),
+    }
+}
+
 struct Inner {
     path: PathBuf,
     writer: Mutex<Connection>,
@@ -130,7 +165,7 @@ fn open_conn(path: &Path) -> Result<Connection, StoreError> {
 }
 
 /// Schema steps in order: step `i` takes `user_version` from `i` to `i + 1`.
-const MIGRATIONS: [&str; SCHEMA_VERSION as usize] = [SCHEMA, sqlite_access::SCHEMA_V2];
+const MIGRATIONS: [&str; SCHEMA_VERSION as usize] = [SCHEMA, sqlite_access::SCHEMA_V2, SCHEMA_V3];
 
 fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
     let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
@@ -361,9 +396,13 @@ fn write_projection(tx: &Transaction<'_>, doc_s: &str, posyandu: &str, p: &Proje
             let date = format_date(*date);
             let mut ins = tx.prepare_cached(
                 "INSERT INTO visits (visit_id, doc_id, posyandu, session_date, person_id, name, sex, birth_date,
-                    weight_g, length_mm, lying, head_circ_mm, muac_mm, vitamin_a, notes, recorded_by, recorded_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
+                    weight_g, length_mm, lying, head_circ_mm, muac_mm, vitamin_a, notes, recorded_by, recorded_at,
+                    life_group)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)",
             )?;
+            let service_cols: Vec<&str> = Field::SERVICES.iter().map(|f| f.key()).collect();
+            let set = service_cols.iter().enumerate().map(|(i, c)| format!("{c} = ?{}", i + 2)).collect::<Vec<_>>();
+            let mut svc = tx.prepare_cached(&format!("UPDATE visits SET {} WHERE visit_id = ?1", set.join(", ")))?;
             let mut imm =
                 tx.prepare_cached("INSERT INTO visit_immunisations (visit_id, antigen, given_on) VALUES (?1, ?2, ?3)")?;
             for v in visits {
@@ -386,7 +425,13 @@ fn write_projection(tx: &Transaction<'_>, doc_s: &str, posyandu: &str, p: &Proje
                     v.notes,
                     v.recorded_by.to_string(),
                     v.recorded_at,
+                    v.group.code(),
                 ])?;
+                if !v.services.is_empty() {
+                    let mut values = vec![rusqlite::types::Value::Text(vid.clone())];
+                    values.extend(Field::SERVICES.iter().map(|f| service_sql(v.services.get(f))));
+                    svc.execute(rusqlite::params_from_iter(values))?;
+                }
                 for (antigen, on) in &v.immunisations {
                     imm.execute(params![vid, antigen, format_date(*on)])?;
                 }

@@ -32,6 +32,8 @@ fn new_session(posyandu: &PosyanduId, date: time::Date, device: DeviceId) -> Aut
         immunisations: Default::default(),
         vitamin_a: None,
         notes: String::new(),
+        group: posync_model::LifeGroup::Balita,
+        services: Default::default(),
         recorded_by: device,
         recorded_at: 5,
     };

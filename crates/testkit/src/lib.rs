@@ -221,6 +221,8 @@ impl Generator {
             immunisations,
             vitamin_a: (age_days > 180).then_some(if age_days < 365 { VitaminA::Blue } else { VitaminA::Red }),
             notes: String::new(),
+            group: None,
+            services: Default::default(),
         }
     }
 
