@@ -22,6 +22,7 @@ pub use hierarchy::{HierarchyError, HierarchyFile, Unit, UnitKind, UserSpec};
 pub use ids::{DeviceId, DocId, IdError, PersonId, PosyanduId, UnitId, UserId, VisitId};
 pub use record::{Field, FieldValue, LifeGroup, Person, Sex, Visit, VitaminA};
 pub mod scope;
+pub mod validate;
 pub use scope::Scope;
 pub mod role;
 pub use role::Role;

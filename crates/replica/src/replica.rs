@@ -2,6 +2,7 @@ use crate::error::ReplicaError;
 use automerge::{ActorId, Automerge, ReadDoc};
 use posync_model::doc::{self, DocMeta};
 use posync_model::record::format_date;
+use posync_model::validate::{Issue, Previous, check_visit, has_errors};
 use posync_model::{
     DeviceId, DocId, DocKind, Field, FieldConflict, FieldValue, Heads, LifeGroup, Person, PersonId, PosyanduId, Scope,
     Sex, Visit, VisitId, VitaminA, conflicts,
@@ -232,9 +233,55 @@ impl Replica {
             recorded_by: self.device,
             recorded_at: now,
         };
+        let issues = check_visit(&visit, session_date, self.previous(visit.person_id, session_date)?.as_ref());
+        if has_errors(&issues) {
+            return Err(ReplicaError::Rejected(issues));
+        }
         let id = visit.visit_id;
         self.mutate(session, |am| doc::record_visit(am, &visit, now))?;
         Ok(id)
+    }
+
+    /// What [`Replica::record_visit`] would say about `v`: errors refuse the capture,
+    /// warnings are for the kader to confirm. Works offline, against this device's history.
+    pub fn check_visit(&self, session: DocId, v: &NewVisit) -> Result<Vec<Issue>, ReplicaError> {
+        let session_date = self.session_date(session)?;
+        let visit = Visit {
+            visit_id: VisitId::new_random(),
+            person_id: v.person_id,
+            name: v.name.clone(),
+            sex: v.sex,
+            birth_date: v.birth_date,
+            weight_g: v.weight_g,
+            length_mm: v.length_mm,
+            lying: v.lying,
+            head_circ_mm: v.head_circ_mm,
+            muac_mm: v.muac_mm,
+            immunisations: v.immunisations.clone(),
+            vitamin_a: v.vitamin_a,
+            notes: v.notes.clone(),
+            group: v.group.unwrap_or_else(|| LifeGroup::by_age(v.birth_date, session_date)),
+            services: v.services.clone(),
+            recorded_by: self.device,
+            recorded_at: 0,
+        };
+        Ok(check_visit(&visit, session_date, self.previous(v.person_id, session_date)?.as_ref()))
+    }
+
+    /// The person's latest measurement before `date` on this device.
+    fn previous(&self, person: PersonId, date: time::Date) -> Result<Option<Previous>, ReplicaError> {
+        let row: Option<(String, Option<i64>, Option<i64>)> = self
+            .conn
+            .query_row(
+                "SELECT session_date, weight_g, length_mm FROM visits
+                 WHERE person_id = ?1 AND session_date < ?2 ORDER BY session_date DESC LIMIT 1",
+                params![person.to_string(), format_date(date)],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .optional()?;
+        Ok(row.and_then(|(d, weight_g, length_mm)| {
+            posync_model::record::parse_date(&d).map(|date| Previous { date, weight_g, length_mm })
+        }))
     }
 
     /// Change one field of a visit. One transaction, one Automerge change.

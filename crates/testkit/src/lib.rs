@@ -1,6 +1,7 @@
 //! Shared scenario builders: a real server on 127.0.0.1 over a real SQLite file, phones as
 //! real replicas in temp dirs, and seeded generators for posyandu days.
 
+use posync_model::growth::Indicator;
 use posync_model::{
     DeviceId, DocId, PersonId, PosyanduId, Role, Sex, Unit, UnitId, UnitKind, UserId, UserSpec, VitaminA,
 };
@@ -194,16 +195,30 @@ impl Generator {
         &mut self.rng
     }
 
+    /// A child's visit at a session on [`DAY`].
     pub fn child_visit(&mut self) -> NewVisit {
+        self.child_visit_on(DAY)
+    }
+
+    /// A child's visit at a session on `on`: born 10 days to 5 years before it.
+    pub fn child_visit_on(&mut self, on: time::Date) -> NewVisit {
         let r = &mut self.rng;
         let age_days: i64 = r.random_range(10..1800);
-        let birth_date = DAY - time::Duration::days(age_days);
+        let birth_date = on - time::Duration::days(age_days);
         let sex = if r.random_bool(0.5) { Sex::Female } else { Sex::Male };
         let given = if sex == Sex::Female { GIRLS } else { BOYS };
         let name = format!("{} {}", given[r.random_range(0..given.len())], FAMILY[r.random_range(0..FAMILY.len())]);
-        // Rough WHO medians with noise: enough realism for sizes and plausibility.
-        let weight_g = 3300 + age_days * 7 + r.random_range(-600..600);
-        let length_mm = 500 + age_days * 3 / 10 + r.random_range(-30..30);
+        // WHO medians for age and sex with noise: realistic sizes, and values that pass
+        // validation at capture (a few children land beyond +-2 SD, as in a real posyandu).
+        // Weight follows length (weight-for-length/height), so the two stay consistent.
+        let length_mm = (who_median(Indicator::LengthHeightForAge, sex, age_days) * 10.0 * spread(r, 0.035)) as i64;
+        let lying = age_days < 731;
+        let for_length = posync_model::growth::wflh_indicator(Some(age_days), Some(lying))
+            .and_then(|i| posync_model::growth::lms(i, sex, length_mm as f64 / 10.0))
+            .map_or_else(|| who_median(Indicator::WeightForAge, sex, age_days), |l| l.m);
+        let weight_g = (for_length * 1000.0 * spread(r, 0.07)) as i64;
+        let head_circ_mm = (who_median(Indicator::HeadCircForAge, sex, age_days) * 10.0 * spread(r, 0.03)) as i64;
+        let muac_mm = (who_median(Indicator::MuacForAge, sex, age_days.max(91)) * 10.0 * spread(r, 0.07)) as i64;
         let mut immunisations = BTreeMap::new();
         if r.random_bool(0.3) {
             immunisations.insert(ANTIGENS[r.random_range(0..ANTIGENS.len())].to_owned(), DAY);
@@ -215,9 +230,9 @@ impl Generator {
             birth_date,
             weight_g: Some(weight_g.clamp(1000, 30_000)),
             length_mm: Some(length_mm.clamp(400, 1300)),
-            lying: Some(age_days < 731),
-            head_circ_mm: (age_days < 731).then(|| 350 + age_days / 20),
-            muac_mm: (age_days > 180).then(|| r.random_range(120..170)),
+            lying: Some(lying),
+            head_circ_mm: (age_days < 731).then_some(head_circ_mm),
+            muac_mm: (age_days > 180).then_some(muac_mm),
             immunisations,
             vitamin_a: (age_days > 180).then_some(if age_days < 365 { VitaminA::Blue } else { VitaminA::Red }),
             notes: String::new(),
@@ -229,6 +244,17 @@ impl Generator {
     pub fn weight_g(&mut self) -> i64 {
         self.rng.random_range(3000..20_000)
     }
+}
+
+/// WHO median (M of the LMS table) for an indicator, sex and age in days.
+pub fn who_median(indicator: Indicator, sex: Sex, age_days: i64) -> f64 {
+    posync_model::growth::lms(indicator, sex, age_days as f64).map_or(0.0, |l| l.m)
+}
+
+/// A factor around 1 with roughly normal noise of standard deviation `sd` (Irwin-Hall).
+fn spread(r: &mut StdRng, sd: f64) -> f64 {
+    let sum: f64 = (0..12).map(|_| r.random::<f64>()).sum();
+    1.0 + (sum - 6.0) * sd
 }
 
 /// The session documents' visit ids as seen by a replica, sorted.

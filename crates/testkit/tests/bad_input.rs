@@ -307,7 +307,7 @@ fn capture(phone: &mut Phone, posyandu: &PosyanduId, date: time::Date, n: usize,
     let mut seeded = Generator::new(seed);
     let session = phone.replica.start_session(posyandu, date).expect("session");
     for k in 0..n {
-        phone.replica.record_visit(session, seeded.child_visit(), 1000 + k as i64).expect("record");
+        phone.replica.record_visit(session, seeded.child_visit_on(date), 1000 + k as i64).expect("record");
     }
     session
 }

@@ -60,8 +60,9 @@ async fn run(n: usize, ops: Vec<Op>, seed: u64) {
         match op {
             Op::Record { replica, day } => {
                 let r = &mut replicas[replica];
-                let session = r.start_session(&p, DAY - time::Duration::days(i64::from(day) * 28)).expect("session");
-                captured.insert(r.record_visit(session, seeded.child_visit(), now).expect("record").to_string());
+                let date = DAY - time::Duration::days(i64::from(day) * 28);
+                let session = r.start_session(&p, date).expect("session");
+                captured.insert(r.record_visit(session, seeded.child_visit_on(date), now).expect("record").to_string());
             }
             Op::Edit { replica, pick, weight_g } => {
                 let r = &mut replicas[replica];

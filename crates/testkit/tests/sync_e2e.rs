@@ -144,7 +144,8 @@ async fn a_no_op_sync_costs_the_same_few_bytes_whatever_the_scope_holds() {
         let mut seeded = Generator::new(11);
         for d in 0..days {
             let session = phone.replica.start_session(&p, DAY - time::Duration::days(30 * d as i64)).expect("session");
-            phone.replica.record_visit(session, seeded.child_visit(), d as i64).expect("record");
+            let on = DAY - time::Duration::days(30 * d as i64);
+            phone.replica.record_visit(session, seeded.child_visit_on(on), d as i64).expect("record");
         }
         phone.sync(&server).await;
         phone.sync(&server).await;
@@ -172,7 +173,8 @@ async fn large_pulls_come_in_bounded_pages_and_resume_after_a_crash() {
     for d in 0..30 {
         let session = phone.replica.start_session(&p, DAY - time::Duration::days(d)).expect("session");
         for k in 0..8 {
-            phone.replica.record_visit(session, seeded.child_visit(), d * 100 + k).expect("record");
+            let on = DAY - time::Duration::days(d);
+            phone.replica.record_visit(session, seeded.child_visit_on(on), d * 100 + k).expect("record");
         }
     }
     phone.sync(&server).await;
