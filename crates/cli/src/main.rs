@@ -48,6 +48,23 @@ enum Cmd {
         #[command(subcommand)]
         cmd: admin::AdminCmd,
     },
+    /// Monthly reports from the server's database (console): SKDN, nutrition, immunisation.
+    Report {
+        #[arg(long, default_value = "posync.sqlite", env = "POSYNC_DB")]
+        db: PathBuf,
+        /// `monthly` (SKDN and prevalence) or `overdue` (children with overdue doses).
+        #[arg(value_parser = ["monthly", "overdue"])]
+        kind: String,
+        /// YYYY-MM (default: this month).
+        #[arg(long)]
+        month: Option<String>,
+        /// posyandu, village, puskesmas or district.
+        #[arg(long, default_value = "posyandu")]
+        level: String,
+        /// Print CSV instead of a table.
+        #[arg(long)]
+        csv: bool,
+    },
     /// A kader's phone: capture offline, sync when in range.
     Kader {
         #[command(subcommand)]
@@ -168,6 +185,61 @@ pub fn default_keys_path(db: &Path) -> PathBuf {
     db.with_file_name(name)
 }
 
+async fn report(db: &Path, kind: &str, month: Option<&str>, level: &str, csv: bool) -> Result<()> {
+    use posync_server::reports;
+    use posync_store::Store;
+    let store = SqliteStore::open(db).with_context(|| format!("opening {}", db.display()))?;
+    let month = reports::parse_month(month, time::OffsetDateTime::now_utc().date())?;
+    let tree = store.unit_tree().await?;
+    // The console sees every posyandu of the database.
+    let scope = posync_model::Scope::new(
+        tree.units.iter().filter(|u| u.kind == posync_model::UnitKind::Posyandu).map(|u| u.id.as_posyandu()),
+    );
+    if kind == "overdue" {
+        let list = reports::overdue(&store, &scope, month).await?;
+        if csv {
+            print!("{}", reports::overdue_csv(&list));
+        } else {
+            println!("{:<28} {:<28} {:>6}  overdue doses", "posyandu", "name", "months");
+            for o in list {
+                println!("{:<28} {:<28} {:>6}  {}", o.posyandu, o.name, o.age_months, o.doses.join(" "));
+            }
+        }
+        return Ok(());
+    }
+    let level = reports::Level::parse(level).context("--level must be posyandu, village, puskesmas or district")?;
+    let report = reports::monthly(&store, &scope, month, level).await?;
+    if csv {
+        print!("{}", report.csv());
+        return Ok(());
+    }
+    let pct = |r: posync_model::report::Ratio| r.percent().map_or("-".to_owned(), |p| format!("{p:.1}"));
+    println!("Laporan bulanan {} ({:?})", report.month, report.level);
+    println!(
+        "{:<30} {:>5} {:>5} {:>5} {:>5} {:>6} {:>6} {:>8} {:>7} {:>8} {:>6} {:>7}",
+        "unit", "S", "K", "D", "N", "D/S%", "N/D%", "stunt%", "waste%", "under%", "IDL%", "KEK%"
+    );
+    for r in &report.rows {
+        let c = &r.counts;
+        println!(
+            "{:<30} {:>5} {:>5} {:>5} {:>5} {:>6} {:>6} {:>8} {:>7} {:>8} {:>6} {:>7}",
+            r.name.chars().take(30).collect::<String>(),
+            c.s,
+            c.k,
+            c.d,
+            c.n,
+            pct(c.d_over_s()),
+            pct(c.n_over_d()),
+            pct(c.stunting),
+            pct(c.wasting),
+            pct(c.underweight),
+            pct(c.basic_immunisation_12_23m),
+            pct(c.pregnant_kek)
+        );
+    }
+    Ok(())
+}
+
 async fn sync_replica(replica: &Path, server: &str, token: Option<String>) -> Result<()> {
     let mut r = Replica::open(replica)?;
     let report = match token {
@@ -203,6 +275,7 @@ async fn main() -> Result<()> {
             server.stop().await?;
         }
         Cmd::Admin { db, cmd } => admin::run(db, cmd, now()).await?,
+        Cmd::Report { db, kind, month, level, csv } => report(&db, &kind, month.as_deref(), &level, csv).await?,
         Cmd::Kader { cmd } => kader(cmd).await?,
         Cmd::Pull { replica, server, token } => sync_replica(&replica, &server, token).await?,
         Cmd::Demo { seed } => demo::run(seed).await?,

@@ -14,6 +14,7 @@ pub mod heads;
 pub mod hierarchy;
 pub mod ids;
 pub mod record;
+pub mod report;
 
 pub use conflict::{FieldConflict, conflicts};
 pub use doc::{DocError, DocKind, DocMeta};

@@ -7,6 +7,7 @@
 pub mod admin;
 pub mod auth;
 mod error;
+pub mod reports;
 mod routes;
 mod sync;
 

@@ -43,6 +43,8 @@ pub enum AuditAction {
     RecordRead,
     RecordsPulled,
     ConflictResolved,
+    /// A report naming people (the overdue-immunisation list) was read.
+    ReportRead,
 }
 
 impl AuditAction {
@@ -58,6 +60,7 @@ impl AuditAction {
             AuditAction::RecordRead => "record_read",
             AuditAction::RecordsPulled => "records_pulled",
             AuditAction::ConflictResolved => "conflict_resolved",
+            AuditAction::ReportRead => "report_read",
         }
     }
 }

@@ -18,7 +18,9 @@ pub use error::StoreError;
 pub use sqlite::SqliteStore;
 
 use async_trait::async_trait;
-use posync_model::{DeviceId, DocId, DocKind, Heads, HierarchyFile, PosyanduId, Scope, Unit, UserId, UserSpec};
+use posync_model::{
+    DeviceId, DocId, DocKind, Heads, HierarchyFile, PersonId, PosyanduId, Scope, Unit, UserId, UserSpec,
+};
 use posync_proto::{DocAck, DocPull, DocPush};
 
 /// What the server records about a document, independent of its content.
@@ -144,6 +146,19 @@ pub trait Store: Send + Sync + 'static {
     async fn device_access(&self, device: DeviceId) -> Result<Option<DeviceAccess>, StoreError>;
 
     async fn append_audit(&self, entry: AuditEntry) -> Result<(), StoreError>;
+
+    // ---- reports, from the relational projection ----
+
+    /// Visits of posyandu in `scope` with a session date in `from..=to`, as report facts.
+    async fn report_facts(
+        &self,
+        scope: Scope,
+        from: time::Date,
+        to: time::Date,
+    ) -> Result<Vec<posync_model::report::VisitFact>, StoreError>;
+
+    /// People in the registries of posyandu in `scope`: (posyandu, person, birth date).
+    async fn registered_people(&self, scope: Scope) -> Result<Vec<(PosyanduId, PersonId, time::Date)>, StoreError>;
 
     /// Audit entries with `seq > after`, oldest first, at most `limit`.
     async fn audit_log(&self, after: u64, limit: usize) -> Result<Vec<AuditRecord>, StoreError>;

@@ -9,7 +9,7 @@ use crate::{
     PageLimits, PullPage, Store, StoreError, StoreStats, StoredDoc, StoredMeta, UnitTree, UserRecord,
 };
 use async_trait::async_trait;
-use posync_model::record::format_date;
+use posync_model::record::{format_date, parse_date};
 use posync_model::{DeviceId, DocId, DocKind, Field, FieldValue, Heads, HierarchyFile, Scope, UserId, UserSpec};
 use posync_proto::{DocAck, DocPull, DocPush};
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Transaction, params};
@@ -739,4 +739,90 @@ impl Store for SqliteStore {
     async fn audit_log(&self, after: u64, limit: usize) -> Result<Vec<AuditRecord>, StoreError> {
         self.read(move |conn| sqlite_access::audit_log(conn, after, limit)).await
     }
+
+    async fn report_facts(
+        &self,
+        scope: Scope,
+        from: time::Date,
+        to: time::Date,
+    ) -> Result<Vec<posync_model::report::VisitFact>, StoreError> {
+        self.read(move |conn| report_facts(conn, &scope, from, to)).await
+    }
+
+    async fn registered_people(
+        &self,
+        scope: Scope,
+    ) -> Result<Vec<(posync_model::PosyanduId, posync_model::PersonId, time::Date)>, StoreError> {
+        self.read(move |conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT posyandu, person_id, birth_date FROM people
+                 WHERE posyandu IN (SELECT value FROM json_each(?1))",
+            )?;
+            let rows = stmt
+                .query_map([scope_list(&scope)], |r| {
+                    Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?))
+                })?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(rows
+                .into_iter()
+                .filter_map(|(p, id, b)| Some((p.parse().ok()?, id.parse().ok()?, parse_date(&b)?)))
+                .collect())
+        })
+        .await
+    }
+}
+
+/// A row of `visits` (and its immunisations) as a report fact.
+fn report_facts(
+    conn: &Connection,
+    scope: &Scope,
+    from: time::Date,
+    to: time::Date,
+) -> Result<Vec<posync_model::report::VisitFact>, StoreError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT v.posyandu, v.session_date, v.person_id, v.name, v.sex, v.birth_date, v.life_group, v.weight_g,
+                v.length_mm, v.lying, v.muac_mm, v.oedema, v.growth_card, v.bp_systolic, v.bp_diastolic,
+                (SELECT group_concat(i.antigen) FROM visit_immunisations i WHERE i.visit_id = v.visit_id)
+         FROM visits v
+         WHERE v.posyandu IN (SELECT value FROM json_each(?1)) AND v.session_date BETWEEN ?2 AND ?3",
+    )?;
+    let rows = stmt.query_map(params![scope_list(scope), format_date(from), format_date(to)], |r| {
+        Ok((
+            (r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?, r.get::<_, String>(3)?),
+            (r.get::<_, String>(4)?, r.get::<_, String>(5)?, r.get::<_, String>(6)?),
+            (r.get::<_, Option<i64>>(7)?, r.get::<_, Option<i64>>(8)?, r.get::<_, Option<bool>>(9)?),
+            (r.get::<_, Option<i64>>(10)?, r.get::<_, Option<bool>>(11)?, r.get::<_, Option<bool>>(12)?),
+            (r.get::<_, Option<i64>>(13)?, r.get::<_, Option<i64>>(14)?, r.get::<_, Option<String>>(15)?),
+        ))
+    })?;
+    let bad = |what: &str| StoreError::Backend(format!("bad projected {what}"));
+    let mut out = Vec::new();
+    for row in rows {
+        let (
+            (posyandu, date, person, name),
+            (sex, birth, group),
+            (weight_g, length_mm, lying),
+            (muac_mm, oedema, card),
+            (sys, dia, imm),
+        ) = row?;
+        out.push(posync_model::report::VisitFact {
+            posyandu: posyandu.parse().map_err(|_| bad("posyandu"))?,
+            session_date: parse_date(&date).ok_or_else(|| bad("session date"))?,
+            person_id: person.parse().map_err(|_| bad("person id"))?,
+            name,
+            sex: posync_model::Sex::parse(&sex).ok_or_else(|| bad("sex"))?,
+            birth_date: parse_date(&birth).ok_or_else(|| bad("birth date"))?,
+            group: posync_model::LifeGroup::parse(&group).ok_or_else(|| bad("life group"))?,
+            weight_g,
+            length_mm,
+            lying,
+            muac_mm,
+            oedema: oedema.unwrap_or(false),
+            growth_card: card.unwrap_or(false),
+            bp_systolic: sys,
+            bp_diastolic: dia,
+            immunisations: imm.map(|s| s.split(',').map(str::to_owned).collect()).unwrap_or_default(),
+        });
+    }
+    Ok(out)
 }

@@ -1,0 +1,463 @@
+//! The monthly reports a puskesmas and the district office ask for, as plain functions over
+//! visit facts (the store fetches them; the server serves JSON and CSV; the CLI prints):
+//!
+//! - **SKDN** per posyandu: S balita known to the posyandu, K with a growth card, D weighed
+//!   this month, N weighed last month too and gained at least the minimum (KBM); with T (did
+//!   not), O (not weighed last month), and the ratios D/S and N/D.
+//! - **Nutrition** among the children measured this month (WHO z-scores, Permenkes 2/2020):
+//!   stunting, severe stunting, wasting, underweight, overweight.
+//! - **Immunisation**: children 12-23 months with complete basic immunisation, and every child
+//!   under five with a dose overdue (for home follow-up).
+//! - **Mothers and adults**: pregnant women with chronic energy deficiency (MUAC < 23.5 cm),
+//!   adults and elderly with high blood pressure (>= 140/90).
+//!
+//! Counts roll up posyandu > village > puskesmas > district by summing numerators and
+//! denominators (never by averaging ratios).
+
+use crate::growth::{self, Measurement};
+use crate::ids::{PersonId, PosyanduId};
+use crate::record::{LifeGroup, Sex, age_days, age_months, format_date};
+use serde::Serialize;
+use std::collections::{BTreeMap, BTreeSet};
+
+/// One visit as the reports need it: identity, age, group and the measurements used.
+#[derive(Clone, Debug, PartialEq)]
+pub struct VisitFact {
+    pub posyandu: PosyanduId,
+    pub session_date: time::Date,
+    pub person_id: PersonId,
+    pub name: String,
+    pub sex: Sex,
+    pub birth_date: time::Date,
+    pub group: LifeGroup,
+    pub weight_g: Option<i64>,
+    pub length_mm: Option<i64>,
+    pub lying: Option<bool>,
+    pub muac_mm: Option<i64>,
+    pub oedema: bool,
+    pub growth_card: bool,
+    pub bp_systolic: Option<i64>,
+    pub bp_diastolic: Option<i64>,
+    /// Antigen codes given at this visit.
+    pub immunisations: Vec<String>,
+}
+
+/// A calendar month.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Month {
+    pub year: i32,
+    pub month: time::Month,
+}
+
+impl Month {
+    pub fn of(d: time::Date) -> Self {
+        Self { year: d.year(), month: d.month() }
+    }
+
+    /// `YYYY-MM`.
+    pub fn parse(s: &str) -> Option<Self> {
+        let (y, m) = s.split_once('-')?;
+        let month = time::Month::try_from(m.parse::<u8>().ok()?).ok()?;
+        Some(Self { year: y.parse().ok()?, month })
+    }
+
+    pub fn first_day(self) -> time::Date {
+        time::Date::from_calendar_date(self.year, self.month, 1).unwrap_or(time::Date::MIN)
+    }
+
+    pub fn last_day(self) -> time::Date {
+        self.next().first_day().previous_day().unwrap_or(time::Date::MIN)
+    }
+
+    pub fn previous(self) -> Self {
+        Self::of(self.first_day().previous_day().unwrap_or(time::Date::MIN))
+    }
+
+    pub fn next(self) -> Self {
+        let day = time::Date::from_calendar_date(self.year, self.month, 28).unwrap_or(time::Date::MIN);
+        Self::of(day + time::Duration::days(7))
+    }
+
+    pub fn contains(self, d: time::Date) -> bool {
+        Month::of(d) == self
+    }
+}
+
+impl std::fmt::Display for Month {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:04}-{:02}", self.year, u8::from(self.month))
+    }
+}
+
+/// Minimum weight gain (Kenaikan Berat badan Minimal) in grams for a child of this many
+/// completed months, from the KMS (Permenkes 155/2010): below it a child is "T".
+pub fn kbm_g(age_months: i64) -> i64 {
+    match age_months {
+        ..=1 => 800,
+        2 => 900,
+        3 => 800,
+        4 => 600,
+        5 => 500,
+        6 | 7 => 400,
+        8..=10 => 300,
+        _ => 200,
+    }
+}
+
+/// The national immunisation schedule for children (Permenkes 12/2017 and its updates):
+/// antigen code and the age in months from which it is due.
+pub const SCHEDULE: [(&str, i64); 20] = [
+    ("HB0", 0),
+    ("BCG", 1),
+    ("OPV-1", 1),
+    ("DPT-HB-Hib-1", 2),
+    ("OPV-2", 2),
+    ("PCV-1", 2),
+    ("RV-1", 2),
+    ("DPT-HB-Hib-2", 3),
+    ("OPV-3", 3),
+    ("PCV-2", 3),
+    ("RV-2", 3),
+    ("DPT-HB-Hib-3", 4),
+    ("OPV-4", 4),
+    ("IPV-1", 4),
+    ("RV-3", 4),
+    ("MR-1", 9),
+    ("IPV-2", 9),
+    ("PCV-3", 12),
+    ("DPT-HB-Hib-4", 18),
+    ("MR-2", 18),
+];
+
+/// Complete basic immunisation (Imunisasi Dasar Lengkap) by the first birthday.
+pub const BASIC: [&str; 11] =
+    ["HB0", "BCG", "OPV-1", "OPV-2", "OPV-3", "OPV-4", "DPT-HB-Hib-1", "DPT-HB-Hib-2", "DPT-HB-Hib-3", "IPV-1", "MR-1"];
+
+/// A dose counts as overdue one month after it fell due.
+pub const OVERDUE_GRACE_MONTHS: i64 = 1;
+
+/// A count with its denominator: rolls up by summing both.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Ratio {
+    pub n: u64,
+    pub of: u64,
+}
+
+impl Ratio {
+    pub fn add(&mut self, other: Ratio) {
+        self.n += other.n;
+        self.of += other.of;
+    }
+
+    /// Percent with one decimal; `None` when the denominator is 0.
+    pub fn percent(self) -> Option<f64> {
+        (self.of > 0).then(|| (self.n as f64 * 1000.0 / self.of as f64).round() / 10.0)
+    }
+}
+
+/// One row of the monthly report: a posyandu or a roll-up.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct MonthlyRow {
+    pub s: u64,
+    pub k: u64,
+    pub d: u64,
+    pub n: u64,
+    pub t: u64,
+    pub o: u64,
+    pub stunting: Ratio,
+    pub severe_stunting: Ratio,
+    pub wasting: Ratio,
+    pub underweight: Ratio,
+    pub overweight: Ratio,
+    pub basic_immunisation_12_23m: Ratio,
+    pub children_with_overdue_doses: u64,
+    pub pregnant_kek: Ratio,
+    pub adults_high_bp: Ratio,
+}
+
+impl MonthlyRow {
+    pub fn add(&mut self, o: &MonthlyRow) {
+        self.s += o.s;
+        self.k += o.k;
+        self.d += o.d;
+        self.n += o.n;
+        self.t += o.t;
+        self.o += o.o;
+        self.stunting.add(o.stunting);
+        self.severe_stunting.add(o.severe_stunting);
+        self.wasting.add(o.wasting);
+        self.underweight.add(o.underweight);
+        self.overweight.add(o.overweight);
+        self.basic_immunisation_12_23m.add(o.basic_immunisation_12_23m);
+        self.children_with_overdue_doses += o.children_with_overdue_doses;
+        self.pregnant_kek.add(o.pregnant_kek);
+        self.adults_high_bp.add(o.adults_high_bp);
+    }
+
+    pub fn d_over_s(&self) -> Ratio {
+        Ratio { n: self.d, of: self.s }
+    }
+
+    pub fn n_over_d(&self) -> Ratio {
+        Ratio { n: self.n, of: self.d }
+    }
+}
+
+/// A child with doses overdue at the end of the month, for home follow-up.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Overdue {
+    pub posyandu: PosyanduId,
+    pub person_id: PersonId,
+    pub name: String,
+    pub birth_date: String,
+    pub age_months: i64,
+    pub doses: Vec<&'static str>,
+}
+
+/// What the report functions need beyond the facts: who is registered.
+#[derive(Clone, Debug, Default)]
+pub struct Registered {
+    /// Balita in a posyandu's registry: (posyandu, person, birth date).
+    pub people: Vec<(PosyanduId, PersonId, time::Date)>,
+}
+
+/// The monthly row of every posyandu that has facts or registered people, for `month`.
+/// `facts` must cover at least the 12 months up to `month` (earlier visits are ignored).
+pub fn monthly(month: Month, facts: &[VisitFact], registered: &Registered) -> BTreeMap<PosyanduId, MonthlyRow> {
+    let end = month.last_day();
+    let window_start = Month::of(end - time::Duration::days(365)).next().first_day();
+    let facts: Vec<&VisitFact> =
+        facts.iter().filter(|f| f.session_date <= end && f.session_date >= window_start).collect();
+    let mut by_posyandu: BTreeMap<&PosyanduId, Vec<&VisitFact>> = BTreeMap::new();
+    for f in &facts {
+        by_posyandu.entry(&f.posyandu).or_default().push(f);
+    }
+    let mut out = BTreeMap::new();
+    let posyandu: BTreeSet<&PosyanduId> =
+        by_posyandu.keys().copied().chain(registered.people.iter().map(|(p, _, _)| p)).collect();
+    for p in posyandu {
+        let facts = by_posyandu.get(p).map(Vec::as_slice).unwrap_or(&[]);
+        let reg: Vec<(PersonId, time::Date)> =
+            registered.people.iter().filter(|(q, _, _)| q == p).map(|(_, id, b)| (*id, *b)).collect();
+        out.insert(p.clone(), posyandu_row(month, facts, &reg));
+    }
+    out
+}
+
+fn is_balita(birth: time::Date, on: time::Date) -> bool {
+    birth <= on && age_months(birth, on) < 60
+}
+
+fn posyandu_row(month: Month, facts: &[&VisitFact], registered: &[(PersonId, time::Date)]) -> MonthlyRow {
+    let end = month.last_day();
+    let prev = month.previous();
+    let mut row = MonthlyRow::default();
+    // S: balita registered here or seen here in the last 12 months, under five at month end.
+    let mut s: BTreeMap<PersonId, time::Date> =
+        registered.iter().filter(|(_, b)| is_balita(*b, end)).map(|(id, b)| (*id, *b)).collect();
+    for f in facts.iter().filter(|f| f.group == LifeGroup::Balita && is_balita(f.birth_date, end)) {
+        s.entry(f.person_id).or_insert(f.birth_date);
+    }
+    row.s = s.len() as u64;
+    row.k = s.keys().filter(|id| facts.iter().any(|f| f.person_id == **id && f.growth_card)).count() as u64;
+
+    // The latest weighing of each child this month and last month.
+    let weighed = |m: Month| -> BTreeMap<PersonId, &VisitFact> {
+        let mut w: BTreeMap<PersonId, &VisitFact> = BTreeMap::new();
+        for f in
+            facts.iter().filter(|f| m.contains(f.session_date) && f.weight_g.is_some() && s.contains_key(&f.person_id))
+        {
+            let keep = w.get(&f.person_id).is_none_or(|g| g.session_date <= f.session_date);
+            if keep {
+                w.insert(f.person_id, f);
+            }
+        }
+        w
+    };
+    let this = weighed(month);
+    let last = weighed(prev);
+    row.d = this.len() as u64;
+    for (id, f) in &this {
+        match last.get(id) {
+            Some(before) => {
+                let gain = f.weight_g.unwrap_or(0) - before.weight_g.unwrap_or(0);
+                if gain >= kbm_g(age_months(f.birth_date, f.session_date)) {
+                    row.n += 1;
+                } else {
+                    row.t += 1;
+                }
+            }
+            None => row.o += 1,
+        }
+    }
+
+    // Nutrition among the children measured this month (their latest measurement).
+    for f in this.values() {
+        let z = growth::zscores(&Measurement {
+            sex: f.sex,
+            age_days: Some(age_days(f.birth_date, f.session_date)),
+            weight_g: f.weight_g,
+            length_mm: f.length_mm,
+            lying: f.lying,
+            head_circ_mm: None,
+            muac_mm: f.muac_mm,
+            oedema: f.oedema,
+        });
+        let count = |r: &mut Ratio, code: &str, v: Option<f64>, hit: fn(f64) -> bool| {
+            if let Some(v) = v
+                && !z.is_flagged(code)
+            {
+                r.of += 1;
+                r.n += u64::from(hit(v));
+            }
+        };
+        count(&mut row.stunting, "lhfa", z.lhfa, |v| v < -2.0);
+        count(&mut row.severe_stunting, "lhfa", z.lhfa, |v| v < -3.0);
+        count(&mut row.wasting, "wflh", z.wflh, |v| v < -2.0);
+        count(&mut row.underweight, "wfa", z.wfa, |v| v < -2.0);
+        count(&mut row.overweight, "wflh", z.wflh, |v| v > 2.0);
+    }
+
+    // Immunisation, from every dose recorded in the window.
+    let given = |id: &PersonId| -> BTreeSet<&str> {
+        facts.iter().filter(|f| f.person_id == *id).flat_map(|f| f.immunisations.iter().map(String::as_str)).collect()
+    };
+    for (id, birth) in &s {
+        let months = age_months(*birth, end);
+        let doses = given(id);
+        if (12..24).contains(&months) {
+            row.basic_immunisation_12_23m.of += 1;
+            row.basic_immunisation_12_23m.n += u64::from(BASIC.iter().all(|d| doses.contains(d)));
+        }
+        if overdue_doses(months, &doses).next().is_some() {
+            row.children_with_overdue_doses += 1;
+        }
+    }
+
+    // Mothers and adults seen this month (each person once, latest visit).
+    let mut latest: BTreeMap<PersonId, &VisitFact> = BTreeMap::new();
+    for f in facts.iter().filter(|f| month.contains(f.session_date)) {
+        let keep = latest.get(&f.person_id).is_none_or(|g| g.session_date <= f.session_date);
+        if keep {
+            latest.insert(f.person_id, f);
+        }
+    }
+    for f in latest.values() {
+        match f.group {
+            LifeGroup::IbuHamil => {
+                if let Some(muac) = f.muac_mm {
+                    row.pregnant_kek.of += 1;
+                    row.pregnant_kek.n += u64::from(muac < 235);
+                }
+            }
+            LifeGroup::UsiaProduktif | LifeGroup::Lansia => {
+                if let (Some(sys), Some(dia)) = (f.bp_systolic, f.bp_diastolic) {
+                    row.adults_high_bp.of += 1;
+                    row.adults_high_bp.n += u64::from(sys >= 140 || dia >= 90);
+                }
+            }
+            _ => {}
+        }
+    }
+    row
+}
+
+fn overdue_doses<'a>(age_months: i64, given: &'a BTreeSet<&str>) -> impl Iterator<Item = &'static str> + 'a {
+    SCHEDULE
+        .iter()
+        .filter(move |(dose, due)| age_months >= due + OVERDUE_GRACE_MONTHS && !given.contains(dose))
+        .map(|(dose, _)| *dose)
+}
+
+/// Children under five at month end with doses overdue, per posyandu, for home visits.
+pub fn overdue(month: Month, facts: &[VisitFact]) -> Vec<Overdue> {
+    let end = month.last_day();
+    let mut children: BTreeMap<(PosyanduId, PersonId), (&VisitFact, BTreeSet<&str>)> = BTreeMap::new();
+    for f in facts.iter().filter(|f| f.session_date <= end && is_balita(f.birth_date, end)) {
+        let entry = children.entry((f.posyandu.clone(), f.person_id)).or_insert_with(|| (f, BTreeSet::new()));
+        if entry.0.session_date < f.session_date {
+            entry.0 = f;
+        }
+        entry.1.extend(f.immunisations.iter().map(String::as_str));
+    }
+    children
+        .into_iter()
+        .filter_map(|((posyandu, person_id), (f, given))| {
+            let months = age_months(f.birth_date, end);
+            let doses: Vec<&'static str> = overdue_doses(months, &given).collect();
+            (!doses.is_empty()).then(|| Overdue {
+                posyandu,
+                person_id,
+                name: f.name.clone(),
+                birth_date: format_date(f.birth_date),
+                age_months: months,
+                doses,
+            })
+        })
+        .collect()
+}
+
+/// CSV of monthly rows (`unit` first), with the ratios as percentages.
+pub fn monthly_csv(rows: &[(String, String, MonthlyRow)]) -> String {
+    let mut out = String::from(
+        "unit,name,S,K,D,N,T,O,D/S %,N/D %,stunting %,severe stunting %,wasting %,underweight %,overweight %,\
+         basic immunisation 12-23m %,children with overdue doses,pregnant KEK %,adults high BP %\n",
+    );
+    let pct = |r: Ratio| r.percent().map(|p| format!("{p:.1}")).unwrap_or_default();
+    for (unit, name, r) in rows {
+        let name = name.replace('"', "\"\"");
+        out.push_str(&format!(
+            "{unit},\"{name}\",{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}\n",
+            r.s,
+            r.k,
+            r.d,
+            r.n,
+            r.t,
+            r.o,
+            pct(r.d_over_s()),
+            pct(r.n_over_d()),
+            pct(r.stunting),
+            pct(r.severe_stunting),
+            pct(r.wasting),
+            pct(r.underweight),
+            pct(r.overweight),
+            pct(r.basic_immunisation_12_23m),
+            r.children_with_overdue_doses,
+            pct(r.pregnant_kek),
+            pct(r.adults_high_bp),
+        ));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use time::macros::date;
+
+    #[test]
+    fn months_know_their_neighbours() {
+        let m = Month::parse("2026-01").expect("month");
+        assert_eq!(m.previous().to_string(), "2025-12");
+        assert_eq!(m.next().to_string(), "2026-02");
+        assert_eq!(m.last_day(), date!(2026 - 01 - 31));
+        assert_eq!(Month::parse("2024-02").expect("m").last_day(), date!(2024 - 02 - 29));
+        assert!(Month::parse("2026-13").is_none());
+    }
+
+    #[test]
+    fn ratios_roll_up_by_summing() {
+        let mut a = Ratio { n: 1, of: 4 };
+        a.add(Ratio { n: 3, of: 4 });
+        assert_eq!(a.percent(), Some(50.0));
+        assert_eq!(Ratio::default().percent(), None);
+    }
+
+    #[test]
+    fn overdue_doses_follow_the_schedule_with_grace() {
+        let given: BTreeSet<&str> = ["HB0", "BCG", "OPV-1"].into_iter().collect();
+        let at_3m: Vec<_> = overdue_doses(3, &given).collect();
+        assert_eq!(at_3m, vec!["DPT-HB-Hib-1", "OPV-2", "PCV-1", "RV-1"]);
+        assert!(overdue_doses(2, &given).next().is_none(), "due at 2 months, overdue only after 3");
+    }
+}
