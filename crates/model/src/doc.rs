@@ -474,11 +474,8 @@ fn read_visit(doc: &Automerge, key: &str, v: &ObjId) -> Result<Visit, DocError> 
 pub fn register_person(doc: &mut Automerge, person: &Person, now: i64) -> Result<(), DocError> {
     let people = collection(doc, DocKind::Registry)?;
     Field::Name.validate(&FieldValue::Text(person.name.clone())).map_err(DocError::Invalid)?;
-    if let Some(nik) = &person.nik
-        && (nik.len() != 16 || !nik.bytes().all(|b| b.is_ascii_digit()))
-    {
-        return Err(DocError::Invalid("nik must be 16 digits".into()));
-    }
+    let today = time::OffsetDateTime::from_unix_timestamp(now).map_or(time::Date::MAX, |t| t.date());
+    person.check(today).map_err(DocError::Invalid)?;
     let mut tx = doc.transaction();
     upgrade_in(&mut tx)?;
     let p = tx.put_object(&people, person.person_id.to_string(), ObjType::Map)?;
@@ -486,9 +483,21 @@ pub fn register_person(doc: &mut Automerge, person: &Person, now: i64) -> Result
     tx.put(&p, "sex", person.sex.code())?;
     tx.put(&p, "birth_date", format_date(person.birth_date))?;
     tx.put(&p, "mother_name", person.mother_name.as_str())?;
-    if let Some(nik) = &person.nik {
-        tx.put(&p, "nik", nik.as_str())?;
+    for (key, value) in [("nik", &person.nik), ("mother_nik", &person.mother_nik)] {
+        if let Some(v) = value {
+            tx.put(&p, key, v.as_str())?;
+        }
     }
+    if !person.address.is_empty() {
+        tx.put(&p, "address", person.address.as_str())?;
+    }
+    for (key, value) in [("rt", person.rt), ("rw", person.rw)] {
+        if let Some(v) = value {
+            tx.put(&p, key, v)?;
+        }
+    }
+    tx.put(&p, "pregnant", person.pregnant)?;
+    tx.put(&p, "kia_book", person.kia_book)?;
     tx.put(&p, "registered_by", person.registered_by.to_string())?;
     tx.put(&p, "registered_at", ScalarValue::Timestamp(person.registered_at))?;
     tx.commit_with(commit_opts(now));
@@ -514,6 +523,12 @@ pub fn people(doc: &Automerge) -> Result<Vec<Person>, DocError> {
                 .ok_or_else(|| DocError::Layout("person without birth_date".into()))?,
             mother_name: get_str(doc, &p, "mother_name")?.unwrap_or_default(),
             nik: get_str(doc, &p, "nik")?,
+            mother_nik: get_str(doc, &p, "mother_nik")?,
+            address: get_str(doc, &p, "address")?.unwrap_or_default(),
+            rt: get_int(doc, &p, "rt")?,
+            rw: get_int(doc, &p, "rw")?,
+            pregnant: matches!(get_scalar(doc, &p, "pregnant")?, Some(FieldValue::Bool(true))),
+            kia_book: matches!(get_scalar(doc, &p, "kia_book")?, Some(FieldValue::Bool(true))),
             registered_by: parse_uuid_field::<DeviceId>(doc, &p, "registered_by")?,
             registered_at: get_int(doc, &p, "registered_at")?.unwrap_or_default(),
         });

@@ -175,8 +175,57 @@ pub struct Person {
     pub mother_name: String,
     /// National id (NIK), 16 digits, when known.
     pub nik: Option<String>,
+    /// The mother's NIK: how a newborn without its own NIK is identified.
+    pub mother_nik: Option<String>,
+    /// Street, hamlet (dusun) or house description, down to the RT/RW below.
+    pub address: String,
+    /// Rukun Tetangga and Rukun Warga numbers.
+    pub rt: Option<i64>,
+    pub rw: Option<i64>,
+    /// Pregnant now (makes the person an `IbuHamil` whatever the age group).
+    pub pregnant: bool,
+    /// Holds a KIA book / growth card (K of SKDN).
+    pub kia_book: bool,
     pub registered_by: DeviceId,
     pub registered_at: i64,
+}
+
+impl Person {
+    /// The person's life-cycle group on `on`: pregnancy first, else by age.
+    pub fn group(&self, on: time::Date) -> LifeGroup {
+        if self.pregnant && self.sex == Sex::Female {
+            LifeGroup::IbuHamil
+        } else {
+            LifeGroup::by_age(self.birth_date, on)
+        }
+    }
+
+    /// What makes a registration impossible: malformed NIKs, RT/RW out of range, a child
+    /// identified by neither its own NIK nor its mother's, a birth date after `today`.
+    pub fn check(&self, today: time::Date) -> Result<(), String> {
+        let nik_ok = |n: &str| n.len() == 16 && n.bytes().all(|b| b.is_ascii_digit());
+        if self.nik.as_deref().is_some_and(|n| !nik_ok(n)) {
+            return Err("nik must be 16 digits / NIK harus 16 angka".into());
+        }
+        if self.mother_nik.as_deref().is_some_and(|n| !nik_ok(n)) {
+            return Err("mother_nik must be 16 digits / NIK ibu harus 16 angka".into());
+        }
+        if self.birth_date > today {
+            return Err("birth_date is in the future / tanggal lahir di masa depan".into());
+        }
+        if self.nik.is_none() && self.mother_nik.is_none() && age_months(self.birth_date, today) < 17 * 12 {
+            return Err("a child needs its NIK or its mother's NIK / anak perlu NIK sendiri atau NIK ibu".into());
+        }
+        for (what, v) in [("rt", self.rt), ("rw", self.rw)] {
+            if v.is_some_and(|n| !(1..=999).contains(&n)) {
+                return Err(format!("{what} must be 1-999 / {} harus 1-999", what.to_uppercase()));
+            }
+        }
+        if self.address.chars().count() > 500 {
+            return Err("address is longer than 500 characters / alamat lebih dari 500 huruf".into());
+        }
+        Ok(())
+    }
 }
 
 /// The editable fields of a visit: the unit of a field-level edit and of a conflict.
@@ -218,6 +267,8 @@ pub enum Field {
     Srq20Score,
     /// Elderly daily-living independence (Barthel ADL index), 0-20.
     AdlScore,
+    /// Step 5 of the posyandu day: counselling given (nutrition, feeding, health).
+    Counselled,
 }
 
 /// How a field's value is typed in the document.
@@ -234,7 +285,7 @@ pub enum FieldKind {
 
 impl Field {
     /// Fields held in [`Visit::services`] (schema 2), not in named struct members.
-    pub const SERVICES: [Field; 17] = [
+    pub const SERVICES: [Field; 18] = [
         Field::GrowthCard,
         Field::Oedema,
         Field::ExclusiveBf,
@@ -252,9 +303,10 @@ impl Field {
         Field::PumaScore,
         Field::Srq20Score,
         Field::AdlScore,
+        Field::Counselled,
     ];
 
-    pub const ALL: [Field; 28] = [
+    pub const ALL: [Field; 29] = [
         Field::Name,
         Field::Sex,
         Field::BirthDate,
@@ -283,6 +335,7 @@ impl Field {
         Field::PumaScore,
         Field::Srq20Score,
         Field::AdlScore,
+        Field::Counselled,
     ];
 
     /// The key of this field in the visit's Automerge map. Part of the document format.
@@ -316,6 +369,7 @@ impl Field {
             Field::PumaScore => "puma_score",
             Field::Srq20Score => "srq20_score",
             Field::AdlScore => "adl_score",
+            Field::Counselled => "counselled",
         }
     }
 
@@ -343,7 +397,8 @@ impl Field {
             | Field::ExclusiveBf
             | Field::Deworming
             | Field::Referred
-            | Field::TbSymptoms => FieldKind::Bool,
+            | Field::TbSymptoms
+            | Field::Counselled => FieldKind::Bool,
             Field::GestationalWeeks => FieldKind::Int { min: 1, max: 45 },
             Field::BpSystolic => FieldKind::Int { min: 50, max: 300 },
             Field::BpDiastolic => FieldKind::Int { min: 20, max: 200 },

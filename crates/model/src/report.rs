@@ -214,11 +214,19 @@ pub struct Overdue {
     pub doses: Vec<&'static str>,
 }
 
+/// A person in a posyandu's registry, as the reports need them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RegisteredPerson {
+    pub posyandu: PosyanduId,
+    pub person_id: PersonId,
+    pub birth_date: time::Date,
+    pub kia_book: bool,
+}
+
 /// What the report functions need beyond the facts: who is registered.
 #[derive(Clone, Debug, Default)]
 pub struct Registered {
-    /// Balita in a posyandu's registry: (posyandu, person, birth date).
-    pub people: Vec<(PosyanduId, PersonId, time::Date)>,
+    pub people: Vec<RegisteredPerson>,
 }
 
 /// The monthly row of every posyandu that has facts or registered people, for `month`.
@@ -234,11 +242,10 @@ pub fn monthly(month: Month, facts: &[VisitFact], registered: &Registered) -> BT
     }
     let mut out = BTreeMap::new();
     let posyandu: BTreeSet<&PosyanduId> =
-        by_posyandu.keys().copied().chain(registered.people.iter().map(|(p, _, _)| p)).collect();
+        by_posyandu.keys().copied().chain(registered.people.iter().map(|r| &r.posyandu)).collect();
     for p in posyandu {
         let facts = by_posyandu.get(p).map(Vec::as_slice).unwrap_or(&[]);
-        let reg: Vec<(PersonId, time::Date)> =
-            registered.people.iter().filter(|(q, _, _)| q == p).map(|(_, id, b)| (*id, *b)).collect();
+        let reg: Vec<&RegisteredPerson> = registered.people.iter().filter(|r| &r.posyandu == p).collect();
         out.insert(p.clone(), posyandu_row(month, facts, &reg));
     }
     out
@@ -248,18 +255,22 @@ fn is_balita(birth: time::Date, on: time::Date) -> bool {
     birth <= on && age_months(birth, on) < 60
 }
 
-fn posyandu_row(month: Month, facts: &[&VisitFact], registered: &[(PersonId, time::Date)]) -> MonthlyRow {
+fn posyandu_row(month: Month, facts: &[&VisitFact], registered: &[&RegisteredPerson]) -> MonthlyRow {
     let end = month.last_day();
     let prev = month.previous();
     let mut row = MonthlyRow::default();
     // S: balita registered here or seen here in the last 12 months, under five at month end.
     let mut s: BTreeMap<PersonId, time::Date> =
-        registered.iter().filter(|(_, b)| is_balita(*b, end)).map(|(id, b)| (*id, *b)).collect();
+        registered.iter().filter(|r| is_balita(r.birth_date, end)).map(|r| (r.person_id, r.birth_date)).collect();
     for f in facts.iter().filter(|f| f.group == LifeGroup::Balita && is_balita(f.birth_date, end)) {
         s.entry(f.person_id).or_insert(f.birth_date);
     }
     row.s = s.len() as u64;
-    row.k = s.keys().filter(|id| facts.iter().any(|f| f.person_id == **id && f.growth_card)).count() as u64;
+    let has_card = |id: &PersonId| {
+        registered.iter().any(|r| r.person_id == *id && r.kia_book)
+            || facts.iter().any(|f| f.person_id == *id && f.growth_card)
+    };
+    row.k = s.keys().filter(|id| has_card(id)).count() as u64;
 
     // The latest weighing of each child this month and last month.
     let weighed = |m: Month| -> BTreeMap<PersonId, &VisitFact> {
@@ -451,6 +462,63 @@ mod tests {
         a.add(Ratio { n: 3, of: 4 });
         assert_eq!(a.percent(), Some(50.0));
         assert_eq!(Ratio::default().percent(), None);
+    }
+
+    fn kid(p: &PosyanduId, id: PersonId, on: time::Date, weight_g: i64) -> VisitFact {
+        VisitFact {
+            posyandu: p.clone(),
+            session_date: on,
+            person_id: id,
+            name: "Anak".into(),
+            sex: Sex::Female,
+            birth_date: date!(2025 - 11 - 02),
+            group: LifeGroup::Balita,
+            weight_g: Some(weight_g),
+            length_mm: Some(745),
+            lying: Some(true),
+            muac_mm: None,
+            oedema: false,
+            growth_card: false,
+            bp_systolic: None,
+            bp_diastolic: None,
+            immunisations: vec![],
+        }
+    }
+
+    /// A small posyandu month worked by hand: the registry counts in S and K, KBM splits N/T.
+    #[test]
+    fn skdn_by_hand_and_its_csv() {
+        let p: PosyanduId = "melati-01".parse().expect("id");
+        let (a, b, c, d) =
+            (PersonId::new_random(), PersonId::new_random(), PersonId::new_random(), PersonId::new_random());
+        let (oct, nov) = (date!(2026 - 10 - 10), date!(2026 - 11 - 10));
+        let facts = vec![
+            kid(&p, a, oct, 9_000),
+            kid(&p, a, nov, 9_250), // +250 g at 12 months: KBM 200 -> N
+            kid(&p, b, oct, 9_000),
+            kid(&p, b, nov, 9_100), // +100 g -> T
+            kid(&p, c, nov, 8_800), // first weighing -> O
+        ];
+        // d is registered, has a KIA book, and did not come.
+        let registered = Registered {
+            people: vec![RegisteredPerson {
+                posyandu: p.clone(),
+                person_id: d,
+                birth_date: date!(2024 - 05 - 01),
+                kia_book: true,
+            }],
+        };
+        let month = Month::parse("2026-11").expect("m");
+        let rows = monthly(month, &facts, &registered);
+        let r = &rows[&p];
+        assert_eq!((r.s, r.k, r.d, r.n, r.t, r.o), (4, 1, 3, 1, 1, 1));
+        assert_eq!(r.d_over_s().percent(), Some(75.0));
+        assert_eq!(r.n_over_d().percent(), Some(33.3));
+        let csv = monthly_csv(&[(p.to_string(), "Posyandu \"Melati\" 1".into(), r.clone())]);
+        insta::assert_snapshot!(csv, @r#"
+        unit,name,S,K,D,N,T,O,D/S %,N/D %,stunting %,severe stunting %,wasting %,underweight %,overweight %,basic immunisation 12-23m %,children with overdue doses,pregnant KEK %,adults high BP %
+        melati-01,"Posyandu ""Melati"" 1",4,1,3,1,1,1,75.0,33.3,0.0,0.0,0.0,0.0,0.0,0.0,4,,
+        "#);
     }
 
     #[test]

@@ -141,11 +141,64 @@ pub fn check_visit(v: &Visit, session_date: time::Date, previous: Option<&Previo
     }
     if v.group == LifeGroup::Balita {
         check_growth(v, session_date, &mut out);
+        check_vitamin_a(v, session_date, &mut out);
+    }
+    for antigen in v.immunisations.keys() {
+        let known = crate::report::SCHEDULE.iter().any(|(d, _)| d == antigen)
+            || KNOWN_EXTRA_ANTIGENS.contains(&antigen.as_str());
+        if !known {
+            out.push(Issue::new(
+                Severity::Warning,
+                Field::Notes,
+                "unknown_antigen",
+                format!("Kode imunisasi {antigen:?} tidak ada di jadwal nasional"),
+                format!("Immunisation code {antigen:?} is not in the national schedule"),
+            ));
+        }
     }
     if let Some(prev) = previous {
         check_change(v, session_date, prev, &mut out);
     }
     out
+}
+
+/// Antigens given outside the routine schedule table: JE where endemic, and catch-up codes.
+const KNOWN_EXTRA_ANTIGENS: [&str; 3] = ["JE", "HPV-1", "HPV-2"];
+
+/// Vitamin A: from 6 months, blue capsule (100,000 IU) at 6-11 months, red (200,000 IU) at
+/// 12-59 months, in the February and August rounds.
+fn check_vitamin_a(v: &Visit, on: time::Date, out: &mut Vec<Issue>) {
+    let Some(capsule) = v.vitamin_a else { return };
+    let months = age_months(v.birth_date, on);
+    if months < 6 {
+        out.push(Issue::new(
+            Severity::Error,
+            Field::VitaminA,
+            "vitamin_a_too_young",
+            "Vitamin A tidak diberikan sebelum umur 6 bulan".into(),
+            "Vitamin A is not given before 6 months of age".into(),
+        ));
+        return;
+    }
+    let right = if months < 12 { crate::record::VitaminA::Blue } else { crate::record::VitaminA::Red };
+    if capsule != right {
+        out.push(Issue::new(
+            Severity::Warning,
+            Field::VitaminA,
+            "vitamin_a_wrong_capsule",
+            format!("Umur {months} bulan mendapat kapsul {}, bukan {}", capsule.code(), right.code()),
+            format!("At {months} months the capsule is {}, not {}", right.code(), capsule.code()),
+        ));
+    }
+    if !matches!(on.month(), time::Month::February | time::Month::August) {
+        out.push(Issue::new(
+            Severity::Warning,
+            Field::VitaminA,
+            "vitamin_a_outside_round",
+            "Vitamin A biasanya diberikan pada bulan Februari dan Agustus".into(),
+            "Vitamin A is normally given in the February and August rounds".into(),
+        ));
+    }
 }
 
 /// A child's measurements against the WHO standards: beyond WHO's implausibility limits is an

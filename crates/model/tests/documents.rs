@@ -208,3 +208,47 @@ fn concurrent_equal_values_are_agreement_not_conflict() {
     doc::set_visit_field(&mut c, v.visit_id, Field::WeightG, &FieldValue::Int(8800), 5).expect("c");
     assert_eq!(conflicts(&merged(&b, &c)).expect("c").len(), 1, "different values still conflict");
 }
+
+#[test]
+fn people_carry_nik_or_their_mothers_address_and_group() {
+    let by = DeviceId::new_random();
+    let mut reg = doc::genesis(&DocMeta::registry("melati-01".parse().expect("id")), by.actor()).expect("genesis");
+    let now = 1_795_395_600; // 2026-11-23
+    let baby = posync_model::Person {
+        person_id: PersonId::new_random(),
+        name: "Bayi Ny. Euis".into(),
+        sex: Sex::Male,
+        birth_date: time::macros::date!(2026 - 10 - 30),
+        mother_name: "Euis Nurhayati".into(),
+        nik: None,
+        mother_nik: Some("3279014501900001".into()),
+        address: "Dusun Sukamaju".into(),
+        rt: Some(2),
+        rw: Some(5),
+        pregnant: false,
+        kia_book: true,
+        registered_by: by,
+        registered_at: now,
+    };
+    doc::register_person(&mut reg, &baby, now).expect("a newborn with the mother's NIK");
+    let read = doc::people(&reg).expect("people");
+    assert_eq!(read, vec![baby.clone()]);
+    assert_eq!(baby.group(DAY), posync_model::LifeGroup::Balita);
+
+    let refused = |p: posync_model::Person| doc::register_person(&mut reg.clone(), &p, now).is_err();
+    assert!(refused(posync_model::Person { mother_nik: None, ..baby.clone() }), "a child needs a NIK or the mother's");
+    assert!(refused(posync_model::Person { mother_nik: Some("32790145".into()), ..baby.clone() }), "16 digits");
+    assert!(refused(posync_model::Person { rt: Some(0), ..baby.clone() }), "RT 1-999");
+    assert!(refused(posync_model::Person { birth_date: time::macros::date!(2027 - 01 - 01), ..baby.clone() }));
+    let mother = posync_model::Person {
+        name: "Euis Nurhayati".into(),
+        sex: Sex::Female,
+        birth_date: time::macros::date!(1998 - 04 - 12),
+        nik: Some("3279014501900001".into()),
+        mother_nik: None,
+        pregnant: true,
+        ..baby
+    };
+    assert_eq!(mother.group(DAY), posync_model::LifeGroup::IbuHamil);
+    assert_eq!(posync_model::Person { pregnant: false, ..mother }.group(DAY), posync_model::LifeGroup::UsiaProduktif);
+}

@@ -96,6 +96,12 @@ pub struct NewPerson {
     pub birth_date: time::Date,
     pub mother_name: String,
     pub nik: Option<String>,
+    pub mother_nik: Option<String>,
+    pub address: String,
+    pub rt: Option<i64>,
+    pub rw: Option<i64>,
+    pub pregnant: bool,
+    pub kia_book: bool,
 }
 
 /// A visit as the app's screens list it.
@@ -317,6 +323,12 @@ impl Replica {
             birth_date: p.birth_date,
             mother_name: p.mother_name,
             nik: p.nik,
+            mother_nik: p.mother_nik,
+            address: p.address,
+            rt: p.rt,
+            rw: p.rw,
+            pregnant: p.pregnant,
+            kia_book: p.kia_book,
             registered_by: self.device,
             registered_at: now,
         };

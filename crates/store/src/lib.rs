@@ -18,9 +18,7 @@ pub use error::StoreError;
 pub use sqlite::SqliteStore;
 
 use async_trait::async_trait;
-use posync_model::{
-    DeviceId, DocId, DocKind, Heads, HierarchyFile, PersonId, PosyanduId, Scope, Unit, UserId, UserSpec,
-};
+use posync_model::{DeviceId, DocId, DocKind, Heads, HierarchyFile, PosyanduId, Scope, Unit, UserId, UserSpec};
 use posync_proto::{DocAck, DocPull, DocPush};
 
 /// What the server records about a document, independent of its content.
@@ -157,8 +155,8 @@ pub trait Store: Send + Sync + 'static {
         to: time::Date,
     ) -> Result<Vec<posync_model::report::VisitFact>, StoreError>;
 
-    /// People in the registries of posyandu in `scope`: (posyandu, person, birth date).
-    async fn registered_people(&self, scope: Scope) -> Result<Vec<(PosyanduId, PersonId, time::Date)>, StoreError>;
+    /// People in the registries of posyandu in `scope`.
+    async fn registered_people(&self, scope: Scope) -> Result<Vec<posync_model::report::RegisteredPerson>, StoreError>;
 
     /// Audit entries with `seq > after`, oldest first, at most `limit`.
     async fn audit_log(&self, after: u64, limit: usize) -> Result<Vec<AuditRecord>, StoreError>;

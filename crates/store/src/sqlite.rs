@@ -126,7 +126,15 @@ ALTER TABLE visits ADD COLUMN tb_symptoms INTEGER;
 ALTER TABLE visits ADD COLUMN puma_score INTEGER;
 ALTER TABLE visits ADD COLUMN srq20_score INTEGER;
 ALTER TABLE visits ADD COLUMN adl_score INTEGER;
+ALTER TABLE visits ADD COLUMN counselled INTEGER;
 CREATE INDEX visits_group ON visits(posyandu, life_group, session_date);
+ALTER TABLE people ADD COLUMN mother_nik TEXT;
+ALTER TABLE people ADD COLUMN address TEXT NOT NULL DEFAULT '';
+ALTER TABLE people ADD COLUMN rt INTEGER;
+ALTER TABLE people ADD COLUMN rw INTEGER;
+ALTER TABLE people ADD COLUMN pregnant INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE people ADD COLUMN kia_book INTEGER NOT NULL DEFAULT 0;
+CREATE INDEX people_posyandu ON people(posyandu);
 "#;
 
 /// A service value as a SQL value: booleans as 0/1.
@@ -440,8 +448,9 @@ fn write_projection(tx: &Transaction<'_>, doc_s: &str, posyandu: &str, p: &Proje
         Projection::People(people) => {
             tx.execute("DELETE FROM people WHERE doc_id = ?1", [doc_s])?;
             let mut ins = tx.prepare_cached(
-                "INSERT INTO people (person_id, doc_id, posyandu, name, sex, birth_date, mother_name, nik, registered_by, registered_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                "INSERT INTO people (person_id, doc_id, posyandu, name, sex, birth_date, mother_name, nik, registered_by,
+                    registered_at, mother_nik, address, rt, rw, pregnant, kia_book)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
             )?;
             for p in people {
                 ins.execute(params![
@@ -455,6 +464,12 @@ fn write_projection(tx: &Transaction<'_>, doc_s: &str, posyandu: &str, p: &Proje
                     p.nik,
                     p.registered_by.to_string(),
                     p.registered_at,
+                    p.mother_nik,
+                    p.address,
+                    p.rt,
+                    p.rw,
+                    p.pregnant,
+                    p.kia_book,
                 ])?;
             }
         }
@@ -749,23 +764,27 @@ impl Store for SqliteStore {
         self.read(move |conn| report_facts(conn, &scope, from, to)).await
     }
 
-    async fn registered_people(
-        &self,
-        scope: Scope,
-    ) -> Result<Vec<(posync_model::PosyanduId, posync_model::PersonId, time::Date)>, StoreError> {
+    async fn registered_people(&self, scope: Scope) -> Result<Vec<posync_model::report::RegisteredPerson>, StoreError> {
         self.read(move |conn| {
             let mut stmt = conn.prepare_cached(
-                "SELECT posyandu, person_id, birth_date FROM people
+                "SELECT posyandu, person_id, birth_date, kia_book FROM people
                  WHERE posyandu IN (SELECT value FROM json_each(?1))",
             )?;
             let rows = stmt
                 .query_map([scope_list(&scope)], |r| {
-                    Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?))
+                    Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?, r.get::<_, bool>(3)?))
                 })?
                 .collect::<Result<Vec<_>, _>>()?;
             Ok(rows
                 .into_iter()
-                .filter_map(|(p, id, b)| Some((p.parse().ok()?, id.parse().ok()?, parse_date(&b)?)))
+                .filter_map(|(p, id, b, kia_book)| {
+                    Some(posync_model::report::RegisteredPerson {
+                        posyandu: p.parse().ok()?,
+                        person_id: id.parse().ok()?,
+                        birth_date: parse_date(&b)?,
+                        kia_book,
+                    })
+                })
                 .collect())
         })
         .await

@@ -234,7 +234,7 @@ impl Generator {
             head_circ_mm: (age_days < 731).then_some(head_circ_mm),
             muac_mm: (age_days > 180).then_some(muac_mm),
             immunisations,
-            vitamin_a: (age_days > 180).then_some(if age_days < 365 { VitaminA::Blue } else { VitaminA::Red }),
+            vitamin_a: (age_days > 190).then_some(if age_days < 365 { VitaminA::Blue } else { VitaminA::Red }),
             notes: String::new(),
             group: None,
             services: Default::default(),
