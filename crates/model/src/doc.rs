@@ -1,10 +1,14 @@
 //! The Automerge layout of posync documents, and typed reads and writes on it.
 //!
-//! Layout (schema 1):
+//! Layout (schema 2):
 //! ```text
-//! session:  { schema: 1, kind: "session",  posyandu, date, visits: { <visit_id>: {field: value, immunisations: {antigen: date}} } }
-//! registry: { schema: 1, kind: "registry", posyandu,       people: { <person_id>: {field: value} } }
+//! session:  { schema, kind: "session",  posyandu, date, visits: { <visit_id>: {field: value, immunisations: {antigen: date}} } }
+//! registry: { schema, kind: "registry", posyandu,       people: { <person_id>: {field: value} } }
 //! ```
+//! Visit keys are [`Field::key`]s; schema 2 added `group` and the group services
+//! ([`Field::SERVICES`]). Person keys: name, sex, birth_date, mother_name, nik, mother_nik,
+//! address, rt, rw, pregnant, kia_book. `schema` is written 1 by the frozen genesis change and
+//! raised by [`upgrade`], which every edit runs first.
 //! Every document starts with a *genesis* change made by an actor derived from the document id
 //! at time 0. It is byte-identical on every phone, so two kader who open the same posyandu day
 //! offline create the same root objects and their visits merge instead of hiding each other.
