@@ -34,6 +34,77 @@ impl FieldConflict {
     pub fn path(&self) -> String {
         format!("{}/{}/{}", self.collection, self.record_id, self.field)
     }
+
+    pub fn policy(&self) -> Policy {
+        policy_for(&self.field)
+    }
+
+    /// A stable id for this field's conflict: the same field conflicting again gets the same id.
+    pub fn id(&self, doc: crate::DocId) -> uuid::Uuid {
+        uuid::Uuid::new_v5(&CONFLICT_NAMESPACE, format!("{doc}/{}", self.path()).as_bytes())
+    }
+}
+
+const CONFLICT_NAMESPACE: uuid::Uuid = uuid::Uuid::from_u128(0x6c0f_11c7_5e2a_4d1b_9a77_3c0d_e5f1_a2b3);
+
+/// What happens when a field holds concurrent values.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Policy {
+    /// Clinically significant: open for a person to decide; the record shows "under review".
+    Review,
+    /// Free text and bookkeeping: Automerge's deterministic winner stands; logged only.
+    Auto,
+}
+
+/// The policy table: one line per field, read by the server's index and the device alike.
+/// Immunisations (`immunisations/<antigen>`) are reviewed: a dose recorded twice with two
+/// dates is a question about the child's schedule.
+pub fn policy_for(field: &str) -> Policy {
+    use crate::record::Field as F;
+    if field.starts_with("immunisations/") {
+        return Policy::Review;
+    }
+    match F::from_key(field) {
+        Some(
+            F::WeightG
+            | F::LengthMm
+            | F::Lying
+            | F::HeadCircMm
+            | F::MuacMm
+            | F::BirthDate
+            | F::Sex
+            | F::Name
+            | F::Group
+            | F::VitaminA
+            | F::Oedema
+            | F::GestationalWeeks
+            | F::BpSystolic
+            | F::BpDiastolic
+            | F::IronTablets
+            | F::HbGL
+            | F::BloodSugarMgDl
+            | F::WaistMm
+            | F::DangerSigns
+            | F::Referred,
+        ) => Policy::Review,
+        Some(
+            F::Notes
+            | F::GrowthCard
+            | F::ExclusiveBf
+            | F::Deworming
+            | F::TbSymptoms
+            | F::PumaScore
+            | F::Srq20Score
+            | F::AdlScore
+            | F::Counselled,
+        ) => Policy::Auto,
+        // Person fields and anything this build does not know: a person decides.
+        None => match field {
+            "mother_name" | "address" | "rt" | "rw" | "kia_book" | "registered_at" | "recorded_at" => Policy::Auto,
+            _ => Policy::Review,
+        },
+    }
 }
 
 /// Every conflicted field of a document, in key order.

@@ -16,7 +16,7 @@ pub mod ids;
 pub mod record;
 pub mod report;
 
-pub use conflict::{FieldConflict, conflicts};
+pub use conflict::{FieldConflict, Policy, conflicts, policy_for};
 pub use doc::{DocError, DocKind, DocMeta};
 pub use heads::Heads;
 pub use hierarchy::{HierarchyError, HierarchyFile, Unit, UnitKind, UserSpec};

@@ -421,9 +421,15 @@ impl Replica {
         Ok(ids.into_iter().filter_map(|s| s.parse().ok()).collect())
     }
 
-    /// Fields of a document with concurrent values ("under review").
+    /// Fields of a document with concurrent values, whatever their policy.
     pub fn conflicts(&self, id: DocId) -> Result<Vec<FieldConflict>, ReplicaError> {
         Ok(conflicts(&self.doc(id)?)?)
+    }
+
+    /// Fields of a document "under review": concurrent values of a field whose policy sends
+    /// it to a person (the app shows the record as such until someone decides).
+    pub fn under_review(&self, id: DocId) -> Result<Vec<FieldConflict>, ReplicaError> {
+        Ok(self.conflicts(id)?.into_iter().filter(|c| c.policy() == posync_model::Policy::Review).collect())
     }
 
     /// Documents with changes the server has not acknowledged and that the next sync will push.
@@ -699,7 +705,8 @@ fn save_doc(tx: &Transaction<'_>, id: DocId, am: &Automerge, local: bool) -> Res
 fn project_visits(tx: &Transaction<'_>, doc_s: &str, meta: &DocMeta, am: &Automerge) -> Result<(), ReplicaError> {
     let date = meta.date.map(format_date).unwrap_or_default();
     let mut conflicted: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    for c in conflicts(am)? {
+    // "Under review" on screen: fields whose policy sends them to a person.
+    for c in conflicts(am)?.into_iter().filter(|c| c.policy() == posync_model::Policy::Review) {
         conflicted.entry(c.record_id).or_default().push(c.field);
     }
     tx.execute("DELETE FROM visits WHERE doc_id = ?1", [doc_s])?;

@@ -6,6 +6,7 @@
 
 pub mod admin;
 pub mod auth;
+pub mod conflicts;
 mod error;
 pub mod reports;
 mod routes;

@@ -26,6 +26,8 @@ pub struct AppState {
     admin: AdminService,
     keys: Arc<TokenKeys>,
     clock: Clock,
+    /// Names this server in the actor of its own document changes (resolutions).
+    instance: String,
 }
 
 impl AppState {
@@ -35,6 +37,7 @@ impl AppState {
             admin: AdminService::new(store),
             keys: Arc::new(keys),
             clock,
+            instance: std::env::var("POSYNC_INSTANCE").unwrap_or_else(|_| "posync".into()),
         }
     }
 
@@ -64,6 +67,9 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/admin/devices/{id}/revoke", post(admin_revoke))
         .route("/v1/admin/audit", get(admin_audit))
         .route("/v1/reports/monthly", get(report_monthly))
+        .route("/v1/conflicts", get(conflicts_list))
+        .route("/v1/conflicts/{id}", get(conflict_detail))
+        .route("/v1/conflicts/{id}/resolve", post(conflict_resolve))
         .route("/v1/reports/overdue", get(report_overdue))
         .layer(DefaultBodyLimit::max(JSON_BODY_BYTES_MAX));
     Router::new()
@@ -495,4 +501,69 @@ async fn report_overdue(
     } else {
         Json(list).into_response()
     })
+}
+
+// ---- conflicts ----
+
+#[derive(serde::Deserialize)]
+struct ConflictQuery {
+    posyandu: Option<String>,
+    field: Option<String>,
+    policy: Option<String>,
+}
+
+async fn conflicts_list(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    query: Result<axum::extract::Query<ConflictQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Vec<crate::conflicts::ConflictView>>, ApiError> {
+    let who = authenticate(&state, &headers).await?;
+    let axum::extract::Query(q) =
+        query.map_err(|_| ApiError::new(ErrorCode::MalformedBody, "query must be posyandu=&field=&policy="))?;
+    let invalid = |what: &str| ApiError::new(ErrorCode::InvalidRequest, format!("bad {what}"));
+    let filter = posync_store::ConflictFilter {
+        posyandu: q.posyandu.map(|p| p.parse()).transpose().map_err(|_| invalid("posyandu"))?,
+        field: q.field,
+        policy: match q.policy.as_deref() {
+            None | Some("review") => Some(posync_model::Policy::Review),
+            Some("auto") => Some(posync_model::Policy::Auto),
+            Some(_) => return Err(invalid("policy (review or auto)")),
+        },
+    };
+    Ok(Json(crate::conflicts::list(state.store().as_ref(), &who, filter).await?))
+}
+
+async fn conflict_detail(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<crate::conflicts::ConflictView>, ApiError> {
+    let who = authenticate(&state, &headers).await?;
+    let view = crate::conflicts::detail(state.store().as_ref(), &who, &id).await?;
+    let actor = Actor::User { user: who.user.clone(), device: who.device };
+    let detail = serde_json::json!({ "role": who.role, "conflict": view.id, "posyandu": view.posyandu });
+    state
+        .store()
+        .append_audit(AuditEntry::new(state.now(), &actor, AuditAction::RecordRead, &view.doc, detail))
+        .await?;
+    Ok(Json(view))
+}
+
+#[derive(serde::Deserialize)]
+struct ResolveBody {
+    value: posync_model::FieldValue,
+}
+
+async fn conflict_resolve(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<posync_store::ResolvedConflict>, ApiError> {
+    let who = authenticate(&state, &headers).await?;
+    let body: ResolveBody = json_body(body)?;
+    let done =
+        crate::conflicts::resolve(state.store().as_ref(), &who, &state.instance, &id, body.value, state.now()).await?;
+    tracing::info!(user = %who.user, conflict = %id, "conflict resolved");
+    Ok(Json(done))
 }

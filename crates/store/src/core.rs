@@ -4,7 +4,7 @@
 use crate::StoreError;
 use automerge::{Automerge, ReadDoc};
 use posync_model::doc::{self, DocMeta};
-use posync_model::{DocId, DocKind, Heads, Person, PosyanduId, Visit};
+use posync_model::{DocId, DocKind, FieldConflict, FieldValue, Heads, Person, PosyanduId, Visit};
 use posync_proto::DocPush;
 
 /// The relational projection of a document, replaced whole on every merge.
@@ -23,6 +23,8 @@ pub struct Merged {
     pub projection: Option<Projection>,
     /// The heads the device is known to have from now on.
     pub device_heads: Heads,
+    /// Every field of the merged document holding concurrent values (when it changed).
+    pub conflicts: Vec<FieldConflict>,
 }
 
 /// What the server already holds for a pushed document.
@@ -69,12 +71,13 @@ pub fn merge_push(existing: Option<Existing<'_>>, push: &DocPush) -> Result<Merg
     }
     let heads = Heads::new(am.get_heads());
     if heads == before {
-        return Ok(Merged { saved: None, heads, projection: None, device_heads: pushed_heads });
+        return Ok(Merged { saved: None, heads, projection: None, device_heads: pushed_heads, conflicts: Vec::new() });
     }
     let meta = doc::read_meta(&am).map_err(|e| layout_error(id, e))?;
     check_identity(id, &meta, push)?;
     let projection = project(&am, &meta).map_err(|e| layout_error(id, e))?;
-    Ok(Merged { saved: Some(am.save()), heads, projection: Some(projection), device_heads: pushed_heads })
+    let conflicts = posync_model::conflicts(&am).map_err(|e| layout_error(id, e))?;
+    Ok(Merged { saved: Some(am.save()), heads, projection: Some(projection), device_heads: pushed_heads, conflicts })
 }
 
 fn layout_error(doc: DocId, e: posync_model::DocError) -> StoreError {
@@ -124,4 +127,59 @@ pub fn changes_for(
     let delta = am.save_after(&known);
     // A delta larger than the compressed whole document is worth less than the document.
     Ok(Some(if delta.len() > saved.len() { saved.to_vec() } else { delta }))
+}
+
+/// The field a resolution writes.
+#[derive(Clone, Copy, Debug)]
+pub struct Target<'a> {
+    pub collection: &'a str,
+    pub record_id: &'a str,
+    pub field: &'a str,
+}
+
+/// A resolved document: the server's change setting one field, and what follows from it.
+pub struct Resolved {
+    pub saved: Vec<u8>,
+    pub heads: Heads,
+    pub projection: Projection,
+    pub conflicts: Vec<FieldConflict>,
+}
+
+/// Write `value` to the conflicted field as a new change by `actor` (the server's). The change
+/// depends on every concurrent value, so it replaces them all: the conflict clears, and every
+/// replica that syncs gets the decision. A replica that meanwhile edited the same field
+/// offline is concurrent with it again, and a new conflict opens: never a silent overwrite.
+pub fn resolve(
+    doc: DocId,
+    saved: &[u8],
+    target: &Target<'_>,
+    value: &FieldValue,
+    actor: automerge::ActorId,
+    now: i64,
+) -> Result<Resolved, StoreError> {
+    let Target { collection, record_id, field } = *target;
+    let mut am = Automerge::load(saved).map_err(|e| StoreError::Corrupt { doc, reason: e.to_string() })?;
+    am.set_actor(actor);
+    let invalid = |e: posync_model::DocError| StoreError::Invalid(e.to_string());
+    if collection != "visits" {
+        return Err(StoreError::Invalid("only visit fields are resolved here; people are merged as duplicates".into()));
+    }
+    let visit: posync_model::VisitId =
+        record_id.parse().map_err(|_| StoreError::Invalid(format!("visit id {record_id:?}")))?;
+    if let Some(antigen) = field.strip_prefix("immunisations/") {
+        let date = match value {
+            FieldValue::Text(d) => posync_model::record::parse_date(d),
+            _ => None,
+        }
+        .ok_or_else(|| StoreError::Invalid("an immunisation is resolved with its YYYY-MM-DD date".into()))?;
+        doc::give_immunisation(&mut am, visit, antigen, date, now).map_err(invalid)?;
+    } else {
+        let f = posync_model::Field::from_key(field)
+            .ok_or_else(|| StoreError::Invalid(format!("unknown field {field:?}")))?;
+        doc::set_visit_field(&mut am, visit, f, value, now).map_err(invalid)?;
+    }
+    let meta = doc::read_meta(&am).map_err(|e| layout_error(doc, e))?;
+    let projection = project(&am, &meta).map_err(|e| layout_error(doc, e))?;
+    let conflicts = posync_model::conflicts(&am).map_err(|e| layout_error(doc, e))?;
+    Ok(Resolved { saved: am.save(), heads: Heads::new(am.get_heads()), projection, conflicts })
 }

@@ -54,6 +54,46 @@ pub struct PullPage {
     pub more: bool,
 }
 
+/// Which conflicts to list.
+#[derive(Clone, Debug, Default)]
+pub struct ConflictFilter {
+    pub posyandu: Option<PosyanduId>,
+    pub field: Option<String>,
+    /// Default: review only.
+    pub policy: Option<posync_model::Policy>,
+}
+
+/// One value of a conflict and who wrote it.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct ConflictValueRecord {
+    pub value: posync_model::FieldValue,
+    /// The device that wrote it (`None` for a server actor).
+    pub device: Option<DeviceId>,
+    pub winner: bool,
+}
+
+/// An open conflict as indexed.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct ConflictRecord {
+    pub id: String,
+    pub doc: DocId,
+    pub posyandu: PosyanduId,
+    pub collection: String,
+    pub record_id: String,
+    pub field: String,
+    pub policy: posync_model::Policy,
+    pub values: Vec<ConflictValueRecord>,
+    pub opened_at: i64,
+    pub updated_at: i64,
+}
+
+/// What a resolution committed.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct ResolvedConflict {
+    pub doc: DocId,
+    pub seq: u64,
+}
+
 /// Counts for health checks, tests and benchmarks.
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct StoreStats {
@@ -144,6 +184,24 @@ pub trait Store: Send + Sync + 'static {
     async fn device_access(&self, device: DeviceId) -> Result<Option<DeviceAccess>, StoreError>;
 
     async fn append_audit(&self, entry: AuditEntry) -> Result<(), StoreError>;
+
+    // ---- conflicts: indexed after every merge of the documents a sync touched ----
+
+    /// Conflicts of posyandu in `scope`, filtered, oldest first.
+    async fn conflicts(&self, scope: Scope, filter: ConflictFilter) -> Result<Vec<ConflictRecord>, StoreError>;
+
+    async fn conflict(&self, id: String) -> Result<Option<ConflictRecord>, StoreError>;
+
+    /// Write `value` over conflict `id` as a change by the server (`instance` names it), in
+    /// one transaction with the feed, projection, conflict index and `audit`. `NotFound` if
+    /// the conflict is no longer open (resolved meanwhile).
+    async fn resolve_conflict(
+        &self,
+        id: String,
+        value: posync_model::FieldValue,
+        instance: String,
+        audit: AuditEntry,
+    ) -> Result<ResolvedConflict, StoreError>;
 
     // ---- reports, from the relational projection ----
 

@@ -135,6 +135,22 @@ ALTER TABLE people ADD COLUMN rw INTEGER;
 ALTER TABLE people ADD COLUMN pregnant INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE people ADD COLUMN kia_book INTEGER NOT NULL DEFAULT 0;
 CREATE INDEX people_posyandu ON people(posyandu);
+
+-- Fields holding concurrent values, kept current on every merge of a document.
+CREATE TABLE conflicts (
+    conflict_id TEXT PRIMARY KEY,
+    doc_id      TEXT NOT NULL,
+    posyandu    TEXT NOT NULL,
+    collection  TEXT NOT NULL,
+    record_id   TEXT NOT NULL,
+    field       TEXT NOT NULL,
+    policy      TEXT NOT NULL,
+    vals        TEXT NOT NULL,
+    opened_at   INTEGER NOT NULL,
+    updated_at  INTEGER NOT NULL
+);
+CREATE INDEX conflicts_doc ON conflicts(doc_id);
+CREATE INDEX conflicts_scope ON conflicts(posyandu, policy, opened_at);
 "#;
 
 /// A service value as a SQL value: booleans as 0/1.
@@ -372,6 +388,7 @@ fn push_tx(
             if let Some(p) = &merged.projection {
                 write_projection(tx, &doc_s, push.posyandu.as_str(), p)?;
             }
+            write_conflicts(tx, push.doc, push.posyandu.as_str(), &merged.conflicts, now)?;
         }
         if stored.is_none() && merged.saved.is_none() {
             // An empty push for a document nobody has: acknowledge it, record nothing.
@@ -391,6 +408,115 @@ fn push_tx(
         params![device_s, now],
     )?;
     Ok(acks)
+}
+
+/// Replace a document's rows in the conflict index with its current conflicts; a conflict
+/// still open keeps its `opened_at`.
+fn write_conflicts(
+    tx: &Transaction<'_>,
+    doc: DocId,
+    posyandu: &str,
+    conflicts: &[posync_model::FieldConflict],
+    now: i64,
+) -> Result<(), StoreError> {
+    let doc_s = doc.to_string();
+    let ids: Vec<String> = conflicts.iter().map(|c| c.id(doc).to_string()).collect();
+    let keep = serde_json_like_array(&ids.iter().map(String::as_str).collect::<Vec<_>>());
+    tx.execute(
+        "DELETE FROM conflicts WHERE doc_id = ?1 AND conflict_id NOT IN (SELECT value FROM json_each(?2))",
+        params![doc_s, keep],
+    )?;
+    for (c, id) in conflicts.iter().zip(&ids) {
+        let values: Vec<crate::ConflictValueRecord> = c
+            .values
+            .iter()
+            .map(|v| crate::ConflictValueRecord {
+                value: v.value.clone(),
+                device: device_of_actor(&v.actor),
+                winner: v.winner,
+            })
+            .collect();
+        let vals = serde_json::to_string(&values).map_err(|e| StoreError::Backend(e.to_string()))?;
+        let policy = match c.policy() {
+            posync_model::Policy::Review => "review",
+            posync_model::Policy::Auto => "auto",
+        };
+        if c.policy() == posync_model::Policy::Auto {
+            // Logged without values: the winner stands.
+            tracing::info!(doc = %doc_s, field = %c.field, "auto-resolved conflict");
+        }
+        tx.execute(
+            "INSERT INTO conflicts (conflict_id, doc_id, posyandu, collection, record_id, field, policy, vals, opened_at, updated_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9)
+             ON CONFLICT(conflict_id) DO UPDATE SET vals = ?8, updated_at = ?9",
+            params![id, doc_s, posyandu, c.collection, c.record_id, c.field, policy, vals, now],
+        )?;
+    }
+    Ok(())
+}
+
+/// Device actors are the device id's 16 bytes; anything else (genesis, server) is no device.
+fn device_of_actor(hex_actor: &str) -> Option<DeviceId> {
+    let bytes: [u8; 16] = hex::decode(hex_actor).ok()?.try_into().ok()?;
+    Some(DeviceId::from_bytes(bytes))
+}
+
+/// A `conflicts` row: id, doc, posyandu, collection, record, field, policy, values JSON,
+/// opened_at, updated_at.
+type ConflictRow = (String, String, String, String, String, String, String, String, i64, i64);
+
+fn conflict_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ConflictRow> {
+    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?, r.get(7)?, r.get(8)?, r.get(9)?))
+}
+
+fn to_conflict_record(row: ConflictRow) -> Result<crate::ConflictRecord, StoreError> {
+    let (id, doc, posyandu, collection, record_id, field, policy, vals, opened_at, updated_at) = row;
+    let bad = |what: &str| StoreError::Backend(format!("bad conflict row: {what}"));
+    Ok(crate::ConflictRecord {
+        id,
+        doc: doc.parse().map_err(|_| bad("doc"))?,
+        posyandu: posyandu.parse().map_err(|_| bad("posyandu"))?,
+        collection,
+        record_id,
+        field,
+        policy: if policy == "auto" { posync_model::Policy::Auto } else { posync_model::Policy::Review },
+        values: serde_json::from_str(&vals).map_err(|_| bad("values"))?,
+        opened_at,
+        updated_at,
+    })
+}
+
+const CONFLICT_COLUMNS: &str =
+    "conflict_id, doc_id, posyandu, collection, record_id, field, policy, vals, opened_at, updated_at";
+
+fn resolve_tx(
+    tx: &Transaction<'_>,
+    id: &str,
+    value: &FieldValue,
+    instance: &str,
+    now: i64,
+) -> Result<crate::ResolvedConflict, StoreError> {
+    let row = tx
+        .query_row(&format!("SELECT {CONFLICT_COLUMNS} FROM conflicts WHERE conflict_id = ?1"), [id], conflict_row)
+        .optional()?;
+    let c = to_conflict_record(row.ok_or_else(|| StoreError::NotFound(format!("open conflict {id}")))?)?;
+    let doc_s = c.doc.to_string();
+    let saved: Vec<u8> = tx.query_row("SELECT bytes FROM docs WHERE doc_id = ?1", [&doc_s], |r| r.get(0))?;
+    let target = core::Target { collection: &c.collection, record_id: &c.record_id, field: &c.field };
+    let resolved = core::resolve(c.doc, &saved, &target, value, posync_model::doc::server_actor(instance), now)?;
+    let heads = resolved.heads.to_bytes();
+    tx.execute(
+        "INSERT INTO feed (doc_id, posyandu, heads, device_id, at) VALUES (?1, ?2, ?3, ?4, ?5)",
+        params![doc_s, c.posyandu.as_str(), heads, format!("server:{instance}"), now],
+    )?;
+    let seq = tx.last_insert_rowid();
+    tx.execute(
+        "UPDATE docs SET seq = ?2, heads = ?3, bytes = ?4, updated_at = ?5 WHERE doc_id = ?1",
+        params![doc_s, seq, heads, resolved.saved, now],
+    )?;
+    write_projection(tx, &doc_s, c.posyandu.as_str(), &resolved.projection)?;
+    write_conflicts(tx, c.doc, c.posyandu.as_str(), &resolved.conflicts, now)?;
+    Ok(crate::ResolvedConflict { doc: c.doc, seq: seq as u64 })
 }
 
 fn write_projection(tx: &Transaction<'_>, doc_s: &str, posyandu: &str, p: &Projection) -> Result<(), StoreError> {
@@ -753,6 +879,58 @@ impl Store for SqliteStore {
 
     async fn audit_log(&self, after: u64, limit: usize) -> Result<Vec<AuditRecord>, StoreError> {
         self.read(move |conn| sqlite_access::audit_log(conn, after, limit)).await
+    }
+
+    async fn conflicts(
+        &self,
+        scope: Scope,
+        filter: crate::ConflictFilter,
+    ) -> Result<Vec<crate::ConflictRecord>, StoreError> {
+        self.read(move |conn| {
+            let policy = match filter.policy.unwrap_or(posync_model::Policy::Review) {
+                posync_model::Policy::Review => "review",
+                posync_model::Policy::Auto => "auto",
+            };
+            let mut stmt = conn.prepare_cached(&format!(
+                "SELECT {CONFLICT_COLUMNS} FROM conflicts
+                 WHERE posyandu IN (SELECT value FROM json_each(?1)) AND policy = ?2
+                   AND (?3 IS NULL OR posyandu = ?3) AND (?4 IS NULL OR field = ?4)
+                 ORDER BY opened_at, conflict_id LIMIT 1000"
+            ))?;
+            let rows = stmt
+                .query_map(
+                    params![scope_list(&scope), policy, filter.posyandu.as_ref().map(|p| p.as_str()), filter.field],
+                    conflict_row,
+                )?
+                .collect::<Result<Vec<_>, _>>()?;
+            rows.into_iter().map(to_conflict_record).collect()
+        })
+        .await
+    }
+
+    async fn conflict(&self, id: String) -> Result<Option<crate::ConflictRecord>, StoreError> {
+        self.read(move |conn| {
+            let row = conn
+                .query_row(
+                    &format!("SELECT {CONFLICT_COLUMNS} FROM conflicts WHERE conflict_id = ?1"),
+                    [&id],
+                    conflict_row,
+                )
+                .optional()?;
+            row.map(to_conflict_record).transpose()
+        })
+        .await
+    }
+
+    async fn resolve_conflict(
+        &self,
+        id: String,
+        value: FieldValue,
+        instance: String,
+        audit: AuditEntry,
+    ) -> Result<crate::ResolvedConflict, StoreError> {
+        let now = audit.at;
+        self.write_audited(audit, move |tx| resolve_tx(tx, &id, &value, &instance, now)).await
     }
 
     async fn report_facts(

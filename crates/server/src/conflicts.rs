@@ -1,0 +1,197 @@
+//! The conflict API: list open conflicts in scope, show one with the context a person needs
+//! to decide (the visit, the child's earlier measurements, the z-score each value would
+//! give), and resolve one by writing the chosen value as the server's change.
+
+use crate::auth::Principal;
+use crate::error::ApiError;
+use posync_model::growth::{self, Measurement};
+use posync_model::record::age_days;
+use posync_model::{Field, FieldValue, PosyanduId, Role};
+use posync_proto::ErrorCode;
+use posync_store::{Actor, AuditAction, AuditEntry, ConflictFilter, ConflictRecord, ResolvedConflict, Store};
+use serde::Serialize;
+use std::collections::BTreeMap;
+
+/// Who may decide a conflict.
+pub fn may_resolve(role: Role) -> bool {
+    matches!(role, Role::PuskesmasOfficer | Role::DistrictAdmin)
+}
+
+/// A conflict value with the user whose device wrote it.
+#[derive(Clone, Debug, Serialize)]
+pub struct ValueView {
+    pub value: FieldValue,
+    pub device: Option<String>,
+    pub user: Option<String>,
+    pub winner: bool,
+    /// The z-score this value would give, for a child's measurement.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub z: Option<f64>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct ConflictView {
+    pub id: String,
+    pub doc: String,
+    pub posyandu: PosyanduId,
+    pub collection: String,
+    pub record_id: String,
+    pub field: String,
+    pub values: Vec<ValueView>,
+    pub opened_at: i64,
+    /// The visit as it stands (winning values), on the detail view.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub record: Option<serde_json::Value>,
+    /// The same person's other measurements, oldest first, on the detail view.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub history: Vec<serde_json::Value>,
+}
+
+async fn users_by_device(store: &dyn Store) -> Result<BTreeMap<String, String>, ApiError> {
+    Ok(store.devices().await?.into_iter().filter_map(|d| Some((d.device.to_string(), d.user?.to_string()))).collect())
+}
+
+fn view(c: ConflictRecord, users: &BTreeMap<String, String>) -> ConflictView {
+    ConflictView {
+        id: c.id,
+        doc: c.doc.to_string(),
+        posyandu: c.posyandu,
+        collection: c.collection,
+        record_id: c.record_id,
+        field: c.field,
+        values: c
+            .values
+            .into_iter()
+            .map(|v| {
+                let device = v.device.map(|d| d.to_string());
+                let user = device.as_ref().and_then(|d| users.get(d).cloned());
+                ValueView { value: v.value, device, user, winner: v.winner, z: None }
+            })
+            .collect(),
+        opened_at: c.opened_at,
+        record: None,
+        history: Vec::new(),
+    }
+}
+
+pub async fn list(store: &dyn Store, who: &Principal, filter: ConflictFilter) -> Result<Vec<ConflictView>, ApiError> {
+    let users = users_by_device(store).await?;
+    Ok(store.conflicts(who.scope.clone(), filter).await?.into_iter().map(|c| view(c, &users)).collect())
+}
+
+async fn in_scope(store: &dyn Store, who: &Principal, id: &str) -> Result<ConflictRecord, ApiError> {
+    // Out of scope answers like absent: conflict ids reveal nothing.
+    store
+        .conflict(id.to_owned())
+        .await?
+        .filter(|c| who.scope.allows(&c.posyandu))
+        .ok_or_else(|| ApiError::new(ErrorCode::NotFound, "no such open conflict in your scope"))
+}
+
+/// One conflict with its context.
+pub async fn detail(store: &dyn Store, who: &Principal, id: &str) -> Result<ConflictView, ApiError> {
+    let c = in_scope(store, who, id).await?;
+    let users = users_by_device(store).await?;
+    let stored = store.get(c.doc).await?.ok_or_else(|| ApiError::new(ErrorCode::NotFound, "document gone"))?;
+    let am = automerge::Automerge::load(&stored.bytes)
+        .map_err(|_| ApiError::new(ErrorCode::Internal, "stored document does not load"))?;
+    let visit = posync_model::doc::visits(&am)
+        .map_err(|_| ApiError::new(ErrorCode::Internal, "document layout"))?
+        .into_iter()
+        .find(|v| v.visit_id.to_string() == c.record_id);
+    let session_date = stored
+        .meta
+        .kind
+        .code()
+        .eq("session")
+        .then(|| posync_model::doc::read_meta(&am).ok())
+        .flatten()
+        .and_then(|m| m.date);
+    let mut out = view(c, &users);
+    if let (Some(v), Some(date)) = (&visit, session_date) {
+        let field = Field::from_key(&out.field);
+        for value in &mut out.values {
+            value.z = candidate_z(v, date, field, &value.value);
+        }
+        out.record = serde_json::to_value(v).ok();
+        let from = date - time::Duration::days(3 * 366);
+        let facts = store.report_facts(posync_model::Scope::new([out.posyandu.clone()]), from, date).await?;
+        let mut history: Vec<_> =
+            facts.into_iter().filter(|f| f.person_id == v.person_id && f.session_date < date).collect();
+        history.sort_by_key(|f| f.session_date);
+        out.history = history
+            .into_iter()
+            .map(|f| {
+                serde_json::json!({
+                    "date": posync_model::record::format_date(f.session_date),
+                    "weight_g": f.weight_g, "length_mm": f.length_mm, "muac_mm": f.muac_mm,
+                })
+            })
+            .collect();
+    }
+    Ok(out)
+}
+
+/// The z-score a candidate value gives the child, for the growth fields.
+fn candidate_z(v: &posync_model::Visit, date: time::Date, field: Option<Field>, value: &FieldValue) -> Option<f64> {
+    let FieldValue::Int(x) = value else { return None };
+    let mut m = Measurement {
+        sex: v.sex,
+        age_days: Some(age_days(v.birth_date, date)),
+        weight_g: v.weight_g,
+        length_mm: v.length_mm,
+        lying: v.lying,
+        head_circ_mm: v.head_circ_mm,
+        muac_mm: v.muac_mm,
+        oedema: false,
+    };
+    let z = match field? {
+        Field::WeightG => {
+            m.weight_g = Some(*x);
+            growth::zscores(&m).wfa
+        }
+        Field::LengthMm => {
+            m.length_mm = Some(*x);
+            growth::zscores(&m).lhfa
+        }
+        Field::HeadCircMm => {
+            m.head_circ_mm = Some(*x);
+            growth::zscores(&m).hcfa
+        }
+        Field::MuacMm => {
+            m.muac_mm = Some(*x);
+            growth::zscores(&m).muacfa
+        }
+        _ => None,
+    };
+    z.map(|z| (z * 100.0).round() / 100.0)
+}
+
+/// Decide conflict `id` with `value` (one of the values or a corrected one).
+pub async fn resolve(
+    store: &dyn Store,
+    who: &Principal,
+    instance: &str,
+    id: &str,
+    value: FieldValue,
+    now: i64,
+) -> Result<ResolvedConflict, ApiError> {
+    if !may_resolve(who.role) {
+        return Err(ApiError::new(
+            ErrorCode::Forbidden,
+            "only a puskesmas officer or district admin resolves conflicts",
+        ));
+    }
+    let c = in_scope(store, who, id).await?;
+    if let Some(field) = Field::from_key(&c.field) {
+        field.validate(&value).map_err(|e| ApiError::new(ErrorCode::InvalidRequest, e))?;
+    }
+    let actor = Actor::User { user: who.user.clone(), device: who.device };
+    // The audit keeps the values replaced: the trail of a clinical decision.
+    let detail = serde_json::json!({
+        "doc": c.doc, "posyandu": c.posyandu, "record": c.record_id, "field": c.field,
+        "replaced": c.values, "chosen": value,
+    });
+    let audit = AuditEntry::new(now, &actor, AuditAction::ConflictResolved, &c.id, detail);
+    Ok(store.resolve_conflict(c.id, value, instance.to_owned(), audit).await?)
+}
