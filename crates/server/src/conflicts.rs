@@ -113,7 +113,12 @@ pub async fn detail(store: &dyn Store, who: &Principal, id: &str) -> Result<Conf
         for value in &mut out.values {
             value.z = candidate_z(v, date, field, &value.value);
         }
-        out.record = serde_json::to_value(v).ok();
+        out.record = Some(serde_json::json!({
+            "visit_id": v.visit_id.to_string(), "person_id": v.person_id.to_string(), "name": v.name,
+            "sex": v.sex.code(), "birth_date": posync_model::record::format_date(v.birth_date),
+            "session_date": posync_model::record::format_date(date), "group": v.group.code(),
+            "weight_g": v.weight_g, "length_mm": v.length_mm, "muac_mm": v.muac_mm, "head_circ_mm": v.head_circ_mm,
+        }));
         let from = date - time::Duration::days(3 * 366);
         let facts = store.report_facts(posync_model::Scope::new([out.posyandu.clone()]), from, date).await?;
         let mut history: Vec<_> =

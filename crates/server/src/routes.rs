@@ -74,6 +74,7 @@ pub fn router(state: AppState) -> Router {
         .layer(DefaultBodyLimit::max(JSON_BODY_BYTES_MAX));
     Router::new()
         .route("/healthz", get(health))
+        .route("/admin", get(admin_page))
         .route("/v1/sync", post(sync))
         .route("/{version}/sync", post(other_version))
         .route("/v1/docs/{doc}", get(get_doc))
@@ -566,4 +567,22 @@ async fn conflict_resolve(
         crate::conflicts::resolve(state.store().as_ref(), &who, &state.instance, &id, body.value, state.now()).await?;
     tracing::info!(user = %who.user, conflict = %id, "conflict resolved");
     Ok(Json(done))
+}
+
+/// The conflict admin page: one self-contained file compiled into the binary (no build step,
+/// no assets fetched at run time). It signs in with an enrolment code like a phone does.
+const ADMIN_PAGE: &str = include_str!("../assets/admin.html");
+
+async fn admin_page() -> Response {
+    let mut r = (StatusCode::OK, ADMIN_PAGE).into_response();
+    let h = r.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(
+            "default-src 'self'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; frame-ancestors 'none'",
+        ),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r
 }

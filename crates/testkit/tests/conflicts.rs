@@ -97,6 +97,7 @@ async fn a_resolution_converges_everywhere_and_a_racing_edit_reopens_it() {
     let (status, detail) = call(&server, "GET", &officer.token, &format!("/v1/conflicts/{id}"), None).await;
     assert_eq!(status, 200, "{detail}");
     assert_eq!(detail["record"]["visit_id"], visit.to_string());
+    assert!(detail["record"]["birth_date"].as_str().is_some_and(|d| d.len() == 10), "{detail}");
     assert!(detail["values"].as_array().expect("v").iter().all(|v| v["z"].is_number()), "{detail}");
 
     // Who may not decide.
