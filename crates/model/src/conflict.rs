@@ -101,7 +101,9 @@ pub fn policy_for(field: &str) -> Policy {
         ) => Policy::Auto,
         // Person fields and anything this build does not know: a person decides.
         None => match field {
-            "mother_name" | "address" | "rt" | "rw" | "kia_book" | "registered_at" | "recorded_at" => Policy::Auto,
+            "mother_name" | "address" | "rt" | "rw" | "kia_book" | "registered_at" | "recorded_at" | "merged_into" => {
+                Policy::Auto
+            }
             _ => Policy::Review,
         },
     }

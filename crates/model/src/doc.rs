@@ -508,6 +508,22 @@ pub fn register_person(doc: &mut Automerge, person: &Person, now: i64) -> Result
     Ok(())
 }
 
+/// Mark `duplicate` as the same person as `keep` (an admin's decision on a semantic
+/// duplicate). Nothing is removed: the duplicate stays in the registry, pointing at the kept
+/// person, and every visit of either still exists.
+pub fn merge_person(doc: &mut Automerge, duplicate: PersonId, keep: PersonId, now: i64) -> Result<(), DocError> {
+    let people = collection(doc, DocKind::Registry)?;
+    let p = match doc.get(&people, duplicate.to_string())? {
+        Some((Value::Object(ObjType::Map), id)) => id,
+        _ => return Err(DocError::Invalid(format!("person {duplicate} is not in this registry"))),
+    };
+    let mut tx = doc.transaction();
+    upgrade_in(&mut tx)?;
+    tx.put(&p, "merged_into", keep.to_string())?;
+    tx.commit_with(commit_opts(now));
+    Ok(())
+}
+
 /// Every person in a registry, ordered by person id.
 pub fn people(doc: &Automerge) -> Result<Vec<Person>, DocError> {
     let people = collection(doc, DocKind::Registry)?;
@@ -533,6 +549,7 @@ pub fn people(doc: &Automerge) -> Result<Vec<Person>, DocError> {
             rw: get_int(doc, &p, "rw")?,
             pregnant: matches!(get_scalar(doc, &p, "pregnant")?, Some(FieldValue::Bool(true))),
             kia_book: matches!(get_scalar(doc, &p, "kia_book")?, Some(FieldValue::Bool(true))),
+            merged_into: get_str(doc, &p, "merged_into")?.and_then(|s| s.parse().ok()),
             registered_by: parse_uuid_field::<DeviceId>(doc, &p, "registered_by")?,
             registered_at: get_int(doc, &p, "registered_at")?.unwrap_or_default(),
         });

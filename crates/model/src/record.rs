@@ -186,6 +186,9 @@ pub struct Person {
     pub pregnant: bool,
     /// Holds a KIA book / growth card (K of SKDN).
     pub kia_book: bool,
+    /// Set when an admin found this person registered twice: the person kept. Nothing is
+    /// deleted; this person's visits count as the kept person's.
+    pub merged_into: Option<PersonId>,
     pub registered_by: DeviceId,
     pub registered_at: i64,
 }

@@ -227,6 +227,7 @@ fn people_carry_nik_or_their_mothers_address_and_group() {
         rw: Some(5),
         pregnant: false,
         kia_book: true,
+        merged_into: None,
         registered_by: by,
         registered_at: now,
     };

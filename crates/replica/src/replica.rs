@@ -329,6 +329,7 @@ impl Replica {
             rw: p.rw,
             pregnant: p.pregnant,
             kia_book: p.kia_book,
+            merged_into: None,
             registered_by: self.device,
             registered_at: now,
         };

@@ -200,3 +200,22 @@ pub async fn resolve(
     let audit = AuditEntry::new(now, &actor, AuditAction::ConflictResolved, &c.id, detail);
     Ok(store.resolve_conflict(c.id, value, instance.to_owned(), audit).await?)
 }
+
+/// Merge a semantic duplicate: `duplicate` becomes the same person as `keep`; every visit of
+/// both stays and counts for the kept person.
+pub async fn merge_people(
+    store: &dyn Store,
+    who: &Principal,
+    instance: &str,
+    duplicate: posync_model::PersonId,
+    keep: posync_model::PersonId,
+    now: i64,
+) -> Result<ResolvedConflict, ApiError> {
+    if !may_resolve(who.role) {
+        return Err(ApiError::new(ErrorCode::Forbidden, "only a puskesmas officer or district admin merges people"));
+    }
+    let actor = Actor::User { user: who.user.clone(), device: who.device };
+    let detail = serde_json::json!({ "duplicate": duplicate, "keep": keep });
+    let audit = AuditEntry::new(now, &actor, AuditAction::PeopleMerged, duplicate, detail);
+    Ok(store.merge_people(who.scope.clone(), duplicate, keep, instance.to_owned(), audit).await?)
+}

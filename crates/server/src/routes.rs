@@ -68,6 +68,8 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/admin/audit", get(admin_audit))
         .route("/v1/reports/monthly", get(report_monthly))
         .route("/v1/conflicts", get(conflicts_list))
+        .route("/v1/duplicates", get(duplicates_list))
+        .route("/v1/duplicates/merge", post(duplicates_merge))
         .route("/v1/conflicts/{id}", get(conflict_detail))
         .route("/v1/conflicts/{id}/resolve", post(conflict_resolve))
         .route("/v1/reports/overdue", get(report_overdue))
@@ -509,8 +511,11 @@ async fn report_overdue(
 #[derive(serde::Deserialize)]
 struct ConflictQuery {
     posyandu: Option<String>,
+    puskesmas: Option<String>,
     field: Option<String>,
     policy: Option<String>,
+    /// Only conflicts open for at least this many days (the oldest need attention first).
+    older_than_days: Option<u32>,
 }
 
 async fn conflicts_list(
@@ -531,7 +536,25 @@ async fn conflicts_list(
             Some(_) => return Err(invalid("policy (review or auto)")),
         },
     };
-    Ok(Json(crate::conflicts::list(state.store().as_ref(), &who, filter).await?))
+    let mut who = who;
+    if let Some(pkm) = q.puskesmas {
+        // Narrow the caller's scope to the posyandu under that puskesmas.
+        let pkm: UnitId = pkm.parse().map_err(|_| invalid("puskesmas"))?;
+        let tree = state.store().unit_tree().await?;
+        let under: Vec<posync_model::PosyanduId> = who
+            .scope
+            .posyandu()
+            .filter(|p| tree.ancestors(&UnitId::from((*p).clone())).iter().any(|u| u.id == pkm))
+            .cloned()
+            .collect();
+        who.scope = posync_model::Scope::new(under);
+    }
+    let mut list = crate::conflicts::list(state.store().as_ref(), &who, filter).await?;
+    if let Some(days) = q.older_than_days {
+        let cutoff = state.now() - i64::from(days) * 86_400;
+        list.retain(|c| c.opened_at <= cutoff);
+    }
+    Ok(Json(list))
 }
 
 async fn conflict_detail(
@@ -585,4 +608,42 @@ async fn admin_page() -> Response {
     );
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     r
+}
+
+// ---- semantic duplicates ----
+
+async fn duplicates_list(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Json<Vec<posync_store::DuplicatePair>>, ApiError> {
+    let who = authenticate(&state, &headers).await?;
+    if who.role == Role::Kader {
+        return Err(ApiError::new(ErrorCode::Forbidden, "duplicates are reviewed by puskesmas and district staff"));
+    }
+    Ok(Json(state.store().duplicate_people(who.scope.clone()).await?))
+}
+
+#[derive(serde::Deserialize)]
+struct MergeBody {
+    duplicate: posync_model::PersonId,
+    keep: posync_model::PersonId,
+}
+
+async fn duplicates_merge(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<posync_store::ResolvedConflict>, ApiError> {
+    let who = authenticate(&state, &headers).await?;
+    let body: MergeBody = json_body(body)?;
+    let done = crate::conflicts::merge_people(
+        state.store().as_ref(),
+        &who,
+        &state.instance,
+        body.duplicate,
+        body.keep,
+        state.now(),
+    )
+    .await?;
+    Ok(Json(done))
 }

@@ -43,6 +43,8 @@ pub enum AuditAction {
     RecordRead,
     RecordsPulled,
     ConflictResolved,
+    /// Two registrations of one person merged.
+    PeopleMerged,
     /// A report naming people (the overdue-immunisation list) was read.
     ReportRead,
 }
@@ -60,6 +62,7 @@ impl AuditAction {
             AuditAction::RecordRead => "record_read",
             AuditAction::RecordsPulled => "records_pulled",
             AuditAction::ConflictResolved => "conflict_resolved",
+            AuditAction::PeopleMerged => "people_merged",
             AuditAction::ReportRead => "report_read",
         }
     }

@@ -183,3 +183,21 @@ pub fn resolve(
     let conflicts = posync_model::conflicts(&am).map_err(|e| layout_error(doc, e))?;
     Ok(Resolved { saved: am.save(), heads: Heads::new(am.get_heads()), projection, conflicts })
 }
+
+/// Mark a person of a registry as merged into another, as the server's change.
+pub fn merge_people(
+    doc: DocId,
+    saved: &[u8],
+    duplicate: posync_model::PersonId,
+    keep: posync_model::PersonId,
+    actor: automerge::ActorId,
+    now: i64,
+) -> Result<Resolved, StoreError> {
+    let mut am = Automerge::load(saved).map_err(|e| StoreError::Corrupt { doc, reason: e.to_string() })?;
+    am.set_actor(actor);
+    doc::merge_person(&mut am, duplicate, keep, now).map_err(|e| StoreError::Invalid(e.to_string()))?;
+    let meta = doc::read_meta(&am).map_err(|e| layout_error(doc, e))?;
+    let projection = project(&am, &meta).map_err(|e| layout_error(doc, e))?;
+    let conflicts = posync_model::conflicts(&am).map_err(|e| layout_error(doc, e))?;
+    Ok(Resolved { saved: am.save(), heads: Heads::new(am.get_heads()), projection, conflicts })
+}

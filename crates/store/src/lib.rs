@@ -87,6 +87,23 @@ pub struct ConflictRecord {
     pub updated_at: i64,
 }
 
+/// A person as the duplicate list shows them.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct PersonSummary {
+    pub person_id: posync_model::PersonId,
+    pub posyandu: PosyanduId,
+    pub name: String,
+    pub birth_date: String,
+}
+
+/// Two registrations that look like one person, and why.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct DuplicatePair {
+    pub reason: String,
+    pub a: PersonSummary,
+    pub b: PersonSummary,
+}
+
 /// What a resolution committed.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct ResolvedConflict {
@@ -199,6 +216,21 @@ pub trait Store: Send + Sync + 'static {
         &self,
         id: String,
         value: posync_model::FieldValue,
+        instance: String,
+        audit: AuditEntry,
+    ) -> Result<ResolvedConflict, StoreError>;
+
+    /// Pairs of people in `scope` that look like one person registered twice (same NIK; same
+    /// mother's NIK, birth date and name; or same name, birth date and mother's name).
+    async fn duplicate_people(&self, scope: Scope) -> Result<Vec<DuplicatePair>, StoreError>;
+
+    /// Mark `duplicate` as the same person as `keep`, as the server's change to the
+    /// duplicate's registry, in one transaction with `audit`. Both must be in `scope`.
+    async fn merge_people(
+        &self,
+        scope: Scope,
+        duplicate: posync_model::PersonId,
+        keep: posync_model::PersonId,
         instance: String,
         audit: AuditEntry,
     ) -> Result<ResolvedConflict, StoreError>;

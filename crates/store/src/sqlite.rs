@@ -10,7 +10,9 @@ use crate::{
 };
 use async_trait::async_trait;
 use posync_model::record::{format_date, parse_date};
-use posync_model::{DeviceId, DocId, DocKind, Field, FieldValue, Heads, HierarchyFile, Scope, UserId, UserSpec};
+use posync_model::{
+    DeviceId, DocId, DocKind, Field, FieldValue, Heads, HierarchyFile, PersonId, Scope, UserId, UserSpec,
+};
 use posync_proto::{DocAck, DocPull, DocPush};
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Transaction, params};
 use std::collections::HashSet;
@@ -134,6 +136,9 @@ ALTER TABLE people ADD COLUMN rt INTEGER;
 ALTER TABLE people ADD COLUMN rw INTEGER;
 ALTER TABLE people ADD COLUMN pregnant INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE people ADD COLUMN kia_book INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE people ADD COLUMN merged_into TEXT;
+CREATE INDEX people_nik ON people(nik) WHERE nik IS NOT NULL;
+CREATE INDEX people_identity ON people(birth_date, name);
 CREATE INDEX people_posyandu ON people(posyandu);
 
 -- Fields holding concurrent values, kept current on every merge of a document.
@@ -504,19 +509,109 @@ fn resolve_tx(
     let saved: Vec<u8> = tx.query_row("SELECT bytes FROM docs WHERE doc_id = ?1", [&doc_s], |r| r.get(0))?;
     let target = core::Target { collection: &c.collection, record_id: &c.record_id, field: &c.field };
     let resolved = core::resolve(c.doc, &saved, &target, value, posync_model::doc::server_actor(instance), now)?;
-    let heads = resolved.heads.to_bytes();
+    let seq = commit_server_change(tx, c.doc, c.posyandu.as_str(), &resolved, instance, now)?;
+    Ok(crate::ResolvedConflict { doc: c.doc, seq })
+}
+
+/// Store a change the server made to a document (a resolution, a merge of people): feed row,
+/// document, projection and conflict index, in the caller's transaction.
+fn commit_server_change(
+    tx: &Transaction<'_>,
+    doc: DocId,
+    posyandu: &str,
+    changed: &core::Resolved,
+    instance: &str,
+    now: i64,
+) -> Result<u64, StoreError> {
+    let doc_s = doc.to_string();
+    let heads = changed.heads.to_bytes();
     tx.execute(
         "INSERT INTO feed (doc_id, posyandu, heads, device_id, at) VALUES (?1, ?2, ?3, ?4, ?5)",
-        params![doc_s, c.posyandu.as_str(), heads, format!("server:{instance}"), now],
+        params![doc_s, posyandu, heads, format!("server:{instance}"), now],
     )?;
     let seq = tx.last_insert_rowid();
     tx.execute(
         "UPDATE docs SET seq = ?2, heads = ?3, bytes = ?4, updated_at = ?5 WHERE doc_id = ?1",
-        params![doc_s, seq, heads, resolved.saved, now],
+        params![doc_s, seq, heads, changed.saved, now],
     )?;
-    write_projection(tx, &doc_s, c.posyandu.as_str(), &resolved.projection)?;
-    write_conflicts(tx, c.doc, c.posyandu.as_str(), &resolved.conflicts, now)?;
-    Ok(crate::ResolvedConflict { doc: c.doc, seq: seq as u64 })
+    write_projection(tx, &doc_s, posyandu, &changed.projection)?;
+    write_conflicts(tx, doc, posyandu, &changed.conflicts, now)?;
+    Ok(seq as u64)
+}
+
+/// Pairs of people in scope who look like one person registered twice.
+fn duplicate_people(conn: &Connection, scope: &Scope) -> Result<Vec<crate::DuplicatePair>, StoreError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT a.person_id, a.posyandu, a.name, a.birth_date, b.person_id, b.posyandu, b.name, b.birth_date,
+                CASE WHEN a.nik IS NOT NULL AND a.nik = b.nik THEN 'nik'
+                     WHEN a.mother_nik IS NOT NULL AND a.mother_nik = b.mother_nik AND a.birth_date = b.birth_date
+                          THEN 'mother_nik_and_birth_date'
+                     ELSE 'name_birth_date_and_mother' END
+         FROM people a JOIN people b ON a.person_id < b.person_id
+         WHERE a.merged_into IS NULL AND b.merged_into IS NULL
+           AND a.posyandu IN (SELECT value FROM json_each(?1)) AND b.posyandu IN (SELECT value FROM json_each(?1))
+           AND ((a.nik IS NOT NULL AND a.nik = b.nik)
+             OR (a.mother_nik IS NOT NULL AND a.mother_nik = b.mother_nik AND a.birth_date = b.birth_date
+                 AND lower(trim(a.name)) = lower(trim(b.name)))
+             OR (a.birth_date = b.birth_date AND lower(trim(a.name)) = lower(trim(b.name))
+                 AND lower(trim(a.mother_name)) = lower(trim(b.mother_name)) AND a.mother_name != ''))
+         ORDER BY a.birth_date, a.person_id LIMIT 1000",
+    )?;
+    let rows = stmt
+        .query_map([scope_list(scope)], |r| {
+            let side = |i: usize| -> rusqlite::Result<(String, String, String, String)> {
+                Ok((r.get(i)?, r.get(i + 1)?, r.get(i + 2)?, r.get(i + 3)?))
+            };
+            Ok((side(0)?, side(4)?, r.get::<_, String>(8)?))
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    let bad = |what: &str| StoreError::Backend(format!("bad people row: {what}"));
+    let person =
+        |(id, posyandu, name, birth): (String, String, String, String)| -> Result<crate::PersonSummary, StoreError> {
+            Ok(crate::PersonSummary {
+                person_id: id.parse().map_err(|_| bad("id"))?,
+                posyandu: posyandu.parse().map_err(|_| bad("posyandu"))?,
+                name,
+                birth_date: birth,
+            })
+        };
+    rows.into_iter().map(|(a, b, reason)| Ok(crate::DuplicatePair { reason, a: person(a)?, b: person(b)? })).collect()
+}
+
+/// Mark `duplicate` as merged into `keep` in the duplicate's registry, as the server's change.
+fn merge_tx(
+    tx: &Transaction<'_>,
+    scope: &Scope,
+    duplicate: PersonId,
+    keep: PersonId,
+    instance: &str,
+    now: i64,
+) -> Result<crate::ResolvedConflict, StoreError> {
+    let locate = |id: PersonId| -> Result<(String, String), StoreError> {
+        tx.query_row(
+            "SELECT doc_id, posyandu FROM people WHERE person_id = ?1 AND merged_into IS NULL",
+            [id.to_string()],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()?
+        .ok_or_else(|| StoreError::NotFound(format!("unmerged person {id}")))
+    };
+    if duplicate == keep {
+        return Err(StoreError::Invalid("a person cannot be merged into itself".into()));
+    }
+    let (doc_s, posyandu) = locate(duplicate)?;
+    let (_, keep_posyandu) = locate(keep)?;
+    for p in [&posyandu, &keep_posyandu] {
+        let p: posync_model::PosyanduId = p.parse().map_err(|_| StoreError::Backend("bad posyandu".into()))?;
+        if !scope.allows(&p) {
+            return Err(StoreError::NotFound("unmerged person in your scope".into()));
+        }
+    }
+    let doc: DocId = doc_s.parse().map_err(|_| StoreError::Backend("bad doc id".into()))?;
+    let saved: Vec<u8> = tx.query_row("SELECT bytes FROM docs WHERE doc_id = ?1", [&doc_s], |r| r.get(0))?;
+    let changed = core::merge_people(doc, &saved, duplicate, keep, posync_model::doc::server_actor(instance), now)?;
+    let seq = commit_server_change(tx, doc, &posyandu, &changed, instance, now)?;
+    Ok(crate::ResolvedConflict { doc, seq })
 }
 
 fn write_projection(tx: &Transaction<'_>, doc_s: &str, posyandu: &str, p: &Projection) -> Result<(), StoreError> {
@@ -575,8 +670,8 @@ fn write_projection(tx: &Transaction<'_>, doc_s: &str, posyandu: &str, p: &Proje
             tx.execute("DELETE FROM people WHERE doc_id = ?1", [doc_s])?;
             let mut ins = tx.prepare_cached(
                 "INSERT INTO people (person_id, doc_id, posyandu, name, sex, birth_date, mother_name, nik, registered_by,
-                    registered_at, mother_nik, address, rt, rw, pregnant, kia_book)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
+                    registered_at, mother_nik, address, rt, rw, pregnant, kia_book, merged_into)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
             )?;
             for p in people {
                 ins.execute(params![
@@ -596,6 +691,7 @@ fn write_projection(tx: &Transaction<'_>, doc_s: &str, posyandu: &str, p: &Proje
                     p.rw,
                     p.pregnant,
                     p.kia_book,
+                    p.merged_into.map(|m| m.to_string()),
                 ])?;
             }
         }
@@ -933,6 +1029,22 @@ impl Store for SqliteStore {
         self.write_audited(audit, move |tx| resolve_tx(tx, &id, &value, &instance, now)).await
     }
 
+    async fn duplicate_people(&self, scope: Scope) -> Result<Vec<crate::DuplicatePair>, StoreError> {
+        self.read(move |conn| duplicate_people(conn, &scope)).await
+    }
+
+    async fn merge_people(
+        &self,
+        scope: Scope,
+        duplicate: PersonId,
+        keep: PersonId,
+        instance: String,
+        audit: AuditEntry,
+    ) -> Result<crate::ResolvedConflict, StoreError> {
+        let now = audit.at;
+        self.write_audited(audit, move |tx| merge_tx(tx, &scope, duplicate, keep, &instance, now)).await
+    }
+
     async fn report_facts(
         &self,
         scope: Scope,
@@ -946,7 +1058,7 @@ impl Store for SqliteStore {
         self.read(move |conn| {
             let mut stmt = conn.prepare_cached(
                 "SELECT posyandu, person_id, birth_date, kia_book FROM people
-                 WHERE posyandu IN (SELECT value FROM json_each(?1))",
+                 WHERE posyandu IN (SELECT value FROM json_each(?1)) AND merged_into IS NULL",
             )?;
             let rows = stmt
                 .query_map([scope_list(&scope)], |r| {
@@ -977,7 +1089,8 @@ fn report_facts(
     to: time::Date,
 ) -> Result<Vec<posync_model::report::VisitFact>, StoreError> {
     let mut stmt = conn.prepare_cached(
-        "SELECT v.posyandu, v.session_date, v.person_id, v.name, v.sex, v.birth_date, v.life_group, v.weight_g,
+        "SELECT v.posyandu, v.session_date,
+                COALESCE((SELECT p.merged_into FROM people p WHERE p.person_id = v.person_id), v.person_id), v.name, v.sex, v.birth_date, v.life_group, v.weight_g,
                 v.length_mm, v.lying, v.muac_mm, v.oedema, v.growth_card, v.bp_systolic, v.bp_diastolic,
                 (SELECT group_concat(i.antigen) FROM visit_immunisations i WHERE i.visit_id = v.visit_id)
          FROM visits v

@@ -6,6 +6,7 @@
 use posync_model::{DocId, Field, FieldValue, PosyanduId, Role, VisitId};
 use posync_testkit::{Generator, Phone, TestServer, posyandu};
 use serde_json::{Value, json};
+use std::collections::BTreeSet;
 
 async fn call(server: &TestServer, method: &str, token: &str, path: &str, body: Option<Value>) -> (u16, Value) {
     let client = reqwest::Client::new();
@@ -67,6 +68,17 @@ async fn concurrent_edits_open_one_conflict_and_notes_are_auto_resolved() {
     assert_eq!(values, vec![8_900, 9_800]);
     let users: Vec<&str> = list[0]["values"].as_array().expect("v").iter().filter_map(|v| v["user"].as_str()).collect();
     assert_eq!(users.len(), 2, "each value names the user whose phone wrote it");
+    // Filters: by field, by posyandu, by how long they have been open.
+    let count = |v: Value| v.as_array().map_or(usize::MAX, Vec::len);
+    assert_eq!(count(call(&s.server, "GET", &officer.token, "/v1/conflicts?field=weight_g", None).await.1), 1);
+    assert_eq!(count(call(&s.server, "GET", &officer.token, "/v1/conflicts?field=length_mm", None).await.1), 0);
+    assert_eq!(count(call(&s.server, "GET", &officer.token, "/v1/conflicts?posyandu=melati-01", None).await.1), 1);
+    assert_eq!(
+        count(call(&s.server, "GET", &officer.token, "/v1/conflicts?puskesmas=test-puskesmas", None).await.1),
+        1
+    );
+    assert_eq!(count(call(&s.server, "GET", &officer.token, "/v1/conflicts?puskesmas=pkm-elsewhere", None).await.1), 0);
+    assert_eq!(count(call(&s.server, "GET", &officer.token, "/v1/conflicts?older_than_days=3", None).await.1), 0);
     // Notes conflicted too, but their policy is auto: logged, not queued.
     let (_, auto) = call(&s.server, "GET", &officer.token, "/v1/conflicts?policy=auto", None).await;
     assert_eq!(auto.as_array().expect("auto").iter().filter(|c| c["field"] == "notes").count(), 1);
@@ -83,6 +95,9 @@ async fn concurrent_edits_open_one_conflict_and_notes_are_auto_resolved() {
     let (_, again) = call(&s.server, "GET", &officer.token, "/v1/conflicts", None).await;
     assert_eq!(again.as_array().expect("list").len(), 1);
     assert_eq!(again[0]["opened_at"], list[0]["opened_at"], "the same conflict, still open since it opened");
+    s.server.clock.advance(4 * 86_400);
+    let old = Phone::new(&s.server, Role::PuskesmasOfficer, std::slice::from_ref(&s.p));
+    assert_eq!(count(call(&s.server, "GET", &old.token, "/v1/conflicts?older_than_days=3", None).await.1), 1);
 }
 
 #[tokio::test]
@@ -161,5 +176,93 @@ async fn a_resolution_converges_everywhere_and_a_racing_edit_reopens_it() {
         assert!(ph.replica.under_review(session).expect("r").is_empty());
     }
     assert_eq!(posync_testkit::snapshot(&a.replica), posync_testkit::snapshot(&b.replica));
+    server.stop().await;
+}
+
+fn child(name: &str, nik: Option<&str>) -> posync_replica::NewPerson {
+    posync_replica::NewPerson {
+        name: name.into(),
+        sex: posync_model::Sex::Female,
+        birth_date: time::macros::date!(2025 - 02 - 10),
+        mother_name: "Imas Masitoh".into(),
+        nik: nik.map(str::to_owned),
+        mother_nik: Some("3279016502950003".into()),
+        address: "Dusun Sukamaju".into(),
+        rt: Some(3),
+        rw: Some(1),
+        pregnant: false,
+        kia_book: true,
+    }
+}
+
+#[tokio::test]
+async fn the_same_child_registered_twice_is_flagged_and_merged_keeping_every_visit() {
+    let server = TestServer::start().await;
+    let p = posyandu("melati-01");
+    let (mut a, mut b) = (Phone::kader(&server, &p), Phone::kader(&server, &p));
+    let now = server.clock.now();
+    // Two kader register the same girl on their own phones, offline, and weigh her.
+    let siti_a = a.replica.register_person(&p, child("Siti Aisyah", Some("3279015002250001")), now).expect("register");
+    let siti_b = b.replica.register_person(&p, child("SITI AISYAH ", Some("3279015002250001")), now).expect("register");
+    let other = b.replica.register_person(&p, child("Nur Lestari", None), now).expect("register");
+    let day = posync_testkit::DAY;
+    let weigh = |phone: &mut Phone, person| {
+        let session = phone.replica.start_session(&p, day).expect("session");
+        let mut v = Generator::new(5).child_visit();
+        v.person_id = person;
+        v.birth_date = time::macros::date!(2025 - 02 - 10);
+        phone.replica.record_visit(session, v, now).expect("record");
+    };
+    weigh(&mut a, siti_a);
+    weigh(&mut b, siti_b);
+    weigh(&mut b, other);
+    a.sync(&server).await;
+    b.sync(&server).await;
+
+    let officer = Phone::new(&server, Role::PuskesmasOfficer, std::slice::from_ref(&p));
+    let (status, pairs) = call(&server, "GET", &officer.token, "/v1/duplicates", None).await;
+    assert_eq!(status, 200, "{pairs}");
+    let pairs = pairs.as_array().expect("pairs");
+    assert_eq!(pairs.len(), 1, "{pairs:?}");
+    assert_eq!(pairs[0]["reason"], "nik");
+    let ids: BTreeSet<String> = [&pairs[0]["a"]["person_id"], &pairs[0]["b"]["person_id"]]
+        .iter()
+        .map(|v| v.as_str().expect("id").to_owned())
+        .collect();
+    assert_eq!(ids, BTreeSet::from([siti_a.to_string(), siti_b.to_string()]));
+    let s_of = |report: &Value| report["rows"][0]["s"].as_u64().expect("s");
+    let (_, before) = call(&server, "GET", &officer.token, "/v1/reports/monthly?month=2026-11", None).await;
+    assert_eq!(s_of(&before), 3, "before the merge Siti counts twice");
+
+    let kader_try =
+        call(&server, "POST", &a.token, "/v1/duplicates/merge", Some(json!({"duplicate": siti_b, "keep": siti_a})))
+            .await;
+    assert_eq!(kader_try.0, 403);
+    let (status, done) = call(
+        &server,
+        "POST",
+        &officer.token,
+        "/v1/duplicates/merge",
+        Some(json!({"duplicate": siti_b, "keep": siti_a})),
+    )
+    .await;
+    assert_eq!(status, 200, "{done}");
+    let (_, pairs) = call(&server, "GET", &officer.token, "/v1/duplicates", None).await;
+    assert!(pairs.as_array().expect("pairs").is_empty());
+    let (_, after) = call(&server, "GET", &officer.token, "/v1/reports/monthly?month=2026-11", None).await;
+    assert_eq!(s_of(&after), 2, "after the merge Siti counts once");
+    assert_eq!(after["rows"][0]["d"], 2, "and her two weighings are one child weighed");
+    let stats = posync_store::Store::stats(&server.store).await.expect("stats");
+    assert_eq!(stats.visits, 3, "no visit was lost");
+    assert_eq!(stats.people, 3, "no registration was deleted");
+
+    // The phones learn of the merge at their next sync.
+    b.sync(&server).await;
+    let registry = posync_model::DocId::for_registry(&p);
+    let people = posync_model::doc::people(&b.replica.doc(registry).expect("registry")).expect("people");
+    let merged = people.iter().find(|x| x.person_id == siti_b).expect("still registered");
+    assert_eq!(merged.merged_into, Some(siti_a));
+    let log = posync_store::Store::audit_log(&server.store, 0, 1000).await.expect("audit");
+    assert!(log.iter().any(|e| e.action == "people_merged" && e.target == siti_b.to_string()));
     server.stop().await;
 }
