@@ -351,13 +351,17 @@ fn visit_field(visit: &Visit, field: Field) -> Option<FieldValue> {
 }
 
 fn put_field<T: Transactable>(tx: &mut T, obj: &ObjId, field: Field, value: &FieldValue) -> Result<(), DocError> {
+    put_field_key(tx, obj, field.key(), value)
+}
+
+fn put_field_key<T: Transactable>(tx: &mut T, obj: &ObjId, key: &str, value: &FieldValue) -> Result<(), DocError> {
     let scalar = match value {
         FieldValue::Null => ScalarValue::Null,
         FieldValue::Bool(b) => ScalarValue::Boolean(*b),
         FieldValue::Int(i) => ScalarValue::Int(*i),
         FieldValue::Text(s) => ScalarValue::Str(s.as_str().into()),
     };
-    tx.put(obj, field.key(), scalar)?;
+    tx.put(obj, key, scalar)?;
     Ok(())
 }
 
@@ -506,6 +510,73 @@ pub fn register_person(doc: &mut Automerge, person: &Person, now: i64) -> Result
     tx.put(&p, "registered_at", ScalarValue::Timestamp(person.registered_at))?;
     tx.commit_with(commit_opts(now));
     Ok(())
+}
+
+/// Person keys a decision may set, with how their values are checked.
+const PERSON_KEYS: [&str; 11] =
+    ["name", "sex", "birth_date", "mother_name", "nik", "mother_nik", "address", "rt", "rw", "pregnant", "kia_book"];
+
+/// Set one field of a registered person, as one change (a conflict resolution).
+pub fn set_person_field(
+    doc: &mut Automerge,
+    person: PersonId,
+    key: &str,
+    value: &FieldValue,
+    now: i64,
+) -> Result<(), DocError> {
+    if !PERSON_KEYS.contains(&key) {
+        return Err(DocError::Invalid(format!("{key:?} is not a person field")));
+    }
+    let people = collection(doc, DocKind::Registry)?;
+    let p = match doc.get(&people, person.to_string())? {
+        Some((Value::Object(ObjType::Map), id)) => id,
+        _ => return Err(DocError::Invalid(format!("person {person} is not in this registry"))),
+    };
+    // Check the value by the rules of a registration with it.
+    let mut check = people_of(doc, &p, person)?;
+    match (key, value) {
+        ("name", FieldValue::Text(v)) => check.name = v.clone(),
+        ("mother_name", FieldValue::Text(v)) => check.mother_name = v.clone(),
+        ("address", FieldValue::Text(v)) => check.address = v.clone(),
+        ("sex", FieldValue::Text(v)) => {
+            check.sex = Sex::parse(v).ok_or_else(|| DocError::Invalid("sex must be F or M".into()))?
+        }
+        ("birth_date", FieldValue::Text(v)) => {
+            check.birth_date = parse_date(v).ok_or_else(|| DocError::Invalid("birth_date must be YYYY-MM-DD".into()))?
+        }
+        ("nik", FieldValue::Text(v)) => check.nik = Some(v.clone()),
+        ("mother_nik", FieldValue::Text(v)) => check.mother_nik = Some(v.clone()),
+        ("rt", FieldValue::Int(v)) => check.rt = Some(*v),
+        ("rw", FieldValue::Int(v)) => check.rw = Some(*v),
+        ("pregnant" | "kia_book", FieldValue::Bool(_)) => {}
+        (k, v) => return Err(DocError::Invalid(format!("{k} cannot be {v}"))),
+    }
+    check.check(time::Date::MAX).map_err(DocError::Invalid)?;
+    let mut tx = doc.transaction();
+    upgrade_in(&mut tx)?;
+    put_field_key(&mut tx, &p, key, value)?;
+    tx.commit_with(commit_opts(now));
+    Ok(())
+}
+
+fn people_of(doc: &Automerge, p: &ObjId, id: PersonId) -> Result<Person, DocError> {
+    Ok(Person {
+        person_id: id,
+        name: get_str(doc, p, "name")?.unwrap_or_default(),
+        sex: get_str(doc, p, "sex")?.and_then(|s| Sex::parse(&s)).unwrap_or(Sex::Female),
+        birth_date: get_str(doc, p, "birth_date")?.and_then(|s| parse_date(&s)).unwrap_or(time::Date::MIN),
+        mother_name: get_str(doc, p, "mother_name")?.unwrap_or_default(),
+        nik: get_str(doc, p, "nik")?,
+        mother_nik: get_str(doc, p, "mother_nik")?,
+        address: get_str(doc, p, "address")?.unwrap_or_default(),
+        rt: get_int(doc, p, "rt")?,
+        rw: get_int(doc, p, "rw")?,
+        pregnant: false,
+        kia_book: false,
+        merged_into: None,
+        registered_by: DeviceId::from_bytes([0; 16]),
+        registered_at: 0,
+    })
 }
 
 /// Mark `duplicate` as the same person as `keep` (an admin's decision on a semantic

@@ -313,6 +313,19 @@ impl Replica {
         self.mutate(session, |am| doc::give_immunisation(am, visit, antigen, date, now))
     }
 
+    /// Change one field of a registered person (name, birth_date, nik, address, ...).
+    pub fn edit_person(
+        &mut self,
+        posyandu: &PosyanduId,
+        person: PersonId,
+        key: &str,
+        value: FieldValue,
+        now: i64,
+    ) -> Result<(), ReplicaError> {
+        let registry = DocId::for_registry(posyandu);
+        self.mutate(registry, |am| doc::set_person_field(am, person, key, &value, now))
+    }
+
     /// Add a person to the posyandu's registry (created on first use).
     pub fn register_person(&mut self, posyandu: &PosyanduId, p: NewPerson, now: i64) -> Result<PersonId, ReplicaError> {
         let registry = self.ensure_doc(DocMeta::registry(posyandu.clone()))?;

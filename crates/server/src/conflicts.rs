@@ -188,7 +188,7 @@ pub async fn resolve(
         ));
     }
     let c = in_scope(store, who, id).await?;
-    if let Some(field) = Field::from_key(&c.field) {
+    if let Some(field) = Field::from_key(&c.field).filter(|_| c.collection == "visits") {
         field.validate(&value).map_err(|e| ApiError::new(ErrorCode::InvalidRequest, e))?;
     }
     let actor = Actor::User { user: who.user.clone(), device: who.device };

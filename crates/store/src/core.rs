@@ -161,8 +161,11 @@ pub fn resolve(
     let mut am = Automerge::load(saved).map_err(|e| StoreError::Corrupt { doc, reason: e.to_string() })?;
     am.set_actor(actor);
     let invalid = |e: posync_model::DocError| StoreError::Invalid(e.to_string());
-    if collection != "visits" {
-        return Err(StoreError::Invalid("only visit fields are resolved here; people are merged as duplicates".into()));
+    if collection == "people" {
+        let person: posync_model::PersonId =
+            record_id.parse().map_err(|_| StoreError::Invalid(format!("person id {record_id:?}")))?;
+        doc::set_person_field(&mut am, person, field, value, now).map_err(invalid)?;
+        return finish(doc, am);
     }
     let visit: posync_model::VisitId =
         record_id.parse().map_err(|_| StoreError::Invalid(format!("visit id {record_id:?}")))?;
@@ -178,6 +181,11 @@ pub fn resolve(
             .ok_or_else(|| StoreError::Invalid(format!("unknown field {field:?}")))?;
         doc::set_visit_field(&mut am, visit, f, value, now).map_err(invalid)?;
     }
+    finish(doc, am)
+}
+
+/// The saved document and everything derived from it after a server change.
+fn finish(doc: DocId, am: Automerge) -> Result<Resolved, StoreError> {
     let meta = doc::read_meta(&am).map_err(|e| layout_error(doc, e))?;
     let projection = project(&am, &meta).map_err(|e| layout_error(doc, e))?;
     let conflicts = posync_model::conflicts(&am).map_err(|e| layout_error(doc, e))?;
@@ -196,8 +204,5 @@ pub fn merge_people(
     let mut am = Automerge::load(saved).map_err(|e| StoreError::Corrupt { doc, reason: e.to_string() })?;
     am.set_actor(actor);
     doc::merge_person(&mut am, duplicate, keep, now).map_err(|e| StoreError::Invalid(e.to_string()))?;
-    let meta = doc::read_meta(&am).map_err(|e| layout_error(doc, e))?;
-    let projection = project(&am, &meta).map_err(|e| layout_error(doc, e))?;
-    let conflicts = posync_model::conflicts(&am).map_err(|e| layout_error(doc, e))?;
-    Ok(Resolved { saved: am.save(), heads: Heads::new(am.get_heads()), projection, conflicts })
+    finish(doc, am)
 }

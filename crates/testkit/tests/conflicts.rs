@@ -266,3 +266,49 @@ async fn the_same_child_registered_twice_is_flagged_and_merged_keeping_every_vis
     assert!(log.iter().any(|e| e.action == "people_merged" && e.target == siti_b.to_string()));
     server.stop().await;
 }
+
+#[tokio::test]
+async fn a_conflicting_registration_field_is_resolved_like_a_visit_field() {
+    let server = TestServer::start().await;
+    let p = posyandu("melati-01");
+    let (mut a, mut b) = (Phone::kader(&server, &p), Phone::kader(&server, &p));
+    let siti = a.replica.register_person(&p, child("Siti Aisyah", None), server.clock.now()).expect("register");
+    a.sync(&server).await;
+    b.sync(&server).await;
+    let date = |d: &str| FieldValue::Text(d.into());
+    a.replica.edit_person(&p, siti, "birth_date", date("2025-02-01"), 2).expect("edit");
+    b.replica.edit_person(&p, siti, "birth_date", date("2025-01-02"), 3).expect("edit");
+    assert!(b.replica.edit_person(&p, siti, "nik", date("123"), 4).is_err(), "a malformed NIK is refused");
+    a.sync(&server).await;
+    b.sync(&server).await;
+    let officer = Phone::new(&server, Role::PuskesmasOfficer, std::slice::from_ref(&p));
+    let (_, list) = call(&server, "GET", &officer.token, "/v1/conflicts", None).await;
+    let list = list.as_array().expect("list");
+    assert_eq!(list.len(), 1, "{list:?}");
+    assert_eq!((list[0]["collection"].as_str(), list[0]["field"].as_str()), (Some("people"), Some("birth_date")));
+    let id = list[0]["id"].as_str().expect("id");
+    let (status, bad) = call(
+        &server,
+        "POST",
+        &officer.token,
+        &format!("/v1/conflicts/{id}/resolve"),
+        Some(json!({"value": "2025-13-40"})),
+    )
+    .await;
+    assert_eq!(status, 400, "{bad}");
+    let (status, _) = call(
+        &server,
+        "POST",
+        &officer.token,
+        &format!("/v1/conflicts/{id}/resolve"),
+        Some(json!({"value": "2025-01-02"})),
+    )
+    .await;
+    assert_eq!(status, 200);
+    a.sync(&server).await;
+    let registry = posync_model::DocId::for_registry(&p);
+    let people = posync_model::doc::people(&a.replica.doc(registry).expect("doc")).expect("people");
+    assert_eq!(people[0].birth_date, time::macros::date!(2025 - 01 - 02));
+    assert!(a.replica.under_review(registry).expect("review").is_empty());
+    server.stop().await;
+}
