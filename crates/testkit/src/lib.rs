@@ -1,6 +1,8 @@
 //! Shared scenario builders: a real server on 127.0.0.1 over a real SQLite file, phones as
 //! real replicas in temp dirs, and seeded generators for posyandu days.
 
+pub mod faults;
+
 use posync_model::growth::Indicator;
 use posync_model::{
     DeviceId, DocId, PersonId, PosyanduId, Role, Sex, Unit, UnitId, UnitKind, UserId, UserSpec, VitaminA,
@@ -72,6 +74,10 @@ impl TestServer {
 
     pub fn url(&self) -> String {
         self.running.as_ref().map(RunningServer::url).unwrap_or_default()
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.running.as_ref().map_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0)), |r| r.addr)
     }
 
     pub fn store_arc(&self) -> Arc<dyn Store> {
