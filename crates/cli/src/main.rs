@@ -40,6 +40,9 @@ enum Cmd {
         /// Largest request body on the wire, bytes.
         #[arg(long, default_value_t = Limits::default().body_bytes_max)]
         body_bytes_max: usize,
+        /// Syncs worked on at once; more are answered 503 with Retry-After.
+        #[arg(long, default_value_t = Limits::default().syncs_in_flight_max)]
+        syncs_in_flight_max: usize,
     },
     /// The server console: hierarchy, users, enrolment codes, devices, audit, keys.
     Admin {
@@ -262,11 +265,11 @@ async fn main() -> Result<()> {
         .with_writer(std::io::stderr)
         .init();
     match cli.cmd {
-        Cmd::Serve { db, addr, keys, page_bytes_max, body_bytes_max } => {
+        Cmd::Serve { db, addr, keys, page_bytes_max, body_bytes_max, syncs_in_flight_max } => {
             let keys_path = keys.unwrap_or_else(|| default_keys_path(&db));
             let keys = TokenKeys::load_or_create(&keys_path, now())?;
             let store = SqliteStore::open(&db).with_context(|| format!("opening {}", db.display()))?;
-            let limits = Limits { page_bytes_max, body_bytes_max, ..Limits::default() };
+            let limits = Limits { page_bytes_max, body_bytes_max, syncs_in_flight_max, ..Limits::default() };
             let server =
                 posync_server::spawn(addr, Arc::new(store), keys, limits, posync_server::system_clock()).await?;
             // One line on stdout so scripts can find the port when --addr used port 0.

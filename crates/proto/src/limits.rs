@@ -12,6 +12,9 @@ pub struct Limits {
     pub page_bytes_max: usize,
     /// Documents in one pulled page.
     pub page_docs_max: usize,
+    /// Syncs the server works on at once; one more is answered `503 overloaded` with
+    /// `Retry-After` at once instead of queueing (a phone retries later with jitter).
+    pub syncs_in_flight_max: usize,
 }
 
 impl Default for Limits {
@@ -22,6 +25,7 @@ impl Default for Limits {
             push_docs_max: 256,
             page_bytes_max: 1024 * 1024,
             page_docs_max: 500,
+            syncs_in_flight_max: 256,
         }
     }
 }

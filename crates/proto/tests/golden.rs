@@ -718,6 +718,7 @@ fn constants_and_limits_are_as_documented() {
             push_docs_max: 256,
             page_bytes_max: 1024 * 1024,
             page_docs_max: 500,
+            syncs_in_flight_max: 256,
         }
     );
 }

@@ -25,6 +25,8 @@ pub struct WireBytes {
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct SyncReport {
     pub rounds: usize,
+    /// Rounds retried after a transient failure.
+    pub retries: u32,
     /// Documents the server refused this time, with its error code; kept and not re-pushed.
     pub rejected: Vec<(String, String)>,
     pub pushed_docs: usize,
@@ -45,6 +47,31 @@ enum Auth {
     Device,
 }
 
+/// How a client retries a round that failed for a transient reason (network, overloaded,
+/// internal): exponential backoff with full jitter, bounded in attempts and delay.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RetryPolicy {
+    /// Retries after the first attempt (0: none).
+    pub retries: u32,
+    pub base_ms: u64,
+    pub max_ms: u64,
+}
+
+impl RetryPolicy {
+    pub const NONE: RetryPolicy = RetryPolicy { retries: 0, base_ms: 0, max_ms: 0 };
+    /// For phones: a few quick retries, then give up until the next sync.
+    pub const PHONE: RetryPolicy = RetryPolicy { retries: 4, base_ms: 500, max_ms: 30_000 };
+
+    /// The wait before retry `n` (0-based): uniform in [floor, min(max, base * 2^n)], where
+    /// an overloaded server asks for at least a second. `unit` is a uniform draw in [0, 1).
+    pub fn delay(&self, n: u32, overloaded: bool, unit: f64) -> Duration {
+        let cap = self.base_ms.saturating_mul(1u64 << n.min(20)).min(self.max_ms);
+        let floor = if overloaded { 1_000.min(self.max_ms) } else { 0 };
+        let span = cap.saturating_sub(floor) as f64;
+        Duration::from_millis(floor + (span * unit.clamp(0.0, 1.0)) as u64)
+    }
+}
+
 /// An HTTP sync client for one server.
 #[derive(Clone)]
 pub struct HttpSync {
@@ -53,6 +80,7 @@ pub struct HttpSync {
     url: String,
     auth: Auth,
     limits: Limits,
+    retry: RetryPolicy,
 }
 
 fn http_client() -> reqwest::Client {
@@ -68,19 +96,25 @@ fn unix_now() -> i64 {
 }
 
 impl HttpSync {
-    /// A client that sends `token` as is.
+    /// A client that sends `token` as is, and does not retry (tools, tests).
     pub fn new(server_url: &str, token: &str) -> Self {
-        Self::with_auth(server_url, Auth::Bearer(token.to_owned()))
+        Self::with_auth(server_url, Auth::Bearer(token.to_owned()), RetryPolicy::NONE)
     }
 
-    /// A client that authenticates with the replica's enrolled device credential.
+    /// A client that authenticates with the replica's enrolled device credential and
+    /// retries transient failures with backoff and jitter ([`RetryPolicy::PHONE`]).
     pub fn enrolled(server_url: &str) -> Self {
-        Self::with_auth(server_url, Auth::Device)
+        Self::with_auth(server_url, Auth::Device, RetryPolicy::PHONE)
     }
 
-    fn with_auth(server_url: &str, auth: Auth) -> Self {
+    pub fn with_retry(mut self, retry: RetryPolicy) -> Self {
+        self.retry = retry;
+        self
+    }
+
+    fn with_auth(server_url: &str, auth: Auth, retry: RetryPolicy) -> Self {
         let base = server_url.trim_end_matches('/').to_owned();
-        Self { client: http_client(), url: format!("{base}/v1/sync"), base, auth, limits: Limits::default() }
+        Self { client: http_client(), url: format!("{base}/v1/sync"), base, auth, limits: Limits::default(), retry }
     }
 
     pub fn with_limits(mut self, limits: Limits) -> Self {
@@ -185,11 +219,19 @@ impl HttpSync {
         let mut resent_whole = std::collections::HashSet::<posync_model::DocId>::new();
         let mut token = self.token(replica, false).await?;
         let mut refreshed = false;
+        let mut retries = 0u32;
         while report.rounds < ROUNDS_MAX {
             let req = replica.prepare_sync(&self.limits)?;
             report.rounds += 1;
             let (resp, wire) = match self.exchange_with(&req, &token).await {
                 Ok(ok) => ok,
+                Err(e) if e.is_transient() && retries < self.retry.retries => {
+                    let overloaded = matches!(e, ReplicaError::Server { code: ErrorCode::Overloaded, .. });
+                    tokio::time::sleep(self.retry.delay(retries, overloaded, rand::random::<f64>())).await;
+                    retries += 1;
+                    report.retries += 1;
+                    continue;
+                }
                 Err(ReplicaError::Server { code: ErrorCode::Unauthenticated, .. })
                     if matches!(self.auth, Auth::Device) && !refreshed =>
                 {
@@ -286,5 +328,22 @@ impl Replica {
     /// Sync with the device credential stored by [`enrol`], refreshing access as needed.
     pub async fn sync_enrolled(&mut self, server_url: &str) -> Result<SyncReport, ReplicaError> {
         HttpSync::enrolled(server_url).sync(self).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_is_jittered_and_bounded() {
+        let p = RetryPolicy::PHONE;
+        assert_eq!(p.delay(0, false, 0.0), Duration::ZERO);
+        assert_eq!(p.delay(0, false, 0.999_999), Duration::from_millis(499));
+        assert_eq!(p.delay(3, false, 0.5), Duration::from_millis(2_000));
+        assert_eq!(p.delay(30, false, 0.999_999), Duration::from_millis(29_999), "capped at max_ms");
+        assert!(p.delay(0, true, 0.0) >= Duration::from_secs(1), "an overloaded server gets at least a second");
+        let draws: std::collections::BTreeSet<Duration> = (0..10).map(|i| p.delay(4, false, i as f64 / 10.0)).collect();
+        assert_eq!(draws.len(), 10, "jitter spreads phones out");
     }
 }

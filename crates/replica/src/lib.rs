@@ -14,6 +14,6 @@ mod client;
 mod error;
 mod replica;
 
-pub use client::{HttpSync, SyncReport, WireBytes, enrol, refuses_document};
+pub use client::{HttpSync, RetryPolicy, SyncReport, WireBytes, enrol, refuses_document};
 pub use error::ReplicaError;
 pub use replica::{ApplyReport, Credential, NewPerson, NewVisit, Replica, VisitRow};

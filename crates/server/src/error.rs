@@ -88,6 +88,7 @@ impl From<StoreError> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
+        crate::metrics::global().error(self.code);
         let status = self.status();
         let supported_version = (self.code == ErrorCode::UnsupportedProtocolVersion).then_some(PROTOCOL_VERSION);
         let body = ErrorBody {

@@ -8,6 +8,7 @@ pub mod admin;
 pub mod auth;
 pub mod conflicts;
 mod error;
+pub mod metrics;
 pub mod reports;
 mod routes;
 mod sync;

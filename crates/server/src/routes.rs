@@ -22,6 +22,9 @@ use std::sync::Arc;
 
 #[derive(Clone)]
 pub struct AppState {
+    /// Bounds syncs in flight: past it, answer 503 at once rather than queue.
+    syncs_in_flight: Arc<tokio::sync::Semaphore>,
+    telemetry: Arc<std::sync::Mutex<std::collections::HashMap<DeviceId, DeviceTelemetry>>>,
     sync: SyncService,
     admin: AdminService,
     keys: Arc<TokenKeys>,
@@ -33,6 +36,8 @@ pub struct AppState {
 impl AppState {
     pub fn new(store: Arc<dyn Store>, keys: TokenKeys, limits: Limits, clock: Clock) -> Self {
         Self {
+            syncs_in_flight: Arc::new(tokio::sync::Semaphore::new(limits.syncs_in_flight_max)),
+            telemetry: Arc::default(),
             sync: SyncService::new(store.clone(), limits, clock.clone()),
             admin: AdminService::new(store),
             keys: Arc::new(keys),
@@ -52,6 +57,42 @@ impl AppState {
 
 /// Largest JSON body of the auth and admin routes: ids and names, never documents.
 pub const JSON_BODY_BYTES_MAX: usize = 64 * 1024;
+
+/// The last sync of a device as this server instance saw it (admins' "last seen" view).
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct DeviceTelemetry {
+    pub last_sync_at: i64,
+    pub last_success_at: Option<i64>,
+    pub bytes_up: u64,
+    pub bytes_down: u64,
+    pub duration_ms: u64,
+    pub last_error: Option<String>,
+}
+
+/// Devices tracked in memory at most (older entries are dropped first).
+const TELEMETRY_DEVICES_MAX: usize = 200_000;
+
+impl AppState {
+    fn record_sync(&self, device: DeviceId, up: u64, down: u64, started: std::time::Instant, error: Option<ErrorCode>) {
+        let Ok(mut t) = self.telemetry.lock() else { return };
+        if t.len() >= TELEMETRY_DEVICES_MAX
+            && !t.contains_key(&device)
+            && let Some(oldest) = t.iter().min_by_key(|(_, v)| v.last_sync_at).map(|(k, _)| *k)
+        {
+            t.remove(&oldest);
+        }
+        let now = self.now();
+        let e = t.entry(device).or_default();
+        e.last_sync_at = now;
+        e.bytes_up = up;
+        e.bytes_down = down;
+        e.duration_ms = started.elapsed().as_millis() as u64;
+        e.last_error = error.map(|c| c.to_string());
+        if error.is_none() {
+            e.last_success_at = Some(now);
+        }
+    }
+}
 
 pub fn router(state: AppState) -> Router {
     let body_max = state.sync.limits().body_bytes_max;
@@ -76,6 +117,8 @@ pub fn router(state: AppState) -> Router {
         .layer(DefaultBodyLimit::max(JSON_BODY_BYTES_MAX));
     Router::new()
         .route("/healthz", get(health))
+        .route("/metrics", get(metrics))
+        .route("/v1/admin/telemetry", get(admin_telemetry))
         .route("/admin", get(admin_page))
         .route("/v1/sync", post(sync))
         .route("/{version}/sync", post(other_version))
@@ -175,25 +218,62 @@ async fn sync(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
+    let Ok(_permit) = state.syncs_in_flight.clone().try_acquire_owned() else {
+        crate::metrics::global().overloaded.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        return Err(ApiError::new(ErrorCode::Overloaded, "server busy; retry after the Retry-After delay"));
+    };
     let who = authenticate(&state, &headers).await?;
-    let raw = decode_body(&headers, body, state.sync.limits())?;
+    let started = std::time::Instant::now();
+    let up = body.as_ref().map_or(0, |b| b.len() as u64);
+    let result = sync_inner(&state, &who, &headers, body).await;
+    let m = crate::metrics::global();
+    match &result {
+        Ok((resp, down, pushed, pulled)) => {
+            use std::sync::atomic::Ordering::Relaxed;
+            m.syncs.fetch_add(1, Relaxed);
+            m.bytes_in.fetch_add(up, Relaxed);
+            m.bytes_out.fetch_add(*down, Relaxed);
+            m.docs_pushed.fetch_add(*pushed, Relaxed);
+            m.docs_pulled.fetch_add(*pulled, Relaxed);
+            m.store_latency(started.elapsed().as_secs_f64());
+            state.record_sync(who.device, up, *down, started, None);
+            let _ = resp;
+        }
+        Err(e) => state.record_sync(who.device, up, 0, started, Some(e.code)),
+    }
+    result.map(|(resp, ..)| resp)
+}
+
+/// One authenticated sync: decode, handle, encode. Returns the response, its body size,
+/// and the documents pushed and pulled.
+async fn sync_inner(
+    state: &AppState,
+    who: &Principal,
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<(Response, u64, u64, u64), ApiError> {
+    let raw = decode_body(headers, body, state.sync.limits())?;
     let req = decode_request(&raw).map_err(|e| match e {
         DecodeError::UnsupportedVersion(_) => ApiError::new(ErrorCode::UnsupportedProtocolVersion, e.to_string()),
         _ => ApiError::new(ErrorCode::MalformedBody, e.to_string()),
     })?;
-    let resp = state.sync.handle(&who, req).await?;
-    let accepts_gzip = headers.get(header::ACCEPT_ENCODING).and_then(|v| v.to_str().ok()).is_some_and(accepts_gzip);
+    let pushed = req.push.len() as u64;
+    let resp = state.sync.handle(who, req).await?;
+    let pulled = resp.docs.len() as u64;
+    let accepts_gzip =
+        headers.get(header::ACCEPT_ENCODING).and_then(|v| v.to_str().ok()).is_some_and(self::accepts_gzip);
     let enc = if accepts_gzip {
         encode_body(&resp)
     } else {
         posync_proto::Encoded { bytes: posync_proto::encode(&resp), gzip: false }
     };
+    let down = enc.bytes.len() as u64;
     let mut out = (StatusCode::OK, enc.bytes).into_response();
     out.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(CONTENT_TYPE));
     if enc.gzip {
         out.headers_mut().insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
     }
-    Ok(out)
+    Ok((out, down, pushed, pulled))
 }
 
 /// Whether an `Accept-Encoding` value admits gzip: named (any case) and not refused by `q=0`.
@@ -646,4 +726,22 @@ async fn duplicates_merge(
     )
     .await?;
     Ok(Json(done))
+}
+
+async fn metrics() -> Response {
+    let mut r = (StatusCode::OK, crate::metrics::global().render()).into_response();
+    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4"));
+    r
+}
+
+/// Last sync of every device this instance saw: when, bytes, duration, last error.
+async fn admin_telemetry(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Json<std::collections::BTreeMap<String, DeviceTelemetry>>, ApiError> {
+    let caller = admin_caller(&state, &headers).await?;
+    let visible: std::collections::BTreeSet<DeviceId> =
+        state.admin.devices(&caller).await?.into_iter().map(|d| d.device).collect();
+    let t = state.telemetry.lock().map_err(|_| ApiError::new(ErrorCode::Internal, "telemetry lock"))?;
+    Ok(Json(t.iter().filter(|(d, _)| visible.contains(d)).map(|(d, v)| (d.to_string(), v.clone())).collect()))
 }
