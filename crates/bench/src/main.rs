@@ -15,12 +15,11 @@
 //! Exit status: 0 when every invariant held, 1 when one failed, 2 on an error (including the
 //! `--deadline-seconds` bound). Progress goes to stderr.
 
-mod fleet;
-mod server;
 
 use anyhow::{Context, Result, anyhow, bail};
 use clap::Parser;
-use fleet::{Device, Posyandu, Totals, for_each_blocking, replica_counts, sync_all, sync_device};
+use posync_bench::fleet::{Device, Posyandu, Totals, for_each_blocking, replica_counts, sync_all, sync_device};
+use posync_bench::server::{self, ServerProcess};
 use posync_model::{DeviceId, DocId, Field, FieldValue, PosyanduId, Role, VisitId};
 use posync_replica::Replica;
 use posync_server::TokenKeys;
@@ -30,7 +29,6 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
 use serde_json::{Map, Value, json};
-use server::ServerProcess;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
