@@ -40,6 +40,64 @@ struct Args {
     seed: u64,
     #[arg(long)]
     server_bin: Option<PathBuf>,
+    /// Before starting the server, fill its store with this many documents (one session
+    /// document per posyandu-day, 100 days per posyandu, one visit each), to measure the
+    /// server's memory over a large store. At most 1,000,000.
+    #[arg(long, default_value_t = 0)]
+    preload_docs: usize,
+}
+
+/// Fill the store with `n` session documents, 100 per push transaction.
+async fn preload(store: &SqliteStore, n: usize, seed: u64) -> Result<()> {
+    use posync_model::doc::{self, DocMeta};
+    use posync_store::Store;
+    let mut g = Generator::new(seed ^ 0x5eed);
+    let device = posync_model::DeviceId::new_random();
+    let started = Instant::now();
+    let mut batch = Vec::new();
+    let mut scope = std::collections::BTreeSet::new();
+    for i in 0..n {
+        let p: PosyanduId = posyandu(&format!("mem-{:05}", i / 100));
+        let date = DAY - time::Duration::days((i % 100) as i64);
+        let meta = DocMeta::session(p.clone(), date);
+        let mut am = doc::genesis(&meta, device.actor())?;
+        let v = g.child_visit_on(date);
+        let visit = posync_model::Visit {
+            visit_id: posync_model::VisitId::new_random(),
+            person_id: v.person_id,
+            name: v.name,
+            sex: v.sex,
+            birth_date: v.birth_date,
+            weight_g: v.weight_g,
+            length_mm: v.length_mm,
+            lying: v.lying,
+            head_circ_mm: v.head_circ_mm,
+            muac_mm: v.muac_mm,
+            immunisations: v.immunisations,
+            vitamin_a: v.vitamin_a,
+            notes: String::new(),
+            group: posync_model::LifeGroup::Balita,
+            services: Default::default(),
+            recorded_by: device,
+            recorded_at: 1,
+        };
+        doc::record_visit(&mut am, &visit, 1)?;
+        batch.push(posync_proto::DocPush {
+            doc: meta.doc_id(),
+            kind: meta.kind,
+            posyandu: p.clone(),
+            base: Vec::new(),
+            heads: posync_model::Heads::new(am.get_heads()).to_bytes(),
+            changes: am.save(),
+        });
+        scope.insert(p);
+        if batch.len() == 100 || i + 1 == n {
+            let s = posync_model::Scope::new(std::mem::take(&mut scope));
+            store.push(device, s, std::mem::take(&mut batch), now()).await?;
+        }
+    }
+    eprintln!("posync-load: preloaded {n} documents in {:.1} s", started.elapsed().as_secs_f64());
+    Ok(())
 }
 
 fn now() -> i64 {
@@ -89,7 +147,13 @@ fn error_kind(e: &posync_replica::ReplicaError) -> String {
 }
 
 /// One device's syncs during a phase: until `until`, with pauses drawn from `pause_ms`.
-async fn drive(mut replica: Replica, url: String, token: String, until: Option<Instant>, seed: u64) -> (Replica, Outcome) {
+async fn drive(
+    mut replica: Replica,
+    url: String,
+    token: String,
+    until: Option<Instant>,
+    seed: u64,
+) -> (Replica, Outcome) {
     // As a phone does: transient failures (overloaded, network) are retried with jittered
     // exponential backoff before the sync counts as failed.
     let client = HttpSync::new(&url, &token).with_retry(RetryPolicy::PHONE);
@@ -130,8 +194,22 @@ async fn run(args: Args) -> Result<()> {
     let keys_path = dir.path().join("keys.json");
     keys.save(&keys_path)?;
     let db = dir.path().join("server.sqlite");
+    if args.preload_docs > 1_000_000 {
+        bail!("--preload-docs is at most 1,000,000");
+    }
+    if args.preload_docs > 0 {
+        preload(&SqliteStore::open(&db)?, args.preload_docs, args.seed).await?;
+    }
     let mut srv = server::start(&bin, &db, &dir.path().join("server.log"), &keys_path).await?;
     let store = SqliteStore::open(&db)?;
+    if args.preload_docs > 0 {
+        let db_bytes = std::fs::metadata(&db).map(|m| m.len()).unwrap_or(0);
+        println!(
+            "{}",
+            json!({"phase": "preloaded", "docs_in_store": args.preload_docs, "db_bytes": db_bytes,
+                   "server_rss_kib_at_start": srv.peak_rss_kib()?})
+        );
+    }
     eprintln!("posync-load: {} devices, server {} (pid {})", args.devices, srv.url(), srv.pid());
 
     // Offline capture (not timed).
@@ -176,9 +254,29 @@ async fn run(args: Args) -> Result<()> {
         let line = summarise(phase, args.devices, started.elapsed().as_secs_f64(), total, srv.peak_rss_kib()?);
         println!("{line}");
     }
+    if args.preload_docs > 0 {
+        // A puskesmas tablet's cold pull of 5 preloaded posyandu (500 documents).
+        let tablet = Replica::open(dir.path().join("tablet.sqlite"))?;
+        let scope: Vec<PosyanduId> = (0..5).map(|i| posyandu(&format!("mem-{i:05}"))).collect();
+        posync_testkit::grant(&store, tablet.device(), Role::PuskesmasOfficer, &scope, now());
+        let token = keys
+            .issue(&posync_testkit::user_for(tablet.device()), tablet.device(), Role::PuskesmasOfficer, now(), 3600)
+            .token;
+        let started = Instant::now();
+        let mut tablet = tablet;
+        let report = HttpSync::new(srv.url(), &token).sync(&mut tablet).await?;
+        println!(
+            "{}",
+            json!({"phase": "cold_pull_large_store", "docs_in_store": args.preload_docs, "docs_pulled": report.pulled_docs,
+                   "requests": report.rounds, "bytes_down": report.bytes.down,
+                   "wall_seconds": (started.elapsed().as_secs_f64() * 1000.0).round() / 1000.0,
+                   "server_peak_rss_kib": srv.peak_rss_kib()?})
+        );
+    }
     let visits = srv.visits_at_server()?;
-    if visits != (args.devices * args.visits) as u64 {
-        bail!("server holds {visits} visits, expected {}", args.devices * args.visits);
+    let expected = (args.devices * args.visits + args.preload_docs) as u64;
+    if visits != expected {
+        bail!("server holds {visits} visits, expected {expected}");
     }
     eprintln!("posync-load: server holds all {visits} visits");
     Ok(())

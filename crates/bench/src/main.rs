@@ -15,7 +15,6 @@
 //! Exit status: 0 when every invariant held, 1 when one failed, 2 on an error (including the
 //! `--deadline-seconds` bound). Progress goes to stderr.
 
-
 use anyhow::{Context, Result, anyhow, bail};
 use clap::Parser;
 use posync_bench::fleet::{Device, Posyandu, Totals, for_each_blocking, replica_counts, sync_all, sync_device};

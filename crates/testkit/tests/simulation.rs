@@ -5,7 +5,7 @@
 //! Every schedule must end with all replicas identical to each other and to the server, and
 //! every captured visit present exactly once.
 //!
-//! `POSYNC_SIM_SEEDS=N` runs N schedules (default 300); a failure prints its seed, and
+//! `POSYNC_SIM_SEEDS=N` runs N schedules (default 1000); a failure prints its seed, and
 //! `POSYNC_SIM_SEED=S` replays just that one.
 
 use posync_model::{DocId, Field, FieldValue, PosyanduId, Role};
@@ -42,7 +42,9 @@ async fn schedule(seed: u64, dir: &std::path::Path) -> Result<(), String> {
             0..=2 => {
                 let date = DAY - time::Duration::days(rng.random_range(0..2) * 28);
                 let session: DocId = replicas[r].start_session(&p, date).map_err(|e| e.to_string())?;
-                let id = replicas[r].record_visit(session, g.child_visit_on(date), clock.now()).map_err(|e| e.to_string())?;
+                let id = replicas[r]
+                    .record_visit(session, g.child_visit_on(date), clock.now())
+                    .map_err(|e| e.to_string())?;
                 captured.insert(id.to_string());
             }
             3 | 4 => {
@@ -116,7 +118,7 @@ async fn every_seeded_schedule_converges_with_nothing_lost() {
     let seeds: Vec<u64> = match std::env::var("POSYNC_SIM_SEED").ok().and_then(|s| s.parse().ok()) {
         Some(one) => vec![one],
         None => {
-            let n = std::env::var("POSYNC_SIM_SEEDS").ok().and_then(|s| s.parse().ok()).unwrap_or(300u64);
+            let n = std::env::var("POSYNC_SIM_SEEDS").ok().and_then(|s| s.parse().ok()).unwrap_or(1000u64);
             (0..n).collect()
         }
     };
@@ -126,7 +128,9 @@ async fn every_seeded_schedule_converges_with_nothing_lost() {
     let started = std::time::Instant::now();
     for seed in &seeds {
         if let Err(e) = schedule(*seed, dir.path()).await {
-            panic!("schedule {seed} failed: {e}\nreplay: POSYNC_SIM_SEED={seed} cargo test -p posync-testkit --test simulation");
+            panic!(
+                "schedule {seed} failed: {e}\nreplay: POSYNC_SIM_SEED={seed} cargo test -p posync-testkit --test simulation"
+            );
         }
         let _ = std::fs::remove_file(dir.path().join(format!("server-{seed}.sqlite")));
     }
