@@ -165,3 +165,47 @@ async fn kill_9_during_a_sync_storm_loses_no_acknowledged_record() {
     assert_eq!(stats.visits as usize, captured.len(), "and exactly once");
     eprintln!("{CRASHES} kills, {} visits from {PHONES} phones, all present", captured.len());
 }
+
+/// A phone killed at random moments while capturing: every capture the app confirmed (the
+/// process printed the visit id, after its transaction committed) is on the phone afterwards,
+/// and the replica file passes SQLite's integrity check.
+#[test]
+fn kill_9_during_capture_loses_no_confirmed_visit() {
+    let dir = tempfile::tempdir().expect("dir");
+    let replica = dir.path().join("phone.sqlite");
+    let mut rng = StdRng::seed_from_u64(11);
+    let mut confirmed = BTreeSet::new();
+    let mut killed = 0;
+    for i in 0..40 {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_posync"))
+            .args(["kader", "record", "--posyandu", "melati-01", "--date", "2026-11-23", "--sex", "F"])
+            .args(["--birth-date", "2025-06-01", "--weight-g", "8500", "--length-mm", "720"])
+            .arg("--name")
+            .arg(format!("Anak {i}"))
+            .arg("--replica")
+            .arg(&replica)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start posync kader record");
+        std::thread::sleep(Duration::from_millis(rng.random_range(0..40)));
+        if child.try_wait().expect("wait").is_none() {
+            let _ = child.kill();
+            killed += 1;
+        }
+        let out = child.wait_with_output().expect("output");
+        if out.status.success() {
+            let line = String::from_utf8_lossy(&out.stdout);
+            let visit = line.split("\"visit\":\"").nth(1).and_then(|s| s.split('"').next()).expect("visit id printed");
+            confirmed.insert(visit.to_owned());
+        }
+    }
+    let conn = rusqlite::Connection::open(&replica).expect("open");
+    let check: String = conn.query_row("PRAGMA integrity_check", [], |r| r.get(0)).expect("check");
+    assert_eq!(check, "ok");
+    let phone = Replica::open(&replica).expect("replica opens after kills");
+    let held: BTreeSet<String> = posync_testkit::visit_ids(&phone).into_iter().collect();
+    assert!(confirmed.is_subset(&held), "every confirmed capture survived");
+    assert!(killed > 0 && !confirmed.is_empty(), "the test killed some captures ({killed}) and confirmed others");
+    eprintln!("{killed} captures killed, {} confirmed, {} on the phone", confirmed.len(), held.len());
+}
