@@ -232,7 +232,9 @@ impl SqliteStore {
     ) -> Result<T, StoreError> {
         let inner = self.inner.clone();
         tokio::task::spawn_blocking(move || {
-            let mut conn = inner.writer.lock().map_err(|_| StoreError::Backend("writer lock poisoned".into()))?;
+            // A panic while holding the lock rolled its transaction back (dropped uncommitted),
+            // so the connection is fine: recover it rather than refuse every later write.
+            let mut conn = inner.writer.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
             f(&mut conn)
         })
         .await
@@ -245,7 +247,7 @@ impl SqliteStore {
     ) -> Result<T, StoreError> {
         let inner = self.inner.clone();
         tokio::task::spawn_blocking(move || {
-            let pooled = inner.readers.lock().map_err(|_| StoreError::Backend("reader pool poisoned".into()))?.pop();
+            let pooled = inner.readers.lock().unwrap_or_else(std::sync::PoisonError::into_inner).pop();
             let mut conn = match pooled {
                 Some(c) => c,
                 None => open_conn(&inner.path)?,
@@ -268,7 +270,7 @@ impl SqliteStore {
         &self,
         f: impl FnOnce(&Transaction<'_>) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
-        let mut conn = self.inner.writer.lock().map_err(|_| StoreError::Backend("writer lock poisoned".into()))?;
+        let mut conn = self.inner.writer.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let tx = conn.transaction()?;
         let out = f(&tx)?;
         tx.commit()?;

@@ -2,6 +2,7 @@
 //! real replicas in temp dirs, and seeded generators for posyandu days.
 
 pub mod faults;
+pub mod fuzzing;
 
 use posync_model::growth::Indicator;
 use posync_model::{
