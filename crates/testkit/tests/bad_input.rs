@@ -20,6 +20,13 @@ use rand::{Rng, SeedableRng};
 use serde_json::{Value, json};
 use time::Duration;
 
+/// 28 bytes found by `scripts/fuzz` (fuzz/artifacts/merge_push/): a panic inside Automerge's
+/// decoder. The server must answer it like any malformed input and keep serving.
+const FUZZ_CRASHER: [u8; 28] = [
+    0x85, 0x6f, 0x4a, 0x83, 0x04, 0x00, 0x00, 0x00, 0x03, 0x11, 0x00, 0x00, 0x00, 0x04, 0x00, 0x00, 0x00, 0x00, 0x00,
+    0x00, 0x23, 0x03, 0x04, 0x41, 0x00, 0x00, 0x00, 0x3d,
+];
+
 // ---- the table ----
 
 /// One bad request and what the server must answer.
@@ -573,6 +580,13 @@ async fn every_bad_sync_request_is_refused_with_its_code_and_stores_nothing() {
         Case::new(
             "changes are garbage bytes",
             sync(&with(vec![DocPush { changes: random.clone(), ..push.clone() }])),
+            400,
+            "malformed_changes",
+        )
+        .naming(session),
+        Case::new(
+            "changes that once made Automerge's decoder panic (fuzz crasher)",
+            sync(&with(vec![DocPush { changes: FUZZ_CRASHER.to_vec(), ..push.clone() }])),
             400,
             "malformed_changes",
         )
