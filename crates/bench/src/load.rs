@@ -61,26 +61,7 @@ async fn preload(store: &SqliteStore, n: usize, seed: u64) -> Result<()> {
         let date = DAY - time::Duration::days((i % 100) as i64);
         let meta = DocMeta::session(p.clone(), date);
         let mut am = doc::genesis(&meta, device.actor())?;
-        let v = g.child_visit_on(date);
-        let visit = posync_model::Visit {
-            visit_id: posync_model::VisitId::new_random(),
-            person_id: v.person_id,
-            name: v.name,
-            sex: v.sex,
-            birth_date: v.birth_date,
-            weight_g: v.weight_g,
-            length_mm: v.length_mm,
-            lying: v.lying,
-            head_circ_mm: v.head_circ_mm,
-            muac_mm: v.muac_mm,
-            immunisations: v.immunisations,
-            vitamin_a: v.vitamin_a,
-            notes: String::new(),
-            group: posync_model::LifeGroup::Balita,
-            services: Default::default(),
-            recorded_by: device,
-            recorded_at: 1,
-        };
+        let visit = g.child_visit_on(date).into_visit(device, date, 1);
         doc::record_visit(&mut am, &visit, 1)?;
         batch.push(posync_proto::DocPush {
             doc: meta.doc_id(),

@@ -89,6 +89,32 @@ pub struct NewVisit {
     pub services: BTreeMap<Field, FieldValue>,
 }
 
+impl NewVisit {
+    /// The visit as recorded by `device` at a session on `session_date`, with a fresh id;
+    /// the group defaults to the group by age.
+    pub fn into_visit(self, device: DeviceId, session_date: time::Date, recorded_at: i64) -> Visit {
+        Visit {
+            visit_id: VisitId::new_random(),
+            group: self.group.unwrap_or_else(|| LifeGroup::by_age(self.birth_date, session_date)),
+            person_id: self.person_id,
+            name: self.name,
+            sex: self.sex,
+            birth_date: self.birth_date,
+            weight_g: self.weight_g,
+            length_mm: self.length_mm,
+            lying: self.lying,
+            head_circ_mm: self.head_circ_mm,
+            muac_mm: self.muac_mm,
+            immunisations: self.immunisations,
+            vitamin_a: self.vitamin_a,
+            notes: self.notes,
+            services: self.services,
+            recorded_by: device,
+            recorded_at,
+        }
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct NewPerson {
     pub name: String,
@@ -220,25 +246,7 @@ impl Replica {
     /// Record a visit in a session; returns its id. One transaction.
     pub fn record_visit(&mut self, session: DocId, v: NewVisit, now: i64) -> Result<VisitId, ReplicaError> {
         let session_date = self.session_date(session)?;
-        let visit = Visit {
-            visit_id: VisitId::new_random(),
-            person_id: v.person_id,
-            name: v.name,
-            sex: v.sex,
-            birth_date: v.birth_date,
-            weight_g: v.weight_g,
-            length_mm: v.length_mm,
-            lying: v.lying,
-            head_circ_mm: v.head_circ_mm,
-            muac_mm: v.muac_mm,
-            immunisations: v.immunisations,
-            vitamin_a: v.vitamin_a,
-            notes: v.notes,
-            group: v.group.unwrap_or_else(|| LifeGroup::by_age(v.birth_date, session_date)),
-            services: v.services,
-            recorded_by: self.device,
-            recorded_at: now,
-        };
+        let visit = v.into_visit(self.device, session_date, now);
         let issues = check_visit(&visit, session_date, self.previous(visit.person_id, session_date)?.as_ref());
         if has_errors(&issues) {
             return Err(ReplicaError::Rejected(issues));
@@ -252,25 +260,7 @@ impl Replica {
     /// warnings are for the kader to confirm. Works offline, against this device's history.
     pub fn check_visit(&self, session: DocId, v: &NewVisit) -> Result<Vec<Issue>, ReplicaError> {
         let session_date = self.session_date(session)?;
-        let visit = Visit {
-            visit_id: VisitId::new_random(),
-            person_id: v.person_id,
-            name: v.name.clone(),
-            sex: v.sex,
-            birth_date: v.birth_date,
-            weight_g: v.weight_g,
-            length_mm: v.length_mm,
-            lying: v.lying,
-            head_circ_mm: v.head_circ_mm,
-            muac_mm: v.muac_mm,
-            immunisations: v.immunisations.clone(),
-            vitamin_a: v.vitamin_a,
-            notes: v.notes.clone(),
-            group: v.group.unwrap_or_else(|| LifeGroup::by_age(v.birth_date, session_date)),
-            services: v.services.clone(),
-            recorded_by: self.device,
-            recorded_at: 0,
-        };
+        let visit = v.clone().into_visit(self.device, session_date, 0);
         Ok(check_visit(&visit, session_date, self.previous(v.person_id, session_date)?.as_ref()))
     }
 

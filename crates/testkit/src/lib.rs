@@ -130,6 +130,45 @@ impl Phone {
     }
 }
 
+/// The sample district (`fixtures/district-kota-banjar.json`).
+pub const DISTRICT_FIXTURE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../fixtures/district-kota-banjar.json");
+
+/// The server console, as tests act through it.
+pub fn console() -> posync_server::AdminCaller {
+    posync_server::AdminCaller::Console("test".into())
+}
+
+/// A server with the sample district imported, and the admin service over its store.
+pub async fn district_server(limits: Limits) -> (TestServer, posync_server::AdminService) {
+    let server = TestServer::start_with(limits).await;
+    let admin = posync_server::AdminService::new(server.store_arc());
+    let text = std::fs::read_to_string(DISTRICT_FIXTURE).expect("read the district fixture");
+    let file = posync_server::parse_hierarchy(&text).expect("the district fixture parses");
+    admin.import(&console(), file, server.clock.now()).await.expect("import the district");
+    (server, admin)
+}
+
+/// A replica in `dir`, enrolled over HTTP with a one-time code the console issued for `user`.
+pub async fn enrolled(
+    server: &TestServer,
+    admin: &posync_server::AdminService,
+    user: &str,
+    dir: &tempfile::TempDir,
+) -> Replica {
+    let mut r = Replica::open(dir.path().join(format!("{user}.sqlite"))).expect("open replica");
+    let code = admin
+        .issue_enrolment(&console(), user.parse().expect("user id"), server.clock.now())
+        .await
+        .expect("enrolment code");
+    posync_replica::enrol(&server.url(), &code.code, user, &mut r).await.expect("enrol");
+    r
+}
+
+/// The access token an enrolled replica holds now.
+pub fn access_token(replica: &Replica) -> String {
+    replica.credential().expect("read credential").and_then(|c| c.access).expect("enrolled").token
+}
+
 /// The user the test helpers create for a device.
 pub fn user_for(device: DeviceId) -> UserId {
     format!("t-{device}").parse().expect("a uuid makes a valid user id")

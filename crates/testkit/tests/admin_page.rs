@@ -4,26 +4,12 @@
 //! conflict, sees it gone; the kader's phone then syncs and holds the decided value.
 
 use posync_model::{Field, FieldValue, PosyanduId};
-use posync_replica::{Replica, enrol};
-use posync_server::{AdminCaller, AdminService};
-use posync_testkit::{DAY, Generator, TestServer};
+use posync_testkit::{DAY, Generator, console, district_server, enrolled};
 use std::path::PathBuf;
 use std::process::Command;
 
-const FIXTURE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../fixtures/district-kota-banjar.json");
-
 fn e2e_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("e2e")
-}
-
-async fn enrolled(server: &TestServer, admin: &AdminService, user: &str, dir: &tempfile::TempDir) -> Replica {
-    let mut r = Replica::open(dir.path().join(format!("{user}.sqlite"))).expect("replica");
-    let code = admin
-        .issue_enrolment(&AdminCaller::Console("test".into()), user.parse().expect("id"), server.clock.now())
-        .await
-        .expect("code");
-    enrol(&server.url(), &code.code, user, &mut r).await.expect("enrol");
-    r
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -33,10 +19,7 @@ async fn an_officer_resolves_a_conflict_in_the_browser_and_the_phone_gets_it() {
         std::path::Path::new(&chromium).exists() && e2e_dir().join("node_modules/playwright-core").exists(),
         "this test needs Debian's chromium and `npm ci --prefix crates/testkit/e2e` (.ci/run installs both)"
     );
-    let server = TestServer::start().await;
-    let admin = AdminService::new(server.store_arc());
-    let file = posync_server::parse_hierarchy(&std::fs::read_to_string(FIXTURE).expect("fixture")).expect("parse");
-    admin.import(&AdminCaller::Console("test".into()), file, server.clock.now()).await.expect("import");
+    let (server, admin) = district_server(posync_proto::Limits::default()).await;
     let dir = tempfile::tempdir().expect("dir");
     let p: PosyanduId = "pos-hegarsari-melati-1".parse().expect("id");
     let mut a = enrolled(&server, &admin, "kader-0001", &dir).await;
@@ -52,10 +35,8 @@ async fn an_officer_resolves_a_conflict_in_the_browser_and_the_phone_gets_it() {
     a.sync_enrolled(&server.url()).await.expect("sync");
     assert_eq!(a.under_review(session).expect("review").len(), 1);
 
-    let code = admin
-        .issue_enrolment(&AdminCaller::Console("test".into()), "bidan-0001".parse().expect("id"), server.clock.now())
-        .await
-        .expect("code");
+    let code =
+        admin.issue_enrolment(&console(), "bidan-0001".parse().expect("id"), server.clock.now()).await.expect("code");
     let shot = std::env::temp_dir().join(format!("posync-admin-page-{}.png", std::process::id()));
     let url = server.url();
     let script = e2e_dir().join("admin-page.mjs");

@@ -3,29 +3,8 @@
 //! a bounded number of retries; `/metrics` counts it all; admins see each device's last sync.
 
 use posync_proto::{Limits, SyncRequest};
-use posync_replica::{HttpSync, Replica, ReplicaError, RetryPolicy, enrol};
-use posync_server::{AdminCaller, AdminService};
-use posync_testkit::{DAY, Generator, TestServer};
-
-const FIXTURE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../fixtures/district-kota-banjar.json");
-
-async fn district(limits: Limits) -> (TestServer, AdminService) {
-    let server = TestServer::start_with(limits).await;
-    let admin = AdminService::new(server.store_arc());
-    let file = posync_server::parse_hierarchy(&std::fs::read_to_string(FIXTURE).expect("fixture")).expect("parse");
-    admin.import(&AdminCaller::Console("test".into()), file, server.clock.now()).await.expect("import");
-    (server, admin)
-}
-
-async fn phone(server: &TestServer, admin: &AdminService, user: &str, dir: &tempfile::TempDir) -> Replica {
-    let mut r = Replica::open(dir.path().join(format!("{user}.sqlite"))).expect("replica");
-    let code = admin
-        .issue_enrolment(&AdminCaller::Console("test".into()), user.parse().expect("id"), server.clock.now())
-        .await
-        .expect("code");
-    enrol(&server.url(), &code.code, user, &mut r).await.expect("enrol");
-    r
-}
+use posync_replica::{HttpSync, ReplicaError, RetryPolicy};
+use posync_testkit::{DAY, Generator, access_token, district_server, enrolled};
 
 async fn metrics(url: &str) -> String {
     reqwest::get(format!("{url}/metrics")).await.expect("metrics").text().await.expect("text")
@@ -37,13 +16,13 @@ fn counter(text: &str, name: &str) -> u64 {
 
 #[tokio::test]
 async fn an_overloaded_server_says_so_and_phones_back_off_a_bounded_number_of_times() {
-    let (server, admin) = district(Limits { syncs_in_flight_max: 0, ..Limits::default() }).await;
+    let (server, admin) = district_server(Limits { syncs_in_flight_max: 0, ..Limits::default() }).await;
     let dir = tempfile::tempdir().expect("dir");
-    let mut kader = phone(&server, &admin, "kader-0001", &dir).await;
+    let mut kader = enrolled(&server, &admin, "kader-0001", &dir).await;
     let before = metrics(&server.url()).await;
 
     // The raw answer: 503, a stable code, and when to come back.
-    let token = kader.credential().expect("c").and_then(|c| c.access).expect("token").token;
+    let token = access_token(&kader);
     let resp = reqwest::Client::new()
         .post(format!("{}/v1/sync", server.url()))
         .bearer_auth(&token)
@@ -78,9 +57,9 @@ async fn an_overloaded_server_says_so_and_phones_back_off_a_bounded_number_of_ti
 
 #[tokio::test]
 async fn metrics_count_syncs_and_admins_see_each_devices_last_sync() {
-    let (server, admin) = district(Limits::default()).await;
+    let (server, admin) = district_server(Limits::default()).await;
     let dir = tempfile::tempdir().expect("dir");
-    let mut kader = phone(&server, &admin, "kader-0001", &dir).await;
+    let mut kader = enrolled(&server, &admin, "kader-0001", &dir).await;
     let session = kader.start_session(&"pos-hegarsari-melati-1".parse().expect("id"), DAY).expect("session");
     kader.record_visit(session, Generator::new(2).child_visit(), 1).expect("record");
     let before = metrics(&server.url()).await;
@@ -94,8 +73,8 @@ async fn metrics_count_syncs_and_admins_see_each_devices_last_sync() {
     assert!(counter(&after, "posync_docs_pushed_total") > counter(&before, "posync_docs_pushed_total"));
     assert!(after.contains("posync_store_seconds_bucket{le=\"+Inf\"}"));
 
-    let district_admin = phone(&server, &admin, "dinkes-admin-01", &dir).await;
-    let token = district_admin.credential().expect("c").and_then(|c| c.access).expect("t").token;
+    let district_admin = enrolled(&server, &admin, "dinkes-admin-01", &dir).await;
+    let token = access_token(&district_admin);
     let telemetry: serde_json::Value = reqwest::Client::new()
         .get(format!("{}/v1/admin/telemetry", server.url()))
         .bearer_auth(token)

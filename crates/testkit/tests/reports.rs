@@ -6,15 +6,13 @@ use posync_model::growth::{self, Measurement};
 use posync_model::record::{age_days, age_months};
 use posync_model::report::{BASIC, SCHEDULE, kbm_g};
 use posync_model::{Field, FieldValue, LifeGroup, PersonId, PosyanduId, Sex};
-use posync_replica::{NewVisit, Replica, enrol};
-use posync_server::{AdminCaller, AdminService};
-use posync_testkit::{Generator, TestServer};
+use posync_replica::NewVisit;
+use posync_testkit::{Generator, TestServer, access_token, district_server, enrolled};
 use rand::Rng;
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
 use time::macros::date;
 
-const FIXTURE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../fixtures/district-kota-banjar.json");
 const OCT: time::Date = date!(2026 - 10 - 14);
 const NOV: time::Date = date!(2026 - 11 - 18);
 
@@ -24,17 +22,6 @@ struct Captured {
     posyandu: PosyanduId,
     date: time::Date,
     visit: NewVisit,
-}
-
-fn console() -> AdminCaller {
-    AdminCaller::Console("test".into())
-}
-
-async fn phone(server: &TestServer, admin: &AdminService, user: &str, dir: &tempfile::TempDir) -> Replica {
-    let mut r = Replica::open(dir.path().join(format!("{user}.sqlite"))).expect("replica");
-    let code = admin.issue_enrolment(&console(), user.parse().expect("id"), server.clock.now()).await.expect("code");
-    enrol(&server.url(), &code.code, user, &mut r).await.expect("enrol");
-    r
 }
 
 /// Two months at one posyandu: children weighed in October and/or November, some with
@@ -231,10 +218,7 @@ async fn get(server: &TestServer, token: &str, path: &str) -> (u16, String) {
 
 #[tokio::test]
 async fn monthly_report_matches_figures_computed_from_the_seeded_data() {
-    let server = TestServer::start().await;
-    let admin = AdminService::new(server.store_arc());
-    let file = posync_server::parse_hierarchy(&std::fs::read_to_string(FIXTURE).expect("fixture")).expect("parse");
-    admin.import(&console(), file, server.clock.now()).await.expect("import");
+    let (server, admin) = district_server(posync_proto::Limits::default()).await;
     let dir = tempfile::tempdir().expect("dir");
     let sites = [
         ("kader-0001", "pos-hegarsari-melati-1", 11u64),
@@ -244,7 +228,7 @@ async fn monthly_report_matches_figures_computed_from_the_seeded_data() {
     let mut by_posyandu = BTreeMap::new();
     for (user, posyandu, seed) in sites {
         let posyandu: PosyanduId = posyandu.parse().expect("id");
-        let mut r = phone(&server, &admin, user, &dir).await;
+        let mut r = enrolled(&server, &admin, user, &dir).await;
         let captured = two_months(&mut Generator::new(seed), &posyandu);
         for c in &captured {
             let session = r.start_session(&posyandu, c.date).expect("session");
@@ -255,9 +239,9 @@ async fn monthly_report_matches_figures_computed_from_the_seeded_data() {
     }
 
     // Per posyandu, for an officer of Puskesmas Banjar 1: its 2 posyandu with data, the rest 0.
-    let mut officer = phone(&server, &admin, "bidan-0001", &dir).await;
+    let mut officer = enrolled(&server, &admin, "bidan-0001", &dir).await;
     officer.sync_enrolled(&server.url()).await.expect("officer sync");
-    let token = officer.credential().expect("c").and_then(|c| c.access).expect("token").token;
+    let token = access_token(&officer);
     let (status, body) = get(&server, &token, "/v1/reports/monthly?month=2026-11").await;
     assert_eq!(status, 200, "{body}");
     let report: Value = serde_json::from_str(&body).expect("json");
@@ -280,8 +264,8 @@ async fn monthly_report_matches_figures_computed_from_the_seeded_data() {
     assert_eq!(empty["s"], 0);
 
     // Rolled up to puskesmas for the district admin: sums of their posyandu.
-    let district = phone(&server, &admin, "dinkes-admin-01", &dir).await;
-    let token = district.credential().expect("c").and_then(|c| c.access).expect("token").token;
+    let district = enrolled(&server, &admin, "dinkes-admin-01", &dir).await;
+    let token = access_token(&district);
     let (status, body) = get(&server, &token, "/v1/reports/monthly?month=2026-11&level=puskesmas").await;
     assert_eq!(status, 200, "{body}");
     let report: Value = serde_json::from_str(&body).expect("json");
@@ -329,8 +313,8 @@ async fn monthly_report_matches_figures_computed_from_the_seeded_data() {
     assert!(audit.iter().any(|e| e.action == "report_read"));
 
     // A kader sees only their own posyandu; a bad month is a clear error.
-    let kader = phone(&server, &admin, "kader-0204", &dir).await;
-    let token = kader.credential().expect("c").and_then(|c| c.access).expect("token").token;
+    let kader = enrolled(&server, &admin, "kader-0204", &dir).await;
+    let token = access_token(&kader);
     let (_, body) = get(&server, &token, "/v1/reports/monthly?month=2026-11").await;
     let rows: Value = serde_json::from_str(&body).expect("json");
     assert_eq!(rows["rows"].as_array().expect("rows").len(), 1);
