@@ -136,6 +136,19 @@ pub fn genesis(meta: &DocMeta, actor: ActorId) -> Result<Automerge, DocError> {
     Ok(doc)
 }
 
+/// Apply bytes from the network to a document. Automerge reports most malformed input as an
+/// error, but some inputs make a decoder inside it panic (found by fuzzing, kept in
+/// `fuzz/artifacts/merge_push/`): a panic here would poison the server store's writer lock and
+/// take down a phone's sync, so it is caught and reported as malformed input. The document is discarded
+/// by the caller on error.
+pub fn load_untrusted(am: &mut Automerge, bytes: &[u8]) -> Result<(), String> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| am.load_incremental(bytes))) {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err("changes do not decode (the decoder gave up)".into()),
+    }
+}
+
 /// The schema a document is at: the highest value of `schema` (replicas that upgraded
 /// concurrently each wrote it; they agree or one is newer).
 pub fn schema_of(doc: &Automerge) -> Result<i64, DocError> {

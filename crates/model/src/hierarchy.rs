@@ -198,10 +198,6 @@ impl HierarchyFile {
         }
         Ok(())
     }
-
-    pub fn count(&self, kind: UnitKind) -> usize {
-        self.units.iter().filter(|u| u.kind == kind).count()
-    }
 }
 
 #[cfg(test)]

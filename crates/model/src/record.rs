@@ -309,7 +309,8 @@ impl Field {
         Field::Counselled,
     ];
 
-    pub const ALL: [Field; 29] = [
+    /// The fields of schema 1 and the group: named members of [`Visit`].
+    pub const BASE: [Field; 11] = [
         Field::Name,
         Field::Sex,
         Field::BirthDate,
@@ -321,25 +322,22 @@ impl Field {
         Field::VitaminA,
         Field::Notes,
         Field::Group,
-        Field::GrowthCard,
-        Field::Oedema,
-        Field::ExclusiveBf,
-        Field::Deworming,
-        Field::Referred,
-        Field::GestationalWeeks,
-        Field::BpSystolic,
-        Field::BpDiastolic,
-        Field::IronTablets,
-        Field::DangerSigns,
-        Field::HbGL,
-        Field::BloodSugarMgDl,
-        Field::WaistMm,
-        Field::TbSymptoms,
-        Field::PumaScore,
-        Field::Srq20Score,
-        Field::AdlScore,
-        Field::Counselled,
     ];
+
+    /// Every field: [`Field::BASE`] then [`Field::SERVICES`].
+    pub const ALL: [Field; 29] = {
+        let mut all = [Field::Name; 29];
+        let mut i = 0;
+        while i < Field::BASE.len() {
+            all[i] = Field::BASE[i];
+            i += 1;
+        }
+        while i < all.len() {
+            all[i] = Field::SERVICES[i - Field::BASE.len()];
+            i += 1;
+        }
+        all
+    };
 
     /// The key of this field in the visit's Automerge map. Part of the document format.
     pub fn key(self) -> &'static str {

@@ -266,11 +266,16 @@ fn posyandu_row(month: Month, facts: &[&VisitFact], registered: &[&RegisteredPer
         s.entry(f.person_id).or_insert(f.birth_date);
     }
     row.s = s.len() as u64;
-    let has_card = |id: &PersonId| {
-        registered.iter().any(|r| r.person_id == *id && r.kia_book)
-            || facts.iter().any(|f| f.person_id == *id && f.growth_card)
-    };
-    row.k = s.keys().filter(|id| has_card(id)).count() as u64;
+    // One pass over the facts: who holds a growth card, and every dose each child was given.
+    let mut carded: BTreeSet<PersonId> = registered.iter().filter(|r| r.kia_book).map(|r| r.person_id).collect();
+    let mut doses_of: BTreeMap<PersonId, BTreeSet<&str>> = BTreeMap::new();
+    for f in facts {
+        if f.growth_card {
+            carded.insert(f.person_id);
+        }
+        doses_of.entry(f.person_id).or_default().extend(f.immunisations.iter().map(String::as_str));
+    }
+    row.k = s.keys().filter(|id| carded.contains(id)).count() as u64;
 
     // The latest weighing of each child this month and last month.
     let weighed = |m: Month| -> BTreeMap<PersonId, &VisitFact> {
@@ -330,17 +335,15 @@ fn posyandu_row(month: Month, facts: &[&VisitFact], registered: &[&RegisteredPer
     }
 
     // Immunisation, from every dose recorded in the window.
-    let given = |id: &PersonId| -> BTreeSet<&str> {
-        facts.iter().filter(|f| f.person_id == *id).flat_map(|f| f.immunisations.iter().map(String::as_str)).collect()
-    };
+    let none = BTreeSet::new();
     for (id, birth) in &s {
         let months = age_months(*birth, end);
-        let doses = given(id);
+        let doses = doses_of.get(id).unwrap_or(&none);
         if (12..24).contains(&months) {
             row.basic_immunisation_12_23m.of += 1;
             row.basic_immunisation_12_23m.n += u64::from(BASIC.iter().all(|d| doses.contains(d)));
         }
-        if overdue_doses(months, &doses).next().is_some() {
+        if overdue_doses(months, doses).next().is_some() {
             row.children_with_overdue_doses += 1;
         }
     }

@@ -32,10 +32,6 @@ impl Scope {
         self.posyandu.is_empty()
     }
 
-    pub fn len(&self) -> usize {
-        self.posyandu.len()
-    }
-
     /// Whether every posyandu of `self` is also in `other`.
     pub fn is_subset(&self, other: &Scope) -> bool {
         self.posyandu.is_subset(&other.posyandu)

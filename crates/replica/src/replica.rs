@@ -548,12 +548,8 @@ impl Replica {
                 None => Automerge::new(),
             };
             am.set_actor(actor.clone());
-            // The same guard as the server's: a decoder panic on bad bytes is a bad response.
-            match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| am.load_incremental(&pull.changes))) {
-                Ok(Ok(_)) => {}
-                Ok(Err(e)) => return Err(ReplicaError::BadResponse(format!("doc {}: {e}", pull.doc))),
-                Err(_) => return Err(ReplicaError::BadResponse(format!("doc {}: changes do not decode", pull.doc))),
-            }
+            doc::load_untrusted(&mut am, &pull.changes)
+                .map_err(|e| ReplicaError::BadResponse(format!("doc {}: {e}", pull.doc)))?;
             if !am.get_missing_deps(&[]).is_empty() {
                 // The server assumed we had changes we do not (say, this file was restored from
                 // a backup). Push our copy whole, which tells the server what we really have,

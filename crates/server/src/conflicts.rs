@@ -99,14 +99,7 @@ pub async fn detail(store: &dyn Store, who: &Principal, id: &str) -> Result<Conf
         .map_err(|_| ApiError::new(ErrorCode::Internal, "document layout"))?
         .into_iter()
         .find(|v| v.visit_id.to_string() == c.record_id);
-    let session_date = stored
-        .meta
-        .kind
-        .code()
-        .eq("session")
-        .then(|| posync_model::doc::read_meta(&am).ok())
-        .flatten()
-        .and_then(|m| m.date);
+    let session_date = posync_model::doc::read_meta(&am).ok().and_then(|m| m.date);
     let mut out = view(c, &users);
     if let (Some(v), Some(date)) = (&visit, session_date) {
         let field = Field::from_key(&out.field);

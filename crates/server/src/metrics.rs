@@ -55,10 +55,6 @@ impl Metrics {
         }
     }
 
-    pub fn errors_of(&self, code: ErrorCode) -> u64 {
-        ALL_CODES.iter().position(|c| *c == code).map_or(0, |i| self.errors[i].load(Ordering::Relaxed))
-    }
-
     pub fn store_latency(&self, seconds: f64) {
         for (i, le) in STORE_BUCKETS.iter().enumerate() {
             if seconds <= *le {

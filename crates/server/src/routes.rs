@@ -228,7 +228,7 @@ async fn sync(
     let result = sync_inner(&state, &who, &headers, body).await;
     let m = crate::metrics::global();
     match &result {
-        Ok((resp, down, pushed, pulled)) => {
+        Ok((_, down, pushed, pulled)) => {
             use std::sync::atomic::Ordering::Relaxed;
             m.syncs.fetch_add(1, Relaxed);
             m.bytes_in.fetch_add(up, Relaxed);
@@ -237,7 +237,6 @@ async fn sync(
             m.docs_pulled.fetch_add(*pulled, Relaxed);
             m.store_latency(started.elapsed().as_secs_f64());
             state.record_sync(who.device, up, *down, started, None);
-            let _ = resp;
         }
         Err(e) => state.record_sync(who.device, up, 0, started, Some(e.code)),
     }

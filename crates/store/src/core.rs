@@ -61,7 +61,7 @@ pub fn merge_push(existing: Option<Existing<'_>>, push: &DocPush) -> Result<Merg
         None => Automerge::new(),
     };
     let before = Heads::new(am.get_heads());
-    load_untrusted(&mut am, &push.changes).map_err(|reason| StoreError::MalformedChanges { doc: id, reason })?;
+    doc::load_untrusted(&mut am, &push.changes).map_err(|reason| StoreError::MalformedChanges { doc: id, reason })?;
     if !am.get_missing_deps(&[]).is_empty() {
         return Err(StoreError::MissingDependencies { doc: id });
     }
@@ -92,19 +92,6 @@ fn check_identity(id: DocId, meta: &DocMeta, push: &DocPush) -> Result<(), Store
         return Err(mismatch("document id does not match its kind, posyandu and date".into()));
     }
     Ok(())
-}
-
-/// Apply bytes from the network to a document. Automerge reports most malformed input as an
-/// error, but some inputs make a decoder inside it panic (found by fuzzing, kept in
-/// `fuzz/artifacts/merge_push/`): a panic here would poison the store's writer and stop every
-/// later write, so it is caught and reported as malformed input. The document is discarded
-/// by the caller on error.
-pub fn load_untrusted(am: &mut Automerge, bytes: &[u8]) -> Result<(), String> {
-    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| am.load_incremental(bytes))) {
-        Ok(Ok(_)) => Ok(()),
-        Ok(Err(e)) => Err(e.to_string()),
-        Err(_) => Err("changes do not decode (the decoder gave up)".into()),
-    }
 }
 
 /// The relational rows of a document.
