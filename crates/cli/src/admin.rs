@@ -6,7 +6,7 @@ use anyhow::{Context, Result, bail};
 use clap::Subcommand;
 use posync_model::{DeviceId, Role, Unit, UnitId, UserId, UserSpec};
 use posync_server::{AdminCaller, AdminService, TokenKeys};
-use posync_store::{SqliteStore, Store};
+use posync_store::Store;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -79,9 +79,9 @@ fn print_json<T: serde::Serialize>(items: impl IntoIterator<Item = T>) -> Result
     Ok(())
 }
 
-pub async fn run(db: PathBuf, cmd: AdminCmd, now: i64) -> Result<()> {
+pub async fn run(store_args: crate::backend::StoreArgs, cmd: AdminCmd, now: i64) -> Result<()> {
     if let AdminCmd::RotateKeys { keys, keep } = cmd {
-        let path = keys.unwrap_or_else(|| crate::default_keys_path(&db));
+        let path = store_args.keys_path(keys)?;
         let mut set = TokenKeys::load_or_create(&path, now)?;
         let kid = set.rotate(now)?;
         set.retain_newest(keep);
@@ -89,7 +89,7 @@ pub async fn run(db: PathBuf, cmd: AdminCmd, now: i64) -> Result<()> {
         println!("{{\"active\":\"{kid}\",\"keys\":{}}}", serde_json::to_string(&set.kids())?);
         return Ok(());
     }
-    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&db).with_context(|| format!("opening {}", db.display()))?);
+    let store: Arc<dyn Store> = store_args.open().await?;
     let admin = AdminService::new(store.clone());
     let caller = console();
     match cmd {

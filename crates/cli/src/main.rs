@@ -1,19 +1,19 @@
 //! `posync`: the sync server, device simulation and the demo.
 
 mod admin;
+mod backend;
 mod demo;
 
 use anyhow::{Context, Result, bail};
+use backend::StoreArgs;
 use clap::{Parser, Subcommand};
 use posync_model::record::parse_date;
 use posync_model::{Field, FieldValue, LifeGroup, PersonId, PosyanduId, Sex};
 use posync_proto::Limits;
 use posync_replica::{NewVisit, Replica};
 use posync_server::TokenKeys;
-use posync_store::SqliteStore;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 #[derive(Parser)]
 #[command(name = "posync", version, about = "Offline-first sync for posyandu records")]
@@ -24,10 +24,10 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// Run the sync server on an embedded SQLite file.
+    /// Run the sync server on an embedded SQLite file (or PostgreSQL, with --database-url).
     Serve {
-        #[arg(long, default_value = "posync.sqlite", env = "POSYNC_DB")]
-        db: PathBuf,
+        #[command(flatten)]
+        store: StoreArgs,
         #[arg(long, default_value = "127.0.0.1:8080", env = "POSYNC_ADDR")]
         addr: SocketAddr,
         /// Signing keyset (Ed25519, by key id). Default: `<db>.keys.json`, created on first
@@ -46,15 +46,15 @@ enum Cmd {
     },
     /// The server console: hierarchy, users, enrolment codes, devices, audit, keys.
     Admin {
-        #[arg(long, default_value = "posync.sqlite", env = "POSYNC_DB")]
-        db: PathBuf,
+        #[command(flatten)]
+        store: StoreArgs,
         #[command(subcommand)]
         cmd: admin::AdminCmd,
     },
     /// Monthly reports from the server's database (console): SKDN, nutrition, immunisation.
     Report {
-        #[arg(long, default_value = "posync.sqlite", env = "POSYNC_DB")]
-        db: PathBuf,
+        #[command(flatten)]
+        store: StoreArgs,
         /// `monthly` (SKDN and prevalence) or `overdue` (children with overdue doses).
         #[arg(value_parser = ["monthly", "overdue"])]
         kind: String,
@@ -82,6 +82,16 @@ enum Cmd {
         /// A bearer token; default: the device credential stored by `kader enrol`.
         #[arg(long, env = "POSYNC_TOKEN", hide_env_values = true)]
         token: Option<String>,
+    },
+    /// Move a district's data from its SQLite file into PostgreSQL, in one transaction,
+    /// then check every document's heads in the target.
+    MigrateStore {
+        /// sqlite:PATH
+        #[arg(long)]
+        from: String,
+        /// postgres://user@host:5432/db
+        #[arg(long)]
+        to: String,
     },
     /// Three phones, one posyandu day, offline capture, a concurrent edit, a puskesmas pull.
     Demo {
@@ -181,17 +191,10 @@ fn now() -> i64 {
     time::OffsetDateTime::now_utc().unix_timestamp()
 }
 
-/// Where `serve` and `admin rotate-keys` keep the keyset unless told otherwise.
-pub fn default_keys_path(db: &Path) -> PathBuf {
-    let mut name = db.file_name().map(|n| n.to_os_string()).unwrap_or_default();
-    name.push(".keys.json");
-    db.with_file_name(name)
-}
-
-async fn report(db: &Path, kind: &str, month: Option<&str>, level: &str, csv: bool) -> Result<()> {
+async fn report(store: &StoreArgs, kind: &str, month: Option<&str>, level: &str, csv: bool) -> Result<()> {
     use posync_server::reports;
-    use posync_store::Store;
-    let store = SqliteStore::open(db).with_context(|| format!("opening {}", db.display()))?;
+    let store = store.open().await?;
+    let store = store.as_ref();
     let month = reports::parse_month(month, time::OffsetDateTime::now_utc().date())?;
     let tree = store.unit_tree().await?;
     // The console sees every posyandu of the database.
@@ -199,7 +202,7 @@ async fn report(db: &Path, kind: &str, month: Option<&str>, level: &str, csv: bo
         tree.units.iter().filter(|u| u.kind == posync_model::UnitKind::Posyandu).map(|u| u.id.as_posyandu()),
     );
     if kind == "overdue" {
-        let list = reports::overdue(&store, &scope, month).await?;
+        let list = reports::overdue(store, &scope, month).await?;
         if csv {
             print!("{}", reports::overdue_csv(&list));
         } else {
@@ -211,7 +214,7 @@ async fn report(db: &Path, kind: &str, month: Option<&str>, level: &str, csv: bo
         return Ok(());
     }
     let level = reports::Level::parse(level).context("--level must be posyandu, village, puskesmas or district")?;
-    let report = reports::monthly(&store, &scope, month, level).await?;
+    let report = reports::monthly(store, &scope, month, level).await?;
     if csv {
         print!("{}", report.csv());
         return Ok(());
@@ -265,22 +268,21 @@ async fn main() -> Result<()> {
         .with_writer(std::io::stderr)
         .init();
     match cli.cmd {
-        Cmd::Serve { db, addr, keys, page_bytes_max, body_bytes_max, syncs_in_flight_max } => {
-            let keys_path = keys.unwrap_or_else(|| default_keys_path(&db));
-            let keys = TokenKeys::load_or_create(&keys_path, now())?;
-            let store = SqliteStore::open(&db).with_context(|| format!("opening {}", db.display()))?;
+        Cmd::Serve { store, addr, keys, page_bytes_max, body_bytes_max, syncs_in_flight_max } => {
+            let keys = TokenKeys::load_or_create(&store.keys_path(keys)?, now())?;
+            let opened = store.open().await?;
             let limits = Limits { page_bytes_max, body_bytes_max, syncs_in_flight_max, ..Limits::default() };
-            let server =
-                posync_server::spawn(addr, Arc::new(store), keys, limits, posync_server::system_clock()).await?;
+            let server = posync_server::spawn(addr, opened, keys, limits, posync_server::system_clock()).await?;
             // One line on stdout so scripts can find the port when --addr used port 0.
-            println!("posync listening on {} (db {})", server.url(), db.display());
+            println!("posync listening on {} (db {})", server.url(), store.describe());
             tokio::signal::ctrl_c().await?;
             server.stop().await?;
         }
-        Cmd::Admin { db, cmd } => admin::run(db, cmd, now()).await?,
-        Cmd::Report { db, kind, month, level, csv } => report(&db, &kind, month.as_deref(), &level, csv).await?,
+        Cmd::Admin { store, cmd } => admin::run(store, cmd, now()).await?,
+        Cmd::Report { store, kind, month, level, csv } => report(&store, &kind, month.as_deref(), &level, csv).await?,
         Cmd::Kader { cmd } => kader(cmd).await?,
         Cmd::Pull { replica, server, token } => sync_replica(&replica, &server, token).await?,
+        Cmd::MigrateStore { from, to } => backend::migrate_store(&from, &to).await?,
         Cmd::Demo { seed } => demo::run(seed).await?,
     }
     Ok(())

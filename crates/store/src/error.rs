@@ -41,3 +41,19 @@ impl From<rusqlite::Error> for StoreError {
         StoreError::Backend(e.to_string())
     }
 }
+
+impl From<tokio_postgres::Error> for StoreError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        // The server's message (constraint, trigger) is in the source; show it.
+        match e.as_db_error() {
+            Some(db) => StoreError::Backend(format!("postgres: {}", db.message())),
+            None => StoreError::Backend(format!("postgres: {e}")),
+        }
+    }
+}
+
+impl From<deadpool_postgres::PoolError> for StoreError {
+    fn from(e: deadpool_postgres::PoolError) -> Self {
+        StoreError::Backend(format!("postgres pool: {e}"))
+    }
+}

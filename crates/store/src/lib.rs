@@ -7,6 +7,9 @@
 pub mod access;
 pub mod core;
 mod error;
+pub mod migrate;
+pub mod postgres;
+mod rows;
 pub mod sqlite;
 mod sqlite_access;
 
@@ -15,6 +18,7 @@ pub use access::{
     UnitTree, UserRecord,
 };
 pub use error::StoreError;
+pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 
 use async_trait::async_trait;

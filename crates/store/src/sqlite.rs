@@ -3,16 +3,15 @@
 //! tokio's blocking pool, never on the async workers.
 
 use crate::core::{self, Existing, Projection};
+use crate::rows::{self, CONFLICT_COLUMNS, ConflictRow, parse_kind, row_meta, to_conflict_record};
 use crate::sqlite_access;
 use crate::{
     AuditAction, AuditEntry, AuditRecord, DeviceAccess, DeviceRecord, ImportReport, NewCredential, NewEnrolment,
     PageLimits, PullPage, Store, StoreError, StoreStats, StoredDoc, StoredMeta, UnitTree, UserRecord,
 };
 use async_trait::async_trait;
-use posync_model::record::{format_date, parse_date};
-use posync_model::{
-    DeviceId, DocId, DocKind, Field, FieldValue, Heads, HierarchyFile, PersonId, Scope, UserId, UserSpec,
-};
+use posync_model::record::format_date;
+use posync_model::{DeviceId, DocId, Field, FieldValue, Heads, HierarchyFile, PersonId, Scope, UserId, UserSpec};
 use posync_proto::{DocAck, DocPull, DocPush};
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Transaction, params};
 use std::collections::HashSet;
@@ -321,27 +320,6 @@ impl SqliteStore {
     }
 }
 
-fn parse_kind(doc: &str, s: &str) -> Result<DocKind, StoreError> {
-    DocKind::parse(s).ok_or_else(|| StoreError::Backend(format!("doc {doc}: unknown kind {s:?}")))
-}
-
-fn row_meta(
-    doc_id: String,
-    kind: String,
-    posyandu: String,
-    seq: i64,
-    heads: Vec<u8>,
-) -> Result<StoredMeta, StoreError> {
-    let bad = |what: &str| StoreError::Backend(format!("doc {doc_id}: bad stored {what}"));
-    Ok(StoredMeta {
-        kind: parse_kind(&doc_id, &kind)?,
-        posyandu: posyandu.parse().map_err(|_| bad("posyandu"))?,
-        seq: u64::try_from(seq).map_err(|_| bad("seq"))?,
-        heads: Heads::from_bytes(&heads).map_err(|_| bad("heads"))?,
-        doc: doc_id.parse().map_err(|_| bad("id"))?,
-    })
-}
-
 fn push_tx(
     tx: &Transaction<'_>,
     device: DeviceId,
@@ -427,74 +405,27 @@ fn write_conflicts(
     now: i64,
 ) -> Result<(), StoreError> {
     let doc_s = doc.to_string();
-    let ids: Vec<String> = conflicts.iter().map(|c| c.id(doc).to_string()).collect();
-    let keep = serde_json_like_array(&ids.iter().map(String::as_str).collect::<Vec<_>>());
+    let rows = rows::conflict_index_rows(doc, conflicts)?;
+    let keep = serde_json_like_array(&rows.iter().map(|r| r.id.as_str()).collect::<Vec<_>>());
     tx.execute(
         "DELETE FROM conflicts WHERE doc_id = ?1 AND conflict_id NOT IN (SELECT value FROM json_each(?2))",
         params![doc_s, keep],
     )?;
-    for (c, id) in conflicts.iter().zip(&ids) {
-        let values: Vec<crate::ConflictValueRecord> = c
-            .values
-            .iter()
-            .map(|v| crate::ConflictValueRecord {
-                value: v.value.clone(),
-                device: device_of_actor(&v.actor),
-                winner: v.winner,
-            })
-            .collect();
-        let vals = serde_json::to_string(&values).map_err(|e| StoreError::Backend(e.to_string()))?;
-        let policy = match c.policy() {
-            posync_model::Policy::Review => "review",
-            posync_model::Policy::Auto => "auto",
-        };
-        if c.policy() == posync_model::Policy::Auto {
-            // Logged without values: the winner stands.
-            tracing::info!(doc = %doc_s, field = %c.field, "auto-resolved conflict");
-        }
+    for r in &rows {
+        let c = r.conflict;
         tx.execute(
             "INSERT INTO conflicts (conflict_id, doc_id, posyandu, collection, record_id, field, policy, vals, opened_at, updated_at)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9)
              ON CONFLICT(conflict_id) DO UPDATE SET vals = ?8, updated_at = ?9",
-            params![id, doc_s, posyandu, c.collection, c.record_id, c.field, policy, vals, now],
+            params![r.id, doc_s, posyandu, c.collection, c.record_id, c.field, r.policy, r.vals, now],
         )?;
     }
     Ok(())
 }
 
-/// Device actors are the device id's 16 bytes; anything else (genesis, server) is no device.
-fn device_of_actor(hex_actor: &str) -> Option<DeviceId> {
-    let bytes: [u8; 16] = hex::decode(hex_actor).ok()?.try_into().ok()?;
-    Some(DeviceId::from_bytes(bytes))
-}
-
-/// A `conflicts` row: id, doc, posyandu, collection, record, field, policy, values JSON,
-/// opened_at, updated_at.
-type ConflictRow = (String, String, String, String, String, String, String, String, i64, i64);
-
 fn conflict_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ConflictRow> {
     Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?, r.get(7)?, r.get(8)?, r.get(9)?))
 }
-
-fn to_conflict_record(row: ConflictRow) -> Result<crate::ConflictRecord, StoreError> {
-    let (id, doc, posyandu, collection, record_id, field, policy, vals, opened_at, updated_at) = row;
-    let bad = |what: &str| StoreError::Backend(format!("bad conflict row: {what}"));
-    Ok(crate::ConflictRecord {
-        id,
-        doc: doc.parse().map_err(|_| bad("doc"))?,
-        posyandu: posyandu.parse().map_err(|_| bad("posyandu"))?,
-        collection,
-        record_id,
-        field,
-        policy: if policy == "auto" { posync_model::Policy::Auto } else { posync_model::Policy::Review },
-        values: serde_json::from_str(&vals).map_err(|_| bad("values"))?,
-        opened_at,
-        updated_at,
-    })
-}
-
-const CONFLICT_COLUMNS: &str =
-    "conflict_id, doc_id, posyandu, collection, record_id, field, policy, vals, opened_at, updated_at";
 
 fn resolve_tx(
     tx: &Transaction<'_>,
@@ -543,41 +474,17 @@ fn commit_server_change(
 
 /// Pairs of people in scope who look like one person registered twice.
 fn duplicate_people(conn: &Connection, scope: &Scope) -> Result<Vec<crate::DuplicatePair>, StoreError> {
-    let mut stmt = conn.prepare_cached(
-        "SELECT a.person_id, a.posyandu, a.name, a.birth_date, b.person_id, b.posyandu, b.name, b.birth_date,
-                CASE WHEN a.nik IS NOT NULL AND a.nik = b.nik THEN 'nik'
-                     WHEN a.mother_nik IS NOT NULL AND a.mother_nik = b.mother_nik AND a.birth_date = b.birth_date
-                          THEN 'mother_nik_and_birth_date'
-                     ELSE 'name_birth_date_and_mother' END
-         FROM people a JOIN people b ON a.person_id < b.person_id
-         WHERE a.merged_into IS NULL AND b.merged_into IS NULL
-           AND a.posyandu IN (SELECT value FROM json_each(?1)) AND b.posyandu IN (SELECT value FROM json_each(?1))
-           AND ((a.nik IS NOT NULL AND a.nik = b.nik)
-             OR (a.mother_nik IS NOT NULL AND a.mother_nik = b.mother_nik AND a.birth_date = b.birth_date
-                 AND lower(trim(a.name)) = lower(trim(b.name)))
-             OR (a.birth_date = b.birth_date AND lower(trim(a.name)) = lower(trim(b.name))
-                 AND lower(trim(a.mother_name)) = lower(trim(b.mother_name)) AND a.mother_name != ''))
-         ORDER BY a.birth_date, a.person_id LIMIT 1000",
-    )?;
+    let in_scope = |t: &str| format!("{t}.posyandu IN (SELECT value FROM json_each(?1))");
+    let mut stmt = conn.prepare_cached(&rows::duplicate_people_sql(&in_scope("a"), &in_scope("b")))?;
     let rows = stmt
         .query_map([scope_list(scope)], |r| {
-            let side = |i: usize| -> rusqlite::Result<(String, String, String, String)> {
+            let side = |i: usize| -> rusqlite::Result<rows::PersonRow> {
                 Ok((r.get(i)?, r.get(i + 1)?, r.get(i + 2)?, r.get(i + 3)?))
             };
             Ok((side(0)?, side(4)?, r.get::<_, String>(8)?))
         })?
         .collect::<Result<Vec<_>, _>>()?;
-    let bad = |what: &str| StoreError::Backend(format!("bad people row: {what}"));
-    let person =
-        |(id, posyandu, name, birth): (String, String, String, String)| -> Result<crate::PersonSummary, StoreError> {
-            Ok(crate::PersonSummary {
-                person_id: id.parse().map_err(|_| bad("id"))?,
-                posyandu: posyandu.parse().map_err(|_| bad("posyandu"))?,
-                name,
-                birth_date: birth,
-            })
-        };
-    rows.into_iter().map(|(a, b, reason)| Ok(crate::DuplicatePair { reason, a: person(a)?, b: person(b)? })).collect()
+    rows.into_iter().map(|(a, b, reason)| rows::duplicate_pair(a, b, reason)).collect()
 }
 
 /// Mark `duplicate` as merged into `keep` in the duplicate's registry, as the server's change.
@@ -800,12 +707,7 @@ fn known_heads(tx: &Transaction<'_>, doc_s: &str, device_s: &str, cursor: i64) -
             |r| r.get(0),
         )
         .optional()?;
-    let parse = |b: Option<Vec<u8>>| -> Result<Heads, StoreError> {
-        b.map(|b| Heads::from_bytes(&b).map_err(|e| StoreError::Backend(e.to_string())))
-            .transpose()
-            .map(Option::unwrap_or_default)
-    };
-    Ok(parse(at_cursor)?.union(&parse(pushed)?))
+    Ok(rows::parse_stored_heads(at_cursor)?.union(&rows::parse_stored_heads(pushed)?))
 }
 
 #[async_trait]
@@ -985,10 +887,7 @@ impl Store for SqliteStore {
         filter: crate::ConflictFilter,
     ) -> Result<Vec<crate::ConflictRecord>, StoreError> {
         self.read(move |conn| {
-            let policy = match filter.policy.unwrap_or(posync_model::Policy::Review) {
-                posync_model::Policy::Review => "review",
-                posync_model::Policy::Auto => "auto",
-            };
+            let policy = rows::policy_code(filter.policy.unwrap_or(posync_model::Policy::Review));
             let mut stmt = conn.prepare_cached(&format!(
                 "SELECT {CONFLICT_COLUMNS} FROM conflicts
                  WHERE posyandu IN (SELECT value FROM json_each(?1)) AND policy = ?2
@@ -1069,14 +968,7 @@ impl Store for SqliteStore {
                 .collect::<Result<Vec<_>, _>>()?;
             Ok(rows
                 .into_iter()
-                .filter_map(|(p, id, b, kia_book)| {
-                    Some(posync_model::report::RegisteredPerson {
-                        posyandu: p.parse().ok()?,
-                        person_id: id.parse().ok()?,
-                        birth_date: parse_date(&b)?,
-                        kia_book,
-                    })
-                })
+                .filter_map(|(p, id, b, kia_book)| rows::registered_person(&p, &id, &b, kia_book))
                 .collect())
         })
         .await
@@ -1107,34 +999,36 @@ fn report_facts(
             (r.get::<_, Option<i64>>(13)?, r.get::<_, Option<i64>>(14)?, r.get::<_, Option<String>>(15)?),
         ))
     })?;
-    let bad = |what: &str| StoreError::Backend(format!("bad projected {what}"));
     let mut out = Vec::new();
     for row in rows {
         let (
-            (posyandu, date, person, name),
-            (sex, birth, group),
+            (posyandu, session_date, person, name),
+            (sex, birth_date, group),
             (weight_g, length_mm, lying),
-            (muac_mm, oedema, card),
-            (sys, dia, imm),
+            (muac_mm, oedema, growth_card),
+            (bp_systolic, bp_diastolic, immunisations),
         ) = row?;
-        out.push(posync_model::report::VisitFact {
-            posyandu: posyandu.parse().map_err(|_| bad("posyandu"))?,
-            session_date: parse_date(&date).ok_or_else(|| bad("session date"))?,
-            person_id: person.parse().map_err(|_| bad("person id"))?,
-            name,
-            sex: posync_model::Sex::parse(&sex).ok_or_else(|| bad("sex"))?,
-            birth_date: parse_date(&birth).ok_or_else(|| bad("birth date"))?,
-            group: posync_model::LifeGroup::parse(&group).ok_or_else(|| bad("life group"))?,
-            weight_g,
-            length_mm,
-            lying,
-            muac_mm,
-            oedema: oedema.unwrap_or(false),
-            growth_card: card.unwrap_or(false),
-            bp_systolic: sys,
-            bp_diastolic: dia,
-            immunisations: imm.map(|s| s.split(',').map(str::to_owned).collect()).unwrap_or_default(),
-        });
+        out.push(
+            rows::RawFact {
+                posyandu,
+                session_date,
+                person,
+                name,
+                sex,
+                birth_date,
+                group,
+                weight_g,
+                length_mm,
+                lying,
+                muac_mm,
+                oedema,
+                growth_card,
+                bp_systolic,
+                bp_diastolic,
+                immunisations,
+            }
+            .parse()?,
+        );
     }
     Ok(out)
 }
