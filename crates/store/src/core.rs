@@ -205,3 +205,98 @@ pub fn merge_people(
     doc::merge_person(&mut am, duplicate, keep, now).map_err(|e| StoreError::Invalid(e.to_string()))?;
     finish(doc, am)
 }
+
+/// Feed entries read per query while choosing a page's documents.
+pub const FEED_SCAN_BATCH: usize = 1_024;
+
+/// Chooses the documents of one pulled page by walking the feed after the device's cursor
+/// in feed order, each document at its first entry there.
+///
+/// Why feed order and not "documents by their latest change": the cursor promises that the
+/// device holds every document at least as of its entries up to the cursor. A page in feed
+/// order keeps that promise — when it ends before the next unsent document's first entry,
+/// every entry up to the new cursor belongs to a document the device was just sent whole
+/// (as of now). Ordering by latest change would let a cut page's cursor jump over an older
+/// entry of a document edited since and not yet sent, and the next page would send that
+/// document as a delta the device cannot apply.
+#[derive(Debug)]
+pub struct PageScan {
+    docs_max: usize,
+    seen: std::collections::HashSet<DocId>,
+    /// Documents in order of their first entry after the cursor.
+    pub docs: Vec<(DocId, u64)>,
+    /// The first entry of the first document that did not fit, if any.
+    pub next_first: Option<u64>,
+}
+
+impl PageScan {
+    pub fn new(docs_max: usize) -> Self {
+        Self { docs_max: docs_max.max(1), seen: Default::default(), docs: Vec::new(), next_first: None }
+    }
+
+    /// Offer the next feed entry; `false` once the page has all the documents it can take.
+    pub fn offer(&mut self, seq: u64, doc: DocId) -> bool {
+        if self.next_first.is_some() {
+            return false;
+        }
+        if self.seen.contains(&doc) {
+            return true;
+        }
+        if self.docs.len() == self.docs_max {
+            self.next_first = Some(seq);
+            return false;
+        }
+        self.seen.insert(doc);
+        self.docs.push((doc, seq));
+        true
+    }
+}
+
+/// A chosen document as stored now, with the heads the device is known to have.
+pub struct Candidate {
+    pub meta: crate::StoredMeta,
+    pub bytes: Vec<u8>,
+    pub known: Heads,
+}
+
+/// Fill a page with the scanned documents in order, within `bytes_max` (always at least one
+/// document). The cursor only moves to just before the first entry of a document not sent,
+/// or, when the scan reached the end, to `feed_end` (the last position of the snapshot).
+pub fn assemble_page(
+    cursor: u64,
+    scan: PageScan,
+    mut stored: std::collections::HashMap<DocId, Candidate>,
+    feed_end: u64,
+    bytes_max: usize,
+) -> Result<crate::PullPage, StoreError> {
+    let mut page = crate::PullPage { docs: Vec::new(), cursor, more: false };
+    let mut bytes_total = 0usize;
+    for (doc, first) in scan.docs {
+        let Some(c) = stored.remove(&doc) else { continue };
+        let changes = changes_for(doc, &c.bytes, &c.meta.heads, &c.known)?;
+        let size = changes.as_ref().map_or(0, Vec::len);
+        if !page.docs.is_empty() && bytes_total + size > bytes_max {
+            page.cursor = first - 1;
+            page.more = true;
+            return Ok(page);
+        }
+        bytes_total += size;
+        if let Some(changes) = changes {
+            page.docs.push(posync_proto::DocPull {
+                doc,
+                kind: c.meta.kind,
+                posyandu: c.meta.posyandu,
+                heads: c.meta.heads.to_bytes(),
+                changes,
+            });
+        }
+    }
+    match scan.next_first {
+        Some(first) => {
+            page.cursor = first - 1;
+            page.more = true;
+        }
+        None => page.cursor = feed_end.max(cursor),
+    }
+    Ok(page)
+}

@@ -33,8 +33,8 @@ pub const TABLES: [&str; 13] = [
     "audit",
 ];
 
-/// Rows per INSERT statement.
-const BATCH_ROWS_MAX: usize = 200;
+/// Rows read from SQLite before each insert.
+const BATCH_ROWS_MAX: usize = 500;
 /// Documents per read-back query while verifying.
 const VERIFY_BATCH_MAX: usize = 256;
 
@@ -69,7 +69,7 @@ fn col_type(pg: &str) -> Result<ColType, StoreError> {
     })
 }
 
-type Param = Box<dyn ToSql + Sync + Send>;
+use crate::postgres::Param;
 
 /// A SQLite value as the PostgreSQL column wants it. A value of another type can only come
 /// from a projection column a foreign writer filled oddly; PostgreSQL's projection writes
@@ -190,20 +190,24 @@ async fn insert_batch(
     names: &[&str],
     batch: Vec<Vec<Param>>,
 ) -> Result<u64, StoreError> {
-    if batch.is_empty() {
-        return Ok(0);
+    if table != "units" {
+        // Anything already present is a conflict the move must not paper over.
+        return crate::postgres::insert_rows(tx, table, names, batch).await;
     }
-    let width = names.len();
-    let tuples: Vec<String> = (0..batch.len())
-        .map(|r| format!("({})", (1..=width).map(|c| format!("${}", r * width + c)).collect::<Vec<_>>().join(", ")))
-        .collect();
-    // Units above the district (province) may already be there, shared with other
-    // districts; anything else already present is a conflict the move must not paper over.
-    let on_conflict = if table == "units" { " ON CONFLICT (unit_id) DO NOTHING" } else { "" };
-    let sql = format!("INSERT INTO {table} ({}) VALUES {}{on_conflict}", names.join(", "), tuples.join(", "));
-    let params: Vec<&(dyn ToSql + Sync)> = batch.iter().flatten().map(|p| p.as_ref() as &(dyn ToSql + Sync)).collect();
-    tx.execute(&sql, &params).await?;
-    Ok(batch.len() as u64)
+    // Units above the district (the province) may be there already, shared with other
+    // districts.
+    let mut n = 0;
+    for row in batch {
+        let params: Vec<&(dyn ToSql + Sync)> = row.iter().map(|p| p.as_ref() as &(dyn ToSql + Sync)).collect();
+        let holes: Vec<String> = (1..=names.len()).map(|i| format!("${i}")).collect();
+        let sql = format!(
+            "INSERT INTO units ({}) VALUES ({}) ON CONFLICT (unit_id) DO NOTHING",
+            names.join(", "),
+            holes.join(", ")
+        );
+        n += tx.execute(&sql, &params).await?;
+    }
+    Ok(n)
 }
 
 /// Every SQLite document's heads, compared with what PostgreSQL's bytes load to.

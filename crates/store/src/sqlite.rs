@@ -1,5 +1,7 @@
 //! The embedded SQLite store: one file, WAL, `synchronous=FULL` (an acknowledged sync survives
-//! power loss), one writer at a time, readers in parallel. Blocking SQLite calls run on
+//! power loss), one writer at a time, readers in parallel. Write transactions begin
+//! IMMEDIATE: a second process on the same file waits its turn (busy timeout) instead of
+//! failing when a read-then-write transaction cannot upgrade. Blocking SQLite calls run on
 //! tokio's blocking pool, never on the async workers.
 
 use crate::core::{self, Existing, Projection};
@@ -12,13 +14,13 @@ use crate::{
 use async_trait::async_trait;
 use posync_model::record::format_date;
 use posync_model::{DeviceId, DocId, Field, FieldValue, Heads, HierarchyFile, PersonId, Scope, UserId, UserSpec};
-use posync_proto::{DocAck, DocPull, DocPush};
-use rusqlite::{Connection, OpenFlags, OptionalExtension, Transaction, params};
+use posync_proto::{DocAck, DocPush};
+use rusqlite::{Connection, OpenFlags, OptionalExtension, Transaction, TransactionBehavior, params};
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-const SCHEMA_VERSION: i64 = 3;
+const SCHEMA_VERSION: i64 = 4;
 const READERS_MAX: usize = 8;
 
 const SCHEMA: &str = r#"
@@ -157,6 +159,9 @@ CREATE INDEX conflicts_doc ON conflicts(doc_id);
 CREATE INDEX conflicts_scope ON conflicts(posyandu, policy, opened_at);
 "#;
 
+/// Schema v4: pulls walk the feed of a scope in order.
+const SCHEMA_V4: &str = "CREATE INDEX feed_scope_seq ON feed(posyandu, seq);";
+
 /// A service value as a SQL value: booleans as 0/1.
 fn service_sql(v: Option<&FieldValue>) -> rusqlite::types::Value {
     use rusqlite::types::Value as V;
@@ -193,7 +198,7 @@ fn open_conn(path: &Path) -> Result<Connection, StoreError> {
 }
 
 /// Schema steps in order: step `i` takes `user_version` from `i` to `i + 1`.
-const MIGRATIONS: [&str; SCHEMA_VERSION as usize] = [SCHEMA, sqlite_access::SCHEMA_V2, SCHEMA_V3];
+const MIGRATIONS: [&str; SCHEMA_VERSION as usize] = [SCHEMA, sqlite_access::SCHEMA_V2, SCHEMA_V3, SCHEMA_V4];
 
 fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
     let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
@@ -204,7 +209,7 @@ fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
     }
     for (i, step) in MIGRATIONS.iter().enumerate().skip(version as usize) {
         // Each step and its version bump commit together: a crash leaves a whole version.
-        let tx = conn.transaction()?;
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         tx.execute_batch(step)?;
         tx.pragma_update(None, "user_version", i as i64 + 1)?;
         tx.commit()?;
@@ -270,7 +275,7 @@ impl SqliteStore {
         f: impl FnOnce(&Transaction<'_>) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
         let mut conn = self.inner.writer.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let tx = conn.transaction()?;
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let out = f(&tx)?;
         tx.commit()?;
         Ok(out)
@@ -301,7 +306,7 @@ impl SqliteStore {
         f: impl FnOnce(&Transaction<'_>) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, StoreError> {
         self.write(move |conn| {
-            let tx = conn.transaction()?;
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let out = f(&tx)?;
             sqlite_access::append_audit(&tx, &audit)?;
             tx.commit()?;
@@ -637,57 +642,52 @@ fn pull_tx(
     limits: PageLimits,
 ) -> Result<PullPage, StoreError> {
     let tx = conn.transaction()?;
-    let max_seq: i64 = tx.query_row("SELECT COALESCE(MAX(seq), 0) FROM feed", [], |r| r.get(0))?;
+    let feed_end: i64 = tx.query_row("SELECT COALESCE(MAX(seq), 0) FROM feed", [], |r| r.get(0))?;
     // A cursor from the future (a server restored from an older backup) cannot be trusted:
     // start the device over; re-sent changes are harmless duplicates.
-    let cursor = if cursor > max_seq as u64 { 0 } else { cursor };
+    let cursor = if cursor > feed_end as u64 { 0 } else { cursor };
     let cursor_i = i64::try_from(cursor).map_err(|_| StoreError::Backend("cursor overflow".into()))?;
-    let mut page = PullPage { docs: Vec::new(), cursor, more: false };
-    let mut stmt = tx.prepare_cached(
-        "SELECT doc_id, kind, posyandu, seq, heads FROM docs
-         WHERE posyandu IN (SELECT value FROM json_each(?1)) AND seq > ?2
-         ORDER BY seq LIMIT ?3",
+    let scopes = scope_list(scope);
+    let mut scan = core::PageScan::new(limits.docs_max);
+    let mut entries = tx.prepare_cached(
+        "SELECT seq, doc_id FROM feed
+         WHERE posyandu IN (SELECT value FROM json_each(?1)) AND seq > ?2 AND seq <= ?3
+         ORDER BY seq LIMIT ?4",
     )?;
-    let rows = stmt
-        .query_map(params![scope_list(scope), cursor_i, (limits.docs_max + 1) as i64], |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, String>(1)?,
-                r.get::<_, String>(2)?,
-                r.get::<_, i64>(3)?,
-                r.get::<_, Vec<u8>>(4)?,
-            ))
-        })?
-        .collect::<Result<Vec<_>, _>>()?;
-    let mut bytes_total = 0usize;
-    let device_s = device.to_string();
-    for (i, (doc_s, kind, posyandu, seq, heads)) in rows.into_iter().enumerate() {
-        if i >= limits.docs_max {
-            page.more = true;
-            break;
+    let mut from = cursor_i;
+    'scan: loop {
+        let rows = entries
+            .query_map(params![scopes, from, feed_end, core::FEED_SCAN_BATCH as i64], |r| {
+                Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?))
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        for (seq, doc) in &rows {
+            from = *seq;
+            let doc = doc.parse().map_err(|_| StoreError::Backend("bad feed doc id".into()))?;
+            if !scan.offer(*seq as u64, doc) {
+                break 'scan;
+            }
         }
-        let meta = row_meta(doc_s.clone(), kind, posyandu, seq, heads)?;
-        let known = known_heads(&tx, &doc_s, &device_s, cursor_i)?;
-        let saved: Vec<u8> = tx.query_row("SELECT bytes FROM docs WHERE doc_id = ?1", [&doc_s], |r| r.get(0))?;
-        let changes = core::changes_for(meta.doc, &saved, &meta.heads, &known)?;
-        let size = changes.as_ref().map_or(0, Vec::len);
-        if !page.docs.is_empty() && bytes_total + size > limits.bytes_max {
-            page.more = true;
+        if rows.len() < core::FEED_SCAN_BATCH {
             break;
-        }
-        bytes_total += size;
-        page.cursor = meta.seq;
-        if let Some(changes) = changes {
-            page.docs.push(DocPull {
-                doc: meta.doc,
-                kind: meta.kind,
-                posyandu: meta.posyandu,
-                heads: meta.heads.to_bytes(),
-                changes,
-            });
         }
     }
-    Ok(page)
+    let device_s = device.to_string();
+    let mut stored = std::collections::HashMap::new();
+    let mut doc_row =
+        tx.prepare_cached("SELECT doc_id, kind, posyandu, seq, heads, bytes FROM docs WHERE doc_id = ?1")?;
+    for (doc, _) in &scan.docs {
+        let doc_s = doc.to_string();
+        let row = doc_row
+            .query_row([&doc_s], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get::<_, Vec<u8>>(5)?))
+            })
+            .optional()?;
+        let Some((d, k, p, seq, heads, bytes)) = row else { continue };
+        let known = known_heads(&tx, &doc_s, &device_s, cursor_i)?;
+        stored.insert(*doc, core::Candidate { meta: row_meta(d, k, p, seq, heads)?, bytes, known });
+    }
+    core::assemble_page(cursor, scan, stored, feed_end as u64, limits.bytes_max)
 }
 
 /// Heads the device is known to have for a document: its state as of the device's cursor,
@@ -720,7 +720,7 @@ impl Store for SqliteStore {
         now: i64,
     ) -> Result<Vec<DocAck>, StoreError> {
         self.write(move |conn| {
-            let tx = conn.transaction()?;
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let acks = push_tx(&tx, device, &scope, &pushes, now)?;
             tx.commit()?;
             Ok(acks)
@@ -822,7 +822,7 @@ impl Store for SqliteStore {
         now: i64,
     ) -> Result<UserRecord, StoreError> {
         self.write(move |conn| {
-            let tx = conn.transaction()?;
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let user = sqlite_access::redeem_enrolment(&tx, &code_hash, &credential, now)?;
             let actor = crate::Actor::Device { device: credential.device };
             let detail = serde_json::json!({ "user": user.id, "label": credential.label });
@@ -844,7 +844,7 @@ impl Store for SqliteStore {
         now: i64,
     ) -> Result<UserRecord, StoreError> {
         self.write(move |conn| {
-            let tx = conn.transaction()?;
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let out = sqlite_access::refresh_device(&tx, device, &refresh_hash, new_expires_at, now);
             // A refused refresh changes nothing; commit only a successful one.
             if out.is_ok() {

@@ -11,7 +11,7 @@ use posync_model::{
 use posync_proto::Limits;
 use posync_replica::{NewVisit, Replica};
 use posync_server::{RunningServer, TokenKeys};
-use posync_store::{NewCredential, SqliteStore, Store};
+use posync_store::{NewCredential, PgStore, SqliteStore, Store};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use std::collections::BTreeMap;
@@ -186,6 +186,26 @@ const TEST_CHAIN: [(&str, UnitKind); 5] = [
 /// Write a user for `device` with `role`, assigned directly to `posyandu` (created under a
 /// test village if new), and enrol the device, straight into the store. Test setup only.
 pub fn grant(store: &SqliteStore, device: DeviceId, role: Role, posyandu: &[PosyanduId], now: i64) {
+    let existing = store.write_blocking(|tx| Ok(posyandu_units(tx))).expect("read units");
+    let (units, user, credential) = grant_parts(&existing, device, role, posyandu, now);
+    store.grant_blocking(&units, &user, &credential, now).expect("grant");
+}
+
+/// [`grant`] on PostgreSQL. Every posyandu hangs under the test village.
+pub async fn grant_pg(store: &PgStore, device: DeviceId, role: Role, posyandu: &[PosyanduId], now: i64) {
+    let (units, user, credential) = grant_parts(&[], device, role, posyandu, now);
+    store.grant(&units, &user, &credential, now).await.expect("grant");
+}
+
+/// The units (the test chain, then posyandu not in `existing`), user and credential a grant
+/// writes.
+fn grant_parts(
+    existing: &[UnitId],
+    device: DeviceId,
+    role: Role,
+    posyandu: &[PosyanduId],
+    now: i64,
+) -> (Vec<Unit>, UserSpec, NewCredential) {
     let mut units: Vec<Unit> = Vec::new();
     let mut parent: Option<UnitId> = None;
     for (id, kind) in TEST_CHAIN {
@@ -193,7 +213,6 @@ pub fn grant(store: &SqliteStore, device: DeviceId, role: Role, posyandu: &[Posy
         units.push(Unit { id: id.clone(), kind, parent: parent.clone(), name: id.to_string() });
         parent = Some(id);
     }
-    let existing = store.write_blocking(|tx| Ok(posyandu_units(tx))).expect("read units");
     for p in posyandu {
         let id = UnitId::from(p.clone());
         if !existing.contains(&id) {
@@ -208,7 +227,7 @@ pub fn grant(store: &SqliteStore, device: DeviceId, role: Role, posyandu: &[Posy
     };
     let credential =
         NewCredential { device, label: "test".into(), refresh_hash: [0; 32], refresh_expires_at: now + 365 * 86_400 };
-    store.grant_blocking(&units, &user, &credential, now).expect("grant");
+    (units, user, credential)
 }
 
 fn posyandu_units(tx: &rusqlite::Transaction<'_>) -> Vec<UnitId> {

@@ -102,7 +102,7 @@ use posync_model::{
     DeviceId, DocId, DocKind, Field, FieldValue, Heads, HierarchyFile, PersonId, PosyanduId, Scope, Unit, UserId,
     UserSpec,
 };
-use posync_proto::{DocAck, DocPull, DocPush};
+use posync_proto::{DocAck, DocPush};
 use std::collections::{HashMap, HashSet};
 use tokio_postgres::types::ToSql;
 
@@ -144,38 +144,46 @@ fn to_i64(v: u64, what: &str) -> Result<i64, StoreError> {
 
 /// A service value as its column's SQL value. Columns are typed: a value of another type
 /// (possible only from a foreign writer) projects as NULL rather than failing the merge.
-enum ServiceSql {
-    Bool(Option<bool>),
-    Int(Option<i64>),
-    Text(Option<String>),
-}
-
-fn service_sql(field: Field, v: Option<&FieldValue>) -> ServiceSql {
+fn service_sql(field: Field, v: Option<&FieldValue>) -> Param {
     use posync_model::record::FieldKind;
-    match field.kind() {
-        FieldKind::Bool => ServiceSql::Bool(match v {
-            Some(FieldValue::Bool(b)) => Some(*b),
-            _ => None,
-        }),
-        FieldKind::Int { .. } => ServiceSql::Int(match v {
-            Some(FieldValue::Int(i)) => Some(*i),
-            _ => None,
-        }),
-        _ => ServiceSql::Text(match v {
-            Some(FieldValue::Text(t)) => Some(t.clone()),
-            _ => None,
-        }),
+    match (field.kind(), v) {
+        (FieldKind::Bool, Some(FieldValue::Bool(b))) => Box::new(Some(*b)),
+        (FieldKind::Bool, _) => Box::new(None::<bool>),
+        (FieldKind::Int { .. }, Some(FieldValue::Int(i))) => Box::new(Some(*i)),
+        (FieldKind::Int { .. }, _) => Box::new(None::<i64>),
+        (_, Some(FieldValue::Text(t))) => Box::new(Some(t.clone())),
+        (_, _) => Box::new(None::<String>),
     }
 }
 
-impl ServiceSql {
-    fn as_sql(&self) -> &(dyn ToSql + Sync) {
-        match self {
-            ServiceSql::Bool(b) => b,
-            ServiceSql::Int(i) => i,
-            ServiceSql::Text(t) => t,
-        }
+/// One owned statement parameter.
+pub(crate) type Param = Box<dyn ToSql + Sync + Send>;
+
+/// Parameters per statement: PostgreSQL's limit is 65,535.
+const STATEMENT_PARAMS_MAX: usize = 8_000;
+
+/// Insert `rows` into `table` with as few multi-row statements as the parameter limit allows:
+/// one round trip per few hundred rows instead of one per row.
+pub(crate) async fn insert_rows(
+    tx: &Transaction<'_>,
+    table: &str,
+    columns: &[&str],
+    rows: Vec<Vec<Param>>,
+) -> Result<u64, StoreError> {
+    let width = columns.len().max(1);
+    let per_statement = (STATEMENT_PARAMS_MAX / width).max(1);
+    let mut inserted = 0u64;
+    for chunk in rows.chunks(per_statement) {
+        let tuples: Vec<String> = (0..chunk.len())
+            .map(|r| format!("({})", (1..=width).map(|c| format!("${}", r * width + c)).collect::<Vec<_>>().join(", ")))
+            .collect();
+        let sql = format!("INSERT INTO {table} ({}) VALUES {}", columns.join(", "), tuples.join(", "));
+        let params: Vec<&(dyn ToSql + Sync)> =
+            chunk.iter().flatten().map(|p| p.as_ref() as &(dyn ToSql + Sync)).collect();
+        let stmt = tx.prepare_cached(&sql).await?;
+        inserted += tx.execute(&stmt, &params).await?;
     }
+    Ok(inserted)
 }
 
 /// A document's new state, waiting for its feed position.
@@ -360,94 +368,110 @@ async fn write_projection(tx: &Transaction<'_>, doc_s: &str, posyandu: &str, p: 
             .await?;
             tx.execute("DELETE FROM visits WHERE doc_id = $1", &[&doc_s]).await?;
             let date = format_date(*date);
-            let service_cols: Vec<&str> = Field::SERVICES.iter().map(|f| f.key()).collect();
-            let placeholders: Vec<String> = (0..18 + service_cols.len()).map(|i| format!("${}", i + 1)).collect();
-            let ins = tx
-                .prepare_cached(&format!(
-                    "INSERT INTO visits (visit_id, doc_id, posyandu, session_date, person_id, name, sex, birth_date,
-                        weight_g, length_mm, lying, head_circ_mm, muac_mm, vitamin_a, notes, recorded_by, recorded_at,
-                        life_group, {})
-                     VALUES ({})",
-                    service_cols.join(", "),
-                    placeholders.join(", ")
-                ))
-                .await?;
-            let imm = tx
-                .prepare_cached("INSERT INTO visit_immunisations (visit_id, antigen, given_on) VALUES ($1, $2, $3)")
-                .await?;
+            let mut columns = vec![
+                "visit_id",
+                "doc_id",
+                "posyandu",
+                "session_date",
+                "person_id",
+                "name",
+                "sex",
+                "birth_date",
+                "weight_g",
+                "length_mm",
+                "lying",
+                "head_circ_mm",
+                "muac_mm",
+                "vitamin_a",
+                "notes",
+                "recorded_by",
+                "recorded_at",
+                "life_group",
+            ];
+            columns.extend(Field::SERVICES.iter().map(|f| f.key()));
+            let mut rows: Vec<Vec<Param>> = Vec::with_capacity(visits.len());
+            let mut immunisations: Vec<Vec<Param>> = Vec::new();
             for v in visits {
                 let vid = v.visit_id.to_string();
-                let person = v.person_id.to_string();
-                let birth = format_date(v.birth_date);
-                let vitamin_a = v.vitamin_a.map(|a| a.code());
-                let recorded_by = v.recorded_by.to_string();
-                let (sex, group) = (v.sex.code(), v.group.code());
-                let services: Vec<ServiceSql> =
-                    Field::SERVICES.iter().map(|f| service_sql(*f, v.services.get(f))).collect();
-                let mut params: Vec<&(dyn ToSql + Sync)> = vec![
-                    &vid,
-                    &doc_s,
-                    &posyandu,
-                    &date,
-                    &person,
-                    &v.name,
-                    &sex,
-                    &birth,
-                    &v.weight_g,
-                    &v.length_mm,
-                    &v.lying,
-                    &v.head_circ_mm,
-                    &v.muac_mm,
-                    &vitamin_a,
-                    &v.notes,
-                    &recorded_by,
-                    &v.recorded_at,
-                    &group,
+                let mut row: Vec<Param> = vec![
+                    Box::new(vid.clone()),
+                    Box::new(doc_s.to_owned()),
+                    Box::new(posyandu.to_owned()),
+                    Box::new(date.clone()),
+                    Box::new(v.person_id.to_string()),
+                    Box::new(v.name.clone()),
+                    Box::new(v.sex.code()),
+                    Box::new(format_date(v.birth_date)),
+                    Box::new(v.weight_g),
+                    Box::new(v.length_mm),
+                    Box::new(v.lying),
+                    Box::new(v.head_circ_mm),
+                    Box::new(v.muac_mm),
+                    Box::new(v.vitamin_a.map(|a| a.code())),
+                    Box::new(v.notes.clone()),
+                    Box::new(v.recorded_by.to_string()),
+                    Box::new(v.recorded_at),
+                    Box::new(v.group.code()),
                 ];
-                params.extend(services.iter().map(ServiceSql::as_sql));
-                tx.execute(&ins, &params).await?;
+                row.extend(Field::SERVICES.iter().map(|f| service_sql(*f, v.services.get(f))));
+                rows.push(row);
                 for (antigen, on) in &v.immunisations {
-                    tx.execute(&imm, &[&vid, antigen, &format_date(*on)]).await?;
+                    immunisations.push(vec![
+                        Box::new(vid.clone()),
+                        Box::new(antigen.clone()),
+                        Box::new(format_date(*on)),
+                    ]);
                 }
             }
+            insert_rows(tx, "visits", &columns, rows).await?;
+            insert_rows(tx, "visit_immunisations", &["visit_id", "antigen", "given_on"], immunisations).await?;
         }
         Projection::People(people) => {
             tx.execute("DELETE FROM people WHERE doc_id = $1", &[&doc_s]).await?;
-            let ins = tx
-                .prepare_cached(
-                    "INSERT INTO people (person_id, doc_id, posyandu, name, sex, birth_date, mother_name, nik,
-                        registered_by, registered_at, mother_nik, address, rt, rw, pregnant, kia_book, merged_into)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)",
-                )
-                .await?;
-            for p in people {
-                let (id, sex, birth) = (p.person_id.to_string(), p.sex.code(), format_date(p.birth_date));
-                let registered_by = p.registered_by.to_string();
-                let merged_into = p.merged_into.map(|m| m.to_string());
-                tx.execute(
-                    &ins,
-                    &[
-                        &id,
-                        &doc_s,
-                        &posyandu,
-                        &p.name,
-                        &sex,
-                        &birth,
-                        &p.mother_name,
-                        &p.nik,
-                        &registered_by,
-                        &p.registered_at,
-                        &p.mother_nik,
-                        &p.address,
-                        &p.rt,
-                        &p.rw,
-                        &p.pregnant,
-                        &p.kia_book,
-                        &merged_into,
-                    ],
-                )
-                .await?;
-            }
+            let columns = [
+                "person_id",
+                "doc_id",
+                "posyandu",
+                "name",
+                "sex",
+                "birth_date",
+                "mother_name",
+                "nik",
+                "registered_by",
+                "registered_at",
+                "mother_nik",
+                "address",
+                "rt",
+                "rw",
+                "pregnant",
+                "kia_book",
+                "merged_into",
+            ];
+            let rows: Vec<Vec<Param>> = people
+                .iter()
+                .map(|p| -> Vec<Param> {
+                    vec![
+                        Box::new(p.person_id.to_string()),
+                        Box::new(doc_s.to_owned()),
+                        Box::new(posyandu.to_owned()),
+                        Box::new(p.name.clone()),
+                        Box::new(p.sex.code()),
+                        Box::new(format_date(p.birth_date)),
+                        Box::new(p.mother_name.clone()),
+                        Box::new(p.nik.clone()),
+                        Box::new(p.registered_by.to_string()),
+                        Box::new(p.registered_at),
+                        Box::new(p.mother_nik.clone()),
+                        Box::new(p.address.clone()),
+                        Box::new(p.rt),
+                        Box::new(p.rw),
+                        Box::new(p.pregnant),
+                        Box::new(p.kia_book),
+                        Box::new(p.merged_into.map(|m| m.to_string())),
+                    ]
+                })
+                .collect();
+            insert_rows(tx, "people", &columns, rows).await?;
         }
     }
     Ok(())
@@ -462,50 +486,46 @@ async fn pull_tx(
     cursor: u64,
     limits: PageLimits,
 ) -> Result<PullPage, StoreError> {
-    let max_seq: i64 = tx.query_one("SELECT seq FROM clocks WHERE name = 'feed'", &[]).await?.try_get(0)?;
+    let feed_end: i64 = tx.query_one("SELECT seq FROM clocks WHERE name = 'feed'", &[]).await?.try_get(0)?;
     // A cursor from the future (a server restored from an older backup) cannot be trusted:
     // start the device over; re-sent changes are harmless duplicates.
-    let cursor = if cursor > max_seq as u64 { 0 } else { cursor };
+    let cursor = if cursor > feed_end as u64 { 0 } else { cursor };
     let cursor_i = to_i64(cursor, "cursor")?;
-    let docs_max = to_i64(limits.docs_max as u64 + 1, "docs_max")?;
-    let stmt = tx
+    let scopes = scope_vec(scope);
+    let batch = core::FEED_SCAN_BATCH as i64;
+    let entries = tx
         .prepare_cached(
-            "SELECT doc_id, kind, posyandu, seq, heads, bytes FROM docs
-             WHERE posyandu = ANY($1) AND seq > $2 ORDER BY seq LIMIT $3",
+            "SELECT seq, doc_id FROM feed WHERE posyandu = ANY($1) AND seq > $2 AND seq <= $3 ORDER BY seq LIMIT $4",
         )
         .await?;
-    let rows = tx.query(&stmt, &[&scope_vec(scope), &cursor_i, &docs_max]).await?;
-    let ids: Vec<String> = rows.iter().map(|r| r.try_get::<_, String>(0)).collect::<Result<_, _>>()?;
-    let known = known_heads(tx, &ids, &device.to_string(), cursor_i).await?;
-    let mut page = PullPage { docs: Vec::new(), cursor, more: false };
-    let mut bytes_total = 0usize;
-    for (i, row) in rows.into_iter().enumerate() {
-        if i >= limits.docs_max {
-            page.more = true;
-            break;
+    let mut scan = core::PageScan::new(limits.docs_max);
+    let mut from = cursor_i;
+    'scan: loop {
+        let rows = tx.query(&entries, &[&scopes, &from, &feed_end, &batch]).await?;
+        for row in &rows {
+            let seq: i64 = row.try_get(0)?;
+            from = seq;
+            let doc =
+                row.try_get::<_, String>(1)?.parse().map_err(|_| StoreError::Backend("bad feed doc id".into()))?;
+            if !scan.offer(seq as u64, doc) {
+                break 'scan;
+            }
         }
-        let meta = row_meta(row.try_get(0)?, row.try_get(1)?, row.try_get(2)?, row.try_get(3)?, row.try_get(4)?)?;
-        let saved: Vec<u8> = row.try_get(5)?;
-        let known = known.get(&meta.doc).cloned().unwrap_or_default();
-        let changes = core::changes_for(meta.doc, &saved, &meta.heads, &known)?;
-        let size = changes.as_ref().map_or(0, Vec::len);
-        if !page.docs.is_empty() && bytes_total + size > limits.bytes_max {
-            page.more = true;
+        if rows.len() < core::FEED_SCAN_BATCH {
             break;
-        }
-        bytes_total += size;
-        page.cursor = meta.seq;
-        if let Some(changes) = changes {
-            page.docs.push(DocPull {
-                doc: meta.doc,
-                kind: meta.kind,
-                posyandu: meta.posyandu,
-                heads: meta.heads.to_bytes(),
-                changes,
-            });
         }
     }
-    Ok(page)
+    let ids: Vec<String> = scan.docs.iter().map(|(d, _)| d.to_string()).collect();
+    let rows =
+        tx.query("SELECT doc_id, kind, posyandu, seq, heads, bytes FROM docs WHERE doc_id = ANY($1)", &[&ids]).await?;
+    let mut known = known_heads(tx, &ids, &device.to_string(), cursor_i).await?;
+    let mut stored = HashMap::with_capacity(rows.len());
+    for r in rows {
+        let meta = row_meta(r.try_get(0)?, r.try_get(1)?, r.try_get(2)?, r.try_get(3)?, r.try_get(4)?)?;
+        let known = known.remove(&meta.doc).unwrap_or_default();
+        stored.insert(meta.doc, core::Candidate { meta, bytes: r.try_get(5)?, known });
+    }
+    core::assemble_page(cursor, scan, stored, feed_end as u64, limits.bytes_max)
 }
 
 /// Heads the device is known to have for each document: the document as of the device's

@@ -35,6 +35,7 @@ CREATE TABLE feed (
     at        BIGINT NOT NULL
 );
 CREATE INDEX feed_doc_seq ON feed(doc_id, seq);
+CREATE INDEX feed_scope_seq ON feed(posyandu, seq);
 
 CREATE TABLE device_docs (
     device_id TEXT NOT NULL,

@@ -1,0 +1,1482 @@
+//! The store's contract, run unchanged against every backend.
+//!
+//! Every test body is written once, as an async fn over a [`Backend`]; [`conformance!`]
+//! instantiates each twice, as `sqlite::<name>` and `postgres::<name>`. The PostgreSQL tests
+//! run on a fresh schema each (`t_conf_<name>`, hashed when long), and skip (saying so on stderr) when no
+//! PostgreSQL is reachable, unless `POSYNC_REQUIRE_POSTGRES=1`.
+//!
+//! `cargo test -p posync-store --test conformance sqlite::` runs one backend.
+
+use automerge::{Automerge, ReadDoc};
+use posync_model::doc::{self, DocMeta};
+use posync_model::report::{RegisteredPerson, VisitFact};
+use posync_model::{
+    DeviceId, DocId, DocKind, Field, FieldValue, Heads, HierarchyFile, LifeGroup, Person, PersonId, PosyanduId, Role,
+    Scope, Sex, UnitId, UnitKind, UserId, Visit, VisitId,
+};
+use posync_proto::{DocAck, DocPull, DocPush};
+use posync_store::{
+    Actor, AuditAction, AuditEntry, ConflictFilter, NewCredential, NewEnrolment, PageLimits, PgStore, SqliteStore,
+    Store, StoreError, StoreStats, StoredMeta, UnitTree, UserRecord,
+};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use time::macros::date;
+
+// ------------------------------------------------------------------------------------------
+// Backends
+// ------------------------------------------------------------------------------------------
+
+#[derive(Clone)]
+enum Db {
+    /// One file in a directory that lives as long as any handle.
+    Sqlite(Arc<tempfile::TempDir>),
+    /// A URL whose connections use the test's own schema.
+    Postgres(String),
+}
+
+/// Opens store instances over ONE database: a second `open()` is a second server instance
+/// (SQLite: same file; PostgreSQL: same schema, separate pool).
+#[derive(Clone)]
+struct Backend {
+    db: Db,
+}
+
+impl Backend {
+    fn sqlite() -> Self {
+        Self { db: Db::Sqlite(Arc::new(tempfile::tempdir().expect("temp dir"))) }
+    }
+
+    /// A fresh schema for `test`, or `None` (said on stderr) when PostgreSQL is unreachable.
+    async fn postgres(test: &str) -> Option<Self> {
+        let url = posync_store::postgres::testing::fresh_schema(&schema_label(test)).await?;
+        Some(Self { db: Db::Postgres(url) })
+    }
+
+    async fn open(&self) -> Arc<dyn Store> {
+        match &self.db {
+            Db::Sqlite(dir) => {
+                Arc::new(SqliteStore::open(dir.path().join("posync.sqlite")).expect("open SQLite store"))
+            }
+            Db::Postgres(url) => Arc::new(PgStore::connect(url).await.expect("connect PostgreSQL store")),
+        }
+    }
+}
+
+/// PostgreSQL truncates identifiers to 63 bytes, so `t_<label>` must fit: a long test name is
+/// cut and suffixed with a hash of the whole name, keeping labels unique and stable.
+fn schema_label(test: &str) -> String {
+    const LABEL_MAX: usize = 61;
+    if test.len() <= LABEL_MAX {
+        return test.to_owned();
+    }
+    let hash = test.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3));
+    format!("{}_{hash:016x}", &test[..LABEL_MAX - 17])
+}
+
+/// A hung store (a lock never released) fails its test instead of stalling the run.
+async fn within_time_limit(test: impl std::future::Future<Output = ()>) {
+    const LIMIT: std::time::Duration = std::time::Duration::from_secs(120);
+    if tokio::time::timeout(LIMIT, test).await.is_err() {
+        panic!("test did not finish within {LIMIT:?}");
+    }
+}
+
+macro_rules! conformance {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $name() {
+                    super::within_time_limit(super::$name(super::Backend::sqlite())).await
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $name() {
+                    let Some(backend) = super::Backend::postgres(concat!("conf_", stringify!($name))).await else {
+                        return; // skipped, said on stderr
+                    };
+                    super::within_time_limit(super::$name(backend)).await
+                }
+            )*
+        }
+    };
+}
+
+conformance!(
+    // documents
+    a_pushed_document_reads_back_with_its_heads_and_content,
+    replaying_a_push_adds_no_feed_entry,
+    a_batch_with_one_out_of_scope_document_stores_nothing,
+    malformed_changes_are_refused_and_nothing_of_the_batch_is_stored,
+    a_document_pushed_as_another_posyandus_is_a_mismatch,
+    a_document_twice_in_one_push_is_refused,
+    // change feed
+    the_feed_is_gap_free_from_one_and_lists_documents_in_feed_order,
+    pulling_in_small_pages_sends_every_document_whole_in_first_entry_order,
+    a_cursor_from_the_future_starts_the_device_over,
+    a_pull_shows_only_documents_of_posyandu_in_scope,
+    a_device_paging_through_the_feed_is_sent_whole_documents_it_never_had,
+    // per-device heads
+    a_device_is_sent_only_the_changes_it_lacks,
+    // projection
+    reports_and_registry_follow_each_documents_latest_version,
+    // conflicts
+    concurrent_edits_of_one_field_open_one_conflict_until_resolved,
+    // audit
+    the_audit_log_is_gap_free_in_order_and_pages_with_after,
+    // access
+    an_imported_hierarchy_reads_back_as_its_units_and_users,
+    an_enrolled_device_gets_its_users_scope_until_revoked,
+    // duplicates
+    people_registered_twice_are_listed_until_merged,
+    // concurrency
+    concurrent_pushes_to_one_document_from_two_instances_lose_no_edit,
+    a_device_pulling_during_a_write_storm_misses_no_change,
+);
+
+// ------------------------------------------------------------------------------------------
+// Builders
+// ------------------------------------------------------------------------------------------
+
+/// 2026-01-01T00:00:00Z: registrations check birth dates against the push time.
+const NOW: i64 = 1_767_225_600;
+const ALL: PageLimits = PageLimits { bytes_max: 1 << 24, docs_max: 1000 };
+const INSTANCE: &str = "conformance";
+
+fn p(id: &str) -> PosyanduId {
+    id.parse().expect("posyandu id")
+}
+
+fn scope(ids: &[&str]) -> Scope {
+    Scope::new(ids.iter().map(|id| p(id)))
+}
+
+fn unit(id: &str) -> UnitId {
+    id.parse().expect("unit id")
+}
+
+fn user_id(id: &str) -> UserId {
+    id.parse().expect("user id")
+}
+
+/// Session days, from a Monday in January 2026.
+fn day(n: i64) -> time::Date {
+    date!(2026 - 01 - 05) + time::Duration::days(n)
+}
+
+fn heads(am: &Automerge) -> Heads {
+    Heads::new(am.get_heads())
+}
+
+fn doc_id(am: &Automerge) -> DocId {
+    doc::read_meta(am).expect("meta").doc_id()
+}
+
+fn visit(device: DeviceId, name: &str, weight_g: i64) -> Visit {
+    Visit {
+        visit_id: VisitId::new_random(),
+        person_id: PersonId::new_random(),
+        name: name.into(),
+        sex: Sex::Female,
+        birth_date: date!(2024 - 06 - 15),
+        weight_g: Some(weight_g),
+        length_mm: Some(800),
+        lying: Some(true),
+        head_circ_mm: None,
+        muac_mm: None,
+        immunisations: BTreeMap::new(),
+        vitamin_a: None,
+        notes: String::new(),
+        group: LifeGroup::Balita,
+        services: BTreeMap::new(),
+        recorded_by: device,
+        recorded_at: NOW,
+    }
+}
+
+/// A session document as `device` creates it: genesis, then one change per visit.
+fn session(posyandu: &str, date: time::Date, device: DeviceId, visits: &[Visit]) -> Automerge {
+    let mut am = doc::genesis(&DocMeta::session(p(posyandu), date), device.actor()).expect("genesis");
+    for v in visits {
+        doc::record_visit(&mut am, v, NOW).expect("record visit");
+    }
+    am
+}
+
+fn person(name: &str, nik: &str, device: DeviceId) -> Person {
+    Person {
+        person_id: PersonId::new_random(),
+        name: name.into(),
+        sex: Sex::Male,
+        birth_date: date!(2024 - 03 - 10),
+        mother_name: "Siti Aminah".into(),
+        nik: Some(nik.into()),
+        mother_nik: None,
+        address: "Dusun Cibodas".into(),
+        rt: Some(2),
+        rw: Some(5),
+        pregnant: false,
+        kia_book: true,
+        merged_into: None,
+        registered_by: device,
+        registered_at: NOW,
+    }
+}
+
+fn registry(posyandu: &str, device: DeviceId, people: &[Person]) -> Automerge {
+    let mut am = doc::genesis(&DocMeta::registry(p(posyandu)), device.actor()).expect("genesis");
+    for person in people {
+        doc::register_person(&mut am, person, NOW).expect("register person");
+    }
+    am
+}
+
+/// Another replica of `am`, writing as `device`.
+fn replica(am: &Automerge, device: DeviceId) -> Automerge {
+    let mut r = am.fork();
+    r.set_actor(device.actor());
+    r
+}
+
+/// What a device sends for `am` when the server has acknowledged `base`.
+fn push_of(am: &Automerge, base: &Heads) -> DocPush {
+    let meta = doc::read_meta(am).expect("meta");
+    DocPush {
+        doc: meta.doc_id(),
+        kind: meta.kind,
+        posyandu: meta.posyandu,
+        base: base.to_bytes(),
+        heads: heads(am).to_bytes(),
+        changes: if base.is_empty() { am.save() } else { am.save_after(base.as_slice()) },
+    }
+}
+
+fn ack_of(am: &Automerge) -> DocAck {
+    DocAck { doc: doc_id(am), heads: heads(am).to_bytes() }
+}
+
+fn load(bytes: &[u8]) -> Automerge {
+    Automerge::load(bytes).expect("bytes load as an Automerge document")
+}
+
+fn pulled_heads(d: &DocPull) -> Heads {
+    Heads::from_bytes(&d.heads).expect("pulled heads")
+}
+
+/// Apply pulled changes to a device's replica, as a phone would, checking it can use them.
+fn apply_pulled(am: &mut Automerge, d: &DocPull, context: &str) {
+    am.load_incremental(&d.changes).expect("pulled changes decode");
+    assert!(
+        am.get_missing_deps(&[]).is_empty(),
+        "{context}: doc {} came as changes that depend on changes the device was never sent",
+        d.doc
+    );
+    assert_eq!(heads(am), pulled_heads(d), "{context}: doc {}: once applied, the device has the page's heads", d.doc);
+}
+
+fn set_weight(am: &mut Automerge, visit: VisitId, grams: i64, now: i64) {
+    doc::set_visit_field(am, visit, Field::WeightG, &FieldValue::Int(grams), now).expect("set weight");
+}
+
+fn audit(at: i64, action: AuditAction, target: impl ToString) -> AuditEntry {
+    let actor = Actor::Console { name: "conformance".into() };
+    AuditEntry::new(at, &actor, action, target, serde_json::json!({ "by": "conformance" }))
+}
+
+const FIXTURE: &str = include_str!("../../../fixtures/district-kota-banjar.json");
+
+/// The sample district: 58 units (40 posyandu) and 308 users.
+fn fixture() -> HierarchyFile {
+    HierarchyFile::parse(FIXTURE).expect("fixture hierarchy parses and validates")
+}
+
+/// Every posyandu under `unit` in `file`: the scope of a user assigned to it.
+fn posyandu_under(file: &HierarchyFile, unit_id: &str) -> Scope {
+    let tree = UnitTree { units: file.units.clone() };
+    let top = unit(unit_id);
+    Scope::new(
+        file.units
+            .iter()
+            .filter(|u| u.kind == UnitKind::Posyandu && tree.ancestors(&u.id).iter().any(|a| a.id == top))
+            .map(|u| u.id.as_posyandu()),
+    )
+}
+
+fn credential(device: DeviceId, refresh: u8) -> NewCredential {
+    NewCredential {
+        device,
+        label: format!("HP {device}"),
+        refresh_hash: [refresh; 32],
+        refresh_expires_at: NOW + 30 * 86_400,
+    }
+}
+
+/// Issue a code for `user` and redeem it on a new device, through the trait alone.
+async fn enrol(store: &dyn Store, user: &str, code: u8, refresh: u8) -> DeviceId {
+    let device = DeviceId::new_random();
+    let enrolment = NewEnrolment { code_hash: [code; 32], user: user_id(user), expires_at: NOW + 3600 };
+    store.issue_enrolment(enrolment, audit(NOW, AuditAction::EnrolmentIssued, user)).await.expect("issue enrolment");
+    let got = store.redeem_enrolment([code; 32], credential(device, refresh), NOW + 1).await.expect("redeem");
+    assert_eq!(got.id, user_id(user));
+    device
+}
+
+async fn stats(store: &dyn Store) -> StoreStats {
+    store.stats().await.expect("stats")
+}
+
+/// Pull pages from `cursor` until the server says there is no more.
+async fn pull_to_end(
+    store: &dyn Store,
+    device: DeviceId,
+    scope: &Scope,
+    mut cursor: u64,
+    limits: PageLimits,
+) -> (Vec<DocPull>, u64) {
+    let mut docs = Vec::new();
+    for _ in 0..10_000 {
+        let page = store.pull(device, scope.clone(), cursor, limits).await.expect("pull");
+        docs.extend(page.docs);
+        cursor = page.cursor;
+        if !page.more {
+            return (docs, cursor);
+        }
+    }
+    panic!("pull kept saying there is more");
+}
+
+macro_rules! assert_err {
+    ($result:expr, $pat:pat $(if $guard:expr)?) => {
+        match $result {
+            Err($pat) $(if $guard)? => {}
+            other => panic!("expected Err({}), got {other:?}", stringify!($pat $(if $guard)?)),
+        }
+    };
+}
+
+/// Twelve documents over two posyandu, pushed in batches, then four edited: 16 feed entries.
+/// Returns the edited documents in edit order.
+async fn seed_feed(store: &dyn Store) -> Vec<DocId> {
+    let writer = DeviceId::new_random();
+    let both = scope(&["melati", "mawar"]);
+    let mut docs = Vec::new();
+    for n in 0..6 {
+        let a = session("melati", day(n), writer, &[visit(writer, "Sri Wahyuni", 9000 + n)]);
+        let b = session("mawar", day(n), writer, &[visit(writer, "Ani Rahayu", 8000 + n)]);
+        let batch = vec![push_of(&a, &Heads::empty()), push_of(&b, &Heads::empty())];
+        store.push(writer, both.clone(), batch, NOW + n).await.expect("push batch");
+        docs.push(a);
+        docs.push(b);
+    }
+    let mut edited = Vec::new();
+    for i in [3, 0, 7, 10] {
+        let am = &mut docs[i];
+        let before = heads(am);
+        let v = doc::visits(am).expect("visits")[0].visit_id;
+        set_weight(am, v, 12_000 + i as i64, NOW + 100);
+        store.push(writer, both.clone(), vec![push_of(am, &before)], NOW + 100).await.expect("push edit");
+        edited.push(doc_id(am));
+    }
+    edited
+}
+
+// ------------------------------------------------------------------------------------------
+// 1. Documents
+// ------------------------------------------------------------------------------------------
+
+async fn a_pushed_document_reads_back_with_its_heads_and_content(backend: Backend) {
+    let store = backend.open().await;
+    let dev = DeviceId::new_random();
+    let s = scope(&["melati"]);
+    let sess = session("melati", day(0), dev, &[visit(dev, "Sri Wahyuni", 9000), visit(dev, "Budi Santoso", 11_000)]);
+    let reg = registry("melati", dev, &[person("Ahmad Fauzi", "3279010101240001", dev)]);
+    assert!(store.get(doc_id(&sess)).await.expect("get").is_none(), "nothing before the push");
+
+    let acks = store
+        .push(dev, s.clone(), vec![push_of(&sess, &Heads::empty()), push_of(&reg, &Heads::empty())], NOW)
+        .await
+        .expect("push");
+    assert_eq!(acks, vec![ack_of(&sess), ack_of(&reg)], "one ack per document, in push order, with its heads");
+
+    for (am, kind) in [(&sess, DocKind::Session), (&reg, DocKind::Registry)] {
+        let got = store.get(doc_id(am)).await.expect("get").expect("stored");
+        assert_eq!(got.meta.doc, doc_id(am));
+        assert_eq!(got.meta.kind, kind);
+        assert_eq!(got.meta.posyandu, p("melati"));
+        assert_eq!(got.meta.heads, heads(am));
+        assert!((1..=2).contains(&got.meta.seq), "seq {} of a two-document first push", got.meta.seq);
+        let back = load(&got.bytes);
+        assert_eq!(heads(&back), heads(am), "stored bytes hold exactly the pushed changes");
+        assert_eq!(doc::to_json(&back), doc::to_json(am), "stored bytes load to the same content");
+    }
+    assert_eq!(stats(&*store).await, StoreStats { docs: 2, visits: 2, people: 1, feed_entries: 2 });
+    let listed = store.list(s).await.expect("list");
+    assert_eq!(listed.iter().map(|m| m.seq).collect::<Vec<_>>(), vec![1, 2]);
+    assert_eq!(listed.iter().map(|m| m.doc).collect::<BTreeSet<_>>(), BTreeSet::from([doc_id(&sess), doc_id(&reg)]));
+}
+
+async fn replaying_a_push_adds_no_feed_entry(backend: Backend) {
+    let store = backend.open().await;
+    let dev = DeviceId::new_random();
+    let s = scope(&["melati"]);
+    let am = session("melati", day(0), dev, &[visit(dev, "Sri Wahyuni", 9000)]);
+    let push = push_of(&am, &Heads::empty());
+    store.push(dev, s.clone(), vec![push.clone()], NOW).await.expect("push");
+    let before = stats(&*store).await;
+    let meta = store.get(doc_id(&am)).await.expect("get").expect("stored").meta;
+
+    // The same push again (a lost ack), and the same changes from another device that got
+    // them elsewhere: neither is a change.
+    let acks = store.push(dev, s.clone(), vec![push.clone()], NOW + 1).await.expect("replay");
+    assert_eq!(acks, vec![ack_of(&am)]);
+    let other = DeviceId::new_random();
+    let acks = store.push(other, s.clone(), vec![push], NOW + 2).await.expect("same changes from another device");
+    assert_eq!(acks, vec![ack_of(&am)]);
+
+    assert_eq!(stats(&*store).await, before, "no new feed entry, document or projected row");
+    assert_eq!(store.get(doc_id(&am)).await.expect("get").expect("stored").meta, meta, "the document keeps its seq");
+}
+
+async fn a_batch_with_one_out_of_scope_document_stores_nothing(backend: Backend) {
+    let store = backend.open().await;
+    let dev = DeviceId::new_random();
+    let melati = scope(&["melati"]);
+    let mut x = session("melati", day(0), dev, &[visit(dev, "Sri Wahyuni", 9000)]);
+    store.push(dev, melati.clone(), vec![push_of(&x, &Heads::empty())], NOW).await.expect("push x");
+    let stored_x = heads(&x);
+    let other = DeviceId::new_random();
+    let w = session("mawar", day(0), other, &[visit(other, "Ani Rahayu", 8000)]);
+    store.push(other, scope(&["mawar"]), vec![push_of(&w, &Heads::empty())], NOW).await.expect("push w");
+    let before = stats(&*store).await;
+
+    // An edit of a stored document, a new document, and a new one outside the scope.
+    let v = doc::visits(&x).expect("visits")[0].visit_id;
+    set_weight(&mut x, v, 9100, NOW + 1);
+    let y = session("melati", day(1), dev, &[visit(dev, "Dewi Lestari", 7000)]);
+    let z = session("mawar", day(1), dev, &[visit(dev, "Rina Marlina", 7500)]);
+    let batch = vec![push_of(&x, &stored_x), push_of(&y, &Heads::empty()), push_of(&z, &Heads::empty())];
+    assert_err!(
+        store.push(dev, melati.clone(), batch, NOW + 1).await,
+        StoreError::Forbidden { doc } if doc == doc_id(&z)
+    );
+
+    // A stored document of another posyandu, even pushed as one of ours.
+    let mut w2 = replica(&w, dev);
+    let wv = doc::visits(&w2).expect("visits")[0].visit_id;
+    set_weight(&mut w2, wv, 8100, NOW + 2);
+    let batch = vec![push_of(&y, &Heads::empty()), push_of(&w2, &heads(&w))];
+    assert_err!(
+        store.push(dev, melati.clone(), batch, NOW + 2).await,
+        StoreError::Forbidden { doc } if doc == doc_id(&w)
+    );
+
+    assert_eq!(stats(&*store).await, before, "nothing of either batch landed");
+    assert!(store.get(doc_id(&y)).await.expect("get").is_none());
+    assert!(store.get(doc_id(&z)).await.expect("get").is_none());
+    assert_eq!(store.get(doc_id(&x)).await.expect("get").expect("x").meta.heads, stored_x, "the edit of x rolled back");
+    assert_eq!(store.get(doc_id(&w)).await.expect("get").expect("w").meta.heads, heads(&w));
+    let facts = store.report_facts(melati, day(0), day(1)).await.expect("facts");
+    assert_eq!(facts.iter().map(|f| f.weight_g).collect::<Vec<_>>(), vec![Some(9000)], "projection untouched");
+}
+
+async fn malformed_changes_are_refused_and_nothing_of_the_batch_is_stored(backend: Backend) {
+    let store = backend.open().await;
+    let dev = DeviceId::new_random();
+    let s = scope(&["melati"]);
+    let good = session("melati", day(0), dev, &[visit(dev, "Sri Wahyuni", 9000)]);
+    let bad_doc = session("melati", day(1), dev, &[visit(dev, "Dewi Lestari", 7000)]);
+    let mut bad = push_of(&bad_doc, &Heads::empty());
+    bad.changes = b"not automerge at all".to_vec();
+    let batch = vec![push_of(&good, &Heads::empty()), bad];
+    assert_err!(
+        store.push(dev, s.clone(), batch, NOW).await,
+        StoreError::MalformedChanges { doc, .. } if doc == doc_id(&bad_doc)
+    );
+    assert_eq!(stats(&*store).await, StoreStats::default(), "nothing stored");
+    assert!(store.get(doc_id(&good)).await.expect("get").is_none(), "not even the good document");
+    assert!(store.list(s.clone()).await.expect("list").is_empty());
+
+    // Against a stored document too: the stored bytes stay as they were. (Automerge skips
+    // undecodable input when loading into a non-empty document, so what the server sees is
+    // heads the changes did not produce.)
+    store.push(dev, s.clone(), vec![push_of(&good, &Heads::empty())], NOW).await.expect("push good");
+    let before = stats(&*store).await;
+    let mut edited = good.clone();
+    let v = doc::visits(&edited).expect("visits")[0].visit_id;
+    set_weight(&mut edited, v, 9100, NOW + 1);
+    let mut bad_edit = push_of(&edited, &heads(&good));
+    bad_edit.changes = b"\x85\x6f\x4a\x83garbage".to_vec();
+    assert_err!(
+        store.push(dev, s.clone(), vec![bad_edit], NOW + 1).await,
+        StoreError::MalformedChanges { .. } | StoreError::HeadsMismatch { .. }
+    );
+    assert_eq!(stats(&*store).await, before);
+    let got = store.get(doc_id(&good)).await.expect("get").expect("stored");
+    assert_eq!(heads(&load(&got.bytes)), heads(&good));
+
+    // Changes that build on changes the server never got are refused the same way.
+    let mut ahead = session("melati", day(2), dev, &[visit(dev, "Ani Rahayu", 8000)]);
+    let sent = heads(&ahead);
+    let v = doc::visits(&ahead).expect("visits")[0].visit_id;
+    set_weight(&mut ahead, v, 8100, NOW + 2);
+    let batch = vec![push_of(&good, &heads(&good)), push_of(&ahead, &sent)];
+    assert_err!(
+        store.push(dev, s, batch, NOW + 2).await,
+        StoreError::MissingDependencies { doc } if doc == doc_id(&ahead)
+    );
+    assert_eq!(stats(&*store).await, before);
+    assert!(store.get(doc_id(&ahead)).await.expect("get").is_none());
+}
+
+async fn a_document_pushed_as_another_posyandus_is_a_mismatch(backend: Backend) {
+    let store = backend.open().await;
+    let dev = DeviceId::new_random();
+    let both = scope(&["melati", "mawar"]);
+    let mut x = session("melati", day(0), dev, &[visit(dev, "Sri Wahyuni", 9000)]);
+    store.push(dev, both.clone(), vec![push_of(&x, &Heads::empty())], NOW).await.expect("push");
+    let before = stats(&*store).await;
+    let base = heads(&x);
+    let v = doc::visits(&x).expect("visits")[0].visit_id;
+    set_weight(&mut x, v, 9100, NOW + 1);
+
+    // A stored document re-pushed under another posyandu, or as another kind.
+    let mut moved = push_of(&x, &base);
+    moved.posyandu = p("mawar");
+    assert_err!(
+        store.push(dev, both.clone(), vec![moved], NOW + 1).await,
+        StoreError::DocMismatch { doc, .. } if doc == doc_id(&x)
+    );
+    let mut rekinded = push_of(&x, &base);
+    rekinded.kind = DocKind::Registry;
+    assert_err!(store.push(dev, both.clone(), vec![rekinded], NOW + 1).await, StoreError::DocMismatch { .. });
+
+    // A new document whose content names another posyandu than the push claims: a way
+    // around the scope check if it were accepted.
+    let foreign = session("mawar", day(3), dev, &[visit(dev, "Ani Rahayu", 8000)]);
+    let mut disguised = push_of(&foreign, &Heads::empty());
+    disguised.posyandu = p("melati");
+    assert_err!(store.push(dev, scope(&["melati"]), vec![disguised], NOW + 1).await, StoreError::DocMismatch { .. });
+
+    assert_eq!(stats(&*store).await, before, "nothing stored");
+    assert_eq!(store.get(doc_id(&x)).await.expect("get").expect("x").meta.heads, base);
+    assert!(store.get(doc_id(&foreign)).await.expect("get").is_none());
+}
+
+async fn a_document_twice_in_one_push_is_refused(backend: Backend) {
+    let store = backend.open().await;
+    let dev = DeviceId::new_random();
+    let s = scope(&["melati"]);
+    let am = session("melati", day(0), dev, &[visit(dev, "Sri Wahyuni", 9000)]);
+    let other = session("melati", day(1), dev, &[visit(dev, "Dewi Lestari", 7000)]);
+    let push = push_of(&am, &Heads::empty());
+    let batch = vec![push.clone(), push_of(&other, &Heads::empty()), push];
+    assert_err!(store.push(dev, s, batch, NOW).await, StoreError::DuplicateDoc { doc } if doc == doc_id(&am));
+    assert_eq!(stats(&*store).await, StoreStats::default(), "not even the first copy is stored");
+    assert!(store.get(doc_id(&am)).await.expect("get").is_none());
+}
+
+// ------------------------------------------------------------------------------------------
+// 2. The change feed
+// ------------------------------------------------------------------------------------------
+
+async fn the_feed_is_gap_free_from_one_and_lists_documents_in_feed_order(backend: Backend) {
+    let store = backend.open().await;
+    let edited = seed_feed(&*store).await;
+    let both = scope(&["melati", "mawar"]);
+    let listed = store.list(both.clone()).await.expect("list");
+    assert_eq!(listed.len(), 12);
+    assert!(listed.windows(2).all(|w| w[0].seq < w[1].seq), "strictly increasing seq: {listed:?}");
+    assert_eq!(stats(&*store).await.feed_entries, 16, "12 creations and 4 edits");
+    assert_eq!(listed.last().map(|m| m.seq), Some(16), "the highest seq is the number of entries: no gap");
+    assert!(listed.first().is_some_and(|m| m.seq >= 1));
+    // Each document sits at its latest change: the edited ones last, in edit order.
+    assert_eq!(listed[8..].iter().map(|m| m.doc).collect::<Vec<_>>(), edited);
+    assert_eq!(listed[8..].iter().map(|m| m.seq).collect::<Vec<_>>(), vec![13, 14, 15, 16]);
+    assert!(listed[..8].iter().all(|m| (1..=12).contains(&m.seq)));
+    // Each document's seq and heads are those `get` reports.
+    for m in &listed {
+        assert_eq!(&store.get(m.doc).await.expect("get").expect("stored").meta, m);
+    }
+    // A narrower scope lists the same entries, filtered.
+    let melati = store.list(scope(&["melati"])).await.expect("list");
+    let expected: Vec<StoredMeta> = listed.iter().filter(|m| m.posyandu == p("melati")).cloned().collect();
+    assert_eq!(melati, expected);
+    assert_eq!(melati.len(), 6);
+}
+
+async fn pulling_in_small_pages_sends_every_document_whole_in_first_entry_order(backend: Backend) {
+    let store = backend.open().await;
+    seed_feed(&*store).await;
+    let both = scope(&["melati", "mawar"]);
+    let listed = store.list(both.clone()).await.expect("list");
+    let n = listed.len();
+    // Pages walk the feed: documents come in the order of their first entry (creation here).
+    let created: Vec<DocId> = (0..6)
+        .flat_map(|d| [DocId::for_session(&p("melati"), day(d)), DocId::for_session(&p("mawar"), day(d))])
+        .collect();
+    for docs_max in 1..=3 {
+        let reader = DeviceId::new_random();
+        let limits = PageLimits { bytes_max: 1 << 24, docs_max };
+        let mut cursor = 0;
+        let mut pages = 0;
+        let mut first_seen: Vec<DocId> = Vec::new();
+        let mut held: HashMap<DocId, Automerge> = HashMap::new();
+        loop {
+            assert!(pages <= 2 * n, "docs_max {docs_max}: paging does not end");
+            let page = store.pull(reader, both.clone(), cursor, limits).await.expect("pull");
+            pages += 1;
+            assert!(page.docs.len() <= docs_max, "docs_max {docs_max}: a page of {}", page.docs.len());
+            assert!(page.cursor > cursor || !page.more, "a page with more to come moves the cursor");
+            for d in &page.docs {
+                if !first_seen.contains(&d.doc) {
+                    first_seen.push(d.doc);
+                }
+                let am = held.entry(d.doc).or_default();
+                apply_pulled(am, d, &format!("docs_max {docs_max}, a reader that had nothing"));
+            }
+            cursor = page.cursor;
+            if !page.more {
+                break;
+            }
+        }
+        assert!(pages >= n.div_ceil(docs_max), "docs_max {docs_max}: {pages} pages for {n} documents");
+        assert_eq!(first_seen, created, "docs_max {docs_max}: documents in the order of their first entry");
+        assert_eq!(cursor, 16, "the last page ends at the end of the feed");
+        for m in &listed {
+            assert_eq!(
+                held.get(&m.doc).map(heads),
+                Some(m.heads.clone()),
+                "docs_max {docs_max}: doc {} current",
+                m.doc
+            );
+        }
+        let after = store.pull(reader, both.clone(), cursor, limits).await.expect("pull at the end");
+        assert!(after.docs.is_empty() && !after.more);
+        assert_eq!(after.cursor, cursor);
+    }
+}
+
+async fn a_cursor_from_the_future_starts_the_device_over(backend: Backend) {
+    let store = backend.open().await;
+    seed_feed(&*store).await;
+    let both = scope(&["melati", "mawar"]);
+    let reader = DeviceId::new_random();
+    let (from_zero, end) = pull_to_end(&*store, reader, &both, 0, ALL).await;
+    assert_eq!(from_zero.len(), 12);
+    assert_eq!(end, 16);
+    // A server restored from an older backup sees cursors it never handed out.
+    for future in [end + 1, end + 1_000_000, u64::MAX] {
+        let (docs, cursor) = pull_to_end(&*store, reader, &both, future, ALL).await;
+        assert_eq!(docs, from_zero, "cursor {future}: everything again, as from 0");
+        assert_eq!(cursor, end, "cursor {future}: back on the server's clock");
+    }
+}
+
+async fn a_pull_shows_only_documents_of_posyandu_in_scope(backend: Backend) {
+    let store = backend.open().await;
+    let writer = DeviceId::new_random();
+    let all = scope(&["melati", "mawar", "anggrek"]);
+    for n in 0..3 {
+        for pos in ["melati", "mawar", "anggrek"] {
+            let am = session(pos, day(n), writer, &[visit(writer, "Sri Wahyuni", 9000)]);
+            store.push(writer, all.clone(), vec![push_of(&am, &Heads::empty())], NOW).await.expect("push");
+        }
+    }
+    let reader = DeviceId::new_random();
+    let some = scope(&["melati", "anggrek"]);
+    let (docs, cursor) = pull_to_end(&*store, reader, &some, 0, PageLimits { bytes_max: 1 << 24, docs_max: 2 }).await;
+    assert_eq!(docs.len(), 6);
+    assert!(docs.iter().all(|d| some.allows(&d.posyandu)), "no document of mawar");
+    let listed: Vec<DocId> = store.list(some.clone()).await.expect("list").iter().map(|m| m.doc).collect();
+    assert_eq!(docs.iter().map(|d| d.doc).collect::<Vec<_>>(), listed);
+    assert_eq!(cursor, 9, "the cursor still moves past the other posyandu's entries");
+    let mawar = store.list(scope(&["mawar"])).await.expect("list");
+    assert_eq!(mawar.len(), 3);
+    assert!(mawar.iter().all(|m| m.posyandu == p("mawar")));
+    let empty = store.pull(reader, Scope::default(), 0, ALL).await.expect("pull with an empty scope");
+    assert!(empty.docs.is_empty() && !empty.more);
+    assert!(store.list(Scope::default()).await.expect("list").is_empty());
+    assert!(store.list(scope(&["kenanga"])).await.expect("list").is_empty());
+}
+
+async fn a_device_paging_through_the_feed_is_sent_whole_documents_it_never_had(backend: Backend) {
+    let store = backend.open().await;
+    let writer = DeviceId::new_random();
+    let s = scope(&["melati"]);
+    let mut x = session("melati", day(0), writer, &[visit(writer, "Sri Wahyuni", 9000)]);
+    let y = session("melati", day(1), writer, &[visit(writer, "Dewi Lestari", 7000)]);
+    store.push(writer, s.clone(), vec![push_of(&x, &Heads::empty())], NOW).await.expect("push x"); // seq 1
+    store.push(writer, s.clone(), vec![push_of(&y, &Heads::empty())], NOW).await.expect("push y"); // seq 2
+    let before = heads(&x);
+    let v = doc::visits(&x).expect("visits")[0].visit_id;
+    set_weight(&mut x, v, 9100, NOW + 1);
+    store.push(writer, s.clone(), vec![push_of(&x, &before)], NOW + 1).await.expect("edit x"); // seq 3
+
+    // One document per page. Whatever the order, every page must apply on top of what the
+    // earlier pages gave: no delta against a version the device was never sent.
+    let reader = DeviceId::new_random();
+    let one = PageLimits { bytes_max: 1 << 24, docs_max: 1 };
+    let mut held: HashMap<DocId, Automerge> = HashMap::new();
+    let mut cursor = 0;
+    for page_no in 1..=10 {
+        let page = store.pull(reader, s.clone(), cursor, one).await.expect("page");
+        for d in &page.docs {
+            let am = held.entry(d.doc).or_default();
+            apply_pulled(am, d, &format!("page {page_no} of a reader that had nothing"));
+        }
+        cursor = page.cursor;
+        if !page.more {
+            break;
+        }
+    }
+    assert_eq!(cursor, 3, "the pass ended at the end of the feed");
+    assert_eq!(held.get(&doc_id(&x)).map(heads), Some(heads(&x)), "x as edited");
+    assert_eq!(held.get(&doc_id(&y)).map(heads), Some(heads(&y)), "y");
+}
+
+// ------------------------------------------------------------------------------------------
+// 3. Per-device heads
+// ------------------------------------------------------------------------------------------
+
+async fn a_device_is_sent_only_the_changes_it_lacks(backend: Backend) {
+    let store = backend.open().await;
+    let s = scope(&["melati"]);
+    let (a, b) = (DeviceId::new_random(), DeviceId::new_random());
+    let mut am_a = session("melati", day(0), a, &[visit(a, "Sri Wahyuni", 9000)]);
+    store.push(a, s.clone(), vec![push_of(&am_a, &Heads::empty())], NOW).await.expect("push by a");
+
+    // The device that pushed it already has it; its cursor still moves past it.
+    let page_a = store.pull(a, s.clone(), 0, ALL).await.expect("pull a");
+    assert!(page_a.docs.is_empty(), "a is not sent back its own document");
+    assert_eq!(page_a.cursor, 1);
+
+    // Another device gets all of it.
+    let page_b = store.pull(b, s.clone(), 0, ALL).await.expect("pull b");
+    assert_eq!(page_b.docs.len(), 1);
+    let mut am_b = load(&page_b.docs[0].changes);
+    am_b.set_actor(b.actor());
+    assert_eq!(heads(&am_b), heads(&am_a));
+    assert_eq!(pulled_heads(&page_b.docs[0]), heads(&am_a));
+
+    // b edits and pushes; b is not sent its own edit back.
+    let before = heads(&am_b);
+    let v = doc::visits(&am_b).expect("visits")[0].visit_id;
+    set_weight(&mut am_b, v, 9100, NOW + 10);
+    store.push(b, s.clone(), vec![push_of(&am_b, &before)], NOW + 10).await.expect("push by b");
+    let again_b = store.pull(b, s.clone(), page_b.cursor, ALL).await.expect("pull b again");
+    assert!(again_b.docs.is_empty(), "b already has its edit");
+    assert_eq!(again_b.cursor, 2);
+
+    // a gets only b's change, whether it asks from its cursor or (what it pushed being known
+    // per device) from 0.
+    let delta = am_b.save_after(before.as_slice());
+    for cursor in [page_a.cursor, 0] {
+        let page = store.pull(a, s.clone(), cursor, ALL).await.expect("pull a");
+        assert_eq!(page.docs.len(), 1, "from cursor {cursor}");
+        assert_eq!(page.docs[0].changes, delta, "from cursor {cursor}: just the new change, not the document");
+        assert_eq!(pulled_heads(&page.docs[0]), heads(&am_b));
+        assert_eq!(page.cursor, 2);
+    }
+    am_a.load_incremental(&delta).expect("apply delta");
+    assert_eq!(heads(&am_a), heads(&am_b), "the delta loads on top of a's document to the merged heads");
+    assert_eq!(doc::visits(&am_a).expect("visits")[0].weight_g, Some(9100));
+    assert_eq!(store.get(doc_id(&am_a)).await.expect("get").expect("stored").meta.heads, heads(&am_a));
+}
+
+// ------------------------------------------------------------------------------------------
+// 4. The relational projection
+// ------------------------------------------------------------------------------------------
+
+fn facts_by_person(facts: Vec<VisitFact>) -> BTreeMap<PersonId, VisitFact> {
+    let n = facts.len();
+    let map: BTreeMap<_, _> = facts.into_iter().map(|f| (f.person_id, f)).collect();
+    assert_eq!(map.len(), n, "one fact per visit, no duplicates");
+    map
+}
+
+fn registered_ids(people: &[RegisteredPerson]) -> BTreeSet<PersonId> {
+    let ids: BTreeSet<_> = people.iter().map(|r| r.person_id).collect();
+    assert_eq!(ids.len(), people.len(), "each person once");
+    ids
+}
+
+async fn reports_and_registry_follow_each_documents_latest_version(backend: Backend) {
+    let store = backend.open().await;
+    let dev = DeviceId::new_random();
+    let both = scope(&["melati", "mawar"]);
+    let melati = scope(&["melati"]);
+    let v1 = visit(dev, "Sri Wahyuni", 9000);
+    let mut sess = session("melati", day(3), dev, std::slice::from_ref(&v1));
+    let (p1, p2) = (person("Ahmad Fauzi", "3279010101240001", dev), person("Budi Santoso", "3279010101240002", dev));
+    let mut reg = registry("melati", dev, &[p1.clone(), p2.clone()]);
+    let batch = vec![push_of(&sess, &Heads::empty()), push_of(&reg, &Heads::empty())];
+    store.push(dev, both.clone(), batch, NOW).await.expect("push");
+
+    let facts = facts_by_person(store.report_facts(both.clone(), day(0), day(30)).await.expect("facts"));
+    assert_eq!(facts.len(), 1);
+    let f = &facts[&v1.person_id];
+    assert_eq!((&f.posyandu, f.session_date, f.name.as_str()), (&p("melati"), day(3), "Sri Wahyuni"));
+    assert_eq!((f.sex, f.birth_date, f.group), (Sex::Female, v1.birth_date, LifeGroup::Balita));
+    assert_eq!((f.weight_g, f.length_mm, f.lying), (Some(9000), Some(800), Some(true)));
+    assert!(f.immunisations.is_empty());
+    let people = store.registered_people(both.clone()).await.expect("people");
+    assert_eq!(registered_ids(&people), BTreeSet::from([p1.person_id, p2.person_id]));
+    let r1 = people.iter().find(|r| r.person_id == p1.person_id).expect("p1");
+    assert_eq!((&r1.posyandu, r1.birth_date, r1.kia_book), (&p("melati"), p1.birth_date, true));
+
+    // Edits replace the projected rows; they never add a second copy.
+    let before = heads(&sess);
+    set_weight(&mut sess, v1.visit_id, 9100, NOW + 1);
+    doc::give_immunisation(&mut sess, v1.visit_id, "campak", day(3), NOW + 1).expect("immunise");
+    let v2 = visit(dev, "Dewi Lestari", 7000);
+    doc::record_visit(&mut sess, &v2, NOW + 1).expect("second visit");
+    let p3 = person("Rina Marlina", "3279010101240003", dev);
+    let reg_before = heads(&reg);
+    doc::register_person(&mut reg, &p3, NOW + 1).expect("register");
+    let batch = vec![push_of(&sess, &before), push_of(&reg, &reg_before)];
+    store.push(dev, both.clone(), batch, NOW + 1).await.expect("push edits");
+
+    let facts = facts_by_person(store.report_facts(both.clone(), day(0), day(30)).await.expect("facts"));
+    assert_eq!(facts.keys().copied().collect::<BTreeSet<_>>(), BTreeSet::from([v1.person_id, v2.person_id]));
+    assert_eq!(facts[&v1.person_id].weight_g, Some(9100));
+    assert_eq!(facts[&v1.person_id].immunisations, vec!["campak".to_owned()]);
+    assert_eq!(facts[&v2.person_id].weight_g, Some(7000));
+    let people = store.registered_people(both.clone()).await.expect("people");
+    assert_eq!(registered_ids(&people), BTreeSet::from([p1.person_id, p2.person_id, p3.person_id]));
+    assert_eq!(stats(&*store).await.visits, 2);
+    assert_eq!(stats(&*store).await.people, 3);
+
+    // Date range and scope bound what a report sees.
+    let v3 = visit(dev, "Ani Rahayu", 8000);
+    let other = session("mawar", day(40), dev, std::slice::from_ref(&v3));
+    store.push(dev, both.clone(), vec![push_of(&other, &Heads::empty())], NOW + 2).await.expect("push mawar");
+    assert_eq!(store.report_facts(both.clone(), day(0), day(30)).await.expect("facts").len(), 2);
+    assert_eq!(store.report_facts(both.clone(), day(3), day(3)).await.expect("facts").len(), 2, "inclusive range");
+    assert!(store.report_facts(both.clone(), day(4), day(39)).await.expect("facts").is_empty());
+    assert_eq!(store.report_facts(melati.clone(), day(0), day(100)).await.expect("facts").len(), 2);
+    let mawar_facts = store.report_facts(scope(&["mawar"]), day(0), day(100)).await.expect("facts");
+    assert_eq!(mawar_facts.iter().map(|f| f.person_id).collect::<Vec<_>>(), vec![v3.person_id]);
+    assert!(store.registered_people(scope(&["mawar"])).await.expect("people").is_empty());
+}
+
+// ------------------------------------------------------------------------------------------
+// 5. The conflict index
+// ------------------------------------------------------------------------------------------
+
+async fn concurrent_edits_of_one_field_open_one_conflict_until_resolved(backend: Backend) {
+    let store = backend.open().await;
+    let s = scope(&["melati"]);
+    let (a, b, c) = (DeviceId::new_random(), DeviceId::new_random(), DeviceId::new_random());
+    let v = visit(a, "Sri Wahyuni", 9000);
+    let base = session("melati", day(0), a, std::slice::from_ref(&v));
+    let id = doc_id(&base);
+    store.push(a, s.clone(), vec![push_of(&base, &Heads::empty())], NOW).await.expect("push base");
+    let base_heads = heads(&base);
+
+    // Two kader weigh the same child offline: 9.1 kg and 9.2 kg.
+    let (mut am_a, mut am_b) = (replica(&base, a), replica(&base, b));
+    set_weight(&mut am_a, v.visit_id, 9100, NOW + 1);
+    set_weight(&mut am_b, v.visit_id, 9200, NOW + 2);
+    store.push(a, s.clone(), vec![push_of(&am_a, &base_heads)], NOW + 1).await.expect("push a");
+    assert!(store.conflicts(s.clone(), ConflictFilter::default()).await.expect("conflicts").is_empty());
+    store.push(b, s.clone(), vec![push_of(&am_b, &base_heads)], NOW + 2).await.expect("push b");
+
+    let open = store.conflicts(s.clone(), ConflictFilter::default()).await.expect("conflicts");
+    assert_eq!(open.len(), 1, "{open:?}");
+    let conflict = open[0].clone();
+    assert_eq!((conflict.doc, &conflict.posyandu), (id, &p("melati")));
+    assert_eq!((conflict.collection.as_str(), conflict.field.as_str()), ("visits", "weight_g"));
+    assert_eq!(conflict.record_id, v.visit_id.to_string());
+    assert_eq!(conflict.policy, posync_model::Policy::Review);
+    assert_eq!(conflict.opened_at, NOW + 2);
+    let values: BTreeSet<(String, Option<DeviceId>)> =
+        conflict.values.iter().map(|cv| (format!("{:?}", cv.value), cv.device)).collect();
+    let expected = BTreeSet::from([
+        (format!("{:?}", FieldValue::Int(9100)), Some(a)),
+        (format!("{:?}", FieldValue::Int(9200)), Some(b)),
+    ]);
+    assert_eq!(values, expected, "both values, each with its device");
+    assert_eq!(conflict.values.iter().filter(|cv| cv.winner).count(), 1, "one winner shown");
+    assert_eq!(store.conflict(conflict.id.clone()).await.expect("conflict"), Some(conflict.clone()));
+
+    // Filters.
+    let by = |f: ConflictFilter| {
+        let store = store.clone();
+        let s = s.clone();
+        async move { store.conflicts(s, f).await.expect("conflicts").len() }
+    };
+    assert_eq!(by(ConflictFilter { field: Some("weight_g".into()), ..Default::default() }).await, 1);
+    assert_eq!(by(ConflictFilter { field: Some("length_mm".into()), ..Default::default() }).await, 0);
+    assert_eq!(by(ConflictFilter { posyandu: Some(p("melati")), ..Default::default() }).await, 1);
+    assert_eq!(by(ConflictFilter { posyandu: Some(p("mawar")), ..Default::default() }).await, 0);
+    assert_eq!(by(ConflictFilter { policy: Some(posync_model::Policy::Auto), ..Default::default() }).await, 0);
+    assert!(store.conflicts(scope(&["mawar"]), ConflictFilter::default()).await.expect("conflicts").is_empty());
+
+    // The resolution is a server change: a new feed entry, the conflict gone.
+    let resolved = store
+        .resolve_conflict(
+            conflict.id.clone(),
+            FieldValue::Int(9150),
+            INSTANCE.into(),
+            audit(NOW + 3, AuditAction::ConflictResolved, &conflict.id),
+        )
+        .await
+        .expect("resolve");
+    assert_eq!(resolved.doc, id);
+    assert_eq!(resolved.seq, 4, "base, a, b, resolution");
+    assert_eq!(stats(&*store).await.feed_entries, 4);
+    let stored = store.get(id).await.expect("get").expect("stored");
+    assert_eq!(stored.meta.seq, 4);
+    assert!(store.conflicts(s.clone(), ConflictFilter::default()).await.expect("conflicts").is_empty());
+    assert_eq!(store.conflict(conflict.id.clone()).await.expect("conflict"), None);
+    let facts = store.report_facts(s.clone(), day(0), day(0)).await.expect("facts");
+    assert_eq!(facts.iter().map(|f| f.weight_g).collect::<Vec<_>>(), vec![Some(9150)]);
+
+    // A third device sees the decision and no conflict.
+    let (docs, _) = pull_to_end(&*store, c, &s, 0, ALL).await;
+    assert_eq!(docs.len(), 1);
+    let am_c = load(&docs[0].changes);
+    assert_eq!(heads(&am_c), stored.meta.heads);
+    assert_eq!(doc::visits(&am_c).expect("visits")[0].weight_g, Some(9150));
+    assert!(posync_model::conflicts(&am_c).expect("conflicts").is_empty());
+    // So does a, from its cursor: b's value and the decision arrive as a delta.
+    let page = store.pull(a, s.clone(), 2, ALL).await.expect("pull a");
+    assert_eq!(page.docs.len(), 1);
+    am_a.load_incremental(&page.docs[0].changes).expect("apply");
+    assert_eq!(heads(&am_a), stored.meta.heads);
+    assert_eq!(doc::visits(&am_a).expect("visits")[0].weight_g, Some(9150));
+
+    assert_err!(
+        store
+            .resolve_conflict(
+                conflict.id.clone(),
+                FieldValue::Int(9300),
+                INSTANCE.into(),
+                audit(NOW + 4, AuditAction::ConflictResolved, &conflict.id)
+            )
+            .await,
+        StoreError::NotFound(_)
+    );
+    assert_eq!(stats(&*store).await.feed_entries, 4, "a refused resolution writes nothing");
+    let log = store.audit_log(0, 100).await.expect("audit");
+    assert_eq!(log.iter().filter(|e| e.action == "conflict_resolved").count(), 1, "audited once, with the change");
+}
+
+// ------------------------------------------------------------------------------------------
+// 6. The audit log
+// ------------------------------------------------------------------------------------------
+
+async fn the_audit_log_is_gap_free_in_order_and_pages_with_after(backend: Backend) {
+    let store = backend.open().await;
+    let mut ours = Vec::new();
+    for n in 0..3 {
+        let e = AuditEntry::new(
+            NOW + n,
+            &Actor::User { user: user_id("bidan-0001"), device: DeviceId::new_random() },
+            AuditAction::RecordRead,
+            format!("visit-{n}"),
+            serde_json::json!({ "n": n, "ids": ["a", "b"] }),
+        );
+        store.append_audit(e.clone()).await.expect("append");
+        ours.push(e);
+    }
+    store
+        .import_hierarchy(fixture(), audit(NOW + 10, AuditAction::HierarchyImported, "fixture"))
+        .await
+        .expect("import");
+    let device = enrol(&*store, "kader-0001", 1, 2).await;
+    store.revoke_device(device, audit(NOW + 20, AuditAction::DeviceRevoked, device)).await.expect("revoke");
+    let last = audit(NOW + 30, AuditAction::ReportRead, "skdn/2026-01");
+    store.append_audit(last.clone()).await.expect("append");
+
+    let log = store.audit_log(0, 100).await.expect("audit log");
+    assert_eq!(log.iter().map(|e| e.seq).collect::<Vec<_>>(), (1..=8).collect::<Vec<u64>>(), "gap-free from 1");
+    let actions: Vec<&str> = log.iter().map(|e| e.action.as_str()).collect();
+    assert_eq!(
+        actions,
+        vec![
+            "record_read",
+            "record_read",
+            "record_read",
+            "hierarchy_imported",
+            "enrolment_issued",
+            "device_enrolled",
+            "device_revoked",
+            "report_read"
+        ]
+    );
+    for (record, entry) in log.iter().zip(&ours).chain([(&log[7], &last)]) {
+        assert_eq!(
+            (record.at, &record.actor, &record.target, &record.detail),
+            (entry.at, &entry.actor, &entry.target, &entry.detail),
+            "seq {} reads back as appended",
+            record.seq
+        );
+    }
+    assert_eq!(log[5].target, device.to_string(), "the enrolment names its device");
+    assert_eq!(log[6].target, device.to_string());
+
+    // Paging with `after`.
+    for limit in [1, 3, 5] {
+        let mut after = 0;
+        let mut paged = Vec::new();
+        loop {
+            let page = store.audit_log(after, limit).await.expect("audit page");
+            assert!(page.len() <= limit);
+            let Some(last) = page.last() else { break };
+            after = last.seq;
+            paged.extend(page);
+        }
+        assert_eq!(paged, log, "limit {limit}: pages add up to the whole log");
+    }
+    assert_eq!(store.audit_log(5, 2).await.expect("audit").iter().map(|e| e.seq).collect::<Vec<_>>(), vec![6, 7]);
+    assert!(store.audit_log(8, 10).await.expect("audit").is_empty());
+
+    // An audited write that fails leaves no entry.
+    let stranger = DeviceId::new_random();
+    assert_err!(
+        store.revoke_device(stranger, audit(NOW + 40, AuditAction::DeviceRevoked, stranger)).await,
+        StoreError::NotFound(_)
+    );
+    assert!(store.audit_log(8, 10).await.expect("audit").is_empty(), "no entry for a refused revocation");
+}
+
+// ------------------------------------------------------------------------------------------
+// 7. Access
+// ------------------------------------------------------------------------------------------
+
+fn sorted_units(mut units: Vec<posync_model::Unit>) -> Vec<posync_model::Unit> {
+    units.sort_by(|a, b| a.id.cmp(&b.id));
+    units
+}
+
+async fn an_imported_hierarchy_reads_back_as_its_units_and_users(backend: Backend) {
+    let store = backend.open().await;
+    let file = fixture();
+    assert!(store.unit_tree().await.expect("tree").units.is_empty());
+    assert!(store.users().await.expect("users").is_empty());
+    let report = store.import_hierarchy(file.clone(), audit(NOW, AuditAction::HierarchyImported, "f")).await;
+    assert_eq!(report.expect("import"), posync_store::ImportReport { units: 58, users: 308 });
+
+    let tree = store.unit_tree().await.expect("tree");
+    assert_eq!(sorted_units(tree.units.clone()), sorted_units(file.units.clone()));
+    let chain: Vec<&str> =
+        tree.ancestors(&unit("pos-hegarsari-melati-1")).iter().map(|u| u.id.as_str()).collect::<Vec<_>>();
+    assert_eq!(
+        chain,
+        vec!["pos-hegarsari-melati-1", "kel-hegarsari", "pkm-banjar-1", "kec-banjar", "kota-banjar", "jawa-barat"]
+    );
+    assert_eq!(tree.district_of(&unit("pkm-purwaharja-1")), Some(&unit("kota-banjar")));
+
+    let expected: Vec<UserRecord> = {
+        let mut v: Vec<UserRecord> = file
+            .users
+            .iter()
+            .map(|u| {
+                let mut units = u.units.clone();
+                units.sort();
+                UserRecord { id: u.id.clone(), name: u.name.clone(), role: u.role, units, disabled: false }
+            })
+            .collect();
+        v.sort_by(|a, b| a.id.cmp(&b.id));
+        v
+    };
+    let mut users = store.users().await.expect("users");
+    users.sort_by(|a, b| a.id.cmp(&b.id));
+    assert_eq!(users, expected);
+    let bidan = store.user(user_id("bidan-0001")).await.expect("user").expect("bidan-0001");
+    assert_eq!(bidan.role, Role::PuskesmasOfficer);
+    assert_eq!(bidan.units, vec![unit("pkm-banjar-1")]);
+    assert_eq!(bidan.name, "Bd. Siti Rahmawati, A.Md.Keb");
+    assert!(store.user(user_id("nobody")).await.expect("user").is_none());
+
+    // Importing again updates in place.
+    let mut again = file.clone();
+    again.units.iter_mut().filter(|u| u.id == unit("kel-hegarsari")).for_each(|u| u.name = "Kel. Hegarsari".into());
+    store.import_hierarchy(again, audit(NOW + 1, AuditAction::HierarchyImported, "f")).await.expect("re-import");
+    let tree = store.unit_tree().await.expect("tree");
+    assert_eq!(tree.units.len(), 58);
+    assert_eq!(tree.get(&unit("kel-hegarsari")).map(|u| u.name.as_str()), Some("Kel. Hegarsari"));
+    assert_eq!(store.users().await.expect("users").len(), 308);
+}
+
+async fn an_enrolled_device_gets_its_users_scope_until_revoked(backend: Backend) {
+    let store = backend.open().await;
+    let file = fixture();
+    store.import_hierarchy(file.clone(), audit(NOW, AuditAction::HierarchyImported, "f")).await.expect("import");
+
+    let code = [7u8; 32];
+    let enrolment = NewEnrolment { code_hash: code, user: user_id("bidan-0001"), expires_at: NOW + 3600 };
+    store.issue_enrolment(enrolment, audit(NOW, AuditAction::EnrolmentIssued, "bidan-0001")).await.expect("issue");
+    let device = DeviceId::new_random();
+    let user = store.redeem_enrolment(code, credential(device, 1), NOW + 10).await.expect("redeem");
+    assert_eq!(user.id, user_id("bidan-0001"));
+    assert_eq!(user.role, Role::PuskesmasOfficer);
+
+    let access = store.device_access(device).await.expect("access").expect("enrolled");
+    assert_eq!(access.device, device);
+    assert_eq!(access.user, user);
+    assert!(!access.revoked);
+    let expected = posyandu_under(&file, "pkm-banjar-1");
+    assert_eq!(expected.posyandu().count(), 27, "the fixture's Puskesmas Banjar 1");
+    assert_eq!(access.scope, expected, "every posyandu under the user's puskesmas");
+
+    // A code works once, only before it expires, and only if it exists.
+    let second = DeviceId::new_random();
+    assert_err!(store.redeem_enrolment(code, credential(second, 3), NOW + 11).await, StoreError::InvalidCredential);
+    assert!(store.device_access(second).await.expect("access").is_none(), "the refused device is not enrolled");
+    assert_err!(store.redeem_enrolment([9; 32], credential(second, 3), NOW + 11).await, StoreError::InvalidCredential);
+    let short = NewEnrolment { code_hash: [8; 32], user: user_id("kader-0001"), expires_at: NOW + 5 };
+    store.issue_enrolment(short, audit(NOW, AuditAction::EnrolmentIssued, "kader-0001")).await.expect("issue");
+    assert_err!(store.redeem_enrolment([8; 32], credential(second, 3), NOW + 11).await, StoreError::InvalidCredential);
+
+    // Refresh: the right hash slides the expiry; a wrong one or an unknown device is refused.
+    let refreshed = store.refresh_device(device, [1; 32], NOW + 60 * 86_400, NOW + 20).await.expect("refresh");
+    assert_eq!(refreshed, user);
+    assert_err!(
+        store.refresh_device(device, [2; 32], NOW + 60 * 86_400, NOW + 21).await,
+        StoreError::InvalidCredential
+    );
+    assert_err!(
+        store.refresh_device(second, [3; 32], NOW + 60 * 86_400, NOW + 21).await,
+        StoreError::InvalidCredential
+    );
+    // Past the slid expiry, not before.
+    assert_err!(
+        store.refresh_device(device, [1; 32], NOW + 90 * 86_400, NOW + 61 * 86_400).await,
+        StoreError::InvalidCredential
+    );
+
+    // Revocation.
+    store.revoke_device(device, audit(NOW + 30, AuditAction::DeviceRevoked, device)).await.expect("revoke");
+    assert_err!(store.refresh_device(device, [1; 32], NOW + 60 * 86_400, NOW + 31).await, StoreError::DeviceRevoked);
+    let access = store.device_access(device).await.expect("access").expect("still known");
+    assert!(access.revoked);
+    assert_eq!(access.user.id, user_id("bidan-0001"));
+    let record = store.devices().await.expect("devices").into_iter().find(|d| d.device == device).expect("listed");
+    assert_eq!(record.user, Some(user_id("bidan-0001")));
+    assert_eq!(record.label, format!("HP {device}"));
+    assert_eq!(record.enrolled_at, Some(NOW + 10));
+    assert_eq!(record.revoked_at, Some(NOW + 30));
+
+    // Other roles' scopes.
+    let kader = enrol(&*store, "kader-0001", 11, 12).await;
+    let kader_scope = store.device_access(kader).await.expect("access").expect("enrolled").scope;
+    assert_eq!(kader_scope, scope(&["pos-hegarsari-melati-1"]));
+    let admin = enrol(&*store, "dinkes-admin-01", 13, 14).await;
+    let admin_scope = store.device_access(admin).await.expect("access").expect("enrolled").scope;
+    assert_eq!(admin_scope.posyandu().count(), 40, "the whole district");
+    assert_eq!(admin_scope, posyandu_under(&file, "kota-banjar"));
+    assert!(store.device_access(DeviceId::new_random()).await.expect("access").is_none());
+}
+
+// ------------------------------------------------------------------------------------------
+// 8. Duplicate people
+// ------------------------------------------------------------------------------------------
+
+async fn people_registered_twice_are_listed_until_merged(backend: Backend) {
+    let store = backend.open().await;
+    let dev = DeviceId::new_random();
+    let all = scope(&["melati", "mawar", "anggrek"]);
+    let both = scope(&["melati", "mawar"]);
+    let nik = "3279010101240001";
+    let p1 = person("Ahmad Fauzi", nik, dev);
+    let p2 = person("Ahmad Fauzy", nik, dev);
+    let p3 = person("Rina Marlina", "3279010101240003", dev);
+    let p4 = person("Achmad Fauzi", nik, dev);
+    let reg_melati = registry("melati", dev, &[p1.clone(), p3.clone()]);
+    let reg_mawar = registry("mawar", dev, std::slice::from_ref(&p2));
+    let reg_anggrek = registry("anggrek", dev, std::slice::from_ref(&p4));
+    // p2 came to a posyandu day in mawar.
+    let mut v2 = visit(dev, "Ahmad Fauzy", 10_000);
+    v2.person_id = p2.person_id;
+    let sess = session("mawar", day(0), dev, &[v2]);
+    let batch = [&reg_melati, &reg_mawar, &reg_anggrek, &sess].map(|am| push_of(am, &Heads::empty())).to_vec();
+    store.push(dev, all.clone(), batch, NOW).await.expect("push");
+
+    let pairs = store.duplicate_people(both.clone()).await.expect("duplicates");
+    assert_eq!(pairs.len(), 1, "only the pair inside the scope: {pairs:?}");
+    let pair = &pairs[0];
+    assert_eq!(pair.reason, "nik");
+    let ids = BTreeSet::from([pair.a.person_id, pair.b.person_id]);
+    assert_eq!(ids, BTreeSet::from([p1.person_id, p2.person_id]));
+    let side = if pair.a.person_id == p2.person_id { &pair.a } else { &pair.b };
+    assert_eq!(
+        (&side.posyandu, side.name.as_str(), side.birth_date.as_str()),
+        (&p("mawar"), "Ahmad Fauzy", "2024-03-10")
+    );
+    assert_eq!(store.duplicate_people(all.clone()).await.expect("duplicates").len(), 3, "p1, p2, p4 pairwise");
+
+    let before = stats(&*store).await;
+    let merged = store
+        .merge_people(
+            both.clone(),
+            p2.person_id,
+            p1.person_id,
+            INSTANCE.into(),
+            audit(NOW + 1, AuditAction::PeopleMerged, p2.person_id),
+        )
+        .await
+        .expect("merge");
+    assert_eq!(merged.doc, doc_id(&reg_mawar), "the duplicate's registry changes");
+    assert_eq!(merged.seq, before.feed_entries + 1, "as one new feed entry");
+    assert_eq!(stats(&*store).await.feed_entries, merged.seq);
+
+    assert!(store.duplicate_people(both.clone()).await.expect("duplicates").is_empty(), "no longer listed");
+    let remaining = store.duplicate_people(all.clone()).await.expect("duplicates");
+    assert_eq!(remaining.len(), 1);
+    assert_eq!(
+        BTreeSet::from([remaining[0].a.person_id, remaining[0].b.person_id]),
+        BTreeSet::from([p1.person_id, p4.person_id])
+    );
+    let registered = store.registered_people(both.clone()).await.expect("people");
+    assert_eq!(
+        registered_ids(&registered),
+        BTreeSet::from([p1.person_id, p3.person_id]),
+        "the merged one is not counted"
+    );
+    let stored = store.get(doc_id(&reg_mawar)).await.expect("get").expect("stored");
+    let people = doc::people(&load(&stored.bytes)).expect("people");
+    assert_eq!(people.iter().find(|x| x.person_id == p2.person_id).and_then(|x| x.merged_into), Some(p1.person_id));
+    let facts = store.report_facts(both.clone(), day(0), day(0)).await.expect("facts");
+    assert_eq!(facts.iter().map(|f| f.person_id).collect::<Vec<_>>(), vec![p1.person_id], "p2's visit counts as p1's");
+
+    // Merging again, or with someone outside the scope, is refused and writes nothing.
+    let again = store
+        .merge_people(
+            both.clone(),
+            p2.person_id,
+            p1.person_id,
+            INSTANCE.into(),
+            audit(NOW + 2, AuditAction::PeopleMerged, "x"),
+        )
+        .await;
+    assert!(again.is_err(), "already merged: {again:?}");
+    let outside = store
+        .merge_people(
+            both.clone(),
+            p4.person_id,
+            p1.person_id,
+            INSTANCE.into(),
+            audit(NOW + 2, AuditAction::PeopleMerged, "x"),
+        )
+        .await;
+    assert!(outside.is_err(), "p4 is outside the scope: {outside:?}");
+    assert_eq!(stats(&*store).await.feed_entries, merged.seq);
+    let log = store.audit_log(0, 100).await.expect("audit");
+    assert_eq!(log.iter().filter(|e| e.action == "people_merged").count(), 1);
+}
+
+// ------------------------------------------------------------------------------------------
+// 9. Concurrent writers
+// ------------------------------------------------------------------------------------------
+
+async fn concurrent_pushes_to_one_document_from_two_instances_lose_no_edit(backend: Backend) {
+    const WRITERS: usize = 8;
+    const ROUNDS: usize = 3;
+    let instances = [backend.open().await, backend.open().await];
+    let s = scope(&["melati"]);
+    let first = DeviceId::new_random();
+    let base = session("melati", day(0), first, &[visit(first, "Sri Wahyuni", 9000)]);
+    let id = doc_id(&base);
+    instances[0].push(first, s.clone(), vec![push_of(&base, &Heads::empty())], NOW).await.expect("push base");
+
+    // Every writer forks the base, then at once (and again, ROUNDS times) adds its own visit
+    // and pushes it, half of them through each instance.
+    let barrier = Arc::new(tokio::sync::Barrier::new(WRITERS));
+    let mut tasks = Vec::new();
+    for w in 0..WRITERS {
+        let store = instances[w % 2].clone();
+        let (s, barrier) = (s.clone(), barrier.clone());
+        let device = DeviceId::new_random();
+        let mut am = replica(&base, device);
+        tasks.push(tokio::spawn(async move {
+            let mut acked = heads(&am);
+            let mut pushed = Vec::new();
+            let mut visits = Vec::new();
+            let mut failure = None;
+            for r in 0..ROUNDS {
+                // Every writer reaches every barrier, failed push or not: no one waits forever.
+                barrier.wait().await;
+                if failure.is_some() {
+                    continue;
+                }
+                let v = visit(device, &format!("Anak {w}-{r}"), 8000 + (w * 10 + r) as i64);
+                doc::record_visit(&mut am, &v, NOW + 1).expect("record");
+                visits.push(v.visit_id);
+                match store.push(device, s.clone(), vec![push_of(&am, &acked)], NOW + 1).await {
+                    Ok(acks) if acks == vec![ack_of(&am)] => {
+                        acked = heads(&am);
+                        pushed.push(acked.clone());
+                    }
+                    other => failure = Some(format!("writer {w} round {r}: {other:?}")),
+                }
+            }
+            match failure {
+                None => Ok((pushed, visits)),
+                Some(e) => Err(e),
+            }
+        }));
+    }
+    let mut all_pushed = Vec::new();
+    let mut all_visits = BTreeSet::from([doc::visits(&base).expect("visits")[0].visit_id]);
+    let mut last_heads = Heads::empty();
+    let mut failures = Vec::new();
+    for task in tasks {
+        match task.await.expect("writer task") {
+            Ok((pushed, visits)) => {
+                last_heads = last_heads.union(pushed.last().expect("pushed"));
+                all_pushed.extend(pushed);
+                all_visits.extend(visits);
+            }
+            Err(e) => failures.push(e),
+        }
+    }
+    assert!(failures.is_empty(), "concurrent pushes failed: {failures:#?}");
+
+    let stored = instances[1].get(id).await.expect("get").expect("stored");
+    let merged = load(&stored.bytes);
+    assert_eq!(heads(&merged), stored.meta.heads);
+    for h in &all_pushed {
+        assert!(h.as_slice().iter().all(|c| merged.get_change_by_hash(c).is_some()), "a pushed head was lost");
+    }
+    assert_eq!(stored.meta.heads, last_heads, "the writers' concurrent branches, all of them");
+    let got: BTreeSet<VisitId> = doc::visits(&merged).expect("visits").iter().map(|v| v.visit_id).collect();
+    assert_eq!(got, all_visits, "every visit of every writer");
+    let n = 1 + (WRITERS * ROUNDS) as u64;
+    for store in &instances {
+        let st = stats(&**store).await;
+        assert_eq!((st.docs, st.visits, st.feed_entries), (1, n, n), "one feed entry per push, projection complete");
+    }
+    assert_eq!(stored.meta.seq, n, "the document sits at the last of seqs 1..={n}");
+    let facts = instances[0].report_facts(s.clone(), day(0), day(0)).await.expect("facts");
+    assert_eq!(facts.len() as u64, n, "the projection reflects the final merge");
+
+    // A fresh device gets the same document.
+    let (docs, cursor) = pull_to_end(&*instances[1], DeviceId::new_random(), &s, 0, ALL).await;
+    assert_eq!(cursor, n);
+    assert_eq!(docs.len(), 1);
+    let fresh = load(&docs[0].changes);
+    assert_eq!(heads(&fresh), stored.meta.heads);
+    assert_eq!(doc::to_json(&fresh), doc::to_json(&merged));
+}
+
+async fn a_device_pulling_during_a_write_storm_misses_no_change(backend: Backend) {
+    const WRITERS: usize = 4;
+    const ROUNDS: usize = 10;
+    const DAYS: i64 = 4;
+    let instances = [backend.open().await, backend.open().await];
+    let s = scope(&["melati", "mawar"]);
+    let docs: Vec<(&str, time::Date)> =
+        ["melati", "mawar"].into_iter().flat_map(|pos| (0..DAYS).map(move |d| (pos, day(d)))).collect();
+    let n_docs = docs.len();
+
+    // Writers create the documents concurrently (genesis is the same everywhere) and keep
+    // adding visits, two documents per push, each through one instance.
+    let barrier = Arc::new(tokio::sync::Barrier::new(WRITERS));
+    let mut writers = Vec::new();
+    for w in 0..WRITERS {
+        let store = instances[w % 2].clone();
+        let (s, docs, barrier) = (s.clone(), docs.clone(), barrier.clone());
+        writers.push(tokio::spawn(async move {
+            let device = DeviceId::new_random();
+            let mut replicas: HashMap<usize, (Automerge, Heads)> = HashMap::new();
+            let mut written: BTreeMap<DocId, usize> = BTreeMap::new();
+            barrier.wait().await;
+            for r in 0..ROUNDS {
+                let k1 = (w * 3 + r) % n_docs;
+                let mut batch = Vec::new();
+                for k in [k1, (k1 + 1) % n_docs] {
+                    let (pos, date) = docs[k];
+                    let (am, acked) =
+                        replicas.entry(k).or_insert_with(|| (session(pos, date, device, &[]), Heads::empty()));
+                    doc::record_visit(am, &visit(device, &format!("Anak {w}-{r}"), 8000), NOW).expect("record");
+                    batch.push(push_of(am, acked));
+                    *written.entry(doc_id(am)).or_default() += 1;
+                }
+                store.push(device, s.clone(), batch, NOW + r as i64).await.expect("push");
+                for k in [k1, (k1 + 1) % n_docs] {
+                    let (am, acked) = replicas.get_mut(&k).expect("replica");
+                    *acked = heads(am);
+                }
+            }
+            written
+        }));
+    }
+
+    // Meanwhile two devices pull, alternating instances, applying what they get: one takes
+    // whole pages, one pages three documents at a time.
+    let done = Arc::new(AtomicBool::new(false));
+    let readers = [ALL, PageLimits { bytes_max: 1 << 20, docs_max: 3 }]
+        .map(|limits| tokio::spawn(read_through_storm(instances.clone(), s.clone(), limits, done.clone())));
+
+    let mut written: BTreeMap<DocId, usize> = BTreeMap::new();
+    for w in writers {
+        for (doc, n) in w.await.expect("writer task") {
+            *written.entry(doc).or_default() += n;
+        }
+    }
+    done.store(true, Ordering::SeqCst);
+
+    let pushes = (WRITERS * ROUNDS * 2) as u64;
+    assert_eq!(stats(&*instances[0]).await.feed_entries, pushes, "every push of a new visit is one feed entry");
+    let listed = instances[1].list(s.clone()).await.expect("list");
+    assert_eq!(listed.len(), n_docs);
+    assert_eq!(listed.last().map(|m| m.seq), Some(pushes), "gap-free: the last seq is the number of entries");
+    for m in &listed {
+        let stored = instances[0].get(m.doc).await.expect("get").expect("stored");
+        let n_visits = doc::visits(&load(&stored.bytes)).expect("visits").len();
+        assert_eq!(n_visits, written[&m.doc], "doc {}: every visit written is stored", m.doc);
+    }
+    assert_eq!(stats(&*instances[0]).await.visits, written.values().sum::<usize>() as u64);
+
+    for reader in readers {
+        let (replicas, cursor, pulls) = reader.await.expect("reader task");
+        assert!(pulls > 1, "the reader pulled during the storm");
+        assert_eq!(cursor, pushes, "the reader's cursor reached the end of the feed");
+        assert_eq!(replicas.len(), n_docs, "the reader has every document");
+        for m in &listed {
+            let got = replicas.get(&m.doc).expect("pulled");
+            assert_eq!(heads(got), m.heads, "doc {}: the reader ends at the stored heads", m.doc);
+        }
+    }
+}
+
+/// A device pulling over and over while others write: every page must apply on top of what
+/// it got before. Once `done` is set, it pulls on until one pass ends with nothing more.
+async fn read_through_storm(
+    instances: [Arc<dyn Store>; 2],
+    s: Scope,
+    limits: PageLimits,
+    done: Arc<AtomicBool>,
+) -> (HashMap<DocId, Automerge>, u64, usize) {
+    let device = DeviceId::new_random();
+    let mut replicas: HashMap<DocId, Automerge> = HashMap::new();
+    let mut cursor = 0;
+    let mut pulls = 0usize;
+    let mut drained = false;
+    while !drained {
+        let finished = done.load(Ordering::SeqCst);
+        loop {
+            let page = instances[pulls % 2].pull(device, s.clone(), cursor, limits).await.expect("pull");
+            pulls += 1;
+            assert!(page.cursor >= cursor, "the cursor never goes back: {cursor} -> {}", page.cursor);
+            for d in &page.docs {
+                let am = replicas.entry(d.doc).or_default();
+                apply_pulled(am, d, &format!("reader with docs_max {}, from cursor {cursor}", limits.docs_max));
+            }
+            cursor = page.cursor;
+            if !page.more {
+                break;
+            }
+        }
+        drained = finished;
+        tokio::task::yield_now().await;
+    }
+    (replicas, cursor, pulls)
+}
