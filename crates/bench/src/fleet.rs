@@ -88,12 +88,16 @@ pub fn sync_device(path: &Path, url: &str, token: &str) -> Result<SyncReport, St
 }
 
 /// Sync every device in `devices`, at most `concurrency` at once, and sum their reports.
-pub async fn sync_all(devices: &Arc<Vec<Device>>, url: &str, concurrency: usize) -> Result<Totals> {
+/// Device `i` syncs with server instance `urls[(i + shift) % urls.len()]`: a shift per phase
+/// sends each device to another instance than last time.
+pub async fn sync_all(devices: &Arc<Vec<Device>>, urls: &[String], shift: usize, concurrency: usize) -> Result<Totals> {
     let devs = devices.clone();
-    let url = url.to_owned();
+    anyhow::ensure!(!urls.is_empty(), "no server to sync with");
+    let urls = urls.to_vec();
     let reports = for_each_blocking(devs.len(), concurrency, move |i| {
         let d = &devs[i];
-        sync_device(&d.path, &url, &d.token).map_err(|e| format!("device {} (posyandu #{}): {e}", d.index, d.posyandu))
+        sync_device(&d.path, &urls[(i + shift) % urls.len()], &d.token)
+            .map_err(|e| format!("device {} (posyandu #{}): {e}", d.index, d.posyandu))
     })
     .await?;
     let mut totals = Totals::default();

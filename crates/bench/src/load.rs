@@ -181,7 +181,8 @@ async fn run(args: Args) -> Result<()> {
     if args.preload_docs > 0 {
         preload(&SqliteStore::open(&db)?, args.preload_docs, args.seed).await?;
     }
-    let mut srv = server::start(&bin, &db, &dir.path().join("server.log"), &keys_path).await?;
+    let mut srv =
+        server::start(&bin, &server::Target::Sqlite(db.clone()), &dir.path().join("server.log"), &keys_path).await?;
     let store = SqliteStore::open(&db)?;
     if args.preload_docs > 0 {
         let db_bytes = std::fs::metadata(&db).map(|m| m.len()).unwrap_or(0);

@@ -22,7 +22,7 @@ use posync_bench::server::{self, ServerProcess};
 use posync_model::{DeviceId, DocId, Field, FieldValue, PosyanduId, Role, VisitId};
 use posync_replica::Replica;
 use posync_server::TokenKeys;
-use posync_store::SqliteStore;
+use posync_store::{PgStore, SqliteStore, Store};
 use posync_testkit::{DAY, DAY_START, Generator, posyandu};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -58,6 +58,14 @@ struct Args {
     /// Abort (and kill the server) if the whole run takes longer than this.
     #[arg(long, default_value_t = 1200)]
     deadline_seconds: u64,
+    /// Run against PostgreSQL at this URL instead of a temp SQLite file. The benchmark uses
+    /// (drops and recreates) the schema `t_bench` there.
+    #[arg(long)]
+    database_url: Option<String>,
+    /// `posync serve` instances over the one database (more than 1 needs --database-url);
+    /// devices alternate between them from phase to phase.
+    #[arg(long, default_value_t = 1)]
+    instances: usize,
     /// Keep the temp dir (server.sqlite, server.log, replicas) and print its path.
     #[arg(long)]
     keep: bool,
@@ -76,6 +84,12 @@ impl Args {
         }
         if self.concurrency == 0 {
             bail!("--concurrency must be at least 1");
+        }
+        if self.instances == 0 || self.instances > 8 {
+            bail!("--instances must be 1..=8");
+        }
+        if self.instances > 1 && self.database_url.is_none() {
+            bail!("several --instances share one database: give --database-url");
         }
         if self.deadline_seconds == 0 {
             bail!("--deadline-seconds must be at least 1");
@@ -153,6 +167,7 @@ struct Measured {
     wall_seconds: f64,
     server_cpu_seconds: f64,
     bench_cpu_seconds: f64,
+    db_cpu_seconds: f64,
     server_peak_rss_kib: u64,
     visits_at_server: u64,
 }
@@ -161,13 +176,39 @@ struct PhaseStart {
     wall: Instant,
     server_cpu: f64,
     bench_cpu: f64,
+    db_cpu: f64,
+}
+
+/// The store the servers run on, as the benchmark writes its users and devices into it.
+enum BenchStore {
+    Sqlite(SqliteStore),
+    Postgres(PgStore),
+}
+
+impl BenchStore {
+    fn as_store(&self) -> &dyn Store {
+        match self {
+            BenchStore::Sqlite(s) => s,
+            BenchStore::Postgres(s) => s,
+        }
+    }
+
+    fn backend(&self) -> &'static str {
+        match self {
+            BenchStore::Sqlite(_) => "sqlite",
+            BenchStore::Postgres(_) => "postgres",
+        }
+    }
 }
 
 struct Bench {
     args: Args,
-    server: ServerProcess,
+    servers: Vec<ServerProcess>,
+    urls: Vec<String>,
+    /// Bumped per sync phase: devices move to another instance each time.
+    phase_no: usize,
     keys: TokenKeys,
-    store: SqliteStore,
+    store: BenchStore,
     token_ttl: i64,
     dir: PathBuf,
     posyandu: Vec<Posyandu>,
@@ -216,20 +257,36 @@ async fn run(args: Args) -> Result<Vec<String>> {
     let keys = TokenKeys::generate(now());
     let keys_path = dir.path().join("server.keys.json");
     keys.save(&keys_path)?;
-    let db = dir.path().join("server.sqlite");
-    let server = server::start(&bin, &db, &dir.path().join("server.log"), &keys_path).await?;
-    // Users and devices are written into the server's file directly (a second SQLite
-    // connection; WAL lets both work): setup, not part of any timed phase.
-    let store = SqliteStore::open(&db)?;
+    // Users and devices are written into the server's store directly (a second connection):
+    // setup, not part of any timed phase.
+    let (target, store) = match &args.database_url {
+        None => {
+            let db = dir.path().join("server.sqlite");
+            let store = SqliteStore::open(&db)?;
+            (server::Target::Sqlite(db), BenchStore::Sqlite(store))
+        }
+        Some(base) => {
+            let url = posync_store::postgres::testing::schema_url(base, "t_bench").await.map_err(|e| anyhow!(e))?;
+            let store = PgStore::connect(&url).await?;
+            (server::Target::Postgres(url), BenchStore::Postgres(store))
+        }
+    };
+    let mut servers = Vec::new();
+    for i in 0..args.instances {
+        let log = dir.path().join(format!("server-{i}.log"));
+        servers.push(server::start(&bin, &target, &log, &keys_path).await?);
+    }
+    let urls: Vec<String> = servers.iter().map(|s| s.url().to_owned()).collect();
     eprintln!(
-        "posync-bench: P={} D={} V={} seed={} concurrency={}; server {} (pid {}, {})",
+        "posync-bench: P={} D={} V={} seed={} concurrency={}; {} on {} instance(s) {:?} ({})",
         args.posyandu,
         args.devices,
         args.visits,
         args.seed,
         args.concurrency,
-        server.url(),
-        server.pid(),
+        store.backend(),
+        servers.len(),
+        urls,
         bin.display()
     );
     let posyandu = (0..args.posyandu)
@@ -241,7 +298,9 @@ async fn run(args: Args) -> Result<Vec<String>> {
     let token_ttl = i64::try_from(args.deadline_seconds)?.saturating_add(3600);
     let mut bench = Bench {
         args,
-        server,
+        servers,
+        urls,
+        phase_no: 0,
         keys,
         store,
         token_ttl,
@@ -276,9 +335,23 @@ impl Bench {
     }
 
     /// Write a user for `device` over `posyandu` into the server's store and sign its token.
-    fn grant(&self, device: DeviceId, role: Role, posyandu: &[PosyanduId], now: i64, ttl: i64) -> String {
-        posync_testkit::grant(&self.store, device, role, posyandu, now);
+    async fn grant(&self, device: DeviceId, role: Role, posyandu: &[PosyanduId], now: i64, ttl: i64) -> String {
+        match &self.store {
+            BenchStore::Sqlite(s) => posync_testkit::grant(s, device, role, posyandu, now),
+            BenchStore::Postgres(s) => posync_testkit::grant_pg(s, device, role, posyandu, now).await,
+        }
         self.keys.issue(&posync_testkit::user_for(device), device, role, now, ttl).token
+    }
+
+    fn server_cpu_seconds(&self) -> Result<f64> {
+        self.servers.iter().map(ServerProcess::cpu_seconds).sum()
+    }
+
+    fn db_cpu_seconds(&self) -> f64 {
+        match self.store {
+            BenchStore::Sqlite(_) => 0.0,
+            BenchStore::Postgres(_) => server::postgres_cpu_seconds(),
+        }
     }
 
     fn check(&mut self, ok: bool, what: impl FnOnce() -> String) {
@@ -292,20 +365,28 @@ impl Bench {
     fn begin(&self) -> Result<PhaseStart> {
         Ok(PhaseStart {
             wall: Instant::now(),
-            server_cpu: self.server.cpu_seconds()?,
+            server_cpu: self.server_cpu_seconds()?,
             bench_cpu: server::proc_cpu_seconds("/proc/self/stat")?,
+            db_cpu: self.db_cpu_seconds(),
         })
     }
 
-    fn measure(&mut self, start: &PhaseStart) -> Result<Measured> {
+    async fn measure(&mut self, start: &PhaseStart) -> Result<Measured> {
         let wall_seconds = start.wall.elapsed().as_secs_f64();
-        self.server.ensure_alive()?;
+        for s in &mut self.servers {
+            s.ensure_alive()?;
+        }
+        let mut peak = 0;
+        for s in &self.servers {
+            peak = peak.max(s.peak_rss_kib()?);
+        }
         Ok(Measured {
             wall_seconds,
-            server_cpu_seconds: self.server.cpu_seconds()? - start.server_cpu,
+            server_cpu_seconds: self.server_cpu_seconds()? - start.server_cpu,
             bench_cpu_seconds: server::proc_cpu_seconds("/proc/self/stat")? - start.bench_cpu,
-            server_peak_rss_kib: self.server.peak_rss_kib()?,
-            visits_at_server: self.server.visits_at_server()?,
+            db_cpu_seconds: self.db_cpu_seconds() - start.db_cpu,
+            server_peak_rss_kib: peak,
+            visits_at_server: self.store.as_store().stats().await?.visits,
         })
     }
 
@@ -319,6 +400,11 @@ impl Bench {
         fields.insert("sync_errors".into(), json!(t.errors.len()));
         fields.insert("server_cpu_seconds".into(), json!(round3(m.server_cpu_seconds)));
         fields.insert("bench_cpu_seconds".into(), json!(round3(m.bench_cpu_seconds)));
+        fields.insert("backend".into(), json!(self.store.backend()));
+        fields.insert("instances".into(), json!(self.servers.len()));
+        if let BenchStore::Postgres(_) = self.store {
+            fields.insert("postgres_cpu_seconds".into(), json!(round3(m.db_cpu_seconds)));
+        }
         if let Value::Object(extra) = extra {
             fields.extend(extra);
         }
@@ -346,7 +432,7 @@ impl Bench {
                 "{phase}: {} device sync(s) failed, first: {}; server log tail:\n{}",
                 t.errors.len(),
                 t.errors[0],
-                self.server.log_tail(20)
+                self.servers.iter().map(|s| s.log_tail(20)).collect::<Vec<_>>().join("\n---\n")
             );
         }
         Ok(())
@@ -385,7 +471,7 @@ impl Bench {
         for (i, c) in captured.into_iter().enumerate() {
             let (id, visits) = c.map_err(|e| anyhow!("capture on device {i}: {e}"))?;
             let p = i / d_n;
-            let token = self.grant(id, Role::Kader, &[self.posyandu[p].id.clone()], issued, self.token_ttl);
+            let token = self.grant(id, Role::Kader, &[self.posyandu[p].id.clone()], issued, self.token_ttl).await;
             devices.push(Device { index: i, posyandu: p, path: paths[i].clone(), token });
             self.recorded.push(visits);
         }
@@ -403,8 +489,9 @@ impl Bench {
 
     async fn sync_phase(&mut self, concurrency: usize) -> Result<(Totals, Measured)> {
         let start = self.begin()?;
-        let totals = sync_all(&self.devices, self.server.url(), concurrency).await?;
-        let m = self.measure(&start)?;
+        self.phase_no += 1;
+        let totals = sync_all(&self.devices, &self.urls, self.phase_no, concurrency).await?;
+        let m = self.measure(&start).await?;
         Ok((totals, m))
     }
 
@@ -512,10 +599,11 @@ impl Bench {
         let client = reqwest::Client::builder().timeout(Duration::from_secs(60)).build()?;
         let mut n = 0;
         for p in &self.posyandu {
-            let token =
-                self.grant(DeviceId::new_random(), Role::PuskesmasOfficer, std::slice::from_ref(&p.id), now(), 600);
+            let token = self
+                .grant(DeviceId::new_random(), Role::PuskesmasOfficer, std::slice::from_ref(&p.id), now(), 600)
+                .await;
             let resp = client
-                .get(format!("{}/v1/docs/{}", self.server.url(), p.session))
+                .get(format!("{}/v1/docs/{}", self.urls[0], p.session))
                 .bearer_auth(token)
                 .send()
                 .await
@@ -571,12 +659,12 @@ impl Bench {
         let path = self.dir.join("puskesmas.sqlite");
         let device = Replica::open(&path)?.device();
         let scope: Vec<PosyanduId> = self.posyandu[..k].iter().map(|p| p.id.clone()).collect();
-        let token = self.grant(device, Role::PuskesmasOfficer, &scope, now(), self.token_ttl);
+        let token = self.grant(device, Role::PuskesmasOfficer, &scope, now(), self.token_ttl).await;
         let start = self.begin()?;
-        let url = self.server.url().to_owned();
+        let url = self.urls[self.urls.len() - 1].clone();
         let task_path = path.clone();
         let report = tokio::task::spawn_blocking(move || sync_device(&task_path, &url, &token)).await?;
-        let m = self.measure(&start)?;
+        let m = self.measure(&start).await?;
         let mut t = Totals::default();
         match &report {
             Ok(r) => t.add(r),

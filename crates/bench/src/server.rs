@@ -12,11 +12,19 @@ use std::time::Duration;
 /// How long the child may take to print its listening line.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// What the server stores into.
+#[derive(Clone, Debug)]
+pub enum Target {
+    Sqlite(PathBuf),
+    /// A `postgres://` URL.
+    Postgres(String),
+}
+
 /// A running `posync serve`. Dropping it kills the child and reaps it.
 pub struct ServerProcess {
     child: Child,
     url: String,
-    db: PathBuf,
+    target: Target,
     log: PathBuf,
     // Held so the child's stdout stays open for the whole run.
     _stdout: BufReader<ChildStdout>,
@@ -31,12 +39,15 @@ impl Drop for ServerProcess {
 
 /// The child's stdin is closed, stdout is read for the listening line, stderr (its logs) goes
 /// to `log`.
-pub async fn start(bin: &Path, db: &Path, log: &Path, keys: &Path) -> Result<ServerProcess> {
+pub async fn start(bin: &Path, target: &Target, log: &Path, keys: &Path) -> Result<ServerProcess> {
     let log_file = File::create(log).with_context(|| format!("creating {}", log.display()))?;
-    let mut child = Command::new(bin)
-        .arg("serve")
-        .arg("--db")
-        .arg(db)
+    let mut command = Command::new(bin);
+    command.arg("serve");
+    match target {
+        Target::Sqlite(db) => command.arg("--db").arg(db),
+        Target::Postgres(url) => command.args(["--database-url", url]),
+    };
+    let mut child = command
         .args(["--addr", "127.0.0.1:0", "--keys"])
         .arg(keys)
         .stdin(Stdio::null())
@@ -64,7 +75,7 @@ pub async fn start(bin: &Path, db: &Path, log: &Path, keys: &Path) -> Result<Ser
         bail!("server did not print its listening line (got {line:?}); log tail:\n{}", log_tail(log, 20));
     };
     let child = guard.child.take().context("server child")?;
-    Ok(ServerProcess { child, url, db: db.to_path_buf(), log: log.to_path_buf(), _stdout: reader })
+    Ok(ServerProcess { child, url, target: target.clone(), log: log.to_path_buf(), _stdout: reader })
 }
 
 /// Kills a child that has not finished starting.
@@ -123,9 +134,9 @@ impl ServerProcess {
 
     /// `SELECT COUNT(*) FROM visits` on the server's file, opened read-only.
     pub fn visits_at_server(&self) -> Result<u64> {
-        let conn =
-            Connection::open_with_flags(&self.db, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)
-                .with_context(|| format!("opening {} read-only", self.db.display()))?;
+        let Target::Sqlite(db) = &self.target else { bail!("visits_at_server reads a SQLite file") };
+        let conn = Connection::open_with_flags(db, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)
+            .with_context(|| format!("opening {} read-only", db.display()))?;
         conn.busy_timeout(Duration::from_secs(10))?;
         let n: i64 = conn.query_row("SELECT COUNT(*) FROM visits", [], |r| r.get(0))?;
         Ok(u64::try_from(n)?)
@@ -202,4 +213,16 @@ mod tests {
         let stat = "1234 (posync serve) S 1 1234 1234 0 -1 4194560 100 0 0 0 250 31 0 0 20 0 9 0 1 2 3";
         assert_eq!(parse_stat_ticks(stat), Some(281));
     }
+}
+
+/// CPU seconds (user + system) of every process named `postgres` on this machine: the
+/// database server's share of a run against PostgreSQL (the benchmark is its only client).
+pub fn postgres_cpu_seconds() -> f64 {
+    let Ok(entries) = std::fs::read_dir("/proc") else { return 0.0 };
+    entries
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().bytes().all(|b| b.is_ascii_digit()))
+        .filter(|e| std::fs::read_to_string(e.path().join("comm")).is_ok_and(|c| c.trim() == "postgres"))
+        .filter_map(|e| proc_cpu_seconds(&e.path().join("stat").to_string_lossy()).ok())
+        .sum()
 }

@@ -42,6 +42,15 @@ pub async fn fresh_schema(label: &str) -> Option<String> {
     }
 }
 
+/// Drop and create `schema` on the server at `base`; the URL whose connections use it.
+pub async fn schema_url(base: &str, schema: &str) -> Result<String, String> {
+    if schema.is_empty() || !schema.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_') {
+        return Err(format!("schema name {schema:?} must be [a-z0-9_]+"));
+    }
+    reset_schema(base, schema).await?;
+    Ok(with_search_path(base, schema))
+}
+
 /// `base` with `options=-c search_path=<schema>` added.
 pub fn with_search_path(base: &str, schema: &str) -> String {
     let sep = if base.contains('?') { '&' } else { '?' };
