@@ -708,17 +708,6 @@ impl PgStore {
         tx.commit().await?;
         Ok(())
     }
-
-    /// Rows per table, for migration checks.
-    pub async fn table_counts(&self) -> Result<Vec<(String, i64)>, StoreError> {
-        let client = self.client().await?;
-        let mut out = Vec::new();
-        for table in crate::migrate::TABLES {
-            let n: i64 = client.query_one(&format!("SELECT COUNT(*) FROM {table}"), &[]).await?.try_get(0)?;
-            out.push((table.to_owned(), n));
-        }
-        Ok(out)
-    }
 }
 
 /// Run `$body` in one transaction on a pooled connection, appending `$audit` last.
