@@ -191,6 +191,18 @@ pub fn log_tail(path: &Path, lines: usize) -> String {
     }
 }
 
+/// CPU seconds (user + system) of every process named `postgres` on this machine: the
+/// database server's share of a run against PostgreSQL (the benchmark is its only client).
+pub fn postgres_cpu_seconds() -> f64 {
+    let Ok(entries) = std::fs::read_dir("/proc") else { return 0.0 };
+    entries
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().bytes().all(|b| b.is_ascii_digit()))
+        .filter(|e| std::fs::read_to_string(e.path().join("comm")).is_ok_and(|c| c.trim() == "postgres"))
+        .filter_map(|e| proc_cpu_seconds(&e.path().join("stat").to_string_lossy()).ok())
+        .sum()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -213,16 +225,4 @@ mod tests {
         let stat = "1234 (posync serve) S 1 1234 1234 0 -1 4194560 100 0 0 0 250 31 0 0 20 0 9 0 1 2 3";
         assert_eq!(parse_stat_ticks(stat), Some(281));
     }
-}
-
-/// CPU seconds (user + system) of every process named `postgres` on this machine: the
-/// database server's share of a run against PostgreSQL (the benchmark is its only client).
-pub fn postgres_cpu_seconds() -> f64 {
-    let Ok(entries) = std::fs::read_dir("/proc") else { return 0.0 };
-    entries
-        .filter_map(|e| e.ok())
-        .filter(|e| e.file_name().to_string_lossy().bytes().all(|b| b.is_ascii_digit()))
-        .filter(|e| std::fs::read_to_string(e.path().join("comm")).is_ok_and(|c| c.trim() == "postgres"))
-        .filter_map(|e| proc_cpu_seconds(&e.path().join("stat").to_string_lossy()).ok())
-        .sum()
 }

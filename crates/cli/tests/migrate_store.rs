@@ -111,7 +111,7 @@ async fn a_district_moves_from_sqlite_to_postgres_with_nothing_lost() {
     assert!(!conflicts.is_empty(), "the concurrent weights are under review");
     assert_eq!(pg.conflicts(scope.clone(), ConflictFilter::default()).await.expect("conflicts"), conflicts);
     let facts = |mut f: Vec<posync_model::report::VisitFact>| {
-        f.sort_by(|x, y| (x.person_id, x.session_date).cmp(&(y.person_id, y.session_date)));
+        f.sort_by_key(|x| (x.person_id, x.session_date));
         f
     };
     let (from, to) = (DAY - time::Duration::days(1), DAY + time::Duration::days(1));
