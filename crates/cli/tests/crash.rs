@@ -4,6 +4,8 @@
 //! acknowledged visit is missing, every captured visit is at the server exactly once, and
 //! the store passes SQLite's integrity check.
 
+mod common;
+
 use posync_model::{DeviceId, PosyanduId, Role};
 use posync_replica::Replica;
 use posync_server::TokenKeys;
@@ -12,44 +14,17 @@ use posync_testkit::{DAY, Generator, grant, posyandu, user_for};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use std::collections::BTreeSet;
-use std::io::{BufRead, BufReader};
+use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 const PHONES: usize = 6;
 const CRASHES: usize = 6;
 
-struct Server {
-    child: Child,
-    url: String,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        // SIGKILL: no graceful shutdown, no flush.
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start(db: &Path, keys: &Path) -> Server {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_posync"))
-        .args(["serve", "--addr", "127.0.0.1:0", "--db"])
-        .arg(db)
-        .arg("--keys")
-        .arg(keys)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start posync serve");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line).expect("listening line");
-    let url = line.split_whitespace().nth(3).expect("url in the listening line").to_owned();
-    assert!(url.starts_with("http://127.0.0.1:"), "{line}");
-    Server { child, url }
+fn start(db: &Path, keys: &Path) -> common::Instance {
+    common::serve([OsStr::new("--db"), db.as_os_str(), OsStr::new("--keys"), keys.as_os_str()])
 }
 
 struct PhoneState {

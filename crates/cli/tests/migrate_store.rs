@@ -4,12 +4,13 @@
 //! carry on against `posync serve` on PostgreSQL with the tokens and cursors they had. A
 //! second district then moves into the same, no longer empty, database.
 
+mod common;
+
 use posync_model::{DocId, Field, FieldValue, PosyanduId, Role, Scope, UnitKind};
 use posync_store::{ConflictFilter, PgStore, SqliteStore, Store};
 use posync_testkit::{DAY, Generator, KEY_SEED, Phone, TestServer, district_server, posyandu, snapshot};
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 
 fn migrate(sqlite: &Path, url: &str) -> serde_json::Value {
     let out = Command::new(env!("CARGO_BIN_EXE_posync"))
@@ -21,29 +22,6 @@ fn migrate(sqlite: &Path, url: &str) -> serde_json::Value {
         .expect("run posync migrate-store");
     assert!(out.status.success(), "migrate-store failed: {}", String::from_utf8_lossy(&out.stderr));
     serde_json::from_slice(&out.stdout).expect("a JSON report")
-}
-
-struct Instance(Child, String);
-
-impl Drop for Instance {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn serve(url: &str, keys: &Path) -> Instance {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_posync"))
-        .args(["serve", "--addr", "127.0.0.1:0", "--database-url", url, "--keys"])
-        .arg(keys)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start posync serve");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line).expect("listening line");
-    let addr = line.split_whitespace().nth(3).expect("url").to_owned();
-    Instance(child, addr)
 }
 
 async fn everything(store: &dyn Store) -> Scope {
@@ -130,13 +108,14 @@ async fn a_district_moves_from_sqlite_to_postgres_with_nothing_lost() {
     let dir = tempfile::tempdir().expect("dir");
     let keys = dir.path().join("keys.json");
     posync_server::TokenKeys::from_seed(KEY_SEED).save(&keys).expect("keys");
-    let instance = serve(&url, &keys);
+    let keys = keys.to_string_lossy().into_owned();
+    let instance = common::serve(["--database-url", url.as_str(), "--keys", keys.as_str()]);
     let s = a.replica.start_session(&place, DAY).expect("session");
     a.replica.record_visit(s, Generator::new(9).child_visit(), 99).expect("record after the move");
     for phone in [&mut a, &mut b] {
-        phone.replica.sync(&instance.1, &phone.token).await.expect("sync after the move");
+        phone.replica.sync(&instance.url, &phone.token).await.expect("sync after the move");
     }
-    a.replica.sync(&instance.1, &a.token).await.expect("sync after the move");
+    a.replica.sync(&instance.url, &a.token).await.expect("sync after the move");
     assert_eq!(snapshot(&a.replica), snapshot(&b.replica), "the phones converge through PostgreSQL");
     assert_eq!(pg.stats().await.expect("stats").visits, 9);
 

@@ -5,6 +5,8 @@
 //! every captured visit is at the server exactly once, both edits of each contested field
 //! are kept (as a conflict), and the feed is gap-free.
 
+mod common;
+
 use automerge::ReadDoc;
 use posync_model::{DocId, Field, FieldValue, PosyanduId, Role, Scope};
 use posync_replica::Replica;
@@ -12,39 +14,14 @@ use posync_server::TokenKeys;
 use posync_store::{ConflictFilter, PgStore, Store};
 use posync_testkit::{DAY, Generator, grant_pg, posyandu, snapshot, user_for, visit_ids};
 use std::collections::BTreeSet;
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
 
 const PHONES_PER_POSYANDU: usize = 3;
 const ROUNDS: usize = 4;
 const VISITS_PER_ROUND: usize = 3;
 
-struct Instance {
-    child: Child,
-    url: String,
-}
-
-impl Drop for Instance {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn serve(database_url: &str, keys: &std::path::Path) -> Instance {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_posync"))
-        .args(["serve", "--addr", "127.0.0.1:0", "--pool-size", "4", "--database-url", database_url, "--keys"])
-        .arg(keys)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start posync serve");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line).expect("listening line");
-    let url = line.split_whitespace().nth(3).expect("url in the listening line").to_owned();
-    assert!(url.starts_with("http://127.0.0.1:"), "{line}");
-    Instance { child, url }
+fn serve(database_url: &str, keys: &std::path::Path) -> common::Instance {
+    let keys = keys.to_string_lossy();
+    common::serve(["--pool-size", "4", "--database-url", database_url, "--keys", &keys])
 }
 
 struct Phone {

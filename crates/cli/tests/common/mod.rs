@@ -1,0 +1,40 @@
+//! The real `posync serve` as a child process on an ephemeral loopback port, shared by the
+//! binary's tests.
+
+use std::ffi::OsStr;
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+
+/// A running server. Dropping it kills the child (SIGKILL: no graceful shutdown, no flush).
+pub struct Instance {
+    child: Child,
+    pub url: String,
+}
+
+impl Drop for Instance {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `posync serve --addr 127.0.0.1:0 <args>`, once it prints its listening line.
+pub fn serve<I, S>(args: I) -> Instance
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<OsStr>,
+{
+    let mut child = Command::new(env!("CARGO_BIN_EXE_posync"))
+        .args(["serve", "--addr", "127.0.0.1:0"])
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start posync serve");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line).expect("listening line");
+    let url = line.split_whitespace().nth(3).expect("url in the listening line").to_owned();
+    assert!(url.starts_with("http://127.0.0.1:"), "{line}");
+    Instance { child, url }
+}
