@@ -78,6 +78,10 @@ impl From<StoreError> for ApiError {
                 tracing::error!(%doc, "stored document does not load");
                 ApiError::new(ErrorCode::Internal, INTERNAL_MESSAGE).with_doc(doc)
             }
+            StoreError::Unavailable(reason) => {
+                tracing::warn!(%reason, "store unavailable");
+                ApiError::new(ErrorCode::Overloaded, "the database is busy or unreachable; retry later")
+            }
             StoreError::Backend(reason) => {
                 tracing::error!(%reason, "store backend error");
                 ApiError::new(ErrorCode::Internal, INTERNAL_MESSAGE)

@@ -26,6 +26,10 @@ pub enum StoreError {
     InvalidCredential,
     #[error("device revoked")]
     DeviceRevoked,
+    /// The database is out of reach for now (pool exhausted, connection lost, a transaction
+    /// chosen as deadlock victim): nothing was committed, and the same request may be retried.
+    #[error("storage backend unavailable: {0}")]
+    Unavailable(String),
     #[error("storage backend: {0}")]
     Backend(String),
 }
@@ -46,7 +50,15 @@ impl From<tokio_postgres::Error> for StoreError {
     fn from(e: tokio_postgres::Error) -> Self {
         // The server's message (constraint, trigger) is in the source; show it.
         match e.as_db_error() {
-            Some(db) => StoreError::Backend(format!("postgres: {}", db.message())),
+            Some(db) => {
+                let code = db.code().code();
+                // 40: transaction rollback (serialization, deadlock); 53: insufficient
+                // resources; 57P: the server is shutting down or restarting; 08: connection.
+                let transient = ["40", "53", "57P", "08"].iter().any(|class| code.starts_with(class));
+                let message = format!("postgres: {}", db.message());
+                if transient { StoreError::Unavailable(message) } else { StoreError::Backend(message) }
+            }
+            None if e.is_closed() => StoreError::Unavailable(format!("postgres: {e}")),
             None => StoreError::Backend(format!("postgres: {e}")),
         }
     }
@@ -54,6 +66,6 @@ impl From<tokio_postgres::Error> for StoreError {
 
 impl From<deadpool_postgres::PoolError> for StoreError {
     fn from(e: deadpool_postgres::PoolError) -> Self {
-        StoreError::Backend(format!("postgres pool: {e}"))
+        StoreError::Unavailable(format!("postgres pool: {e}"))
     }
 }

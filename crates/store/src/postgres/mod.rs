@@ -44,7 +44,9 @@ impl PgStore {
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(Duration::from_secs(5));
         }
-        config.application_name("posync");
+        if config.get_application_name().is_none() {
+            config.application_name("posync");
+        }
         let manager = Manager::from_config(
             config,
             tokio_postgres::NoTls,
@@ -53,7 +55,7 @@ impl PgStore {
         let pool = Pool::builder(manager)
             .max_size(pool_size.max(1))
             .runtime(deadpool_postgres::Runtime::Tokio1)
-            .wait_timeout(Some(Duration::from_secs(30)))
+            .wait_timeout(Some(Duration::from_secs(10)))
             .create_timeout(Some(Duration::from_secs(5)))
             .build()
             .map_err(|e| StoreError::Backend(format!("postgres pool: {e}")))?;
