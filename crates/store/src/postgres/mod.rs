@@ -216,16 +216,18 @@ async fn commit_pending(tx: &Transaction<'_>, pending: &[Pending], now: i64) -> 
         &[&seqs, &docs, &posyandu, &heads, &writers, &now],
     )
     .await?;
-    let upsert = tx
-        .prepare_cached(
-            "INSERT INTO docs (doc_id, kind, posyandu, seq, heads, bytes, updated_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7)
-             ON CONFLICT (doc_id) DO UPDATE SET seq = $4, heads = $5, bytes = $6, updated_at = $7",
-        )
-        .await?;
-    for (p, seq) in pending.iter().zip(&seqs) {
-        tx.execute(&upsert, &[&p.doc, &p.kind, &p.posyandu, seq, &p.heads, &p.bytes, &now]).await?;
-    }
+    let kinds: Vec<&str> = pending.iter().map(|p| p.kind).collect();
+    let bytes: Vec<&[u8]> = pending.iter().map(|p| p.bytes.as_slice()).collect();
+    // One statement for the batch: this runs while the feed clock is held.
+    tx.execute(
+        "INSERT INTO docs (doc_id, kind, posyandu, seq, heads, bytes, updated_at)
+         SELECT d, k, p, s, h, b, $7
+         FROM UNNEST($1::text[], $2::text[], $3::text[], $4::bigint[], $5::bytea[], $6::bytea[]) AS t(d, k, p, s, h, b)
+         ON CONFLICT (doc_id) DO UPDATE
+         SET seq = EXCLUDED.seq, heads = EXCLUDED.heads, bytes = EXCLUDED.bytes, updated_at = EXCLUDED.updated_at",
+        &[&docs, &kinds, &posyandu, &seqs, &heads, &bytes, &now],
+    )
+    .await?;
     Ok(seqs)
 }
 
@@ -276,7 +278,6 @@ async fn push_tx(
     }
     lock_docs(tx, pushes.iter().map(|p| p.doc)).await?;
     let device_s = device.to_string();
-    let writer = format!("{device}");
     let mut acks = Vec::with_capacity(pushes.len());
     let mut pending = Vec::new();
     let ack_stmt = tx
@@ -309,7 +310,7 @@ async fn push_tx(
                 posyandu: push.posyandu.as_str().to_owned(),
                 heads: merged.heads.to_bytes(),
                 bytes: saved,
-                writer: writer.clone(),
+                writer: device_s.clone(),
             });
         } else if !exists {
             // An empty push for a document nobody has: acknowledge it, record nothing.
