@@ -21,13 +21,23 @@ pub struct StoreArgs {
 
 impl StoreArgs {
     pub async fn open(&self) -> Result<Arc<dyn Store>> {
+        self.open_with(posync_proto::Limits::default()).await
+    }
+
+    /// Open the store, merging pushes within `limits` (the server's).
+    pub async fn open_with(&self, limits: posync_proto::Limits) -> Result<Arc<dyn Store>> {
         Ok(match &self.database_url {
             Some(url) => Arc::new(
                 PgStore::connect_with(url, self.pool_size)
                     .await
-                    .with_context(|| format!("connecting to {}", redact(url)))?,
+                    .with_context(|| format!("connecting to {}", redact(url)))?
+                    .with_limits(limits),
             ),
-            None => Arc::new(SqliteStore::open(&self.db).with_context(|| format!("opening {}", self.db.display()))?),
+            None => Arc::new(
+                SqliteStore::open(&self.db)
+                    .with_context(|| format!("opening {}", self.db.display()))?
+                    .with_limits(limits),
+            ),
         })
     }
 

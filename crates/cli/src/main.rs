@@ -270,8 +270,8 @@ async fn main() -> Result<()> {
     match cli.cmd {
         Cmd::Serve { store, addr, keys, page_bytes_max, body_bytes_max, syncs_in_flight_max } => {
             let keys = TokenKeys::load_or_create(&store.keys_path(keys)?, now())?;
-            let opened = store.open().await?;
             let limits = Limits { page_bytes_max, body_bytes_max, syncs_in_flight_max, ..Limits::default() };
+            let opened = store.open_with(limits).await?;
             let server = posync_server::spawn(addr, opened, keys, limits, posync_server::system_clock()).await?;
             // One line on stdout so scripts can find the port when --addr used port 0.
             println!("posync listening on {} (db {})", server.url(), store.describe());

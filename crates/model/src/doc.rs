@@ -136,17 +136,31 @@ pub fn genesis(meta: &DocMeta, actor: ActorId) -> Result<Automerge, DocError> {
     Ok(doc)
 }
 
-/// Apply bytes from the network to a document. Automerge reports most malformed input as an
-/// error, but some inputs make a decoder inside it panic (found by fuzzing, kept in
-/// `fuzz/artifacts/merge_push/`): a panic here would poison the server store's writer lock and
-/// take down a phone's sync, so it is caught and reported as malformed input. The document is discarded
-/// by the caller on error.
-pub fn load_untrusted(am: &mut Automerge, bytes: &[u8]) -> Result<(), String> {
-    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| am.load_incremental(bytes))) {
-        Ok(Ok(_)) => Ok(()),
-        Ok(Err(e)) => Err(e.to_string()),
-        Err(_) => Err("changes do not decode (the decoder gave up)".into()),
-    }
+/// The genesis change of a document as raw Automerge bytes: what every replica writes first,
+/// byte for byte (`proto/vectors/genesis-*.bin` freezes them).
+pub fn genesis_change(meta: &DocMeta) -> Result<Vec<u8>, DocError> {
+    let am = genesis(meta, genesis_actor(meta.doc_id()))?;
+    am.get_changes(&[])
+        .first()
+        .map(|c| c.raw_bytes().to_vec())
+        .ok_or_else(|| DocError::Layout("genesis wrote no change".into()))
+}
+
+/// The hash of a document's genesis change: the only change a device may push that it did not
+/// author itself.
+pub fn genesis_hash(meta: &DocMeta) -> Result<automerge::ChangeHash, DocError> {
+    let am = genesis(meta, genesis_actor(meta.doc_id()))?;
+    am.get_heads().first().copied().ok_or_else(|| DocError::Layout("genesis wrote no change".into()))
+}
+
+/// Whether `actor` is the genesis actor of the document `meta` names.
+pub fn is_genesis_actor(meta: &DocMeta, actor: &ActorId) -> bool {
+    *actor == genesis_actor(meta.doc_id())
+}
+
+/// Whether `actor` is a server's (resolutions, merges of duplicates).
+pub fn is_server_actor(actor: &ActorId) -> bool {
+    actor.to_bytes().starts_with(b"posync-server:")
 }
 
 /// The schema a document is at: the highest value of `schema` (replicas that upgraded
@@ -662,4 +676,51 @@ pub fn to_json(doc: &Automerge) -> serde_json::Value {
         }
     }
     conv(doc.hydrate(None))
+}
+
+/// Write into `dst`, as one change by its actor, every value of `src` that `dst` lacks or
+/// holds differently (winning values, maps recursively). Returns whether anything was written.
+///
+/// This is how a replica records its edits again "by value" under a new actor when the
+/// changes that first carried them cannot be sent (their actor and sequence numbers were
+/// reused after a restored backup): `dst` is the document as the server acknowledged it, and
+/// `src` the replica's own copy. posync documents are maps of maps and scalars and never
+/// delete keys, so copying values is enough to carry every capture.
+pub fn copy_values(src: &Automerge, dst: &mut Automerge, now: i64) -> Result<bool, DocError> {
+    let mut tx = dst.transaction();
+    copy_map(src, &ROOT, &mut tx, &ROOT)?;
+    if tx.pending_ops() == 0 {
+        tx.rollback();
+        return Ok(false);
+    }
+    tx.commit_with(commit_opts(now));
+    Ok(true)
+}
+
+fn copy_map(
+    src: &Automerge,
+    from: &ObjId,
+    tx: &mut automerge::transaction::Transaction<'_>,
+    to: &ObjId,
+) -> Result<(), DocError> {
+    for key in src.keys(from) {
+        match src.get(from, key.as_str())? {
+            Some((Value::Object(ObjType::Map), child)) => {
+                let target = match tx.get(to, key.as_str())? {
+                    Some((Value::Object(ObjType::Map), existing)) => existing,
+                    _ => tx.put_object(to, key.as_str(), ObjType::Map)?,
+                };
+                copy_map(src, &child, tx, &target)?;
+            }
+            Some((Value::Scalar(value), _)) => {
+                let same = matches!(tx.get(to, key.as_str())?, Some((Value::Scalar(v), _)) if v == value);
+                if !same {
+                    tx.put(to, key.as_str(), value.into_owned())?;
+                }
+            }
+            // Lists and text are not part of posync's layout.
+            _ => {}
+        }
+    }
+    Ok(())
 }

@@ -170,11 +170,56 @@ impl DocId {
 }
 
 impl DeviceId {
-    /// The Automerge actor of this device: its 16 id bytes. Stable for the life of the install.
+    /// The Automerge actor of this device's first incarnation: its 16 id bytes.
     pub fn actor(&self) -> automerge::ActorId {
         automerge::ActorId::from(&self.as_bytes()[..])
     }
+
+    /// The Automerge actor of one incarnation of this device's replica: the 16 id bytes,
+    /// then (from incarnation 1 on) a 0xFF tag and the incarnation as 4 big-endian bytes. A
+    /// replica file restored from a backup or copied starts a new incarnation, so it never
+    /// reuses an (actor, seq) pair its earlier self already wrote with other content. (0xFF
+    /// never occurs in UTF-8, so no server actor, `posync-server:<name>`, has this form.)
+    pub fn actor_for(&self, incarnation: u32) -> automerge::ActorId {
+        if incarnation == 0 {
+            return self.actor();
+        }
+        let mut bytes = self.as_bytes().to_vec();
+        bytes.push(INCARNATION_TAG);
+        bytes.extend_from_slice(&incarnation.to_be_bytes());
+        automerge::ActorId::from(bytes)
+    }
+
+    /// Whether `actor` is one of this device's actors (any incarnation). The server accepts
+    /// new changes in a device's push only by these.
+    pub fn owns_actor(&self, actor: &automerge::ActorId) -> bool {
+        DeviceId::of_actor(actor).as_ref() == Some(self)
+    }
+
+    /// The device an actor of the form [`DeviceId::actor_for`] belongs to. Genesis and server
+    /// actors (`posync-…`) belong to no device, whatever their length.
+    pub fn of_actor(actor: &automerge::ActorId) -> Option<DeviceId> {
+        let bytes = actor.to_bytes();
+        if bytes.starts_with(RESERVED_ACTOR_PREFIX) {
+            return None;
+        }
+        match bytes.len() {
+            16 => bytes.try_into().ok().map(DeviceId::from_bytes),
+            21 if bytes[16] == INCARNATION_TAG => bytes[..16].try_into().ok().map(DeviceId::from_bytes),
+            _ => None,
+        }
+    }
+
+    /// Whether this id may name a device: not one whose bytes read as a reserved actor.
+    pub fn is_assignable(&self) -> bool {
+        !self.as_bytes().starts_with(RESERVED_ACTOR_PREFIX)
+    }
 }
+
+/// Genesis (`posync-genesis:`) and server (`posync-server:`) actors start with this.
+const RESERVED_ACTOR_PREFIX: &[u8] = b"posync-";
+/// The byte between a device id and its incarnation in an incarnation's actor.
+const INCARNATION_TAG: u8 = 0xFF;
 
 #[cfg(test)]
 mod tests {
@@ -197,5 +242,22 @@ mod tests {
         assert_eq!(DocId::for_session(&p, d), DocId::for_session(&p, d));
         assert_ne!(DocId::for_session(&p, d), DocId::for_session(&q, d));
         assert_ne!(DocId::for_session(&p, d), DocId::for_registry(&p));
+    }
+
+    #[test]
+    fn every_incarnation_actor_belongs_to_its_device_and_no_server_actor_to_any() {
+        let d = DeviceId::new_random();
+        for inc in [0, 1, 7, u32::MAX] {
+            assert!(d.owns_actor(&d.actor_for(inc)), "incarnation {inc}");
+            assert!(!DeviceId::new_random().owns_actor(&d.actor_for(inc)));
+        }
+        assert_ne!(d.actor_for(1), d.actor_for(2));
+        for name in ["a1", "posync", "ab3456x", "instance-with-a-long-name"] {
+            let server = automerge::ActorId::from(format!("posync-server:{name}").into_bytes());
+            assert_eq!(DeviceId::of_actor(&server), None, "server actor {name}");
+        }
+        let forged = DeviceId::from_bytes(*b"posync-server:a1");
+        assert!(!forged.is_assignable());
+        assert!(!forged.owns_actor(&forged.actor()), "a device id that reads as a server actor authors nothing");
     }
 }

@@ -10,6 +10,7 @@
 pub mod conflict;
 pub mod doc;
 pub mod growth;
+pub mod guard;
 pub mod heads;
 pub mod hierarchy;
 pub mod ids;

@@ -48,6 +48,29 @@ pub enum ErrorCode {
     MethodNotAllowed,
     /// Too many requests in flight; retry after `Retry-After`.
     Overloaded,
+    /// A pushed document's changes decode past a bound: bytes after inflating compressed
+    /// chunks or columns, operations in one change, or operations or changes in the push
+    /// (`Limits`). Nothing was stored; the document is refused (a device quarantines it).
+    ChangesTooLarge,
+    /// Merging the push would make the stored document larger than the document budget
+    /// (`doc_bytes_max`, `doc_ops_max`): every phone of the posyandu would download it.
+    DocumentTooLarge,
+    /// A new change in the push is not authored by the pushing device: another device's or
+    /// the server's actor, or a genesis change that is not the expected one.
+    ForeignAuthor,
+    /// A pushed change reuses an (actor, sequence number) the server holds with other
+    /// content: the device's replica was restored from a backup or copied. The device starts
+    /// a new actor and records its unacknowledged edits again under it, then retries.
+    ActorSeqClash,
+    /// A visit or person id in the pushed document already exists in another document.
+    IdCollision,
+    /// A field of a pushed record holds a value of the wrong type (a float for grams, text
+    /// for a flag). The message names the field, never its value.
+    InvalidField,
+    /// The device id belongs to another user (or was revoked): enrol with a fresh install.
+    DeviceTaken,
+    /// Too many requests from this address or for this code; retry after `Retry-After`.
+    RateLimited,
     /// Something failed on the server. A push in the same request may already be committed;
     /// retry later (a replayed push changes nothing).
     Internal,
@@ -75,6 +98,14 @@ impl ErrorCode {
             ErrorCode::NotFound => "not_found",
             ErrorCode::MethodNotAllowed => "method_not_allowed",
             ErrorCode::Overloaded => "overloaded",
+            ErrorCode::ChangesTooLarge => "changes_too_large",
+            ErrorCode::DocumentTooLarge => "document_too_large",
+            ErrorCode::ForeignAuthor => "foreign_author",
+            ErrorCode::ActorSeqClash => "actor_seq_clash",
+            ErrorCode::IdCollision => "id_collision",
+            ErrorCode::InvalidField => "invalid_field",
+            ErrorCode::DeviceTaken => "device_taken",
+            ErrorCode::RateLimited => "rate_limited",
             ErrorCode::Internal => "internal",
         }
     }

@@ -1,3 +1,5 @@
+use posync_model::guard::Budget;
+
 /// Bounds on what one sync may carry. The server enforces them; the client packs within them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Limits {
@@ -7,6 +9,19 @@ pub struct Limits {
     pub body_decoded_bytes_max: usize,
     /// Documents pushed in one request.
     pub push_docs_max: usize,
+    /// Automerge bytes of one push after inflating its compressed chunks and columns (which
+    /// the outer gzip bound does not see): a bomb inside the changes stops here.
+    pub push_decoded_bytes_max: usize,
+    /// Operations in one pushed change.
+    pub change_ops_max: usize,
+    /// Operations in one push, over all its documents.
+    pub push_ops_max: usize,
+    /// Changes in one push, over all its documents.
+    pub push_changes_max: usize,
+    /// A stored document, saved, after merging a push: every phone of the posyandu downloads it.
+    pub doc_bytes_max: usize,
+    /// Operations in a stored document after merging a push.
+    pub doc_ops_max: usize,
     /// Pulled page, summed over the documents' change bytes. A single document larger than
     /// this is still sent alone, so a page is at most this plus one document.
     pub page_bytes_max: usize,
@@ -19,13 +34,32 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
+        let push = Budget::PUSH;
         Self {
             body_bytes_max: 8 * 1024 * 1024,
             body_decoded_bytes_max: 16 * 1024 * 1024,
             push_docs_max: 256,
+            push_decoded_bytes_max: push.decoded_bytes_max,
+            change_ops_max: push.change_ops_max,
+            push_ops_max: push.ops_max,
+            push_changes_max: push.changes_max,
+            doc_bytes_max: 2 * 1024 * 1024,
+            doc_ops_max: 100_000,
             page_bytes_max: 1024 * 1024,
             page_docs_max: 500,
             syncs_in_flight_max: 256,
+        }
+    }
+}
+
+impl Limits {
+    /// What Automerge may decode from one push.
+    pub fn push_budget(&self) -> Budget {
+        Budget {
+            decoded_bytes_max: self.push_decoded_bytes_max,
+            change_ops_max: self.change_ops_max,
+            ops_max: self.push_ops_max,
+            changes_max: self.push_changes_max,
         }
     }
 }

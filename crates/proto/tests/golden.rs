@@ -642,6 +642,14 @@ fn error_codes_are_stable() {
         (E::NotFound, "not_found"),
         (E::MethodNotAllowed, "method_not_allowed"),
         (E::Overloaded, "overloaded"),
+        (E::ChangesTooLarge, "changes_too_large"),
+        (E::DocumentTooLarge, "document_too_large"),
+        (E::ForeignAuthor, "foreign_author"),
+        (E::ActorSeqClash, "actor_seq_clash"),
+        (E::IdCollision, "id_collision"),
+        (E::InvalidField, "invalid_field"),
+        (E::DeviceTaken, "device_taken"),
+        (E::RateLimited, "rate_limited"),
         (E::Internal, "internal"),
     ];
     for (code, s) in all {
@@ -666,6 +674,14 @@ fn error_codes_are_stable() {
             | E::NotFound
             | E::MethodNotAllowed
             | E::Overloaded
+            | E::ChangesTooLarge
+            | E::DocumentTooLarge
+            | E::ForeignAuthor
+            | E::ActorSeqClash
+            | E::IdCollision
+            | E::InvalidField
+            | E::DeviceTaken
+            | E::RateLimited
             | E::Internal => {}
         }
         assert_eq!(code.as_str(), s);
@@ -716,6 +732,12 @@ fn constants_and_limits_are_as_documented() {
             body_bytes_max: 8 * 1024 * 1024,
             body_decoded_bytes_max: 16 * 1024 * 1024,
             push_docs_max: 256,
+            push_decoded_bytes_max: 32 * 1024 * 1024,
+            change_ops_max: 10_000,
+            push_ops_max: 500_000,
+            push_changes_max: 50_000,
+            doc_bytes_max: 2 * 1024 * 1024,
+            doc_ops_max: 100_000,
             page_bytes_max: 1024 * 1024,
             page_docs_max: 500,
             syncs_in_flight_max: 256,

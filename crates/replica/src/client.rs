@@ -217,6 +217,7 @@ impl HttpSync {
     pub async fn sync(&self, replica: &mut Replica) -> Result<SyncReport, ReplicaError> {
         let mut report = SyncReport::default();
         let mut resent_whole = std::collections::HashSet::<posync_model::DocId>::new();
+        let mut recorded_again = std::collections::HashSet::<posync_model::DocId>::new();
         let mut token = self.token(replica, false).await?;
         let mut refreshed = false;
         let mut retries = 0u32;
@@ -245,6 +246,16 @@ impl HttpSync {
                 {
                     // The server lacks what we thought it acknowledged: send that document whole.
                     replica.reset_server_heads(doc.parse().map_err(|_| ReplicaError::BadResponse("doc id".into()))?)?;
+                    continue;
+                }
+                Err(ReplicaError::Server { code: ErrorCode::ActorSeqClash, doc: Some(doc), .. })
+                    if doc.parse().is_ok_and(|d| recorded_again.insert(d)) =>
+                {
+                    // This file was restored or copied: our actor's sequence numbers were
+                    // used twice. Record the unacknowledged edits again under a new actor.
+                    let id = doc.parse().map_err(|_| ReplicaError::BadResponse("doc id".into()))?;
+                    replica.record_again(id, unix_now())?;
+                    tracing::warn!(%doc, "sequence clash: edits recorded again under a new actor");
                     continue;
                 }
                 Err(ReplicaError::Server { code, doc: Some(doc), .. })
@@ -315,7 +326,15 @@ pub async fn enrol(
 pub fn refuses_document(code: ErrorCode) -> bool {
     matches!(
         code,
-        ErrorCode::Forbidden | ErrorCode::DocMismatch | ErrorCode::MalformedChanges | ErrorCode::HeadsMismatch
+        ErrorCode::Forbidden
+            | ErrorCode::DocMismatch
+            | ErrorCode::MalformedChanges
+            | ErrorCode::HeadsMismatch
+            | ErrorCode::ChangesTooLarge
+            | ErrorCode::DocumentTooLarge
+            | ErrorCode::ForeignAuthor
+            | ErrorCode::IdCollision
+            | ErrorCode::InvalidField
     )
 }
 

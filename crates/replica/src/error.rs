@@ -19,6 +19,8 @@ pub enum ReplicaError {
     Network(String),
     #[error("visit refused: {}", .0.iter().filter(|i| i.severity == posync_model::validate::Severity::Error).map(|i| format!("{}: {}", i.field, i.message_en)).collect::<Vec<_>>().join("; "))]
     Rejected(Vec<posync_model::validate::Issue>),
+    #[error("document {doc} is full ({bytes} bytes, at most {max}): start a new session document")]
+    DocumentFull { doc: DocId, bytes: usize, max: usize },
     #[error("this device is not enrolled: enrol it with a code from your admin first")]
     NotEnrolled,
     #[error("sync did not finish within {0} rounds")]

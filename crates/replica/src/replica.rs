@@ -1,6 +1,7 @@
 use crate::error::ReplicaError;
 use automerge::{ActorId, Automerge, ReadDoc};
 use posync_model::doc::{self, DocMeta};
+use posync_model::guard;
 use posync_model::record::format_date;
 use posync_model::validate::{Issue, Previous, check_visit, has_errors};
 use posync_model::{
@@ -172,6 +173,50 @@ pub struct Replica {
     device: DeviceId,
 }
 
+/// The continuity marker of a replica file: a sidecar that holds the same random token as
+/// the file. A backup or copy of the file alone arrives without it (an app keeps it where
+/// backups do not reach, e.g. Android's no-backup directory), so the next open knows the file
+/// is not the one it last wrote and starts a new incarnation (a new Automerge actor).
+pub fn marker_path(replica: &Path) -> std::path::PathBuf {
+    let mut p = replica.as_os_str().to_owned();
+    p.push(".continuity");
+    p.into()
+}
+
+fn meta_get(conn: &Connection, key: &str) -> Result<Option<String>, ReplicaError> {
+    Ok(conn.query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0)).optional()?)
+}
+
+fn meta_set(conn: &Connection, key: &str, value: &str) -> Result<(), ReplicaError> {
+    conn.execute(
+        "INSERT INTO meta (key, value) VALUES (?1, ?2) ON CONFLICT(key) DO UPDATE SET value = ?2",
+        [key, value],
+    )?;
+    Ok(())
+}
+
+fn incarnation_in(conn: &Connection) -> Result<u32, ReplicaError> {
+    Ok(meta_get(conn, "incarnation")?.and_then(|s| s.parse().ok()).unwrap_or(0))
+}
+
+/// Start a new incarnation: a fresh actor for every later change, and a pull from the start
+/// of the feed (a restored file may lack documents the server counts as delivered to it).
+fn bump_incarnation(conn: &Connection) -> Result<u32, ReplicaError> {
+    let next = incarnation_in(conn)?.checked_add(1).ok_or_else(|| ReplicaError::BadResponse("incarnation".into()))?;
+    meta_set(conn, "incarnation", &next.to_string())?;
+    meta_set(conn, "cursor", "0")?;
+    tracing::warn!(incarnation = next, "replica starts a new incarnation (restored or copied file, or a reused actor)");
+    Ok(next)
+}
+
+fn new_token() -> String {
+    format!("{:032x}", rand::random::<u128>())
+}
+
+fn unix_now() -> i64 {
+    time::OffsetDateTime::now_utc().unix_timestamp()
+}
+
 fn heads_from(bytes: &[u8]) -> Heads {
     // Stored heads were written by us; a bad value only makes the next push larger.
     Heads::from_bytes(bytes).unwrap_or_default()
@@ -181,6 +226,13 @@ impl Replica {
     /// Open or create the replica at `path`. The device id (and so the Automerge actor) is
     /// created once, on first open, and kept for the life of the install.
     pub fn open(path: impl AsRef<Path>) -> Result<Self, ReplicaError> {
+        let marker = marker_path(path.as_ref());
+        Self::open_with_marker(path, marker)
+    }
+
+    /// Open with the continuity marker at `marker` (see [`marker_path`]): an app keeps it out
+    /// of backups, so a restored replica is recognised and writes under a new actor.
+    pub fn open_with_marker(path: impl AsRef<Path>, marker: impl AsRef<Path>) -> Result<Self, ReplicaError> {
         let mut conn = Connection::open(path)?;
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
@@ -200,16 +252,37 @@ impl Replica {
                 d
             }
         };
+        let held = std::fs::read_to_string(marker.as_ref()).ok().map(|t| t.trim().to_owned());
+        let token = match meta_get(&tx, "continuity")? {
+            Some(t) if held.as_deref() == Some(t.as_str()) => None,
+            Some(_) => {
+                bump_incarnation(&tx)?;
+                Some(new_token())
+            }
+            // A replica from before incarnations (or a new one): this is its first known state.
+            None => Some(new_token()),
+        };
+        if let Some(t) = &token {
+            meta_set(&tx, "continuity", t)?;
+        }
         tx.commit()?;
+        if let Some(t) = token
+            && let Err(e) = std::fs::write(marker.as_ref(), t)
+        {
+            // Without the marker the next open starts another incarnation: more actors, no loss.
+            tracing::warn!(error = %e, "could not write the replica's continuity marker");
+        }
         Ok(Self { conn, device })
+    }
+
+    /// This replica's incarnation: bumped when the file was restored or copied, or when the
+    /// server reported that its actor's sequence numbers were reused.
+    pub fn incarnation(&self) -> Result<u32, ReplicaError> {
+        incarnation_in(&self.conn)
     }
 
     pub fn device(&self) -> DeviceId {
         self.device
-    }
-
-    fn actor(&self) -> ActorId {
-        self.device.actor()
     }
 
     /// The server feed position this replica has applied through.
@@ -351,12 +424,34 @@ impl Replica {
         id: DocId,
         f: impl FnOnce(&mut Automerge) -> Result<(), posync_model::DocError>,
     ) -> Result<(), ReplicaError> {
-        let actor = self.actor();
-        let tx = self.conn.transaction()?;
+        let tx = self.conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let actor = self.device.actor_for(incarnation_in(&tx)?);
         let mut am = load_doc(&tx, id)?.ok_or(ReplicaError::UnknownDoc(id))?;
         am.set_actor(actor);
         f(&mut am)?;
-        save_doc(&tx, id, &am, true)?;
+        let saved = save_doc(&tx, id, &am, true)?;
+        let max = Limits::default().doc_bytes_max;
+        if saved > max {
+            // Refused before it is captured: the server would refuse the document, and every
+            // phone of the posyandu would have to download it.
+            return Err(ReplicaError::DocumentFull { doc: id, bytes: saved, max });
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Record this replica's unacknowledged edits of `id` again, by value, as one change by a
+    /// new incarnation's actor on top of what the server acknowledged; the changes that first
+    /// carried them are dropped from this device. The answer to `actor_seq_clash`: this file
+    /// was restored or copied and its actor's sequence numbers were reused, so those changes
+    /// can never be accepted, but every value they carried reaches the server this way.
+    pub fn record_again(&mut self, id: DocId, now: i64) -> Result<(), ReplicaError> {
+        let tx = self.conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let incarnation = bump_incarnation(&tx)?;
+        let am = load_doc(&tx, id)?.ok_or(ReplicaError::UnknownDoc(id))?;
+        let acked = server_heads_of(&tx, id)?;
+        let again = rebuilt_on(&am, &acked, self.device.actor_for(incarnation), now)?;
+        save_doc(&tx, id, &again, true)?;
         tx.commit()?;
         Ok(())
     }
@@ -481,6 +576,7 @@ impl Replica {
         // well under the wire limit. A single document larger than the budget still goes alone.
         let budget = limits.body_bytes_max.min(limits.body_decoded_bytes_max) / 2;
         let mut used = 0usize;
+        let mut refused = Vec::new();
         while let Some(r) = rows.next()? {
             if req.push.len() >= limits.push_docs_max {
                 break;
@@ -492,7 +588,13 @@ impl Replica {
             let bytes: Vec<u8> = r.get(3)?;
             let base = heads_from(&r.get::<_, Vec<u8>>(4)?);
             let am = Automerge::load(&bytes).map_err(|_| ReplicaError::Corrupt(id))?;
+            let saved_len = bytes.len();
             let changes = if base.is_empty() { bytes } else { am.save_after(base.as_slice()) };
+            if let Some(code) = over_budget(&am, saved_len, &changes, limits) {
+                // The server would refuse it: keep it here, quarantined, and send the rest.
+                refused.push((id, code));
+                continue;
+            }
             if !req.push.is_empty() && used + changes.len() > budget {
                 break;
             }
@@ -506,16 +608,24 @@ impl Replica {
                 changes,
             });
         }
+        drop(rows);
+        drop(stmt);
+        for (id, code) in refused {
+            tracing::warn!(doc = %id, code, "document over the server's budget; kept on the device, not pushed");
+            self.conn.execute("UPDATE docs SET rejected = ?2 WHERE doc_id = ?1", params![id.to_string(), code])?;
+        }
         Ok(req)
     }
 
     /// Apply a server answer in one transaction: acknowledgements, pulled documents, purges,
     /// and the new cursor together, or none of them.
     pub fn apply_response(&mut self, resp: &SyncResponse) -> Result<ApplyReport, ReplicaError> {
-        let actor = self.actor();
         let stored_cursor = self.cursor()?;
         let held_scope = self.scope()?;
-        let tx = self.conn.transaction()?;
+        let tx = self.conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let mut actor = self.device.actor_for(incarnation_in(&tx)?);
+        // What the whole answer may make Automerge decode on this phone.
+        let mut used = guard::Usage::default();
         let mut report = ApplyReport { cursor: resp.cursor, more: resp.more, ..Default::default() };
         // A new scope: drop what left it, and if it grew, pull from the start (the cursor was
         // obtained without the new posyandu). A request at cursor 0 was already answered
@@ -543,13 +653,24 @@ impl Replica {
         let mut cursor_ok = true;
         for pull in &resp.docs {
             let server_heads = Heads::from_bytes(&pull.heads).map_err(|e| ReplicaError::BadResponse(e.to_string()))?;
-            let mut am = match load_doc(&tx, pull.doc)? {
-                Some(am) => am,
-                None => Automerge::new(),
-            };
+            let held = load_doc(&tx, pull.doc)?;
+            let mut am = held.clone().unwrap_or_else(Automerge::new);
             am.set_actor(actor.clone());
-            doc::load_untrusted(&mut am, &pull.changes)
-                .map_err(|e| ReplicaError::BadResponse(format!("doc {}: {e}", pull.doc)))?;
+            let bad = |e: &dyn std::fmt::Display| ReplicaError::BadResponse(format!("doc {}: {e}", pull.doc));
+            let claims = match guard::apply(&mut am, &pull.changes, &guard::Budget::PULL, &mut used) {
+                Ok(claims) => claims,
+                Err(guard::ApplyError::SeqClash { .. }) if held.is_some() => {
+                    // The server holds a change of ours with the same (actor, seq) as one this
+                    // file wrote since: it was restored or copied. Record our unacknowledged
+                    // edits again under a new actor, then take the server's changes.
+                    actor = self.device.actor_for(bump_incarnation(&tx)?);
+                    let mine = held.as_ref().ok_or_else(|| bad(&"no local copy"))?;
+                    let acked = server_heads_of(&tx, pull.doc)?;
+                    am = rebuilt_on(mine, &acked, actor.clone(), unix_now())?;
+                    guard::apply(&mut am, &pull.changes, &guard::Budget::PULL, &mut used).map_err(|e| bad(&e))?
+                }
+                Err(e) => return Err(bad(&e)),
+            };
             if !am.get_missing_deps(&[]).is_empty() {
                 // The server assumed we had changes we do not (say, this file was restored from
                 // a backup). Push our copy whole, which tells the server what we really have,
@@ -558,6 +679,10 @@ impl Replica {
                 tx.execute("UPDATE docs SET server_heads = X'', dirty = 1 WHERE doc_id = ?1", [pull.doc.to_string()])?;
                 cursor_ok = false;
                 continue;
+            }
+            // Everything sent must have loaded, and the server's heads must now be held.
+            if !am.get_missing_deps(&claims).is_empty() || !am.get_missing_deps(server_heads.as_slice()).is_empty() {
+                return Err(bad(&"pulled changes did not load whole"));
             }
             let meta = doc::read_meta(&am)?;
             if meta.kind != pull.kind || meta.posyandu != pull.posyandu {
@@ -627,6 +752,19 @@ impl Replica {
     }
 }
 
+/// The error code the server would refuse a push of `am` with (`changes` after what it
+/// acknowledged), checked before sending: the reference client never sends what it knows
+/// the server refuses.
+fn over_budget(am: &Automerge, saved_len: usize, changes: &[u8], limits: &Limits) -> Option<&'static str> {
+    if am.stats().num_ops > limits.doc_ops_max as u64 || saved_len > limits.doc_bytes_max {
+        return Some("document_too_large");
+    }
+    match guard::inspect(changes, &limits.push_budget(), &mut guard::Usage::default()) {
+        Err(guard::InputError::TooLarge { .. }) => Some("changes_too_large"),
+        _ => None,
+    }
+}
+
 /// A replica created by an app before schema 2 lacks the visit columns it added.
 fn add_columns_of_schema_2(tx: &Transaction<'_>) -> Result<(), ReplicaError> {
     let has: bool =
@@ -688,22 +826,43 @@ fn load_doc(tx: &Transaction<'_>, id: DocId) -> Result<Option<Automerge>, Replic
     bytes.map(|b| Automerge::load(&b).map_err(|_| ReplicaError::Corrupt(id))).transpose()
 }
 
-/// Write a document and its projection. `local` marks a capture (dirty); for a pull the
-/// caller sets `dirty` from the acknowledged heads.
-fn save_doc(tx: &Transaction<'_>, id: DocId, am: &Automerge, local: bool) -> Result<(), ReplicaError> {
+/// Write a document and its projection; returns its saved size. `local` marks a capture
+/// (dirty); for a pull the caller sets `dirty` from the acknowledged heads.
+fn save_doc(tx: &Transaction<'_>, id: DocId, am: &Automerge, local: bool) -> Result<usize, ReplicaError> {
     let meta = doc::read_meta(am)?;
     let heads = Heads::new(am.get_heads()).to_bytes();
     let doc_s = id.to_string();
+    let saved = am.save();
     tx.execute(
         "INSERT INTO docs (doc_id, kind, posyandu, bytes, heads, server_heads, dirty) VALUES (?1, ?2, ?3, ?4, ?5, X'', ?6)
          ON CONFLICT(doc_id) DO UPDATE SET bytes = ?4, heads = ?5, dirty = CASE WHEN ?6 THEN 1 ELSE dirty END",
-        params![doc_s, meta.kind.code(), meta.posyandu.as_str(), am.save(), heads, local],
+        params![doc_s, meta.kind.code(), meta.posyandu.as_str(), saved, heads, local],
     )?;
     match meta.kind {
         DocKind::Session => project_visits(tx, &doc_s, &meta, am)?,
         DocKind::Registry => project_people(tx, &doc_s, &meta, am)?,
     }
-    Ok(())
+    Ok(saved.len())
+}
+
+/// The heads the server acknowledged for a document.
+fn server_heads_of(tx: &Transaction<'_>, id: DocId) -> Result<Heads, ReplicaError> {
+    let bytes: Option<Vec<u8>> =
+        tx.query_row("SELECT server_heads FROM docs WHERE doc_id = ?1", [id.to_string()], |r| r.get(0)).optional()?;
+    Ok(bytes.map(|b| heads_from(&b)).unwrap_or_default())
+}
+
+/// `am` as the server acknowledged it (`acked`; the genesis alone if nothing was), plus one
+/// change by `actor` carrying every value `am` holds beyond that.
+fn rebuilt_on(am: &Automerge, acked: &Heads, actor: ActorId, now: i64) -> Result<Automerge, ReplicaError> {
+    let meta = doc::read_meta(am)?;
+    let mut base = match am.fork_at(acked.as_slice()) {
+        Ok(fork) if !acked.is_empty() => fork,
+        _ => doc::genesis(&meta, actor.clone())?,
+    };
+    base.set_actor(actor);
+    doc::copy_values(am, &mut base, now)?;
+    Ok(base)
 }
 
 fn project_visits(tx: &Transaction<'_>, doc_s: &str, meta: &DocMeta, am: &Automerge) -> Result<(), ReplicaError> {

@@ -41,6 +41,11 @@ impl ApiError {
             ErrorCode::NotFound => StatusCode::NOT_FOUND,
             ErrorCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ErrorCode::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
+            ErrorCode::ChangesTooLarge | ErrorCode::DocumentTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ErrorCode::ForeignAuthor | ErrorCode::DeviceTaken => StatusCode::FORBIDDEN,
+            ErrorCode::ActorSeqClash | ErrorCode::IdCollision => StatusCode::CONFLICT,
+            ErrorCode::InvalidField => StatusCode::BAD_REQUEST,
+            ErrorCode::RateLimited => StatusCode::TOO_MANY_REQUESTS,
             ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -67,6 +72,16 @@ impl From<StoreError> for ApiError {
             StoreError::MalformedChanges { doc, .. } => ApiError::new(ErrorCode::MalformedChanges, msg).with_doc(doc),
             StoreError::MissingDependencies { doc } => ApiError::new(ErrorCode::MissingDependencies, msg).with_doc(doc),
             StoreError::HeadsMismatch { doc } => ApiError::new(ErrorCode::HeadsMismatch, msg).with_doc(doc),
+            StoreError::ChangesTooLarge { doc, .. } => ApiError::new(ErrorCode::ChangesTooLarge, msg).with_doc(doc),
+            StoreError::DocumentTooLarge { doc, .. } => ApiError::new(ErrorCode::DocumentTooLarge, msg).with_doc(doc),
+            StoreError::ForeignAuthor { doc } => ApiError::new(ErrorCode::ForeignAuthor, msg).with_doc(doc),
+            StoreError::SeqClash { doc } => ApiError::new(ErrorCode::ActorSeqClash, msg).with_doc(doc),
+            StoreError::IdCollision { doc, .. } => ApiError::new(ErrorCode::IdCollision, msg).with_doc(doc),
+            StoreError::InvalidField { doc, .. } => ApiError::new(ErrorCode::InvalidField, msg).with_doc(doc),
+            StoreError::DeviceTaken => ApiError::new(
+                ErrorCode::DeviceTaken,
+                "this device id is enrolled to another user; enrol from a fresh install of the app",
+            ),
             StoreError::DuplicateDoc { doc } => ApiError::new(ErrorCode::MalformedBody, msg).with_doc(doc),
             StoreError::Invalid(reason) => ApiError::new(ErrorCode::InvalidRequest, reason),
             StoreError::NotFound(what) => ApiError::new(ErrorCode::NotFound, format!("{what} not found")),
@@ -99,7 +114,7 @@ impl IntoResponse for ApiError {
             error: ErrorDetail { code: self.code, message: self.message, doc: self.doc, supported_version },
         };
         let mut resp = (status, axum::Json(body)).into_response();
-        if status == StatusCode::SERVICE_UNAVAILABLE {
+        if status == StatusCode::SERVICE_UNAVAILABLE || status == StatusCode::TOO_MANY_REQUESTS {
             resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
         }
         resp

@@ -351,6 +351,9 @@ async fn enrol(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<EnrolResponse>, ApiError> {
     let req: EnrolRequest = json_body(body)?;
+    if !req.device.is_assignable() {
+        return Err(ApiError::new(ErrorCode::InvalidRequest, "this device id is reserved; generate a random one"));
+    }
     let now = state.now();
     let refresh_token = auth::new_refresh_token();
     let label: String = req.label.chars().filter(|c| !c.is_control()).take(LABEL_CHARS_MAX).collect();

@@ -179,3 +179,17 @@ impl UnitTree {
         self.ancestors(id).into_iter().find(|u| u.kind == posync_model::UnitKind::District).map(|u| &u.id)
     }
 }
+
+/// Whether `user` may (re-)enrol a device whose row holds `holder` (its user and whether it is
+/// revoked), if any. A device id belongs to the user who first enrolled it: device ids are
+/// visible to colleagues (conflict lists), so enrolling under another user's id would lock
+/// its owner out and re-attribute the owner's values. A revoked device stays revoked. The
+/// same user re-enrolling their own unrevoked device (a reinstall keeping its data, a lost
+/// enrolment answer) gets a new refresh credential.
+pub fn may_enrol(holder: Option<(&str, bool)>, user: &UserId) -> Result<(), crate::StoreError> {
+    match holder {
+        Some((owner, _)) if owner != user.as_str() => Err(crate::StoreError::DeviceTaken),
+        Some((_, true)) => Err(crate::StoreError::DeviceRevoked),
+        _ => Ok(()),
+    }
+}

@@ -4,8 +4,9 @@
 use crate::StoreError;
 use automerge::{Automerge, ReadDoc};
 use posync_model::doc::{self, DocMeta};
-use posync_model::{DocId, DocKind, FieldConflict, FieldValue, Heads, Person, PosyanduId, Visit};
-use posync_proto::DocPush;
+use posync_model::guard::{self, Usage};
+use posync_model::{DeviceId, DocId, DocKind, FieldConflict, FieldValue, Heads, Person, PosyanduId, Visit};
+use posync_proto::{DocPush, Limits};
 
 /// The relational projection of a document, replaced whole on every merge.
 #[derive(Clone, Debug, PartialEq)]
@@ -38,10 +39,32 @@ pub fn parse_heads(doc: DocId, bytes: &[u8]) -> Result<Heads, StoreError> {
     Heads::from_bytes(bytes).map_err(|e| StoreError::MalformedChanges { doc, reason: e.to_string() })
 }
 
+/// What a merge checks beyond the bytes themselves: who pushes, and the bounds.
+#[derive(Clone, Copy, Debug)]
+pub struct Rules {
+    /// The pushing device: new changes must be authored by one of its actors.
+    pub device: DeviceId,
+    pub limits: Limits,
+}
+
+impl Rules {
+    pub fn new(device: DeviceId) -> Self {
+        Self { device, limits: Limits::default() }
+    }
+}
+
 /// Merge `push` into `existing` (or create the document). Checks, in order: the declared
-/// identity matches the stored one; the changes decode; no dependency is missing; the pushed
-/// heads are in the result; the result has posync's layout and the identity its id names.
-pub fn merge_push(existing: Option<Existing<'_>>, push: &DocPush) -> Result<Merged, StoreError> {
+/// identity matches the stored one; the changes are bounded Automerge bytes within what is
+/// left of the push's budget (`used`) and all of them load; no dependency is missing; the
+/// pushed heads are in the result; every new change is the device's own (or the expected
+/// genesis); the result is within the document budget and has posync's layout and the
+/// identity its id names.
+pub fn merge_push(
+    existing: Option<Existing<'_>>,
+    push: &DocPush,
+    rules: &Rules,
+    used: &mut Usage,
+) -> Result<Merged, StoreError> {
     let id = push.doc;
     let pushed_heads = parse_heads(id, &push.heads)?;
     parse_heads(id, &push.base)?;
@@ -61,11 +84,10 @@ pub fn merge_push(existing: Option<Existing<'_>>, push: &DocPush) -> Result<Merg
         None => Automerge::new(),
     };
     let before = Heads::new(am.get_heads());
-    doc::load_untrusted(&mut am, &push.changes).map_err(|reason| StoreError::MalformedChanges { doc: id, reason })?;
-    if !am.get_missing_deps(&[]).is_empty() {
-        return Err(StoreError::MissingDependencies { doc: id });
-    }
-    if pushed_heads.as_slice().iter().any(|h| am.get_change_by_hash(h).is_none()) {
+    let claims =
+        guard::apply(&mut am, &push.changes, &rules.limits.push_budget(), used).map_err(|e| apply_error(id, e))?;
+    guard::check_complete(&am, &claims).map_err(|e| apply_error(id, e))?;
+    if !am.get_missing_deps(pushed_heads.as_slice()).is_empty() {
         return Err(StoreError::HeadsMismatch { doc: id });
     }
     let heads = Heads::new(am.get_heads());
@@ -74,9 +96,70 @@ pub fn merge_push(existing: Option<Existing<'_>>, push: &DocPush) -> Result<Merg
     }
     let meta = doc::read_meta(&am).map_err(|e| layout_error(id, e))?;
     check_identity(id, &meta, push)?;
+    check_authors(id, &am, &before, &meta, &rules.device)?;
+    check_doc_budget(id, &am, &rules.limits)?;
+    let saved = am.save();
+    if saved.len() > rules.limits.doc_bytes_max {
+        return Err(StoreError::DocumentTooLarge {
+            doc: id,
+            reason: format!("{} bytes saved; at most {}", saved.len(), rules.limits.doc_bytes_max),
+        });
+    }
     let projection = project(&am, &meta).map_err(|e| layout_error(id, e))?;
     let conflicts = posync_model::conflicts(&am).map_err(|e| layout_error(id, e))?;
-    Ok(Merged { saved: Some(am.save()), heads, projection: Some(projection), device_heads: pushed_heads, conflicts })
+    Ok(Merged { saved: Some(saved), heads, projection: Some(projection), device_heads: pushed_heads, conflicts })
+}
+
+fn apply_error(doc: DocId, e: guard::ApplyError) -> StoreError {
+    match e {
+        guard::ApplyError::Input(guard::InputError::Malformed(reason)) => StoreError::MalformedChanges { doc, reason },
+        guard::ApplyError::Input(e @ guard::InputError::TooLarge { .. }) => {
+            StoreError::ChangesTooLarge { doc, reason: e.to_string() }
+        }
+        guard::ApplyError::SeqClash { .. } => StoreError::SeqClash { doc },
+        guard::ApplyError::MissingDependencies => StoreError::MissingDependencies { doc },
+    }
+}
+
+/// Every change the server did not hold before this push must be the pushing device's own
+/// (any incarnation of its replica), or the document's expected genesis change. Otherwise a
+/// device could write values "by" a colleague's device or the server, forging what conflict
+/// review shows, or burn another actor's next sequence numbers.
+fn check_authors(
+    doc: DocId,
+    am: &Automerge,
+    before: &Heads,
+    meta: &DocMeta,
+    device: &DeviceId,
+) -> Result<(), StoreError> {
+    let mut genesis = None;
+    for change in am.get_changes_meta(before.as_slice()) {
+        if device.owns_actor(&change.actor) {
+            continue;
+        }
+        if doc::is_genesis_actor(meta, &change.actor) {
+            let expected = match genesis {
+                Some(h) => h,
+                None => *genesis.insert(doc::genesis_hash(meta).map_err(|e| layout_error(doc, e))?),
+            };
+            if change.hash == expected {
+                continue;
+            }
+        }
+        return Err(StoreError::ForeignAuthor { doc });
+    }
+    Ok(())
+}
+
+fn check_doc_budget(doc: DocId, am: &Automerge, limits: &Limits) -> Result<(), StoreError> {
+    let ops = am.stats().num_ops;
+    if ops > limits.doc_ops_max as u64 {
+        return Err(StoreError::DocumentTooLarge {
+            doc,
+            reason: format!("{ops} operations; at most {}", limits.doc_ops_max),
+        });
+    }
+    Ok(())
 }
 
 fn layout_error(doc: DocId, e: posync_model::DocError) -> StoreError {

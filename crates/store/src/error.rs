@@ -14,6 +14,20 @@ pub enum StoreError {
     MissingDependencies { doc: DocId },
     #[error("document {doc}: pushed heads are not produced by the pushed changes")]
     HeadsMismatch { doc: DocId },
+    #[error("document {doc}: {reason}")]
+    ChangesTooLarge { doc: DocId, reason: String },
+    #[error("document {doc} would be over its budget: {reason}")]
+    DocumentTooLarge { doc: DocId, reason: String },
+    #[error("document {doc}: a new change is not authored by the pushing device")]
+    ForeignAuthor { doc: DocId },
+    #[error("document {doc}: a change reuses a sequence number of its actor with other content")]
+    SeqClash { doc: DocId },
+    #[error("document {doc}: {what} already exists in another document")]
+    IdCollision { doc: DocId, what: String },
+    #[error("document {doc}: field {field} has a value of the wrong type")]
+    InvalidField { doc: DocId, field: String },
+    #[error("this device id belongs to another user")]
+    DeviceTaken,
     #[error("document {doc} appears twice in one push")]
     DuplicateDoc { doc: DocId },
     #[error("stored document {doc} does not load: {reason}")]
@@ -42,7 +56,13 @@ impl From<posync_model::HierarchyError> for StoreError {
 
 impl From<rusqlite::Error> for StoreError {
     fn from(e: rusqlite::Error) -> Self {
-        StoreError::Backend(e.to_string())
+        use rusqlite::ErrorCode::{DatabaseBusy, DatabaseLocked};
+        match e.sqlite_error_code() {
+            // Another writer held the database past the busy timeout: nothing was committed,
+            // and the same request succeeds later.
+            Some(DatabaseBusy | DatabaseLocked) => StoreError::Unavailable(format!("sqlite: {e}")),
+            _ => StoreError::Backend(e.to_string()),
+        }
     }
 }
 

@@ -122,6 +122,8 @@ pub struct StoreStats {
     pub visits: u64,
     pub people: u64,
     pub feed_entries: u64,
+    /// Documents' heads acknowledged to devices (one row per device and document).
+    pub device_heads: u64,
 }
 
 /// Server-side persistence. Every method is one transaction.

@@ -32,10 +32,10 @@ pub(crate) fn parse_stored_heads(b: Option<Vec<u8>>) -> Result<Heads, StoreError
         .map(Option::unwrap_or_default)
 }
 
-/// Device actors are the device id's 16 bytes; anything else (genesis, server) is no device.
+/// Device actors are the device id's 16 bytes, with an incarnation after them from a
+/// replica's second incarnation on; anything else (genesis, server) is no device.
 pub(crate) fn device_of_actor(hex_actor: &str) -> Option<DeviceId> {
-    let bytes: [u8; 16] = hex::decode(hex_actor).ok()?.try_into().ok()?;
-    Some(DeviceId::from_bytes(bytes))
+    DeviceId::of_actor(&automerge::ActorId::from(hex::decode(hex_actor).ok()?))
 }
 
 pub(crate) fn policy_code(p: Policy) -> &'static str {

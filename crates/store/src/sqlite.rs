@@ -14,7 +14,7 @@ use crate::{
 use async_trait::async_trait;
 use posync_model::record::format_date;
 use posync_model::{DeviceId, DocId, Field, FieldValue, Heads, HierarchyFile, PersonId, Scope, UserId, UserSpec};
-use posync_proto::{DocAck, DocPush};
+use posync_proto::{DocAck, DocPush, Limits};
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Transaction, TransactionBehavior, params};
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -183,6 +183,7 @@ struct Inner {
 #[derive(Clone)]
 pub struct SqliteStore {
     inner: Arc<Inner>,
+    limits: Limits,
 }
 
 fn open_conn(path: &Path) -> Result<Connection, StoreError> {
@@ -223,7 +224,16 @@ impl SqliteStore {
         let path = path.as_ref().to_path_buf();
         let mut writer = open_conn(&path)?;
         migrate(&mut writer)?;
-        Ok(Self { inner: Arc::new(Inner { path, writer: Mutex::new(writer), readers: Mutex::new(Vec::new()) }) })
+        Ok(Self {
+            inner: Arc::new(Inner { path, writer: Mutex::new(writer), readers: Mutex::new(Vec::new()) }),
+            limits: Limits::default(),
+        })
+    }
+
+    /// Merge pushes within these bounds (the server's `Limits`) instead of the defaults.
+    pub fn with_limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
     }
 
     pub fn path(&self) -> &Path {
@@ -331,7 +341,10 @@ fn push_tx(
     scope: &Scope,
     pushes: &[DocPush],
     now: i64,
+    limits: Limits,
 ) -> Result<Vec<DocAck>, StoreError> {
+    let rules = core::Rules { device, limits };
+    let mut used = posync_model::guard::Usage::default();
     let mut seen = HashSet::new();
     let mut acks = Vec::with_capacity(pushes.len());
     let device_s = device.to_string();
@@ -353,13 +366,13 @@ fn push_tx(
                     return Err(StoreError::Forbidden { doc: push.doc });
                 }
                 let kind = parse_kind(&doc_s, kind)?;
-                core::merge_push(Some(Existing { kind, posyandu: &posyandu, bytes }), push)?
+                core::merge_push(Some(Existing { kind, posyandu: &posyandu, bytes }), push, &rules, &mut used)?
             }
             None => {
                 if !scope.allows(&push.posyandu) {
                     return Err(StoreError::Forbidden { doc: push.doc });
                 }
-                core::merge_push(None, push)?
+                core::merge_push(None, push, &rules, &mut used)?
             }
         };
         if let Some(saved) = &merged.saved {
@@ -719,9 +732,10 @@ impl Store for SqliteStore {
         pushes: Vec<DocPush>,
         now: i64,
     ) -> Result<Vec<DocAck>, StoreError> {
+        let limits = self.limits;
         self.write(move |conn| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let acks = push_tx(&tx, device, &scope, &pushes, now)?;
+            let acks = push_tx(&tx, device, &scope, &pushes, now, limits)?;
             tx.commit()?;
             Ok(acks)
         })
@@ -775,6 +789,7 @@ impl Store for SqliteStore {
                 visits: count("SELECT COUNT(*) FROM visits")?,
                 people: count("SELECT COUNT(*) FROM people")?,
                 feed_entries: count("SELECT COUNT(*) FROM feed")?,
+                device_heads: count("SELECT COUNT(*) FROM device_docs")?,
             })
         })
         .await

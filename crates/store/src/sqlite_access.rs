@@ -269,6 +269,13 @@ pub fn redeem_enrolment(
     }
     let user = active_user(tx, &user_s)?;
     let user_id = user.id.clone();
+    let holder: Option<(Option<String>, Option<i64>)> = tx
+        .query_row("SELECT user_id, revoked_at FROM devices WHERE device_id = ?1", [cred.device.to_string()], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
+        .optional()?;
+    let holder = holder.as_ref().and_then(|(u, revoked)| u.as_deref().map(|u| (u, revoked.is_some())));
+    crate::access::may_enrol(holder, &user_id)?;
     tx.execute(
         "UPDATE enrolments SET used_at = ?2, device_id = ?3 WHERE code_hash = ?1",
         params![&code_hash[..], now, cred.device.to_string()],

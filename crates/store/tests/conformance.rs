@@ -132,6 +132,7 @@ conformance!(
     // access
     an_imported_hierarchy_reads_back_as_its_units_and_users,
     an_enrolled_device_gets_its_users_scope_until_revoked,
+    a_device_id_belongs_to_its_first_user_and_a_revoked_device_stays_revoked,
     // duplicates
     people_registered_twice_are_listed_until_merged,
     // concurrency
@@ -414,7 +415,7 @@ async fn a_pushed_document_reads_back_with_its_heads_and_content(backend: Backen
         assert_eq!(heads(&back), heads(am), "stored bytes hold exactly the pushed changes");
         assert_eq!(doc::to_json(&back), doc::to_json(am), "stored bytes load to the same content");
     }
-    assert_eq!(stats(&*store).await, StoreStats { docs: 2, visits: 2, people: 1, feed_entries: 2 });
+    assert_eq!(stats(&*store).await, StoreStats { docs: 2, visits: 2, people: 1, feed_entries: 2, device_heads: 2 });
     let listed = store.list(s).await.expect("list");
     assert_eq!(listed.iter().map(|m| m.seq).collect::<Vec<_>>(), vec![1, 2]);
     assert_eq!(listed.iter().map(|m| m.doc).collect::<BTreeSet<_>>(), BTreeSet::from([doc_id(&sess), doc_id(&reg)]));
@@ -438,7 +439,13 @@ async fn replaying_a_push_adds_no_feed_entry(backend: Backend) {
     let acks = store.push(other, s.clone(), vec![push], NOW + 2).await.expect("same changes from another device");
     assert_eq!(acks, vec![ack_of(&am)]);
 
-    assert_eq!(stats(&*store).await, before, "no new feed entry, document or projected row");
+    let after = stats(&*store).await;
+    assert_eq!(
+        StoreStats { device_heads: before.device_heads, ..after },
+        before,
+        "no new feed entry, document or projected row"
+    );
+    assert_eq!(after.device_heads, before.device_heads + 1, "only the other device's acknowledged heads");
     assert_eq!(store.get(doc_id(&am)).await.expect("get").expect("stored").meta, meta, "the document keeps its seq");
 }
 
@@ -1173,6 +1180,44 @@ async fn an_enrolled_device_gets_its_users_scope_until_revoked(backend: Backend)
     assert_eq!(admin_scope.posyandu().count(), 40, "the whole district");
     assert_eq!(admin_scope, posyandu_under(&file, "kota-banjar"));
     assert!(store.device_access(DeviceId::new_random()).await.expect("access").is_none());
+}
+
+async fn a_device_id_belongs_to_its_first_user_and_a_revoked_device_stays_revoked(backend: Backend) {
+    let store = backend.open().await;
+    store.import_hierarchy(fixture(), audit(NOW, AuditAction::HierarchyImported, "f")).await.expect("import");
+    let issue = |code: u8, user: &'static str| {
+        let store = store.clone();
+        async move {
+            let e = NewEnrolment { code_hash: [code; 32], user: user_id(user), expires_at: NOW + 3600 };
+            store.issue_enrolment(e, audit(NOW, AuditAction::EnrolmentIssued, user)).await.expect("issue");
+        }
+    };
+    // The owner enrols; a colleague who saw the device id in a conflict list tries it with a
+    // fresh code of her own.
+    issue(31, "kader-0001").await;
+    issue(32, "kader-0002").await;
+    let device = DeviceId::new_random();
+    store.redeem_enrolment([31; 32], credential(device, 1), NOW + 1).await.expect("the owner enrols");
+    assert_err!(store.redeem_enrolment([32; 32], credential(device, 2), NOW + 2).await, StoreError::DeviceTaken);
+    let access = store.device_access(device).await.expect("access").expect("enrolled");
+    assert_eq!(access.user.id, user_id("kader-0001"), "still the owner's");
+    store.refresh_device(device, [1; 32], NOW + 86_400, NOW + 3).await.expect("the owner's credential still works");
+    // The refused code was not spent: on a device of her own it works.
+    let own = DeviceId::new_random();
+    store.redeem_enrolment([32; 32], credential(own, 3), NOW + 4).await.expect("her own device enrols");
+
+    // The owner re-enrolling her own device gets a new credential; the old one stops working.
+    issue(33, "kader-0001").await;
+    store.redeem_enrolment([33; 32], credential(device, 4), NOW + 5).await.expect("re-enrol");
+    assert_err!(store.refresh_device(device, [1; 32], NOW + 86_400, NOW + 6).await, StoreError::InvalidCredential);
+    store.refresh_device(device, [4; 32], NOW + 86_400, NOW + 6).await.expect("the new credential works");
+
+    // A revoked device stays revoked: a new code (even the owner's) does not bring it back.
+    store.revoke_device(device, audit(NOW + 7, AuditAction::DeviceRevoked, device)).await.expect("revoke");
+    issue(34, "kader-0001").await;
+    assert_err!(store.redeem_enrolment([34; 32], credential(device, 5), NOW + 8).await, StoreError::DeviceRevoked);
+    assert!(store.device_access(device).await.expect("access").expect("known").revoked);
+    assert_err!(store.refresh_device(device, [5; 32], NOW + 86_400, NOW + 9).await, StoreError::InvalidCredential);
 }
 
 // ------------------------------------------------------------------------------------------

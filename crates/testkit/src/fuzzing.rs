@@ -42,7 +42,23 @@ pub fn merge_push(data: &[u8]) {
         heads: heads.to_vec(),
         changes: changes.to_vec(),
     };
-    let _ = posync_store::core::merge_push(None, &push);
+    let rules = posync_store::core::Rules::new(posync_model::DeviceId::from_bytes([7; 16]));
+    let _ = posync_store::core::merge_push(None, &push, &rules, &mut Default::default());
+}
+
+/// Automerge bytes walked by the intake guard under a small budget: it must never panic,
+/// never let usage pass the budget, and never claim less than loading would need.
+pub fn inspect_changes(data: &[u8]) {
+    use posync_model::guard::{Budget, InputError, Usage, inspect};
+    let budget = Budget { decoded_bytes_max: 1 << 20, change_ops_max: 1_000, ops_max: 10_000, changes_max: 1_000 };
+    let mut used = Usage::default();
+    match inspect(data, &budget, &mut used) {
+        Ok(_) => {
+            assert!(used.decoded_bytes <= budget.decoded_bytes_max, "decoded bytes within the budget");
+            assert!(used.ops <= budget.ops_max && used.changes <= budget.changes_max, "counts within the budget");
+        }
+        Err(InputError::Malformed(_) | InputError::TooLarge { .. }) => {}
+    }
 }
 
 /// A bearer token, verified by the server's keyset.
@@ -65,11 +81,12 @@ pub fn hierarchy(data: &[u8]) {
 pub type Harness = fn(&[u8]);
 
 /// Every harness by name, for the regression replay.
-pub const HARNESSES: [(&str, Harness); 6] = [
+pub const HARNESSES: [(&str, Harness); 7] = [
     ("decode_request", decode_request),
     ("decode_response", decode_response),
     ("gunzip", gunzip),
     ("merge_push", merge_push),
+    ("inspect_changes", inspect_changes),
     ("token", token),
     ("hierarchy", hierarchy),
 ];

@@ -3,6 +3,7 @@
 
 pub mod faults;
 pub mod fuzzing;
+pub mod hostile;
 
 use posync_model::growth::Indicator;
 use posync_model::{

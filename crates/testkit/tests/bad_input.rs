@@ -415,7 +415,7 @@ async fn every_bad_sync_request_is_refused_with_its_code_and_stores_nothing() {
             Some((AmValue::Object(ObjType::Map), id)) => id,
             other => panic!("session without visits map: {other:?}"),
         };
-        let mut bad = am.fork();
+        let mut bad = am.fork().with_actor(device.actor());
         let mut tx = bad.transaction();
         let v = tx.put_object(&visits, VisitId::new_random().to_string(), ObjType::Map).expect("put");
         tx.put(&v, "name", "Tanpa Data").expect("put");
@@ -915,5 +915,172 @@ async fn testkit_tokens_verify_whatever_the_test_clock_says() {
     let token = server.token(device, Role::Kader, std::slice::from_ref(&p));
     let answer = send(&client, &server.url(), &Raw::sync(&token, &SyncRequest::new(device, 0))).await.expect("send");
     assert_eq!(answer.status, 200, "{}", String::from_utf8_lossy(&answer.body));
+    server.stop().await;
+}
+
+// ---- hostile Automerge bytes (issue #12): bounded before Automerge decodes them ----
+
+/// A push of changes by `actor` made by `edit` on top of `base` (which the server holds).
+fn authored_push(
+    doc: DocId,
+    base: &Automerge,
+    posyandu: &PosyanduId,
+    actor: automerge::ActorId,
+    edit: impl FnOnce(&mut automerge::transaction::Transaction<'_>),
+) -> DocPush {
+    let mut am = base.fork().with_actor(actor);
+    let mut tx = am.transaction();
+    edit(&mut tx);
+    tx.commit();
+    let base_heads = base.get_heads();
+    DocPush {
+        doc,
+        kind: DocKind::Session,
+        posyandu: posyandu.clone(),
+        base: Heads::new(base_heads.clone()).to_bytes(),
+        heads: Heads::new(am.get_heads()).to_bytes(),
+        changes: am.save_after(&base_heads),
+    }
+}
+
+#[tokio::test]
+async fn hostile_automerge_bytes_are_refused_whole_and_the_server_keeps_serving() {
+    use posync_testkit::hostile;
+    let server = TestServer::start().await;
+    let p = posyandu("melati-01");
+    let scope = Scope::new([p.clone()]);
+    // A colleague's session the server holds, which the cases try to edit or extend.
+    let mut colleague = phone(&server, Role::Kader, std::slice::from_ref(&p));
+    let stored = capture(&mut colleague, &p, DAY, 2, 1);
+    colleague.sync(&server).await;
+    let stored_doc = colleague.replica.doc(stored).expect("doc");
+    let stored_heads = Heads::new(stored_doc.get_heads());
+
+    let mut kader = phone(&server, Role::Kader, std::slice::from_ref(&p));
+    let day = DAY - Duration::days(1);
+    let session = capture(&mut kader, &p, day, 1, 3);
+    let me = kader.replica.device().actor();
+    let valid = kader.replica.prepare_sync(&Limits::default()).expect("prepare");
+    let push = valid.push[0].clone();
+    let with = |pushes: Vec<DocPush>| SyncRequest { push: pushes, ..valid.clone() };
+    let sync = |req: &SyncRequest| Raw::sync(&kader.token, req);
+    let onto_stored = |changes: Vec<u8>| DocPush {
+        doc: stored,
+        kind: DocKind::Session,
+        posyandu: p.clone(),
+        base: stored_heads.to_bytes(),
+        heads: stored_heads.to_bytes(),
+        changes,
+    };
+
+    // 256 MiB of zeros behind a few hundred KB; the body itself gzips to a few KB.
+    let change_bomb = hostile::compressed_change_bomb(256 << 20);
+    let column_bomb = hostile::document_column_bomb(256 << 20);
+    let bomb_body =
+        |changes: Vec<u8>| Raw::cbor(&kader.token, encode(&with(vec![DocPush { changes, ..push.clone() }]))).gzipped();
+    let big_change = hostile::change_with_ops(&stored_doc, me.clone(), 150_000);
+    let big_push = DocPush {
+        heads: Heads::new(big_change.get_heads()).to_bytes(),
+        changes: big_change.save_after(stored_heads.as_slice()),
+        ..onto_stored(Vec::new())
+    };
+    // A document within the per-change limit but over the document budget: 110 changes of
+    // 1,000 operations each on a new session.
+    let grown = {
+        let mut am = kader.replica.doc(session).expect("doc");
+        am.set_actor(me.clone());
+        for round in 0..110 {
+            let mut tx = am.transaction();
+            for i in 0..1_000 {
+                tx.put(ROOT, format!("r{round}k{i}"), i as i64).expect("put");
+            }
+            tx.commit();
+        }
+        whole_push(session, &am, DocKind::Session, &p)
+    };
+    let colleague_actor = colleague.replica.device().actor();
+    let by_colleague = authored_push(stored, &stored_doc, &p, colleague_actor, |tx| {
+        tx.put(ROOT, "forged", "by a colleague's device").expect("put");
+    });
+    let by_server = authored_push(stored, &stored_doc, &p, doc::server_actor("posync"), |tx| {
+        tx.put(ROOT, "forged", "by the server").expect("put");
+    });
+    let forged_genesis = {
+        let meta = DocMeta::session(p.clone(), DAY - Duration::days(9));
+        let mut actor = b"posync-genesis:".to_vec();
+        actor.extend_from_slice(meta.doc_id().as_bytes());
+        let mut am = Automerge::new().with_actor(automerge::ActorId::from(actor));
+        let mut tx = am.transaction();
+        tx.put(ROOT, "schema", 1).expect("put");
+        tx.put(ROOT, "kind", "session").expect("put");
+        tx.put(ROOT, "posyandu", p.as_str()).expect("put");
+        tx.put(ROOT, "date", posync_model::record::format_date(DAY - Duration::days(9))).expect("put");
+        tx.put_object(ROOT, "visits", ObjType::Map).expect("put");
+        tx.put(ROOT, "extra", "not in the genesis").expect("put");
+        tx.commit();
+        whole_push(meta.doc_id(), &am, DocKind::Session, &p)
+    };
+
+    let cases = vec![
+        Case::new("a compressed change inflating to 256 MiB", bomb_body(change_bomb), 413, "changes_too_large")
+            .naming(session),
+        Case::new(
+            "a document chunk whose column inflates to 256 MiB",
+            bomb_body(column_bomb),
+            413,
+            "changes_too_large",
+        )
+        .naming(session),
+        Case::new(
+            "Automerge magic followed by garbage",
+            sync(&with(vec![DocPush { changes: hostile::magic_then_garbage(), ..push.clone() }])),
+            400,
+            "malformed_changes",
+        )
+        .naming(session),
+        Case::new(
+            "valid changes followed by garbage",
+            sync(&with(vec![DocPush { changes: hostile::valid_then_garbage(&push.changes), ..push.clone() }])),
+            400,
+            "malformed_changes",
+        )
+        .naming(session),
+        Case::new(
+            "garbage bytes on top of a stored document",
+            sync(&with(vec![onto_stored(vec![0x5a; 300])])),
+            400,
+            "malformed_changes",
+        )
+        .naming(stored),
+        Case::new(
+            "magic and garbage on top of a stored document",
+            sync(&with(vec![onto_stored(hostile::magic_then_garbage())])),
+            400,
+            "malformed_changes",
+        )
+        .naming(stored),
+        Case::new("one change of 150,000 operations", sync(&with(vec![big_push])), 413, "changes_too_large")
+            .naming(stored),
+        Case::new(
+            "a document of 110,000 operations in small changes",
+            sync(&with(vec![grown])),
+            413,
+            "document_too_large",
+        )
+        .naming(session),
+        Case::new("a new change by a colleague's device", sync(&with(vec![by_colleague])), 403, "foreign_author")
+            .naming(stored),
+        Case::new("a new change by the server's actor", sync(&with(vec![by_server])), 403, "foreign_author")
+            .naming(stored),
+        Case::new(
+            "a genesis change that is not the expected one",
+            sync(&with(vec![forged_genesis.clone()])),
+            403,
+            "foreign_author",
+        )
+        .naming(forged_genesis.doc),
+    ];
+    run(&server, &scope, &cases).await;
+    still_serves(&server, &scope, &mut kader, session, 1).await;
     server.stop().await;
 }

@@ -273,8 +273,15 @@ pub async fn redeem_enrolment(
     }
     let user = active_user(tx, &user_s).await?;
     let user_id = user.id.clone();
-    let stmt = tx.prepare_cached("UPDATE enrolments SET used_at = $2, device_id = $3 WHERE code_hash = $1").await?;
     let device = cred.device.to_string();
+    let holder = tx
+        .query_opt("SELECT user_id, revoked_at FROM devices WHERE device_id = $1 FOR UPDATE", &[&device])
+        .await?
+        .map(|r| -> Result<_, StoreError> { Ok((r.try_get::<_, Option<String>>(0)?, r.try_get::<_, Option<i64>>(1)?)) })
+        .transpose()?;
+    let holder = holder.as_ref().and_then(|(u, revoked)| u.as_deref().map(|u| (u, revoked.is_some())));
+    crate::access::may_enrol(holder, &user_id)?;
+    let stmt = tx.prepare_cached("UPDATE enrolments SET used_at = $2, device_id = $3 WHERE code_hash = $1").await?;
     let params: &Params<'_> = &[&&code_hash[..], &now, &device];
     tx.execute(&stmt, params).await?;
     register_device(tx, &user_id, cred, now).await?;

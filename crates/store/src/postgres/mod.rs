@@ -15,6 +15,7 @@ pub mod testing;
 
 use crate::StoreError;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use posync_model::guard::Usage;
 use std::time::Duration;
 
 /// Schema steps in order: step `i` takes the stored version from `i` to `i + 1`.
@@ -29,11 +30,18 @@ pub const POOL_SIZE_DEFAULT: usize = 16;
 #[derive(Clone)]
 pub struct PgStore {
     pub(crate) pool: Pool,
+    limits: posync_proto::Limits,
 }
 
 impl PgStore {
     /// Connect to `url` (`postgres://user@host:port/db`, with an optional
     /// `?options=-c%20search_path%3Dschema`), and apply any migrations this build carries.
+    /// Merge pushes within these bounds (the server's `Limits`) instead of the defaults.
+    pub fn with_limits(mut self, limits: posync_proto::Limits) -> Self {
+        self.limits = limits;
+        self
+    }
+
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
         Self::connect_with(url, POOL_SIZE_DEFAULT).await
     }
@@ -59,7 +67,7 @@ impl PgStore {
             .create_timeout(Some(Duration::from_secs(5)))
             .build()
             .map_err(|e| StoreError::Backend(format!("postgres pool: {e}")))?;
-        let store = Self { pool };
+        let store = Self { pool, limits: posync_proto::Limits::default() };
         store.migrate().await?;
         Ok(store)
     }
@@ -244,20 +252,22 @@ async fn stored_doc(tx: &Transaction<'_>, doc_s: &str) -> Result<Option<(String,
 async fn merge_blocking(
     stored: Option<(String, String, Vec<u8>)>,
     push: DocPush,
-) -> Result<(DocPush, Result<core::Merged, StoreError>), StoreError> {
+    rules: core::Rules,
+    mut used: Usage,
+) -> Result<(DocPush, Result<core::Merged, StoreError>, Usage), StoreError> {
     tokio::task::spawn_blocking(move || {
-        let merge = || match &stored {
+        let mut merge = || match &stored {
             Some((kind, posyandu, bytes)) => {
                 let doc_s = push.doc.to_string();
                 let posyandu: PosyanduId =
                     posyandu.parse().map_err(|_| StoreError::Backend(format!("doc {doc_s}: bad posyandu")))?;
                 let kind = rows::parse_kind(&doc_s, kind)?;
-                core::merge_push(Some(Existing { kind, posyandu: &posyandu, bytes }), &push)
+                core::merge_push(Some(Existing { kind, posyandu: &posyandu, bytes }), &push, &rules, &mut used)
             }
-            None => core::merge_push(None, &push),
+            None => core::merge_push(None, &push, &rules, &mut used),
         };
         let out = merge();
-        (push, out)
+        (push, out, used)
     })
     .await
     .map_err(|e| StoreError::Backend(format!("merge task: {e}")))
@@ -269,7 +279,10 @@ async fn push_tx(
     scope: &Scope,
     pushes: Vec<DocPush>,
     now: i64,
+    limits: posync_proto::Limits,
 ) -> Result<Vec<DocAck>, StoreError> {
+    let rules = core::Rules { device, limits };
+    let mut used = Usage::default();
     let mut seen = HashSet::new();
     for push in &pushes {
         if !seen.insert(push.doc) {
@@ -297,7 +310,8 @@ async fn push_tx(
             return Err(StoreError::Forbidden { doc: push.doc });
         }
         let exists = stored.is_some();
-        let (push, merged) = merge_blocking(stored, push).await?;
+        let (push, merged, now_used) = merge_blocking(stored, push, rules, used).await?;
+        used = now_used;
         let merged = merged?;
         if let Some(saved) = merged.saved {
             if let Some(p) = &merged.projection {
@@ -753,7 +767,7 @@ impl Store for PgStore {
     ) -> Result<Vec<DocAck>, StoreError> {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
-        let acks = push_tx(&tx, device, &scope, pushes, now).await?;
+        let acks = push_tx(&tx, device, &scope, pushes, now, self.limits).await?;
         tx.commit().await?;
         Ok(acks)
     }
@@ -801,12 +815,12 @@ impl Store for PgStore {
         let r = client
             .query_one(
                 "SELECT (SELECT COUNT(*) FROM docs), (SELECT COUNT(*) FROM visits), (SELECT COUNT(*) FROM people),
-                        (SELECT COUNT(*) FROM feed)",
+                        (SELECT COUNT(*) FROM feed), (SELECT COUNT(*) FROM device_docs)",
                 &[],
             )
             .await?;
         let n = |i: usize| -> Result<u64, StoreError> { Ok(r.try_get::<_, i64>(i)? as u64) };
-        Ok(StoreStats { docs: n(0)?, visits: n(1)?, people: n(2)?, feed_entries: n(3)? })
+        Ok(StoreStats { docs: n(0)?, visits: n(1)?, people: n(2)?, feed_entries: n(3)?, device_heads: n(4)? })
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
