@@ -47,6 +47,10 @@ impl SyncService {
             return Err(ApiError::new(ErrorCode::Forbidden, "this role is read-only"));
         }
         let pushed = req.push.len();
+        if req.cursor == 0 {
+            // Starting over: what it was once acknowledged to hold may be gone from it.
+            self.store.forget_device_heads(who.device).await?;
+        }
         let acks = if req.push.is_empty() {
             Vec::new()
         } else {

@@ -139,6 +139,12 @@ pub trait Store: Send + Sync + 'static {
         now: i64,
     ) -> Result<Vec<DocAck>, StoreError>;
 
+    /// The device starts over from cursor 0 (its first sync, a scope that grew, a restored
+    /// replica, a document it could not apply): forget which heads it was acknowledged to
+    /// hold. It may have dropped those documents since (a move away and back), so counting
+    /// them as held would keep them from it forever; pulls now send them whole.
+    async fn forget_device_heads(&self, device: DeviceId) -> Result<(), StoreError>;
+
     /// Documents in `scope` changed after `cursor`, each with only the changes the device lacks.
     async fn pull(
         &self,

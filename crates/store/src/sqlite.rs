@@ -742,6 +742,14 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn forget_device_heads(&self, device: DeviceId) -> Result<(), StoreError> {
+        self.write(move |conn| {
+            conn.execute("DELETE FROM device_docs WHERE device_id = ?1", [device.to_string()])?;
+            Ok(())
+        })
+        .await
+    }
+
     async fn pull(
         &self,
         device: DeviceId,

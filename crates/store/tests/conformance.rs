@@ -793,6 +793,15 @@ async fn a_device_is_sent_only_the_changes_it_lacks(backend: Backend) {
     assert_eq!(heads(&am_a), heads(&am_b), "the delta loads on top of a's document to the merged heads");
     assert_eq!(doc::visits(&am_a).expect("visits")[0].weight_g, Some(9100));
     assert_eq!(store.get(doc_id(&am_a)).await.expect("get").expect("stored").meta.heads, heads(&am_a));
+
+    // a starts over (it dropped the document, say on a move away and back): once its
+    // acknowledged heads are forgotten, it is sent the whole document again.
+    store.forget_device_heads(a).await.expect("forget");
+    let page = store.pull(a, s.clone(), 0, ALL).await.expect("pull a from scratch");
+    assert_eq!(page.docs.len(), 1);
+    let whole = load(&page.docs[0].changes);
+    assert_eq!(heads(&whole), heads(&am_b), "the whole document, not a delta on what a no longer has");
+    assert_eq!(stats(&*store).await.device_heads, 1, "only b's acknowledged heads remain");
 }
 
 // ------------------------------------------------------------------------------------------

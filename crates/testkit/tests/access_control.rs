@@ -596,3 +596,53 @@ fn b64url(bytes: &[u8]) -> String {
     use base64::Engine;
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
 }
+
+#[tokio::test]
+async fn a_kader_moved_away_and_back_gets_every_document_of_her_posyandu_again() {
+    let (server, admin) = district().await;
+    let http = Http::new(&server);
+    let (melati, sakura) = (p("pos-hegarsari-melati-1"), p("pos-purwaharja-sakura-4"));
+    let district_admin = Device::enrol(&server, &admin, "dinkes-admin-01").await;
+    let mut assign = async |to: &PosyanduId| {
+        let body = json!({"name": "Euis Nurhayati", "role": "kader", "units": [to.as_str()]});
+        let (status, body) =
+            http.send("PUT", "/v1/admin/users/kader-0001", Some(&district_admin.token()), Body::Json(body)).await;
+        assert_eq!(status, 204, "{body}");
+    };
+    // The kader records two sessions at melati herself; a colleague records a third.
+    let mut kader = Device::enrol(&server, &admin, "kader-0001").await;
+    let mine = [kader.capture(&melati, 2, 1), {
+        let s = kader.replica.start_session(&melati, DAY - time::Duration::days(7)).expect("session");
+        kader.replica.record_visit(s, Generator::new(2).child_visit(), 2).expect("record");
+        s
+    }];
+    kader.sync(&server).await.expect("sync");
+    let mut colleague = Device::enrol(&server, &admin, "kader-0002").await;
+    let theirs = colleague.replica.start_session(&melati, DAY - time::Duration::days(14)).expect("session");
+    colleague.replica.record_visit(theirs, Generator::new(3).child_visit(), 3).expect("record");
+    colleague.sync(&server).await.expect("sync");
+    kader.sync(&server).await.expect("sync");
+    let at_melati = server.store.list(Scope::new([melati.clone()])).await.expect("list");
+    assert_eq!(at_melati.len(), 3);
+
+    // Away to sakura: melati's documents leave the phone.
+    assign(&sakura).await;
+    kader.sync(&server).await.expect("sync at sakura");
+    let held = |k: &Device| -> std::collections::BTreeSet<DocId> {
+        k.replica.doc_ids().expect("ids").into_iter().collect()
+    };
+    assert!(mine.iter().chain([&theirs]).all(|d| !held(&kader).contains(d)), "melati purged");
+
+    // And back: every melati document is on the phone again, whole, including the two she
+    // pushed herself (which the server once counted as held by her device).
+    assign(&melati).await;
+    kader.sync(&server).await.expect("sync back at melati");
+    for meta in &at_melati {
+        let local = kader.replica.doc(meta.doc).unwrap_or_else(|e| panic!("{} missing on the phone: {e}", meta.doc));
+        assert_eq!(posync_model::Heads::new(local.get_heads()), meta.heads, "{} whole", meta.doc);
+    }
+    assert_eq!(kader.replica.all_visits().expect("visits").len(), 4, "2 + 1 of hers, 1 of her colleague's");
+    let again = kader.sync(&server).await.expect("no-op sync");
+    assert_eq!((again.rounds, again.pulled_docs), (1, 0), "settled: the phone does not re-walk the feed");
+    server.stop().await;
+}

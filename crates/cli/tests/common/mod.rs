@@ -11,6 +11,24 @@ pub struct Instance {
     pub url: String,
 }
 
+impl Instance {
+    /// The server process's id (for /proc readings).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Peak resident set size of the server process so far, in bytes (Linux `VmHWM`).
+    pub fn peak_rss_bytes(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).expect("/proc status");
+        let kb: u64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmHWM in /proc status");
+        kb * 1024
+    }
+}
+
 impl Drop for Instance {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -24,7 +42,10 @@ where
     I: IntoIterator<Item = S>,
     S: AsRef<OsStr>,
 {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_posync"))
+    // POSYNC_BIN runs these tests against another build (an older commit, to show a
+    // regression test failing before its fix).
+    let bin = std::env::var_os("POSYNC_BIN").unwrap_or_else(|| env!("CARGO_BIN_EXE_posync").into());
+    let mut child = Command::new(bin)
         .args(["serve", "--addr", "127.0.0.1:0"])
         .args(args)
         .stdin(Stdio::null())

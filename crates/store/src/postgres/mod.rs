@@ -772,6 +772,12 @@ impl Store for PgStore {
         Ok(acks)
     }
 
+    async fn forget_device_heads(&self, device: DeviceId) -> Result<(), StoreError> {
+        let client = self.client().await?;
+        client.execute("DELETE FROM device_docs WHERE device_id = $1", &[&device.to_string()]).await?;
+        Ok(())
+    }
+
     async fn pull(
         &self,
         device: DeviceId,
