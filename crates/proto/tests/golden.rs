@@ -744,3 +744,42 @@ fn constants_and_limits_are_as_documented() {
         }
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// Genesis changes: frozen forever
+// ---------------------------------------------------------------------------------------------
+
+/// The genesis change of each document kind, byte for byte. Phones merge their visits only
+/// because every phone writes this exact change first: if an Automerge upgrade (or a code
+/// change) altered these bytes, new phones would create different root objects and their
+/// visits would silently hide each other's. So these files are never re-blessed: this test
+/// must fail, and the change must be undone.
+#[test]
+fn genesis_changes_are_byte_identical_to_the_frozen_vectors() {
+    use posync_model::doc::{self, DocMeta};
+    let p: PosyanduId = "melati-01".parse().expect("posyandu");
+    let day = time::macros::date!(2026 - 11 - 23);
+    for (name, meta) in [("genesis-session", DocMeta::session(p.clone(), day)), ("genesis-registry", DocMeta::registry(p))]
+    {
+        let bytes = doc::genesis_change(&meta).expect("genesis");
+        let path = vectors_dir().join(format!("{name}.bin"));
+        if std::env::var("POSYNC_WRITE_GENESIS").is_ok_and(|v| v == "1") && !path.exists() {
+            std::fs::write(&path, &bytes).expect("write the genesis vector once");
+        }
+        let frozen = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        assert!(
+            frozen == bytes,
+            "{name}: this build writes a different genesis change than every earlier one.\n  frozen: {}\n  now:    {}\n\
+             Phones on different builds would no longer merge visits. Do not re-bless: find what changed the \
+             encoding (an Automerge upgrade?) and keep the old bytes.",
+            hex::encode(&frozen),
+            hex::encode(&bytes)
+        );
+        // The frozen bytes are one change chunk, and their hash is the document's first head.
+        let mut am = automerge::Automerge::new();
+        am.load_incremental(&frozen).expect("the frozen change loads");
+        let hash = doc::genesis_hash(&meta).expect("hash");
+        assert_eq!(am.get_heads(), vec![hash], "{name}: its hash is the genesis head");
+        assert_eq!(doc::read_meta(&am).expect("meta"), meta, "{name}: it names its document");
+    }
+}
