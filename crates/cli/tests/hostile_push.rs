@@ -80,9 +80,5 @@ async fn inflation_bombs_inside_automerge_changes_keep_server_memory_bounded() {
     // Still serving: the phone's real visit goes through.
     let report = replica.sync(&server.url, &token).await.expect("sync after the bombs");
     assert!(replica.outbox().expect("outbox").is_empty(), "{report:?}");
-    assert_eq!(
-        posync_testkit::visit_ids(&replica).len(),
-        1,
-        "the real visit is on the phone and acknowledged"
-    );
+    assert_eq!(posync_testkit::visit_ids(&replica).len(), 1, "the real visit is on the phone and acknowledged");
 }

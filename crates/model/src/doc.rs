@@ -622,6 +622,75 @@ pub fn merge_person(doc: &mut Automerge, duplicate: PersonId, keep: PersonId, no
     Ok(())
 }
 
+/// Whom a person was merged into: only a server's decision counts (an admin's merge of
+/// duplicates). A device cannot merge people: its value, if any, is ignored, so no kader can
+/// fold a child of another puskesmas into someone else and change that puskesmas's figures.
+fn merged_into(doc: &Automerge, p: &ObjId) -> Result<Option<PersonId>, DocError> {
+    Ok(match doc.get(p, "merged_into")? {
+        Some((Value::Scalar(v), automerge::ObjId::Id(_, actor, _))) if is_server_actor(&actor) => match v.as_ref() {
+            ScalarValue::Str(s) => s.parse().ok(),
+            _ => None,
+        },
+        _ => None,
+    })
+}
+
+/// How a key's value must be typed wherever it appears in a posyandu document.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum KeyType {
+    Int,
+    Text,
+    Bool,
+    /// Written only by the server.
+    ServerOnly,
+}
+
+fn key_type(key: &str) -> Option<KeyType> {
+    use crate::record::FieldKind as K;
+    if let Some(field) = Field::from_key(key) {
+        return Some(match field.kind() {
+            K::Int { .. } => KeyType::Int,
+            K::Bool => KeyType::Bool,
+            K::Text { .. } | K::Date | K::Sex | K::VitaminA | K::Group => KeyType::Text,
+        });
+    }
+    Some(match key {
+        "schema" | "rt" | "rw" | "recorded_at" | "registered_at" => KeyType::Int,
+        "kind" | "posyandu" | "date" | "person_id" | "recorded_by" | "registered_by" | "mother_name" | "nik"
+        | "mother_nik" | "address" => KeyType::Text,
+        "pregnant" | "kia_book" => KeyType::Bool,
+        "merged_into" => KeyType::ServerOnly,
+        _ => return None,
+    })
+}
+
+/// Check every value the changes after `before` write: each key posync knows must hold its
+/// type (integers in clinical units, never floats; text; booleans), no float anywhere, and
+/// no key only the server writes. Returns the offending key. Ranges and dates are not
+/// checked here: a record with an impossible value is kept and marked invalid instead.
+pub fn check_new_values(doc: &Automerge, before: &[automerge::ChangeHash]) -> Result<(), String> {
+    use automerge::legacy::{Key, OpType};
+    for change in doc.get_changes(before) {
+        for op in change.decode().operations {
+            let (Key::Map(key), OpType::Put(value)) = (&op.key, &op.action) else { continue };
+            let ok = match (key_type(key), value) {
+                (_, ScalarValue::F64(_)) => false,
+                (Some(KeyType::ServerOnly), _) => false,
+                (_, ScalarValue::Null) | (None, _) => true,
+                (Some(KeyType::Int), v) => {
+                    matches!(v, ScalarValue::Int(_) | ScalarValue::Uint(_) | ScalarValue::Timestamp(_))
+                }
+                (Some(KeyType::Text), v) => matches!(v, ScalarValue::Str(_)),
+                (Some(KeyType::Bool), v) => matches!(v, ScalarValue::Boolean(_)),
+            };
+            if !ok {
+                return Err(key.to_string());
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Every person in a registry, ordered by person id.
 pub fn people(doc: &Automerge) -> Result<Vec<Person>, DocError> {
     let people = collection(doc, DocKind::Registry)?;
@@ -647,7 +716,7 @@ pub fn people(doc: &Automerge) -> Result<Vec<Person>, DocError> {
             rw: get_int(doc, &p, "rw")?,
             pregnant: matches!(get_scalar(doc, &p, "pregnant")?, Some(FieldValue::Bool(true))),
             kia_book: matches!(get_scalar(doc, &p, "kia_book")?, Some(FieldValue::Bool(true))),
-            merged_into: get_str(doc, &p, "merged_into")?.and_then(|s| s.parse().ok()),
+            merged_into: merged_into(doc, &p)?,
             registered_by: parse_uuid_field::<DeviceId>(doc, &p, "registered_by")?,
             registered_at: get_int(doc, &p, "registered_at")?.unwrap_or_default(),
         });

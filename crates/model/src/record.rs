@@ -206,26 +206,34 @@ impl Person {
     /// What makes a registration impossible: malformed NIKs, RT/RW out of range, a child
     /// identified by neither its own NIK nor its mother's, a birth date after `today`.
     pub fn check(&self, today: time::Date) -> Result<(), String> {
+        self.check_field(today).map_err(|(_, message)| message)
+    }
+
+    /// [`Person::check`], naming the field at fault.
+    pub fn check_field(&self, today: time::Date) -> Result<(), (&'static str, String)> {
         let nik_ok = |n: &str| n.len() == 16 && n.bytes().all(|b| b.is_ascii_digit());
         if self.nik.as_deref().is_some_and(|n| !nik_ok(n)) {
-            return Err("nik must be 16 digits / NIK harus 16 angka".into());
+            return Err(("nik", "nik must be 16 digits / NIK harus 16 angka".into()));
         }
         if self.mother_nik.as_deref().is_some_and(|n| !nik_ok(n)) {
-            return Err("mother_nik must be 16 digits / NIK ibu harus 16 angka".into());
+            return Err(("mother_nik", "mother_nik must be 16 digits / NIK ibu harus 16 angka".into()));
         }
         if self.birth_date > today {
-            return Err("birth_date is in the future / tanggal lahir di masa depan".into());
+            return Err(("birth_date", "birth_date is in the future / tanggal lahir di masa depan".into()));
         }
         if self.nik.is_none() && self.mother_nik.is_none() && age_months(self.birth_date, today) < 17 * 12 {
-            return Err("a child needs its NIK or its mother's NIK / anak perlu NIK sendiri atau NIK ibu".into());
+            return Err((
+                "nik",
+                "a child needs its NIK or its mother's NIK / anak perlu NIK sendiri atau NIK ibu".into(),
+            ));
         }
         for (what, v) in [("rt", self.rt), ("rw", self.rw)] {
             if v.is_some_and(|n| !(1..=999).contains(&n)) {
-                return Err(format!("{what} must be 1-999 / {} harus 1-999", what.to_uppercase()));
+                return Err((what, format!("{what} must be 1-999 / {} harus 1-999", what.to_uppercase())));
             }
         }
         if self.address.chars().count() > 500 {
-            return Err("address is longer than 500 characters / alamat lebih dari 500 huruf".into());
+            return Err(("address", "address is longer than 500 characters / alamat lebih dari 500 huruf".into()));
         }
         Ok(())
     }

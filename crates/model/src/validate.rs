@@ -284,6 +284,76 @@ fn check_change(v: &Visit, session_date: time::Date, prev: &Previous, out: &mut 
     }
 }
 
+/// How far a session's date may lie after the server's today before it is impossible.
+pub const SESSION_AHEAD_DAYS_MAX: i64 = 92;
+
+/// What the server checks of a merged visit: the errors that depend on the visit alone (its
+/// values' types and hard bounds, required fields, dates, WHO implausibility), never on other
+/// records the device may not have seen (the previous measurement). A visit with any is kept
+/// (nothing is lost) but marked invalid: left out of reports and listed for review.
+pub fn intrinsic_visit(v: &Visit, session_date: time::Date, today: time::Date) -> Vec<Issue> {
+    let mut out: Vec<Issue> = Vec::new();
+    // A phone's clock may be off by days or weeks; a session a quarter ahead of the
+    // server's clock is not a clock error but an impossible date.
+    if session_date > today + time::Duration::days(SESSION_AHEAD_DAYS_MAX) {
+        out.push(Issue {
+            field: "date",
+            code: "session_in_future",
+            severity: Severity::Error,
+            message_id: "Tanggal sesi posyandu di masa depan".into(),
+            message_en: "The posyandu session's date is in the future".into(),
+        });
+    }
+    for (field, value) in visit_values(v) {
+        if let Err(en) = field.validate(&value) {
+            out.push(Issue::new(
+                Severity::Error,
+                field,
+                "out_of_range",
+                format!("Nilai {} tidak mungkin atau salah jenis", field.key()),
+                en,
+            ));
+        }
+    }
+    out.extend(check_visit(v, session_date, None).into_iter().filter(|i| i.severity == Severity::Error));
+    out
+}
+
+/// What the server checks of a merged registration (see [`intrinsic_visit`]).
+pub fn intrinsic_person(p: &crate::record::Person, today: time::Date) -> Vec<Issue> {
+    match p.check_field(today) {
+        Ok(()) => Vec::new(),
+        Err((field, message)) => {
+            let (en, id) = message.split_once(" / ").unwrap_or((message.as_str(), message.as_str()));
+            vec![Issue {
+                field,
+                code: "invalid_registration",
+                severity: Severity::Error,
+                message_id: id.to_owned(),
+                message_en: en.to_owned(),
+            }]
+        }
+    }
+}
+
+/// Every field value a visit holds, typed.
+fn visit_values(v: &Visit) -> Vec<(Field, FieldValue)> {
+    let int = |f: Field, x: Option<i64>| x.map(|x| (f, FieldValue::Int(x)));
+    let mut out: Vec<(Field, FieldValue)> = [
+        int(Field::WeightG, v.weight_g),
+        int(Field::LengthMm, v.length_mm),
+        int(Field::HeadCircMm, v.head_circ_mm),
+        int(Field::MuacMm, v.muac_mm),
+        Some((Field::Name, FieldValue::Text(v.name.clone()))),
+        Some((Field::Notes, FieldValue::Text(v.notes.clone()))),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    out.extend(v.services.iter().map(|(f, x)| (*f, x.clone())));
+    out
+}
+
 /// Whether any issue blocks the capture.
 pub fn has_errors(issues: &[Issue]) -> bool {
     issues.iter().any(|i| i.severity == Severity::Error)

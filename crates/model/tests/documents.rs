@@ -253,3 +253,44 @@ fn people_carry_nik_or_their_mothers_address_and_group() {
     assert_eq!(mother.group(DAY), posync_model::LifeGroup::IbuHamil);
     assert_eq!(posync_model::Person { pregnant: false, ..mother }.group(DAY), posync_model::LifeGroup::UsiaProduktif);
 }
+
+#[test]
+fn only_a_servers_merged_into_counts() {
+    use automerge::transaction::Transactable;
+    use automerge::{ObjType, ROOT, ReadDoc, Value};
+    let by = DeviceId::new_random();
+    let mut reg = doc::genesis(&DocMeta::registry("melati-01".parse().expect("id")), by.actor()).expect("genesis");
+    let now = 1_795_395_600;
+    let person = posync_model::Person {
+        person_id: PersonId::new_random(),
+        name: "Siti".into(),
+        sex: Sex::Female,
+        birth_date: time::macros::date!(1990 - 01 - 01),
+        mother_name: String::new(),
+        nik: Some("3279014501900001".into()),
+        mother_nik: None,
+        address: String::new(),
+        rt: None,
+        rw: None,
+        pregnant: false,
+        kia_book: false,
+        merged_into: None,
+        registered_by: by,
+        registered_at: now,
+    };
+    doc::register_person(&mut reg, &person, now).expect("register");
+    let keep = PersonId::new_random();
+    // A device writing merged_into itself: ignored.
+    let Some((Value::Object(ObjType::Map), people)) = reg.get(ROOT, "people").expect("get") else { panic!() };
+    let Some((Value::Object(ObjType::Map), p)) = reg.get(&people, person.person_id.to_string()).expect("get") else {
+        panic!()
+    };
+    let mut tx = reg.transaction();
+    tx.put(&p, "merged_into", PersonId::new_random().to_string()).expect("put");
+    tx.commit();
+    assert_eq!(doc::people(&reg).expect("people")[0].merged_into, None, "a device cannot merge people");
+    // The server's decision counts.
+    reg.set_actor(doc::server_actor("posync"));
+    doc::merge_person(&mut reg, person.person_id, keep, now).expect("merge");
+    assert_eq!(doc::people(&reg).expect("people")[0].merged_into, Some(keep));
+}

@@ -759,7 +759,8 @@ fn genesis_changes_are_byte_identical_to_the_frozen_vectors() {
     use posync_model::doc::{self, DocMeta};
     let p: PosyanduId = "melati-01".parse().expect("posyandu");
     let day = time::macros::date!(2026 - 11 - 23);
-    for (name, meta) in [("genesis-session", DocMeta::session(p.clone(), day)), ("genesis-registry", DocMeta::registry(p))]
+    for (name, meta) in
+        [("genesis-session", DocMeta::session(p.clone(), day)), ("genesis-registry", DocMeta::registry(p))]
     {
         let bytes = doc::genesis_change(&meta).expect("genesis");
         let path = vectors_dir().join(format!("{name}.bin"));

@@ -873,8 +873,11 @@ fn project_visits(tx: &Transaction<'_>, doc_s: &str, meta: &DocMeta, am: &Autome
         conflicted.entry(c.record_id).or_default().push(c.field);
     }
     tx.execute("DELETE FROM visits WHERE doc_id = ?1", [doc_s])?;
+    // OR REPLACE: the server refuses a visit id used in two documents, but a phone may hold
+    // such a pair until then (its own refused capture and a pulled document); listing one of
+    // them must not make every later sync fail.
     let mut ins = tx.prepare_cached(
-        "INSERT INTO visits (visit_id, doc_id, posyandu, session_date, person_id, name, sex, birth_date, weight_g,
+        "INSERT OR REPLACE INTO visits (visit_id, doc_id, posyandu, session_date, person_id, name, sex, birth_date, weight_g,
             length_mm, head_circ_mm, muac_mm, vitamin_a, immunisations, notes, recorded_by, recorded_at, conflicts,
             life_group, services)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20)",
@@ -920,7 +923,7 @@ fn services_json(services: &BTreeMap<Field, FieldValue>) -> String {
 fn project_people(tx: &Transaction<'_>, doc_s: &str, meta: &DocMeta, am: &Automerge) -> Result<(), ReplicaError> {
     tx.execute("DELETE FROM people WHERE doc_id = ?1", [doc_s])?;
     let mut ins = tx.prepare_cached(
-        "INSERT INTO people (person_id, doc_id, posyandu, name, sex, birth_date, mother_name, nik)
+        "INSERT OR REPLACE INTO people (person_id, doc_id, posyandu, name, sex, birth_date, mother_name, nik)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
     )?;
     for p in doc::people(am)? {

@@ -114,6 +114,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/conflicts/{id}", get(conflict_detail))
         .route("/v1/conflicts/{id}/resolve", post(conflict_resolve))
         .route("/v1/reports/overdue", get(report_overdue))
+        .route("/v1/records/invalid", get(invalid_records))
         .layer(DefaultBodyLimit::max(JSON_BODY_BYTES_MAX));
     Router::new()
         .route("/healthz", get(health))
@@ -586,6 +587,23 @@ async fn report_overdue(
     } else {
         Json(list).into_response()
     })
+}
+
+/// Records kept with an impossible value (left out of reports), for someone to correct.
+/// Names people: audited.
+async fn invalid_records(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Json<Vec<posync_store::InvalidRecord>>, ApiError> {
+    let who = authenticate(&state, &headers).await?;
+    let list = state.store().invalid_records(who.scope.clone()).await?;
+    let actor = Actor::User { user: who.user.clone(), device: who.device };
+    let detail = serde_json::json!({ "role": who.role, "invalid_records": list.len() });
+    state
+        .store()
+        .append_audit(AuditEntry::new(state.now(), &actor, AuditAction::RecordRead, "records/invalid", detail))
+        .await?;
+    Ok(Json(list))
 }
 
 // ---- conflicts ----

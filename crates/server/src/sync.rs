@@ -47,15 +47,16 @@ impl SyncService {
             return Err(ApiError::new(ErrorCode::Forbidden, "this role is read-only"));
         }
         let pushed = req.push.len();
-        if req.cursor == 0 {
-            // Starting over: what it was once acknowledged to hold may be gone from it.
-            self.store.forget_device_heads(who.device).await?;
-        }
         let acks = if req.push.is_empty() {
             Vec::new()
         } else {
             self.store.push(who.device, who.scope.clone(), req.push, (self.clock)()).await?
         };
+        if req.cursor == 0 {
+            // Starting over: what it was once acknowledged to hold may be gone from it (but
+            // not what it has just pushed). After the push, so a refused request changes nothing.
+            self.store.forget_device_heads(who.device, acks.iter().map(|a| a.doc).collect()).await?;
+        }
         let digest = who.scope.digest();
         let scope_changed = req.scope_digest.as_deref() != Some(&digest[..]);
         let scope = scope_changed.then(|| who.scope.posyandu().cloned().collect::<Vec<_>>());

@@ -10,7 +10,16 @@ use posync_proto::{DocPush, Limits};
 
 /// The relational projection of a document, replaced whole on every merge.
 #[derive(Clone, Debug, PartialEq)]
-pub enum Projection {
+pub struct Projection {
+    pub records: Records,
+    /// Records holding an impossible value (see `validate::intrinsic_visit`), by record id:
+    /// their issues as JSON. Kept, but left out of reports and listed for review.
+    pub invalid: std::collections::BTreeMap<String, String>,
+}
+
+/// The records of a document.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Records {
     Visits { date: time::Date, visits: Vec<Visit> },
     People(Vec<Person>),
 }
@@ -39,17 +48,19 @@ pub fn parse_heads(doc: DocId, bytes: &[u8]) -> Result<Heads, StoreError> {
     Heads::from_bytes(bytes).map_err(|e| StoreError::MalformedChanges { doc, reason: e.to_string() })
 }
 
-/// What a merge checks beyond the bytes themselves: who pushes, and the bounds.
+/// What a merge checks beyond the bytes themselves: who pushes, the bounds, and when.
 #[derive(Clone, Copy, Debug)]
 pub struct Rules {
     /// The pushing device: new changes must be authored by one of its actors.
     pub device: DeviceId,
     pub limits: Limits,
+    /// Unix seconds: dates after today are impossible.
+    pub now: i64,
 }
 
 impl Rules {
-    pub fn new(device: DeviceId) -> Self {
-        Self { device, limits: Limits::default() }
+    pub fn new(device: DeviceId, now: i64) -> Self {
+        Self { device, limits: Limits::default(), now }
     }
 }
 
@@ -97,6 +108,7 @@ pub fn merge_push(
     let meta = doc::read_meta(&am).map_err(|e| layout_error(id, e))?;
     check_identity(id, &meta, push)?;
     check_authors(id, &am, &before, &meta, &rules.device)?;
+    doc::check_new_values(&am, before.as_slice()).map_err(|field| StoreError::InvalidField { doc: id, field })?;
     check_doc_budget(id, &am, &rules.limits)?;
     let saved = am.save();
     if saved.len() > rules.limits.doc_bytes_max {
@@ -105,7 +117,7 @@ pub fn merge_push(
             reason: format!("{} bytes saved; at most {}", saved.len(), rules.limits.doc_bytes_max),
         });
     }
-    let projection = project(&am, &meta).map_err(|e| layout_error(id, e))?;
+    let projection = project(&am, &meta, rules.now).map_err(|e| layout_error(id, e))?;
     let conflicts = posync_model::conflicts(&am).map_err(|e| layout_error(id, e))?;
     Ok(Merged { saved: Some(saved), heads, projection: Some(projection), device_heads: pushed_heads, conflicts })
 }
@@ -178,11 +190,31 @@ fn check_identity(id: DocId, meta: &DocMeta, push: &DocPush) -> Result<(), Store
 }
 
 /// The relational rows of a document.
-pub fn project(am: &Automerge, meta: &DocMeta) -> Result<Projection, posync_model::DocError> {
-    Ok(match (meta.kind, meta.date) {
-        (DocKind::Session, Some(date)) => Projection::Visits { date, visits: doc::visits(am)? },
-        _ => Projection::People(doc::people(am)?),
-    })
+pub fn project(am: &Automerge, meta: &DocMeta, now: i64) -> Result<Projection, posync_model::DocError> {
+    let today = time::OffsetDateTime::from_unix_timestamp(now).map_or(time::Date::MAX, |t| t.date());
+    let mut invalid = std::collections::BTreeMap::new();
+    let mut mark = |id: String, issues: Vec<posync_model::validate::Issue>| {
+        if !issues.is_empty() {
+            invalid.insert(id, serde_json::to_string(&issues).unwrap_or_else(|_| "[]".into()));
+        }
+    };
+    let records = match (meta.kind, meta.date) {
+        (DocKind::Session, Some(date)) => {
+            let visits = doc::visits(am)?;
+            for v in &visits {
+                mark(v.visit_id.to_string(), posync_model::validate::intrinsic_visit(v, date, today));
+            }
+            Records::Visits { date, visits }
+        }
+        _ => {
+            let people = doc::people(am)?;
+            for p in &people {
+                mark(p.person_id.to_string(), posync_model::validate::intrinsic_person(p, today));
+            }
+            Records::People(people)
+        }
+    };
+    Ok(Projection { records, invalid })
 }
 
 /// The changes a device lacks, given heads it is known to have. `None` when it has them all.
@@ -247,7 +279,7 @@ pub fn resolve(
         let person: posync_model::PersonId =
             record_id.parse().map_err(|_| StoreError::Invalid(format!("person id {record_id:?}")))?;
         doc::set_person_field(&mut am, person, field, value, now).map_err(invalid)?;
-        return finish(doc, am);
+        return finish(doc, am, now);
     }
     let visit: posync_model::VisitId =
         record_id.parse().map_err(|_| StoreError::Invalid(format!("visit id {record_id:?}")))?;
@@ -263,13 +295,13 @@ pub fn resolve(
             .ok_or_else(|| StoreError::Invalid(format!("unknown field {field:?}")))?;
         doc::set_visit_field(&mut am, visit, f, value, now).map_err(invalid)?;
     }
-    finish(doc, am)
+    finish(doc, am, now)
 }
 
 /// The saved document and everything derived from it after a server change.
-fn finish(doc: DocId, am: Automerge) -> Result<Resolved, StoreError> {
+fn finish(doc: DocId, am: Automerge, now: i64) -> Result<Resolved, StoreError> {
     let meta = doc::read_meta(&am).map_err(|e| layout_error(doc, e))?;
-    let projection = project(&am, &meta).map_err(|e| layout_error(doc, e))?;
+    let projection = project(&am, &meta, now).map_err(|e| layout_error(doc, e))?;
     let conflicts = posync_model::conflicts(&am).map_err(|e| layout_error(doc, e))?;
     Ok(Resolved { saved: am.save(), heads: Heads::new(am.get_heads()), projection, conflicts })
 }
@@ -286,7 +318,7 @@ pub fn merge_people(
     let mut am = Automerge::load(saved).map_err(|e| StoreError::Corrupt { doc, reason: e.to_string() })?;
     am.set_actor(actor);
     doc::merge_person(&mut am, duplicate, keep, now).map_err(|e| StoreError::Invalid(e.to_string()))?;
-    finish(doc, am)
+    finish(doc, am, now)
 }
 
 /// Feed entries read per query while choosing a page's documents.

@@ -108,6 +108,22 @@ pub struct DuplicatePair {
     pub b: PersonSummary,
 }
 
+/// A record kept with an impossible value (a negative weight, a birth date in 2999), left out
+/// of reports until someone corrects it.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct InvalidRecord {
+    pub doc: DocId,
+    pub posyandu: PosyanduId,
+    /// `visits` or `people`.
+    pub collection: String,
+    pub record_id: String,
+    pub name: String,
+    /// The session's date, for a visit.
+    pub session_date: Option<String>,
+    /// What is wrong, per field: `[{field, code, severity, message_id, message_en}]`.
+    pub issues: serde_json::Value,
+}
+
 /// What a resolution committed.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct ResolvedConflict {
@@ -143,7 +159,8 @@ pub trait Store: Send + Sync + 'static {
     /// replica, a document it could not apply): forget which heads it was acknowledged to
     /// hold. It may have dropped those documents since (a move away and back), so counting
     /// them as held would keep them from it forever; pulls now send them whole.
-    async fn forget_device_heads(&self, device: DeviceId) -> Result<(), StoreError>;
+    /// `keep`: documents it pushed in the same request (it holds those as acknowledged).
+    async fn forget_device_heads(&self, device: DeviceId, keep: Vec<DocId>) -> Result<(), StoreError>;
 
     /// Documents in `scope` changed after `cursor`, each with only the changes the device lacks.
     async fn pull(
@@ -246,6 +263,10 @@ pub trait Store: Send + Sync + 'static {
         instance: String,
         audit: AuditEntry,
     ) -> Result<ResolvedConflict, StoreError>;
+
+    /// Records of posyandu in `scope` marked invalid when merged, oldest documents first, at
+    /// most 1,000.
+    async fn invalid_records(&self, scope: Scope) -> Result<Vec<InvalidRecord>, StoreError>;
 
     // ---- reports, from the relational projection ----
 

@@ -206,3 +206,31 @@ pub(crate) fn duplicate_pair(a: PersonRow, b: PersonRow, reason: String) -> Resu
     };
     Ok(crate::DuplicatePair { reason, a: person(a)?, b: person(b)? })
 }
+
+/// Records marked invalid in a scope: `{scope}` is the adapter's scope test on `posyandu`.
+pub(crate) fn invalid_records_sql(scope: &str) -> String {
+    format!(
+        "SELECT doc_id, posyandu, 'visits', visit_id, name, session_date, invalid FROM visits
+         WHERE invalid IS NOT NULL AND {scope}
+         UNION ALL
+         SELECT doc_id, posyandu, 'people', person_id, name, NULL, invalid FROM people
+         WHERE invalid IS NOT NULL AND {scope}
+         ORDER BY 1, 4 LIMIT 1000"
+    )
+}
+
+/// A row of [`invalid_records_sql`].
+pub(crate) type InvalidRow = (String, String, String, String, String, Option<String>, String);
+
+pub(crate) fn invalid_record(row: InvalidRow) -> Result<crate::InvalidRecord, StoreError> {
+    let (doc, posyandu, collection, record_id, name, session_date, issues) = row;
+    Ok(crate::InvalidRecord {
+        doc: doc.parse().map_err(|_| StoreError::Backend("bad stored doc id".into()))?,
+        posyandu: posyandu.parse().map_err(|_| StoreError::Backend("bad stored posyandu".into()))?,
+        collection,
+        record_id,
+        name,
+        session_date,
+        issues: serde_json::from_str(&issues).map_err(|_| StoreError::Backend("bad stored issues".into()))?,
+    })
+}

@@ -4,7 +4,7 @@
 //! failing when a read-then-write transaction cannot upgrade. Blocking SQLite calls run on
 //! tokio's blocking pool, never on the async workers.
 
-use crate::core::{self, Existing, Projection};
+use crate::core::{self, Existing, Projection, Records};
 use crate::rows::{self, CONFLICT_COLUMNS, ConflictRow, parse_kind, row_meta, to_conflict_record};
 use crate::sqlite_access;
 use crate::{
@@ -20,7 +20,7 @@ use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-const SCHEMA_VERSION: i64 = 4;
+const SCHEMA_VERSION: i64 = 5;
 const READERS_MAX: usize = 8;
 
 const SCHEMA: &str = r#"
@@ -162,6 +162,19 @@ CREATE INDEX conflicts_scope ON conflicts(posyandu, policy, opened_at);
 /// Schema v4: pulls walk the feed of a scope in order.
 const SCHEMA_V4: &str = "CREATE INDEX feed_scope_seq ON feed(posyandu, seq);";
 
+/// Schema v5: records with impossible values are marked (not dropped); audit entries carry
+/// the district they concern, and the log refuses a second row under an existing position
+/// (`INSERT OR REPLACE` deletes without firing the delete trigger).
+const SCHEMA_V5: &str = r#"
+ALTER TABLE visits ADD COLUMN invalid TEXT;
+ALTER TABLE people ADD COLUMN invalid TEXT;
+ALTER TABLE audit ADD COLUMN district TEXT;
+CREATE INDEX audit_district ON audit(district, seq);
+CREATE TRIGGER audit_no_replace BEFORE INSERT ON audit
+    WHEN NEW.seq IS NOT NULL AND EXISTS (SELECT 1 FROM audit WHERE seq = NEW.seq)
+    BEGIN SELECT RAISE(ABORT, 'audit log is append-only'); END;
+"#;
+
 /// A service value as a SQL value: booleans as 0/1.
 fn service_sql(v: Option<&FieldValue>) -> rusqlite::types::Value {
     use rusqlite::types::Value as V;
@@ -199,7 +212,7 @@ fn open_conn(path: &Path) -> Result<Connection, StoreError> {
 }
 
 /// Schema steps in order: step `i` takes `user_version` from `i` to `i + 1`.
-const MIGRATIONS: [&str; SCHEMA_VERSION as usize] = [SCHEMA, sqlite_access::SCHEMA_V2, SCHEMA_V3, SCHEMA_V4];
+const MIGRATIONS: [&str; SCHEMA_VERSION as usize] = [SCHEMA, sqlite_access::SCHEMA_V2, SCHEMA_V3, SCHEMA_V4, SCHEMA_V5];
 
 fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
     let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
@@ -343,7 +356,7 @@ fn push_tx(
     now: i64,
     limits: Limits,
 ) -> Result<Vec<DocAck>, StoreError> {
-    let rules = core::Rules { device, limits };
+    let rules = core::Rules { device, limits, now };
     let mut used = posync_model::guard::Usage::default();
     let mut seen = HashSet::new();
     let mut acks = Vec::with_capacity(pushes.len());
@@ -389,7 +402,7 @@ fn push_tx(
                 params![doc_s, push.kind.code(), push.posyandu.as_str(), seq, heads, saved, now],
             )?;
             if let Some(p) = &merged.projection {
-                write_projection(tx, &doc_s, push.posyandu.as_str(), p)?;
+                write_projection(tx, push.doc, push.posyandu.as_str(), p)?;
             }
             write_conflicts(tx, push.doc, push.posyandu.as_str(), &merged.conflicts, now)?;
         }
@@ -485,7 +498,7 @@ fn commit_server_change(
         "UPDATE docs SET seq = ?2, heads = ?3, bytes = ?4, updated_at = ?5 WHERE doc_id = ?1",
         params![doc_s, seq, heads, changed.saved, now],
     )?;
-    write_projection(tx, &doc_s, posyandu, &changed.projection)?;
+    write_projection(tx, doc, posyandu, &changed.projection)?;
     write_conflicts(tx, doc, posyandu, &changed.conflicts, now)?;
     Ok(seq as u64)
 }
@@ -541,9 +554,30 @@ fn merge_tx(
     Ok(crate::ResolvedConflict { doc, seq })
 }
 
-fn write_projection(tx: &Transaction<'_>, doc_s: &str, posyandu: &str, p: &Projection) -> Result<(), StoreError> {
-    match p {
-        Projection::Visits { date, visits } => {
+/// The first of `ids` that already names a row of `table` in another document: ids are
+/// unique across documents, and a push that reuses one is refused (`id_collision`).
+fn taken_elsewhere(
+    tx: &Transaction<'_>,
+    table: &str,
+    column: &str,
+    ids: &[String],
+    doc_s: &str,
+) -> Result<bool, StoreError> {
+    let list = serde_json_like_array(&ids.iter().map(String::as_str).collect::<Vec<_>>());
+    let sql =
+        format!("SELECT 1 FROM {table} WHERE {column} IN (SELECT value FROM json_each(?1)) AND doc_id != ?2 LIMIT 1");
+    Ok(tx.query_row(&sql, params![list, doc_s], |_| Ok(())).optional()?.is_some())
+}
+
+fn write_projection(tx: &Transaction<'_>, doc: DocId, posyandu: &str, p: &Projection) -> Result<(), StoreError> {
+    let doc_s = &doc.to_string();
+    let invalid = |id: &str| p.invalid.get(id).cloned();
+    match &p.records {
+        Records::Visits { date, visits } => {
+            let ids: Vec<String> = visits.iter().map(|v| v.visit_id.to_string()).collect();
+            if taken_elsewhere(tx, "visits", "visit_id", &ids, doc_s)? {
+                return Err(StoreError::IdCollision { doc, what: "a visit id".into() });
+            }
             tx.execute(
                 "DELETE FROM visit_immunisations WHERE visit_id IN (SELECT visit_id FROM visits WHERE doc_id = ?1)",
                 [doc_s],
@@ -553,8 +587,8 @@ fn write_projection(tx: &Transaction<'_>, doc_s: &str, posyandu: &str, p: &Proje
             let mut ins = tx.prepare_cached(
                 "INSERT INTO visits (visit_id, doc_id, posyandu, session_date, person_id, name, sex, birth_date,
                     weight_g, length_mm, lying, head_circ_mm, muac_mm, vitamin_a, notes, recorded_by, recorded_at,
-                    life_group)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)",
+                    life_group, invalid)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)",
             )?;
             let service_cols: Vec<&str> = Field::SERVICES.iter().map(|f| f.key()).collect();
             let set = service_cols.iter().enumerate().map(|(i, c)| format!("{c} = ?{}", i + 2)).collect::<Vec<_>>();
@@ -582,6 +616,7 @@ fn write_projection(tx: &Transaction<'_>, doc_s: &str, posyandu: &str, p: &Proje
                     v.recorded_by.to_string(),
                     v.recorded_at,
                     v.group.code(),
+                    invalid(&vid),
                 ])?;
                 if !v.services.is_empty() {
                     let mut values = vec![rusqlite::types::Value::Text(vid.clone())];
@@ -593,12 +628,16 @@ fn write_projection(tx: &Transaction<'_>, doc_s: &str, posyandu: &str, p: &Proje
                 }
             }
         }
-        Projection::People(people) => {
+        Records::People(people) => {
+            let ids: Vec<String> = people.iter().map(|p| p.person_id.to_string()).collect();
+            if taken_elsewhere(tx, "people", "person_id", &ids, doc_s)? {
+                return Err(StoreError::IdCollision { doc, what: "a person id".into() });
+            }
             tx.execute("DELETE FROM people WHERE doc_id = ?1", [doc_s])?;
             let mut ins = tx.prepare_cached(
                 "INSERT INTO people (person_id, doc_id, posyandu, name, sex, birth_date, mother_name, nik, registered_by,
-                    registered_at, mother_nik, address, rt, rw, pregnant, kia_book, merged_into)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
+                    registered_at, mother_nik, address, rt, rw, pregnant, kia_book, merged_into, invalid)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)",
             )?;
             for p in people {
                 ins.execute(params![
@@ -619,6 +658,7 @@ fn write_projection(tx: &Transaction<'_>, doc_s: &str, posyandu: &str, p: &Proje
                     p.pregnant,
                     p.kia_book,
                     p.merged_into.map(|m| m.to_string()),
+                    invalid(&p.person_id.to_string()),
                 ])?;
             }
         }
@@ -742,9 +782,14 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn forget_device_heads(&self, device: DeviceId) -> Result<(), StoreError> {
+    async fn forget_device_heads(&self, device: DeviceId, keep: Vec<DocId>) -> Result<(), StoreError> {
         self.write(move |conn| {
-            conn.execute("DELETE FROM device_docs WHERE device_id = ?1", [device.to_string()])?;
+            let keep: Vec<String> = keep.iter().map(DocId::to_string).collect();
+            let keep = serde_json_like_array(&keep.iter().map(String::as_str).collect::<Vec<_>>());
+            conn.execute(
+                "DELETE FROM device_docs WHERE device_id = ?1 AND doc_id NOT IN (SELECT value FROM json_each(?2))",
+                params![device.to_string(), keep],
+            )?;
             Ok(())
         })
         .await
@@ -969,6 +1014,20 @@ impl Store for SqliteStore {
         self.write_audited(audit, move |tx| merge_tx(tx, &scope, duplicate, keep, &instance, now)).await
     }
 
+    async fn invalid_records(&self, scope: Scope) -> Result<Vec<crate::InvalidRecord>, StoreError> {
+        self.read(move |conn| {
+            let mut stmt =
+                conn.prepare_cached(&rows::invalid_records_sql("posyandu IN (SELECT value FROM json_each(?1))"))?;
+            let found = stmt
+                .query_map([scope_list(&scope)], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?))
+                })?
+                .collect::<Result<Vec<_>, _>>()?;
+            found.into_iter().map(rows::invalid_record).collect()
+        })
+        .await
+    }
+
     async fn report_facts(
         &self,
         scope: Scope,
@@ -982,7 +1041,7 @@ impl Store for SqliteStore {
         self.read(move |conn| {
             let mut stmt = conn.prepare_cached(
                 "SELECT posyandu, person_id, birth_date, kia_book FROM people
-                 WHERE posyandu IN (SELECT value FROM json_each(?1)) AND merged_into IS NULL",
+                 WHERE posyandu IN (SELECT value FROM json_each(?1)) AND merged_into IS NULL AND invalid IS NULL",
             )?;
             let rows = stmt
                 .query_map([scope_list(&scope)], |r| {
@@ -1011,7 +1070,8 @@ fn report_facts(
                 v.length_mm, v.lying, v.muac_mm, v.oedema, v.growth_card, v.bp_systolic, v.bp_diastolic,
                 (SELECT group_concat(i.antigen) FROM visit_immunisations i WHERE i.visit_id = v.visit_id)
          FROM visits v
-         WHERE v.posyandu IN (SELECT value FROM json_each(?1)) AND v.session_date BETWEEN ?2 AND ?3",
+         WHERE v.posyandu IN (SELECT value FROM json_each(?1)) AND v.session_date BETWEEN ?2 AND ?3
+           AND v.invalid IS NULL",
     )?;
     let rows = stmt.query_map(params![scope_list(scope), format_date(from), format_date(to)], |r| {
         Ok((

@@ -42,7 +42,7 @@ pub fn merge_push(data: &[u8]) {
         heads: heads.to_vec(),
         changes: changes.to_vec(),
     };
-    let rules = posync_store::core::Rules::new(posync_model::DeviceId::from_bytes([7; 16]));
+    let rules = posync_store::core::Rules::new(posync_model::DeviceId::from_bytes([7; 16]), 1_795_395_600);
     let _ = posync_store::core::merge_push(None, &push, &rules, &mut Default::default());
 }
 

@@ -603,7 +603,7 @@ async fn a_kader_moved_away_and_back_gets_every_document_of_her_posyandu_again()
     let http = Http::new(&server);
     let (melati, sakura) = (p("pos-hegarsari-melati-1"), p("pos-purwaharja-sakura-4"));
     let district_admin = Device::enrol(&server, &admin, "dinkes-admin-01").await;
-    let mut assign = async |to: &PosyanduId| {
+    let assign = async |to: &PosyanduId| {
         let body = json!({"name": "Euis Nurhayati", "role": "kader", "units": [to.as_str()]});
         let (status, body) =
             http.send("PUT", "/v1/admin/users/kader-0001", Some(&district_admin.token()), Body::Json(body)).await;
@@ -628,9 +628,8 @@ async fn a_kader_moved_away_and_back_gets_every_document_of_her_posyandu_again()
     // Away to sakura: melati's documents leave the phone.
     assign(&sakura).await;
     kader.sync(&server).await.expect("sync at sakura");
-    let held = |k: &Device| -> std::collections::BTreeSet<DocId> {
-        k.replica.doc_ids().expect("ids").into_iter().collect()
-    };
+    let held =
+        |k: &Device| -> std::collections::BTreeSet<DocId> { k.replica.doc_ids().expect("ids").into_iter().collect() };
     assert!(mine.iter().chain([&theirs]).all(|d| !held(&kader).contains(d)), "melati purged");
 
     // And back: every melati document is on the phone again, whole, including the two she

@@ -81,7 +81,10 @@ async fn backup_capture_restore_capture(with_marker: bool) -> (Vec<String>, Vec<
     assert!(report.rejected.is_empty(), "nothing quarantined: {report:?}");
     assert!(phone.replica.outbox().expect("outbox").is_empty(), "everything acknowledged");
     if with_marker {
-        assert!(phone.replica.incarnation().expect("incarnation") > incarnation_before, "re-recorded under a new actor");
+        assert!(
+            phone.replica.incarnation().expect("incarnation") > incarnation_before,
+            "re-recorded under a new actor"
+        );
     }
     let at_server = visits_at_server(&server).await;
     let on_phone: BTreeSet<String> = posync_testkit::visit_ids(&phone.replica).into_iter().collect();

@@ -1,3 +1,4 @@
+#![allow(dead_code)] // each test binary uses a part of this helper
 //! The real `posync serve` as a child process on an ephemeral loopback port, shared by the
 //! binary's tests.
 

@@ -19,7 +19,7 @@ use posync_model::guard::Usage;
 use std::time::Duration;
 
 /// Schema steps in order: step `i` takes the stored version from `i` to `i + 1`.
-const MIGRATIONS: [&str; 1] = [include_str!("schema.sql")];
+const MIGRATIONS: [&str; 2] = [include_str!("schema.sql"), include_str!("schema_v2.sql")];
 const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 /// Any constant: instances starting together take turns migrating.
 const MIGRATION_LOCK: i64 = 0x706f_7379_6e63_0001;
@@ -98,7 +98,7 @@ impl PgStore {
     }
 }
 
-use crate::core::{self, Existing, Projection};
+use crate::core::{self, Existing, Projection, Records};
 use crate::rows::{self, CONFLICT_COLUMNS, ConflictRow, row_meta, to_conflict_record};
 use crate::{
     AuditAction, AuditEntry, AuditRecord, ConflictFilter, ConflictRecord, DeviceAccess, DeviceRecord, DuplicatePair,
@@ -281,7 +281,7 @@ async fn push_tx(
     now: i64,
     limits: posync_proto::Limits,
 ) -> Result<Vec<DocAck>, StoreError> {
-    let rules = core::Rules { device, limits };
+    let rules = core::Rules { device, limits, now };
     let mut used = Usage::default();
     let mut seen = HashSet::new();
     for push in &pushes {
@@ -315,7 +315,7 @@ async fn push_tx(
         let merged = merged?;
         if let Some(saved) = merged.saved {
             if let Some(p) = &merged.projection {
-                write_projection(tx, &doc_s, push.posyandu.as_str(), p).await?;
+                write_projection(tx, push.doc, push.posyandu.as_str(), p).await?;
             }
             write_conflicts(tx, push.doc, push.posyandu.as_str(), &merged.conflicts, now).await?;
             pending.push(Pending {
@@ -375,9 +375,28 @@ async fn write_conflicts(
     Ok(())
 }
 
-async fn write_projection(tx: &Transaction<'_>, doc_s: &str, posyandu: &str, p: &Projection) -> Result<(), StoreError> {
-    match p {
-        Projection::Visits { date, visits } => {
+/// Whether any of `ids` already names a row of `table` in another document: ids are unique
+/// across documents, and a push that reuses one is refused (`id_collision`).
+async fn taken_elsewhere(
+    tx: &Transaction<'_>,
+    table: &str,
+    column: &str,
+    ids: &[String],
+    doc_s: &str,
+) -> Result<bool, StoreError> {
+    let sql = format!("SELECT 1 FROM {table} WHERE {column} = ANY($1) AND doc_id <> $2 LIMIT 1");
+    Ok(tx.query_opt(&sql, &[&ids, &doc_s]).await?.is_some())
+}
+
+async fn write_projection(tx: &Transaction<'_>, doc: DocId, posyandu: &str, p: &Projection) -> Result<(), StoreError> {
+    let doc_s = &doc.to_string();
+    let invalid = |id: &str| p.invalid.get(id).cloned();
+    match &p.records {
+        Records::Visits { date, visits } => {
+            let ids: Vec<String> = visits.iter().map(|v| v.visit_id.to_string()).collect();
+            if taken_elsewhere(tx, "visits", "visit_id", &ids, doc_s).await? {
+                return Err(StoreError::IdCollision { doc, what: "a visit id".into() });
+            }
             tx.execute(
                 "DELETE FROM visit_immunisations WHERE visit_id IN (SELECT visit_id FROM visits WHERE doc_id = $1)",
                 &[&doc_s],
@@ -404,6 +423,7 @@ async fn write_projection(tx: &Transaction<'_>, doc_s: &str, posyandu: &str, p: 
                 "recorded_by",
                 "recorded_at",
                 "life_group",
+                "invalid",
             ];
             columns.extend(Field::SERVICES.iter().map(|f| f.key()));
             let mut rows: Vec<Vec<Param>> = Vec::with_capacity(visits.len());
@@ -429,6 +449,7 @@ async fn write_projection(tx: &Transaction<'_>, doc_s: &str, posyandu: &str, p: 
                     Box::new(v.recorded_by.to_string()),
                     Box::new(v.recorded_at),
                     Box::new(v.group.code()),
+                    Box::new(invalid(&vid)),
                 ];
                 row.extend(Field::SERVICES.iter().map(|f| service_sql(*f, v.services.get(f))));
                 rows.push(row);
@@ -443,7 +464,11 @@ async fn write_projection(tx: &Transaction<'_>, doc_s: &str, posyandu: &str, p: 
             insert_rows(tx, "visits", &columns, rows).await?;
             insert_rows(tx, "visit_immunisations", &["visit_id", "antigen", "given_on"], immunisations).await?;
         }
-        Projection::People(people) => {
+        Records::People(people) => {
+            let ids: Vec<String> = people.iter().map(|p| p.person_id.to_string()).collect();
+            if taken_elsewhere(tx, "people", "person_id", &ids, doc_s).await? {
+                return Err(StoreError::IdCollision { doc, what: "a person id".into() });
+            }
             tx.execute("DELETE FROM people WHERE doc_id = $1", &[&doc_s]).await?;
             let columns = [
                 "person_id",
@@ -463,6 +488,7 @@ async fn write_projection(tx: &Transaction<'_>, doc_s: &str, posyandu: &str, p: 
                 "pregnant",
                 "kia_book",
                 "merged_into",
+                "invalid",
             ];
             let rows: Vec<Vec<Param>> = people
                 .iter()
@@ -485,6 +511,7 @@ async fn write_projection(tx: &Transaction<'_>, doc_s: &str, posyandu: &str, p: 
                         Box::new(p.pregnant),
                         Box::new(p.kia_book),
                         Box::new(p.merged_into.map(|m| m.to_string())),
+                        Box::new(invalid(&p.person_id.to_string())),
                     ]
                 })
                 .collect();
@@ -589,7 +616,7 @@ async fn commit_server_change(
     now: i64,
 ) -> Result<u64, StoreError> {
     let doc_s = doc.to_string();
-    write_projection(tx, &doc_s, posyandu, &changed.projection).await?;
+    write_projection(tx, doc, posyandu, &changed.projection).await?;
     write_conflicts(tx, doc, posyandu, &changed.conflicts, now).await?;
     let pending = Pending {
         doc: doc_s,
@@ -772,9 +799,15 @@ impl Store for PgStore {
         Ok(acks)
     }
 
-    async fn forget_device_heads(&self, device: DeviceId) -> Result<(), StoreError> {
+    async fn forget_device_heads(&self, device: DeviceId, keep: Vec<DocId>) -> Result<(), StoreError> {
         let client = self.client().await?;
-        client.execute("DELETE FROM device_docs WHERE device_id = $1", &[&device.to_string()]).await?;
+        let keep: Vec<String> = keep.iter().map(DocId::to_string).collect();
+        client
+            .execute(
+                "DELETE FROM device_docs WHERE device_id = $1 AND NOT (doc_id = ANY($2))",
+                &[&device.to_string(), &keep],
+            )
+            .await?;
         Ok(())
     }
 
@@ -987,6 +1020,25 @@ impl Store for PgStore {
         audited!(self, audit, |tx| merge_tx(&tx, &scope, duplicate, keep, &instance, now).await?)
     }
 
+    async fn invalid_records(&self, scope: Scope) -> Result<Vec<crate::InvalidRecord>, StoreError> {
+        let client = self.client().await?;
+        let found = client.query(&rows::invalid_records_sql("posyandu = ANY($1)"), &[&scope_vec(&scope)]).await?;
+        found
+            .iter()
+            .map(|r| {
+                rows::invalid_record((
+                    r.try_get(0)?,
+                    r.try_get(1)?,
+                    r.try_get(2)?,
+                    r.try_get(3)?,
+                    r.try_get(4)?,
+                    r.try_get(5)?,
+                    r.try_get(6)?,
+                ))
+            })
+            .collect()
+    }
+
     async fn report_facts(
         &self,
         scope: Scope,
@@ -1002,7 +1054,7 @@ impl Store for PgStore {
                         v.oedema, v.growth_card, v.bp_systolic, v.bp_diastolic,
                         (SELECT string_agg(i.antigen, ',') FROM visit_immunisations i WHERE i.visit_id = v.visit_id)
                  FROM visits v
-                 WHERE v.posyandu = ANY($1) AND v.session_date BETWEEN $2 AND $3",
+                 WHERE v.posyandu = ANY($1) AND v.session_date BETWEEN $2 AND $3 AND v.invalid IS NULL",
                 &[&scope_vec(&scope), &format_date(from), &format_date(to)],
             )
             .await?;
@@ -1036,7 +1088,7 @@ impl Store for PgStore {
         let rows = client
             .query(
                 "SELECT posyandu, person_id, birth_date, kia_book FROM people
-                 WHERE posyandu = ANY($1) AND merged_into IS NULL",
+                 WHERE posyandu = ANY($1) AND merged_into IS NULL AND invalid IS NULL",
                 &[&scope_vec(&scope)],
             )
             .await?;
