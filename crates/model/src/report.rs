@@ -411,6 +411,18 @@ pub fn overdue(month: Month, facts: &[VisitFact]) -> Vec<Overdue> {
         .collect()
 }
 
+/// A text cell of a CSV file: quoted, quotes doubled, and made inert for spreadsheets. A
+/// cell starting with `=`, `+`, `-`, `@`, a tab or a carriage return is a formula to Excel,
+/// LibreOffice and Google Sheets (a child registered as `=HYPERLINK(...)` would run on the
+/// analyst's machine), so it gets a leading apostrophe, which they show as text.
+pub fn csv_text(s: &str) -> String {
+    let inert = match s.chars().next() {
+        Some('=' | '+' | '-' | '@' | '\t' | '\r') => format!("'{s}"),
+        _ => s.to_owned(),
+    };
+    format!("\"{}\"", inert.replace('"', "\"\""))
+}
+
 /// CSV of monthly rows (`unit` first), with the ratios as percentages.
 pub fn monthly_csv(rows: &[(String, String, MonthlyRow)]) -> String {
     let mut out = String::from(
@@ -419,9 +431,9 @@ pub fn monthly_csv(rows: &[(String, String, MonthlyRow)]) -> String {
     );
     let pct = |r: Ratio| r.percent().map(|p| format!("{p:.1}")).unwrap_or_default();
     for (unit, name, r) in rows {
-        let name = name.replace('"', "\"\"");
+        let (unit, name) = (csv_text(unit), csv_text(name));
         out.push_str(&format!(
-            "{unit},\"{name}\",{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}\n",
+            "{unit},{name},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}\n",
             r.s,
             r.k,
             r.d,
@@ -448,6 +460,16 @@ pub fn monthly_csv(rows: &[(String, String, MonthlyRow)]) -> String {
 mod tests {
     use super::*;
     use time::macros::date;
+
+    #[test]
+    fn csv_cells_that_spreadsheets_would_run_are_made_text() {
+        assert_eq!(csv_text("=HYPERLINK(\"http://x\",\"klik\")"), "\"'=HYPERLINK(\"\"http://x\"\",\"\"klik\"\")\"");
+        for bad in ["+62 812", "-1+1", "@SUM(A1)", "\tx", "\rx"] {
+            assert!(csv_text(bad).starts_with("\"'"), "{bad:?}");
+        }
+        assert_eq!(csv_text("Siti \"Ani\""), "\"Siti \"\"Ani\"\"\"");
+        assert_eq!(csv_text("Nur Lestari"), "\"Nur Lestari\"");
+    }
 
     #[test]
     fn months_know_their_neighbours() {
@@ -520,7 +542,7 @@ mod tests {
         let csv = monthly_csv(&[(p.to_string(), "Posyandu \"Melati\" 1".into(), r.clone())]);
         insta::assert_snapshot!(csv, @r#"
         unit,name,S,K,D,N,T,O,D/S %,N/D %,stunting %,severe stunting %,wasting %,underweight %,overweight %,basic immunisation 12-23m %,children with overdue doses,pregnant KEK %,adults high BP %
-        melati-01,"Posyandu ""Melati"" 1",4,1,3,1,1,1,75.0,33.3,0.0,0.0,0.0,0.0,0.0,0.0,4,,
+        "melati-01","Posyandu ""Melati"" 1",4,1,3,1,1,1,75.0,33.3,0.0,0.0,0.0,0.0,0.0,0.0,4,,
         "#);
     }
 

@@ -129,7 +129,8 @@ impl AdminService {
             "from": existing.as_ref().and_then(|e| e.parent.clone()),
             "to": parent,
         });
-        let audit = AuditEntry::new(now, &caller.actor(), AuditAction::UnitMoved, &unit.id, detail);
+        let audit =
+            AuditEntry::new(now, &caller.actor(), AuditAction::UnitMoved, &unit.id, detail).concerning(Some(&unit.id));
         self.store.save_unit(unit, audit).await?;
         Ok(())
     }
@@ -162,7 +163,7 @@ impl AdminService {
             "previous_role": before.as_ref().map(|b| b.role),
             "previous_units": before.as_ref().map(|b| b.units.clone()),
         });
-        let audit = AuditEntry::new(now, &caller.actor(), action, &user.id, detail);
+        let audit = AuditEntry::new(now, &caller.actor(), action, &user.id, detail).concerning(user.units.first());
         self.store.save_user(user, audit).await?;
         Ok(())
     }
@@ -182,7 +183,8 @@ impl AdminService {
             AuditAction::EnrolmentIssued,
             &user,
             serde_json::json!({ "expires_at": expires_at }),
-        );
+        )
+        .concerning(record.units.first());
         let enrolment =
             NewEnrolment { code_hash: auth::secret_hash(&auth::normalise_code(&code)), user: user.clone(), expires_at };
         self.store.issue_enrolment(enrolment, audit).await?;
@@ -215,13 +217,18 @@ impl AdminService {
             .iter()
             .find(|d| d.device == device)
             .ok_or_else(|| not_found(format!("device {device} (in your district)")))?;
+        let owner = match &record.user {
+            Some(u) => self.store.user(u.clone()).await?,
+            None => None,
+        };
         let audit = AuditEntry::new(
             now,
             &caller.actor(),
             AuditAction::DeviceRevoked,
             device,
             serde_json::json!({ "user": record.user }),
-        );
+        )
+        .concerning(owner.as_ref().and_then(|u| u.units.first()));
         self.store.revoke_device(device, audit).await?;
         Ok(())
     }
@@ -232,8 +239,12 @@ impl AdminService {
         after: u64,
         limit: usize,
     ) -> Result<Vec<AuditRecord>, ApiError> {
-        self.districts(caller).await?;
-        Ok(self.store.audit_log(after, limit.clamp(1, AUDIT_PAGE_MAX)).await?)
+        let limit = limit.clamp(1, AUDIT_PAGE_MAX);
+        Ok(match self.districts(caller).await? {
+            // The console reads everything; a district admin only their districts' entries.
+            None => self.store.audit_log(after, limit).await?,
+            Some(districts) => self.store.district_audit_log(districts.into_iter().collect(), after, limit).await?,
+        })
     }
 }
 

@@ -185,13 +185,44 @@ pub async fn resolve(
         field.validate(&value).map_err(|e| ApiError::new(ErrorCode::InvalidRequest, e))?;
     }
     let actor = Actor::User { user: who.user.clone(), device: who.device };
-    // The audit keeps the values replaced: the trail of a clinical decision.
+    // The audit keeps the values replaced: the trail of a clinical decision. Values that
+    // identify a person (names, NIK, birth date, address) are kept as a hash: the trail shows
+    // which value was chosen without copying personal identifiers into the log.
+    let identifying = identifies_a_person(&c.field);
+    let replaced: Vec<serde_json::Value> = c
+        .values
+        .iter()
+        .map(|v| {
+            serde_json::json!({
+                "value": audit_value(identifying, &v.value),
+                "device": v.device,
+                "winner": v.winner,
+            })
+        })
+        .collect();
     let detail = serde_json::json!({
         "doc": c.doc, "posyandu": c.posyandu, "record": c.record_id, "field": c.field,
-        "replaced": c.values, "chosen": value,
+        "replaced": replaced, "chosen": audit_value(identifying, &value),
     });
-    let audit = AuditEntry::new(now, &actor, AuditAction::ConflictResolved, &c.id, detail);
+    let audit =
+        AuditEntry::new(now, &actor, AuditAction::ConflictResolved, &c.id, detail).concerning(Some(&c.posyandu));
     Ok(store.resolve_conflict(c.id, value, instance.to_owned(), audit).await?)
+}
+
+/// Fields whose values identify a person: never copied into the audit log.
+fn identifies_a_person(field: &str) -> bool {
+    matches!(field, "name" | "nik" | "mother_nik" | "mother_name" | "birth_date" | "address" | "rt" | "rw")
+}
+
+/// A value as the audit log keeps it: measurements as they are, identifiers as the first 16
+/// hex digits of their SHA-256 (enough to tell which value was chosen, not to read it).
+fn audit_value(identifying: bool, value: &FieldValue) -> serde_json::Value {
+    if !identifying {
+        return serde_json::to_value(value).unwrap_or(serde_json::Value::Null);
+    }
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(value.to_string().as_bytes());
+    serde_json::json!({ "sha256_16": hex::encode(&digest[..8]) })
 }
 
 /// Merge a semantic duplicate: `duplicate` becomes the same person as `keep`; every visit of
@@ -209,6 +240,7 @@ pub async fn merge_people(
     }
     let actor = Actor::User { user: who.user.clone(), device: who.device };
     let detail = serde_json::json!({ "duplicate": duplicate, "keep": keep });
-    let audit = AuditEntry::new(now, &actor, AuditAction::PeopleMerged, duplicate, detail);
+    let audit = AuditEntry::new(now, &actor, AuditAction::PeopleMerged, duplicate, detail)
+        .concerning(who.scope.posyandu().next());
     Ok(store.merge_people(who.scope.clone(), duplicate, keep, instance.to_owned(), audit).await?)
 }

@@ -112,13 +112,13 @@ pub fn overdue_csv(list: &[Overdue]) -> String {
     let mut out = String::from("posyandu,person_id,name,birth_date,age_months,overdue_doses\n");
     for o in list {
         out.push_str(&format!(
-            "{},{},\"{}\",{},{},{}\n",
+            "{},{},{},{},{},{}\n",
             o.posyandu,
             o.person_id,
-            o.name.replace('"', "\"\""),
+            report::csv_text(&o.name),
             o.birth_date,
             o.age_months,
-            o.doses.join(" ")
+            report::csv_text(&o.doses.join(" "))
         ));
     }
     out

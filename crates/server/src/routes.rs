@@ -316,7 +316,10 @@ async fn get_doc(
         let detail = serde_json::json!({ "role": who.role, "posyandu": stored.meta.posyandu });
         state
             .store()
-            .append_audit(AuditEntry::new(state.now(), &actor, AuditAction::RecordRead, doc_id, detail))
+            .append_audit(
+                AuditEntry::new(state.now(), &actor, AuditAction::RecordRead, doc_id, detail)
+                    .concerning(Some(&stored.meta.posyandu)),
+            )
             .await?;
     }
     Ok(Json(serde_json::json!({
@@ -580,7 +583,10 @@ async fn report_overdue(
     let detail = serde_json::json!({ "report": "overdue", "month": month.to_string(), "children": list.len() });
     state
         .store()
-        .append_audit(AuditEntry::new(state.now(), &actor, AuditAction::ReportRead, who.device, detail))
+        .append_audit(
+            AuditEntry::new(state.now(), &actor, AuditAction::ReportRead, who.device, detail)
+                .concerning(who.scope.posyandu().next()),
+        )
         .await?;
     Ok(if wants_csv(&q, &headers) {
         csv_response(crate::reports::overdue_csv(&list))
@@ -601,7 +607,10 @@ async fn invalid_records(
     let detail = serde_json::json!({ "role": who.role, "invalid_records": list.len() });
     state
         .store()
-        .append_audit(AuditEntry::new(state.now(), &actor, AuditAction::RecordRead, "records/invalid", detail))
+        .append_audit(
+            AuditEntry::new(state.now(), &actor, AuditAction::RecordRead, "records/invalid", detail)
+                .concerning(who.scope.posyandu().next()),
+        )
         .await?;
     Ok(Json(list))
 }
@@ -668,7 +677,10 @@ async fn conflict_detail(
     let detail = serde_json::json!({ "role": who.role, "conflict": view.id, "posyandu": view.posyandu });
     state
         .store()
-        .append_audit(AuditEntry::new(state.now(), &actor, AuditAction::RecordRead, &view.doc, detail))
+        .append_audit(
+            AuditEntry::new(state.now(), &actor, AuditAction::RecordRead, &view.doc, detail)
+                .concerning(Some(&view.posyandu)),
+        )
         .await?;
     Ok(Json(view))
 }

@@ -92,7 +92,8 @@ impl SyncService {
             let docs: Vec<String> = page.docs.iter().map(|d| d.doc.to_string()).collect();
             let actor = Actor::User { user: who.user.clone(), device: who.device };
             let detail = serde_json::json!({ "role": who.role, "docs": docs });
-            let entry = AuditEntry::new((self.clock)(), &actor, AuditAction::RecordsPulled, who.device, detail);
+            let entry = AuditEntry::new((self.clock)(), &actor, AuditAction::RecordsPulled, who.device, detail)
+                .concerning(page.docs.first().map(|d| &d.posyandu));
             self.store.append_audit(entry).await?;
         }
         Ok(SyncResponse { v: PROTOCOL_VERSION, acks, docs: page.docs, scope, cursor: page.cursor, more: page.more })

@@ -76,12 +76,35 @@ pub struct AuditEntry {
     pub action: AuditAction,
     pub target: String,
     pub detail: serde_json::Value,
+    /// A unit (a posyandu, or any unit of the hierarchy) the entry concerns: the store
+    /// records the district above it, and a district admin reads only their districts'
+    /// entries. `None`: the console's own entries (imports), read at the console only.
+    pub unit: Option<String>,
 }
 
 impl AuditEntry {
     pub fn new(at: i64, actor: &Actor, action: AuditAction, target: impl ToString, detail: serde_json::Value) -> Self {
-        Self { at, actor: actor.to_string(), action, target: target.to_string(), detail }
+        Self { at, actor: actor.to_string(), action, target: target.to_string(), detail, unit: None }
     }
+
+    /// The entry concerns `unit` (and so the district it lies in).
+    pub fn concerning(mut self, unit: Option<impl ToString>) -> Self {
+        self.unit = unit.map(|u| u.to_string());
+        self
+    }
+}
+
+/// The district above a unit (`{param}` names it), as a scalar subquery both adapters use
+/// when appending an audit entry.
+pub(crate) fn district_of_sql(param: &str) -> String {
+    format!(
+        "(WITH RECURSIVE up(id, kind, parent, depth) AS (
+             SELECT unit_id, kind, parent_id, 0 FROM units WHERE unit_id = {param}
+             UNION ALL
+             SELECT u.unit_id, u.kind, u.parent_id, up.depth + 1 FROM units u JOIN up ON u.unit_id = up.parent
+             WHERE up.depth < 8)
+         SELECT id FROM up WHERE kind = 'district' LIMIT 1)"
+    )
 }
 
 /// An audit entry as stored, with its position in the log.
@@ -93,6 +116,8 @@ pub struct AuditRecord {
     pub action: String,
     pub target: String,
     pub detail: serde_json::Value,
+    /// The district the entry concerns, if any.
+    pub district: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]

@@ -281,6 +281,15 @@ pub trait Store: Send + Sync + 'static {
     /// People in the registries of posyandu in `scope`.
     async fn registered_people(&self, scope: Scope) -> Result<Vec<posync_model::report::RegisteredPerson>, StoreError>;
 
-    /// Audit entries with `seq > after`, oldest first, at most `limit`.
+    /// Audit entries with `seq > after`, oldest first, at most `limit` (the console's view).
     async fn audit_log(&self, after: u64, limit: usize) -> Result<Vec<AuditRecord>, StoreError>;
+
+    /// [`Store::audit_log`] restricted to entries concerning `districts` (a district admin's
+    /// view: never another district's).
+    async fn district_audit_log(
+        &self,
+        districts: Vec<posync_model::UnitId>,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<AuditRecord>, StoreError>;
 }

@@ -896,7 +896,8 @@ impl Store for SqliteStore {
             let detail = serde_json::json!({ "user": user.id, "label": credential.label });
             sqlite_access::append_audit(
                 &tx,
-                &AuditEntry::new(now, &actor, AuditAction::DeviceEnrolled, credential.device, detail),
+                &AuditEntry::new(now, &actor, AuditAction::DeviceEnrolled, credential.device, detail)
+                    .concerning(user.units.first()),
             )?;
             tx.commit()?;
             Ok(user)
@@ -946,7 +947,16 @@ impl Store for SqliteStore {
     }
 
     async fn audit_log(&self, after: u64, limit: usize) -> Result<Vec<AuditRecord>, StoreError> {
-        self.read(move |conn| sqlite_access::audit_log(conn, after, limit)).await
+        self.read(move |conn| sqlite_access::audit_log(conn, after, limit, None)).await
+    }
+
+    async fn district_audit_log(
+        &self,
+        districts: Vec<posync_model::UnitId>,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<AuditRecord>, StoreError> {
+        self.read(move |conn| sqlite_access::audit_log(conn, after, limit, Some(&districts))).await
     }
 
     async fn conflicts(

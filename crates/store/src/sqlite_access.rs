@@ -74,22 +74,35 @@ fn bad(what: &str) -> StoreError {
 
 pub fn append_audit(tx: &Connection, e: &AuditEntry) -> Result<(), StoreError> {
     tx.execute(
-        "INSERT INTO audit (at, actor, action, target, detail) VALUES (?1, ?2, ?3, ?4, ?5)",
-        params![e.at, e.actor, e.action.as_str(), e.target, e.detail.to_string()],
+        &format!(
+            "INSERT INTO audit (at, actor, action, target, detail, district) VALUES (?1, ?2, ?3, ?4, ?5, {})",
+            crate::access::district_of_sql("?6")
+        ),
+        params![e.at, e.actor, e.action.as_str(), e.target, e.detail.to_string(), e.unit],
     )?;
     Ok(())
 }
 
-pub fn audit_log(conn: &Connection, after: u64, limit: usize) -> Result<Vec<AuditRecord>, StoreError> {
+/// Entries after `after`, oldest first; only those of `districts` when given.
+pub fn audit_log(
+    conn: &Connection,
+    after: u64,
+    limit: usize,
+    districts: Option<&[UnitId]>,
+) -> Result<Vec<AuditRecord>, StoreError> {
+    let filter = districts.map(|d| serde_json::to_string(&d.iter().map(UnitId::as_str).collect::<Vec<_>>()));
+    let filter = filter.transpose().map_err(|e| StoreError::Backend(e.to_string()))?;
     let mut stmt = conn.prepare_cached(
-        "SELECT seq, at, actor, action, target, detail FROM audit WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+        "SELECT seq, at, actor, action, target, detail, district FROM audit
+         WHERE seq > ?1 AND (?3 IS NULL OR district IN (SELECT value FROM json_each(?3)))
+         ORDER BY seq LIMIT ?2",
     )?;
-    let rows = stmt.query_map(params![after as i64, limit as i64], |r| {
-        Ok((r.get::<_, i64>(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get::<_, String>(5)?))
+    let rows = stmt.query_map(params![after as i64, limit as i64, filter], |r| {
+        Ok((r.get::<_, i64>(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get::<_, String>(5)?, r.get(6)?))
     })?;
     let mut out = Vec::new();
     for row in rows {
-        let (seq, at, actor, action, target, detail) = row?;
+        let (seq, at, actor, action, target, detail, district) = row?;
         out.push(AuditRecord {
             seq: seq as u64,
             at,
@@ -97,6 +110,7 @@ pub fn audit_log(conn: &Connection, after: u64, limit: usize) -> Result<Vec<Audi
             action,
             target,
             detail: serde_json::from_str(&detail).map_err(|_| bad("audit detail"))?,
+            district,
         });
     }
     Ok(out)

@@ -137,3 +137,35 @@ async fn a_device_is_not_sent_back_what_it_pushed() {
     assert_eq!(page.cursor, 1, "but its cursor moves past it");
     let _: DocId = doc::read_meta(&am).expect("meta").doc_id();
 }
+
+#[tokio::test]
+async fn the_audit_log_refuses_insert_or_replace_over_an_existing_entry() {
+    let dir = tempfile::tempdir().expect("dir");
+    let path = dir.path().join("s.sqlite");
+    let store = SqliteStore::open(&path).expect("open");
+    let actor = posync_store::Actor::Console { name: "test".into() };
+    for n in 0..2 {
+        let e =
+            posync_store::AuditEntry::new(n, &actor, posync_store::AuditAction::UnitMoved, "u", serde_json::json!({}));
+        store.append_audit(e).await.expect("append");
+    }
+    let before = store.audit_log(0, 10).await.expect("log");
+    // Any connection to the file, with no special settings: `REPLACE` deletes the old row
+    // without firing the delete trigger, so the schema itself must refuse it.
+    let conn = rusqlite::Connection::open(&path).expect("open raw");
+    for sql in [
+        "INSERT OR REPLACE INTO audit (seq, at, actor, action, target, detail) VALUES (1, 9, 'x', 'forged', 't', '{}')",
+        "REPLACE INTO audit (seq, at, actor, action, target, detail) VALUES (2, 9, 'x', 'forged', 't', '{}')",
+        "INSERT INTO audit (seq, at, actor, action, target, detail) VALUES (1, 9, 'x', 'forged', 't', '{}')
+         ON CONFLICT(seq) DO UPDATE SET action = 'forged'",
+        "UPDATE audit SET action = 'forged'",
+        "DELETE FROM audit",
+    ] {
+        assert!(conn.execute(sql, []).is_err(), "the audit log accepted: {sql}");
+    }
+    assert_eq!(store.audit_log(0, 10).await.expect("log"), before, "every entry as it was");
+    // Appending still works, with the next position.
+    conn.execute("INSERT INTO audit (at, actor, action, target, detail) VALUES (9, 'x', 'unit_moved', 't', '{}')", [])
+        .expect("append");
+    assert_eq!(store.audit_log(0, 10).await.expect("log").len(), 3);
+}

@@ -645,3 +645,66 @@ async fn a_kader_moved_away_and_back_gets_every_document_of_her_posyandu_again()
     assert_eq!((again.rounds, again.pulled_docs), (1, 0), "settled: the phone does not re-walk the feed");
     server.stop().await;
 }
+
+#[tokio::test]
+async fn a_district_admin_reads_only_her_districts_audit_entries() {
+    let (server, admin) = district().await;
+    let http = Http::new(&server);
+    // A second district with its own admin, imported at the console.
+    let other = json!({
+        "format": "posync-hierarchy/1",
+        "units": [
+            {"id": "jawa-barat", "kind": "province", "name": "Jawa Barat"},
+            {"id": "kab-ciamis", "kind": "district", "parent": "jawa-barat", "name": "Kabupaten Ciamis"},
+            {"id": "kec-ciamis", "kind": "subdistrict", "parent": "kab-ciamis", "name": "Kecamatan Ciamis"},
+            {"id": "pkm-ciamis", "kind": "puskesmas", "parent": "kec-ciamis", "name": "Puskesmas Ciamis"},
+            {"id": "desa-ciamis", "kind": "village", "parent": "pkm-ciamis", "name": "Desa Ciamis"},
+            {"id": "pos-ciamis-dahlia-1", "kind": "posyandu", "parent": "desa-ciamis", "name": "Posyandu Dahlia 1"}
+        ],
+        "users": [
+            {"id": "admin-ciamis", "name": "Admin Ciamis", "role": "district_admin", "units": ["kab-ciamis"]},
+            {"id": "kader-ciamis", "name": "Kader Ciamis", "role": "kader", "units": ["pos-ciamis-dahlia-1"]}
+        ]
+    });
+    let file = posync_server::parse_hierarchy(&other.to_string()).expect("parses");
+    admin.import(&console(), file, server.clock.now()).await.expect("import");
+
+    // Activity in Banjar: a kader syncs, an officer pulls and reads, a device is revoked.
+    let mut kader = Device::enrol(&server, &admin, "kader-0001").await;
+    let session = kader.capture(&p("pos-hegarsari-melati-1"), 1, 1);
+    kader.sync(&server).await.expect("sync");
+    let mut officer = Device::enrol(&server, &admin, "bidan-0001").await;
+    officer.sync(&server).await.expect("pull");
+    let (status, _) = http.send("GET", &format!("/v1/docs/{session}"), Some(&officer.token()), Body::None).await;
+    assert_eq!(status, 200);
+    admin.revoke_device(&console(), kader.id(), server.clock.now()).await.expect("revoke");
+    // And in Ciamis: its kader enrols.
+    let _ciamis_kader = Device::enrol(&server, &admin, "kader-ciamis").await;
+
+    let banjar_admin = Device::enrol(&server, &admin, "dinkes-admin-01").await;
+    let ciamis_admin = Device::enrol(&server, &admin, "admin-ciamis").await;
+    let read = async |who: &Device| -> Vec<Value> {
+        let (status, body) = http.send("GET", "/v1/admin/audit?limit=1000", Some(&who.token()), Body::None).await;
+        assert_eq!(status, 200, "{body}");
+        body.as_array().expect("entries").clone()
+    };
+    let banjar = read(&banjar_admin).await;
+    let ciamis = read(&ciamis_admin).await;
+    let actions =
+        |log: &[Value]| -> Vec<String> { log.iter().filter_map(|e| e["action"].as_str().map(str::to_owned)).collect() };
+    for expected in ["device_enrolled", "records_pulled", "record_read", "device_revoked", "enrolment_issued"] {
+        assert!(
+            actions(&banjar).iter().any(|a| a == expected),
+            "Banjar's admin sees {expected}: {:?}",
+            actions(&banjar)
+        );
+    }
+    assert!(banjar.iter().all(|e| e["district"] == "kota-banjar"), "only Banjar's entries: {banjar:?}");
+    assert!(ciamis.iter().all(|e| e["district"] == "kab-ciamis"), "only Ciamis's entries: {ciamis:?}");
+    assert!(actions(&ciamis).iter().any(|a| a == "device_enrolled"), "Ciamis's own enrolment");
+    assert!(!ciamis.iter().any(|e| e["action"] == "record_read"), "no Banjar reads leak to Ciamis");
+    // The console still reads everything.
+    let all = server.store.audit_log(0, 10_000).await.expect("audit");
+    assert!(all.len() > banjar.len() + ciamis.len() - 1, "the console sees the whole log");
+    server.stop().await;
+}

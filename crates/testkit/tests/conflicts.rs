@@ -310,5 +310,15 @@ async fn a_conflicting_registration_field_is_resolved_like_a_visit_field() {
     let people = posync_model::doc::people(&a.replica.doc(registry).expect("doc")).expect("people");
     assert_eq!(people[0].birth_date, time::macros::date!(2025 - 01 - 02));
     assert!(a.replica.under_review(registry).expect("review").is_empty());
+    // The audit keeps the decision without copying the identifiers it decided between.
+    let log = posync_store::Store::audit_log(&server.store, 0, 1000).await.expect("audit");
+    let entry = log.iter().find(|e| e.action == "conflict_resolved").expect("audited");
+    let text = entry.detail.to_string();
+    for value in ["2025-01-02", "2025-02-01"] {
+        assert!(!text.contains(value), "a birth date copied into the audit: {text}");
+    }
+    assert_eq!(entry.detail["replaced"].as_array().map(Vec::len), Some(2), "both values, as hashes: {text}");
+    assert!(entry.detail["chosen"]["sha256_16"].is_string(), "{text}");
+    assert_eq!(entry.district.as_deref(), Some("test-district"), "the district above the posyandu");
     server.stop().await;
 }

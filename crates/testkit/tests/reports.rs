@@ -286,7 +286,7 @@ async fn monthly_report_matches_figures_computed_from_the_seeded_data() {
     let lines: Vec<&str> = csv.lines().collect();
     assert!(lines[0].starts_with("unit,name,S,K,D,N,T,O,D/S %,N/D %"));
     assert_eq!(lines.len(), 2);
-    assert!(lines[1].starts_with("kota-banjar,\"Kota Banjar\","));
+    assert!(lines[1].starts_with("\"kota-banjar\",\"Kota Banjar\","), "{}", lines[1]);
     let (status, body) = get(&server, &token, "/v1/reports/overdue?month=2026-11").await;
     assert_eq!(status, 200);
     let overdue: Value = serde_json::from_str(&body).expect("json");

@@ -298,3 +298,30 @@ async fn only_the_server_merges_people() {
     assert!(server.store.get(meta.doc_id()).await.expect("get").is_none());
     server.stop().await;
 }
+
+#[tokio::test]
+async fn a_name_that_is_a_spreadsheet_formula_is_exported_as_text() {
+    let server = TestServer::start().await;
+    let p = posyandu("melati-01");
+    let mut phone = Phone::kader(&server, &p);
+    let session = phone.replica.start_session(&p, DAY).expect("session");
+    let mut visit = Generator::new(9).child_visit();
+    visit.name = "=HYPERLINK(\"http://evil.example\",\"Klik\")".into();
+    visit.immunisations.clear();
+    phone.replica.record_visit(session, visit, 1).expect("record");
+    phone.sync(&server).await;
+    let officer = Phone::new(&server, posync_model::Role::PuskesmasOfficer, std::slice::from_ref(&p));
+    let csv = reqwest::Client::new()
+        .get(format!("{}/v1/reports/overdue?month=2026-11&format=csv", server.url()))
+        .bearer_auth(&officer.token)
+        .send()
+        .await
+        .expect("send")
+        .text()
+        .await
+        .expect("text");
+    let line = csv.lines().nth(1).unwrap_or_else(|| panic!("the child is overdue: {csv}"));
+    assert!(line.contains(",\"'=HYPERLINK(\"\"http://evil.example\"\",\"\"Klik\"\")\","), "{line}");
+    assert!(!line.contains(",=") && !line.contains(",\"="), "no cell starts a formula: {line}");
+    server.stop().await;
+}

@@ -31,14 +31,15 @@ fn bad(what: &str) -> StoreError {
 /// which `audit_log(after)` readers rely on; a rollback hands its number back.
 pub async fn append_audit(tx: &Transaction<'_>, e: &AuditEntry) -> Result<(), StoreError> {
     let stmt = tx
-        .prepare_cached(
+        .prepare_cached(&format!(
             "WITH c AS (UPDATE clocks SET seq = seq + 1 WHERE name = 'audit' RETURNING seq)
-             INSERT INTO audit (seq, at, actor, action, target, detail)
-             SELECT c.seq, $1, $2, $3, $4, $5 FROM c",
-        )
+                 INSERT INTO audit (seq, at, actor, action, target, detail, district)
+                 SELECT c.seq, $1, $2, $3, $4, $5, {} FROM c",
+            crate::access::district_of_sql("$6::text")
+        ))
         .await?;
     let detail = e.detail.to_string();
-    let params: &Params<'_> = &[&e.at, &e.actor, &e.action.as_str(), &e.target, &detail];
+    let params: &Params<'_> = &[&e.at, &e.actor, &e.action.as_str(), &e.target, &detail, &e.unit];
     let n = tx.execute(&stmt, params).await?;
     if n != 1 {
         // No clock row: never drop an audit entry silently.
@@ -48,14 +49,23 @@ pub async fn append_audit(tx: &Transaction<'_>, e: &AuditEntry) -> Result<(), St
 }
 
 /// Up to `limit` entries after position `after`, oldest first.
-pub async fn audit_log(tx: &Transaction<'_>, after: u64, limit: usize) -> Result<Vec<AuditRecord>, StoreError> {
+pub async fn audit_log(
+    tx: &Transaction<'_>,
+    after: u64,
+    limit: usize,
+    districts: Option<&[UnitId]>,
+) -> Result<Vec<AuditRecord>, StoreError> {
     let stmt = tx
-        .prepare_cached("SELECT seq, at, actor, action, target, detail FROM audit WHERE seq > $1 ORDER BY seq LIMIT $2")
+        .prepare_cached(
+            "SELECT seq, at, actor, action, target, detail, district FROM audit
+             WHERE seq > $1 AND ($3::text[] IS NULL OR district = ANY($3)) ORDER BY seq LIMIT $2",
+        )
         .await?;
     // Saturate rather than wrap: PostgreSQL refuses a negative LIMIT.
     let after = i64::try_from(after).unwrap_or(i64::MAX);
     let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-    let rows = tx.query(&stmt, &[&after, &limit]).await?;
+    let districts: Option<Vec<String>> = districts.map(|d| d.iter().map(|u| u.as_str().to_owned()).collect());
+    let rows = tx.query(&stmt, &[&after, &limit, &districts]).await?;
     let mut out = Vec::with_capacity(rows.len());
     for r in rows {
         let seq = r.try_get::<_, i64>(0)?;
@@ -67,6 +77,7 @@ pub async fn audit_log(tx: &Transaction<'_>, after: u64, limit: usize) -> Result
             action: r.try_get(3)?,
             target: r.try_get(4)?,
             detail: serde_json::from_str(&detail).map_err(|_| bad("audit detail"))?,
+            district: r.try_get(6)?,
         });
     }
     Ok(out)

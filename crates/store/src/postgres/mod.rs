@@ -913,7 +913,8 @@ impl Store for PgStore {
         let detail = serde_json::json!({ "user": user.id, "label": credential.label });
         access::append_audit(
             &tx,
-            &AuditEntry::new(now, &actor, AuditAction::DeviceEnrolled, credential.device, detail),
+            &AuditEntry::new(now, &actor, AuditAction::DeviceEnrolled, credential.device, detail)
+                .concerning(user.units.first()),
         )
         .await?;
         tx.commit().await?;
@@ -958,7 +959,16 @@ impl Store for PgStore {
     }
 
     async fn audit_log(&self, after: u64, limit: usize) -> Result<Vec<AuditRecord>, StoreError> {
-        reading!(self, |tx| access::audit_log(&tx, after, limit).await?)
+        reading!(self, |tx| access::audit_log(&tx, after, limit, None).await?)
+    }
+
+    async fn district_audit_log(
+        &self,
+        districts: Vec<posync_model::UnitId>,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<AuditRecord>, StoreError> {
+        reading!(self, |tx| access::audit_log(&tx, after, limit, Some(&districts)).await?)
     }
 
     async fn conflicts(&self, scope: Scope, filter: ConflictFilter) -> Result<Vec<ConflictRecord>, StoreError> {
