@@ -30,6 +30,12 @@ pub struct Limits {
     /// Syncs the server works on at once; one more is answered `503 overloaded` with
     /// `Retry-After` at once instead of queueing (a phone retries later with jitter).
     pub syncs_in_flight_max: usize,
+    /// Requests to the credential routes (`/v1/auth/*`) from one client address per minute.
+    pub auth_per_address_per_minute: u32,
+    /// Enrolment attempts per hour with codes that share their first four characters.
+    pub enrol_per_code_prefix_per_hour: u32,
+    /// Token refreshes per minute by one device.
+    pub refresh_per_device_per_minute: u32,
 }
 
 impl Default for Limits {
@@ -48,6 +54,9 @@ impl Default for Limits {
             page_bytes_max: 1024 * 1024,
             page_docs_max: 500,
             syncs_in_flight_max: 256,
+            auth_per_address_per_minute: 120,
+            enrol_per_code_prefix_per_hour: 20,
+            refresh_per_device_per_minute: 20,
         }
     }
 }

@@ -741,6 +741,9 @@ fn constants_and_limits_are_as_documented() {
             page_bytes_max: 1024 * 1024,
             page_docs_max: 500,
             syncs_in_flight_max: 256,
+            auth_per_address_per_minute: 120,
+            enrol_per_code_prefix_per_hour: 20,
+            refresh_per_device_per_minute: 20,
         }
     );
 }

@@ -12,11 +12,18 @@ pub struct ApiError {
     pub code: ErrorCode,
     pub message: String,
     pub doc: Option<String>,
+    /// Seconds for `Retry-After` (503 and 429 carry one; 5 unless set).
+    pub retry_after: Option<u64>,
 }
 
 impl ApiError {
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        Self { code, message: message.into(), doc: None }
+        Self { code, message: message.into(), doc: None, retry_after: None }
+    }
+
+    pub fn with_retry_after(mut self, seconds: u64) -> Self {
+        self.retry_after = Some(seconds);
+        self
     }
 
     pub fn with_doc(mut self, doc: impl ToString) -> Self {
@@ -109,13 +116,14 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         crate::metrics::global().error(self.code);
         let status = self.status();
+        let retry_after = self.retry_after.unwrap_or(5);
         let supported_version = (self.code == ErrorCode::UnsupportedProtocolVersion).then_some(PROTOCOL_VERSION);
         let body = ErrorBody {
             error: ErrorDetail { code: self.code, message: self.message, doc: self.doc, supported_version },
         };
         let mut resp = (status, axum::Json(body)).into_response();
         if status == StatusCode::SERVICE_UNAVAILABLE || status == StatusCode::TOO_MANY_REQUESTS {
-            resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+            resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
         }
         resp
     }

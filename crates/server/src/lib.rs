@@ -9,6 +9,7 @@ pub mod auth;
 pub mod conflicts;
 mod error;
 pub mod metrics;
+pub mod ratelimit;
 pub mod reports;
 mod routes;
 mod sync;
@@ -65,7 +66,7 @@ pub async fn spawn(
     let app = router(AppState::new(store, keys, limits, clock));
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(async move {
-        axum::serve(listener, app)
+        axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
             .with_graceful_shutdown(async {
                 let _ = rx.await;
             })

@@ -31,12 +31,14 @@ pub struct AppState {
     clock: Clock,
     /// Names this server in the actor of its own document changes (resolutions).
     instance: String,
+    auth_limiter: Arc<crate::ratelimit::AuthLimiter>,
 }
 
 impl AppState {
     pub fn new(store: Arc<dyn Store>, keys: TokenKeys, limits: Limits, clock: Clock) -> Self {
         Self {
             syncs_in_flight: Arc::new(tokio::sync::Semaphore::new(limits.syncs_in_flight_max)),
+            auth_limiter: Arc::new(crate::ratelimit::AuthLimiter::new(&limits)),
             telemetry: Arc::default(),
             sync: SyncService::new(store.clone(), limits, clock.clone()),
             admin: AdminService::new(store),
@@ -96,9 +98,12 @@ impl AppState {
 
 pub fn router(state: AppState) -> Router {
     let body_max = state.sync.limits().body_bytes_max;
-    let json_routes = Router::new()
+    let auth_routes = Router::new()
         .route("/v1/auth/enrol", post(enrol))
         .route("/v1/auth/token", post(refresh))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), limit_by_address))
+        .layer(DefaultBodyLimit::max(JSON_BODY_BYTES_MAX));
+    let json_routes = Router::new()
         .route("/v1/admin/units", get(admin_units))
         .route("/v1/admin/units/{id}", axum::routing::put(admin_put_unit))
         .route("/v1/admin/users", get(admin_users))
@@ -121,14 +126,41 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(metrics))
         .route("/v1/admin/telemetry", get(admin_telemetry))
         .route("/admin", get(admin_page))
+        .route("/admin/admin.js", get(admin_script))
+        .route("/admin/admin.css", get(admin_style))
         .route("/v1/sync", post(sync))
         .route("/{version}/sync", post(other_version))
         .route("/v1/docs/{doc}", get(get_doc))
         .layer(DefaultBodyLimit::max(body_max))
         .merge(json_routes)
+        .merge(auth_routes)
         .method_not_allowed_fallback(method_not_allowed)
         .fallback(not_found)
+        .layer(axum::middleware::map_response(no_sniffing))
         .with_state(state)
+}
+
+/// Every response: browsers must not guess a type other than the one sent.
+async fn no_sniffing(mut resp: Response) -> Response {
+    resp.headers_mut().insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    resp
+}
+
+/// The credential routes, per client address (when the server knows it: it is served with
+/// connection info).
+async fn limit_by_address(
+    State(state): State<AppState>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let address = req.extensions().get::<axum::extract::ConnectInfo<std::net::SocketAddr>>().map(|c| c.0.ip());
+    if let Some(ip) = address
+        && let Err(e) = state.auth_limiter.address(ip)
+    {
+        tracing::warn!(code = %e.code, "credential route rate-limited for an address");
+        return e.into_response();
+    }
+    next.run(req).await
 }
 
 /// Verify the bearer token, then resolve the caller from the server's own data: the device
@@ -367,7 +399,9 @@ async fn enrol(
         refresh_hash: auth::secret_hash(&refresh_token),
         refresh_expires_at: now + auth::REFRESH_IDLE_SECONDS,
     };
-    let code_hash = auth::secret_hash(&auth::normalise_code(&req.code));
+    let normalised = auth::normalise_code(&req.code);
+    state.auth_limiter.code(&normalised)?;
+    let code_hash = auth::secret_hash(&normalised);
     let user = state.store().redeem_enrolment(code_hash, credential, now).await?;
     tracing::info!(device = %req.device, user = %user.id, "device enrolled");
     let access = state.keys.issue(&user.id, req.device, user.role, now, auth::ACCESS_TTL_SECONDS);
@@ -385,6 +419,7 @@ async fn refresh(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<AccessToken>, ApiError> {
     let req: RefreshRequest = json_body(body)?;
+    state.auth_limiter.device(req.device)?;
     let now = state.now();
     let hash = auth::secret_hash(&req.refresh_token);
     let user = state.store().refresh_device(req.device, hash, now + auth::REFRESH_IDLE_SECONDS, now).await?;
@@ -707,19 +742,33 @@ async fn conflict_resolve(
 /// The conflict admin page: one self-contained file compiled into the binary (no build step,
 /// no assets fetched at run time). It signs in with an enrolment code like a phone does.
 const ADMIN_PAGE: &str = include_str!("../assets/admin.html");
+const ADMIN_SCRIPT: &str = include_str!("../assets/admin.js");
+const ADMIN_STYLE: &str = include_str!("../assets/admin.css");
 
-async fn admin_page() -> Response {
-    let mut r = (StatusCode::OK, ADMIN_PAGE).into_response();
+/// Scripts and styles only from this server's own files: no inline code, so an injected
+/// value can never run.
+const ADMIN_CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
+     object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
+
+fn admin_asset(body: &'static str, content_type: &'static str) -> Response {
+    let mut r = (StatusCode::OK, body).into_response();
     let h = r.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));
-    h.insert(
-        header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static(
-            "default-src 'self'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; frame-ancestors 'none'",
-        ),
-    );
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    h.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(ADMIN_CSP));
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     r
+}
+
+async fn admin_page() -> Response {
+    admin_asset(ADMIN_PAGE, "text/html; charset=utf-8")
+}
+
+async fn admin_script() -> Response {
+    admin_asset(ADMIN_SCRIPT, "text/javascript; charset=utf-8")
+}
+
+async fn admin_style() -> Response {
+    admin_asset(ADMIN_STYLE, "text/css; charset=utf-8")
 }
 
 // ---- semantic duplicates ----

@@ -1084,3 +1084,101 @@ async fn hostile_automerge_bytes_are_refused_whole_and_the_server_keeps_serving(
     still_serves(&server, &scope, &mut kader, session, 1).await;
     server.stop().await;
 }
+
+// ---- credential routes: rate limits; headers ----
+
+async fn post_json(client: &reqwest::Client, url: &str, body: Value) -> (u16, Option<String>, Value) {
+    let resp = client.post(url).json(&body).send().await.expect("send");
+    let status = resp.status().as_u16();
+    let retry = resp.headers().get("retry-after").and_then(|v| v.to_str().ok()).map(str::to_owned);
+    (status, retry, resp.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn credential_routes_are_rate_limited_per_address_per_code_and_per_device() {
+    let client = reqwest::Client::new();
+    let device = DeviceId::new_random();
+    let enrol = |code: &str| json!({"code": code, "device": device, "label": "HP"});
+
+    // Per address: the sixth request in a minute is refused, whatever it carries.
+    let limits = Limits { auth_per_address_per_minute: 5, ..Limits::default() };
+    let server = TestServer::start_with(limits).await;
+    let url = format!("{}/v1/auth/enrol", server.url());
+    for i in 0..5 {
+        let (status, _, body) = post_json(&client, &url, enrol(&format!("AAAA-BBBB-CCC{i}"))).await;
+        assert_eq!((status, body["error"]["code"].as_str()), (401, Some("invalid_credential")), "attempt {i}");
+    }
+    let (status, retry, body) = post_json(&client, &url, enrol("AAAA-BBBB-CCCZ")).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (429, Some("rate_limited")), "{body}");
+    assert!(retry.as_deref().and_then(|r| r.parse::<u64>().ok()).is_some_and(|s| s >= 1), "Retry-After {retry:?}");
+    let refresh = format!("{}/v1/auth/token", server.url());
+    let (status, _, _) = post_json(&client, &refresh, json!({"device": device, "refresh_token": "psr_x"})).await;
+    assert_eq!(status, 429, "the address limit covers every credential route");
+    let health = reqwest::get(format!("{}/healthz", server.url())).await.expect("healthz");
+    assert_eq!(health.status().as_u16(), 200, "other routes are not limited");
+    server.stop().await;
+
+    // Per code prefix: a fourth guess at codes starting alike is refused; other codes are not.
+    let limits = Limits { enrol_per_code_prefix_per_hour: 3, ..Limits::default() };
+    let server = TestServer::start_with(limits).await;
+    let url = format!("{}/v1/auth/enrol", server.url());
+    for suffix in ["1111-2222", "3333-4444", "5555-6666"] {
+        let (status, _, _) = post_json(&client, &url, enrol(&format!("QRST-{suffix}"))).await;
+        assert_eq!(status, 401);
+    }
+    let (status, _, body) = post_json(&client, &url, enrol("qrst-7777-8888")).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (429, Some("rate_limited")), "case and dashes do not matter");
+    let (status, _, _) = post_json(&client, &url, enrol("WXYZ-1111-2222")).await;
+    assert_eq!(status, 401, "another prefix is still tried");
+
+    // Per device: refreshes beyond the minute's allowance.
+    let limit = Limits::default().refresh_per_device_per_minute;
+    let refresh = format!("{}/v1/auth/token", server.url());
+    for _ in 0..limit {
+        let (status, _, _) = post_json(&client, &refresh, json!({"device": device, "refresh_token": "psr_x"})).await;
+        assert_eq!(status, 401);
+    }
+    let (status, _, _) = post_json(&client, &refresh, json!({"device": device, "refresh_token": "psr_x"})).await;
+    assert_eq!(status, 429);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn the_admin_page_runs_no_inline_code_and_nothing_is_sniffed() {
+    let server = TestServer::start().await;
+    let client = reqwest::Client::new();
+    for (path, ctype) in
+        [("/admin", "text/html"), ("/admin/admin.js", "text/javascript"), ("/admin/admin.css", "text/css")]
+    {
+        let resp = client.get(format!("{}{path}", server.url())).send().await.expect("send");
+        assert_eq!(resp.status().as_u16(), 200, "{path}");
+        let h = resp.headers();
+        let csp = h.get("content-security-policy").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
+        assert!(csp.contains("script-src 'self'") && !csp.contains("unsafe-inline"), "{path}: {csp}");
+        assert_eq!(h.get("x-content-type-options").and_then(|v| v.to_str().ok()), Some("nosniff"), "{path}");
+        assert!(h.get("content-type").and_then(|v| v.to_str().ok()).is_some_and(|c| c.starts_with(ctype)));
+        let body = resp.text().await.expect("body");
+        if path == "/admin" {
+            assert!(!body.contains("<script>") && !body.contains("<style>"), "no inline script or style");
+            assert!(!has_inline_handler(&body), "no inline event handlers");
+        }
+    }
+    for path in ["/healthz", "/no/such/route"] {
+        let resp = client.get(format!("{}{path}", server.url())).send().await.expect("send");
+        assert_eq!(resp.headers().get("x-content-type-options").and_then(|v| v.to_str().ok()), Some("nosniff"));
+    }
+    server.stop().await;
+}
+
+/// Whether an HTML text has an inline event handler attribute (`onclick="…"` and the like).
+fn has_inline_handler(html: &str) -> bool {
+    html.split('<').any(|tag| {
+        tag.split_whitespace().skip(1).any(|attr| {
+            let name = attr.split('=').next().unwrap_or_default();
+            attr.contains('=')
+                && name.len() > 2
+                && name.starts_with("on")
+                && name.chars().all(|c| c.is_ascii_lowercase())
+        })
+    })
+}
