@@ -133,6 +133,11 @@ conformance!(
     an_imported_hierarchy_reads_back_as_its_units_and_users,
     an_enrolled_device_gets_its_users_scope_until_revoked,
     a_device_id_belongs_to_its_first_user_and_a_revoked_device_stays_revoked,
+    a_district_admin_reads_her_districts_audit_entries_only,
+    // what devices may push (issue #12)
+    hostile_changes_are_refused_before_anything_is_stored,
+    record_ids_are_unique_across_documents,
+    records_with_impossible_values_are_kept_marked_and_left_out_of_reports,
     // duplicates
     people_registered_twice_are_listed_until_merged,
     // concurrency
@@ -1533,4 +1538,170 @@ async fn read_through_storm(
         tokio::task::yield_now().await;
     }
     (replicas, cursor, pulls)
+}
+
+// ------------------------------------------------------------------------------------------
+// 10. What devices may push
+// ------------------------------------------------------------------------------------------
+
+/// A compressed change chunk whose DEFLATE stream inflates to `n` zero bytes.
+fn inflation_bomb(n: usize) -> Vec<u8> {
+    use std::io::Write;
+    let mut enc = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::best());
+    let block = vec![0u8; 1 << 20];
+    for _ in 0..n / block.len() {
+        enc.write_all(&block).expect("deflate");
+    }
+    let deflated = enc.finish().expect("deflate");
+    let mut out = vec![0x85, 0x6f, 0x4a, 0x83, 0, 0, 0, 0, 2];
+    let mut len = deflated.len();
+    loop {
+        let b = (len & 0x7f) as u8;
+        len >>= 7;
+        out.push(if len == 0 { b } else { b | 0x80 });
+        if len == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&deflated);
+    out
+}
+
+async fn hostile_changes_are_refused_before_anything_is_stored(backend: Backend) {
+    let store = backend.open().await;
+    let s = scope(&["melati"]);
+    let (dev, colleague) = (DeviceId::new_random(), DeviceId::new_random());
+    let am = session("melati", day(0), dev, &[visit(dev, "Sri Wahyuni", 9000)]);
+    store.push(dev, s.clone(), vec![push_of(&am, &Heads::empty())], NOW).await.expect("push");
+    let before = stats(&*store).await;
+
+    let mut bomb = push_of(&am, &heads(&am));
+    bomb.changes = inflation_bomb(64 << 20);
+    assert_err!(store.push(dev, s.clone(), vec![bomb], NOW + 1).await, StoreError::ChangesTooLarge { .. });
+
+    let mut garbage = push_of(&am, &heads(&am));
+    garbage.changes = [&[0x85, 0x6f, 0x4a, 0x83][..], b"garbage after the magic"].concat();
+    assert_err!(store.push(dev, s.clone(), vec![garbage], NOW + 2).await, StoreError::MalformedChanges { .. });
+
+    // A value "by" a colleague's device, pushed by this one.
+    let mut forged = replica(&am, colleague);
+    let v = doc::visits(&forged).expect("visits")[0].visit_id;
+    set_weight(&mut forged, v, 9900, NOW + 3);
+    assert_err!(
+        store.push(dev, s.clone(), vec![push_of(&forged, &heads(&am))], NOW + 3).await,
+        StoreError::ForeignAuthor { .. }
+    );
+    // The same edit by the device itself, under a later incarnation of its replica, is its own.
+    let mut own = am.fork();
+    own.set_actor(dev.actor_for(3));
+    set_weight(&mut own, v, 9900, NOW + 4);
+    store.push(dev, s.clone(), vec![push_of(&own, &heads(&am))], NOW + 4).await.expect("own incarnation");
+    let after = stats(&*store).await;
+    assert_eq!((after.docs, after.visits, after.feed_entries), (before.docs, before.visits, before.feed_entries + 1));
+}
+
+async fn record_ids_are_unique_across_documents(backend: Backend) {
+    let store = backend.open().await;
+    let s = scope(&["melati", "mawar"]);
+    let dev = DeviceId::new_random();
+    let first = visit(dev, "Sri Wahyuni", 9000);
+    let a = session("melati", day(0), dev, std::slice::from_ref(&first));
+    store.push(dev, s.clone(), vec![push_of(&a, &Heads::empty())], NOW).await.expect("push a");
+    let before = stats(&*store).await;
+    // Another session reusing the visit id, alone and beside an innocent document.
+    let reused = Visit { name: "Ani".into(), ..first.clone() };
+    let b = session("mawar", day(1), dev, std::slice::from_ref(&reused));
+    let innocent = session("melati", day(2), dev, &[visit(dev, "Dewi", 8000)]);
+    for batch in [vec![push_of(&b, &Heads::empty())], vec![push_of(&innocent, &Heads::empty()), push_of(&b, &Heads::empty())]]
+    {
+        assert_err!(store.push(dev, s.clone(), batch, NOW + 1).await, StoreError::IdCollision { doc, .. } if doc == doc_id(&b));
+        assert_eq!(stats(&*store).await, before, "nothing of the batch is stored");
+    }
+    // Person ids likewise, across registries.
+    let p1 = person("Siti", "3279010101900001", dev);
+    let reg = registry("melati", dev, std::slice::from_ref(&p1));
+    store.push(dev, s.clone(), vec![push_of(&reg, &Heads::empty())], NOW + 2).await.expect("registry");
+    let other = registry("mawar", dev, &[Person { name: "Impostor".into(), ..p1 }]);
+    assert_err!(
+        store.push(dev, s.clone(), vec![push_of(&other, &Heads::empty())], NOW + 3).await,
+        StoreError::IdCollision { .. }
+    );
+    // The documents themselves keep working.
+    let mut a2 = replica(&a, dev);
+    set_weight(&mut a2, first.visit_id, 9100, NOW + 4);
+    store.push(dev, s.clone(), vec![push_of(&a2, &heads(&a))], NOW + 4).await.expect("edit a");
+}
+
+async fn records_with_impossible_values_are_kept_marked_and_left_out_of_reports(backend: Backend) {
+    use automerge::transaction::Transactable;
+    let store = backend.open().await;
+    let s = scope(&["melati"]);
+    let dev = DeviceId::new_random();
+    let good = visit(dev, "Sri Wahyuni", 9000);
+    let odd = visit(dev, "Dewi", 8000);
+    let mut am = session("melati", day(0), dev, &[good.clone(), odd.clone()]);
+    // A modified client writes a negative weight (the app's capture checks would refuse it).
+    let visits = match am.get(automerge::ROOT, "visits").expect("get") {
+        Some((automerge::Value::Object(automerge::ObjType::Map), id)) => id,
+        other => panic!("{other:?}"),
+    };
+    let v = match am.get(&visits, odd.visit_id.to_string()).expect("get") {
+        Some((automerge::Value::Object(automerge::ObjType::Map), id)) => id,
+        other => panic!("{other:?}"),
+    };
+    let mut tx = am.transaction();
+    tx.put(&v, "weight_g", -5).expect("put");
+    tx.commit();
+    store.push(dev, s.clone(), vec![push_of(&am, &Heads::empty())], NOW).await.expect("kept, not refused");
+    assert_eq!(stats(&*store).await.visits, 2, "both visits are stored");
+    let facts = store.report_facts(s.clone(), day(0), day(0)).await.expect("facts");
+    assert_eq!(facts.iter().map(|f| f.person_id).collect::<Vec<_>>(), vec![good.person_id], "only the valid one counts");
+    let invalid = store.invalid_records(s.clone()).await.expect("invalid");
+    assert_eq!(invalid.len(), 1);
+    assert_eq!((invalid[0].record_id.as_str(), invalid[0].collection.as_str()), (odd.visit_id.to_string().as_str(), "visits"));
+    assert_eq!(invalid[0].issues[0]["field"], "weight_g");
+    assert_eq!(invalid[0].session_date.as_deref(), Some("2026-01-05"));
+    assert!(store.invalid_records(scope(&["mawar"])).await.expect("invalid").is_empty(), "scoped");
+    // Corrected: counted again, no longer listed.
+    let before = heads(&am);
+    set_weight(&mut am, odd.visit_id, 8100, NOW + 1);
+    store.push(dev, s.clone(), vec![push_of(&am, &before)], NOW + 1).await.expect("correction");
+    assert!(store.invalid_records(s.clone()).await.expect("invalid").is_empty());
+    assert_eq!(store.report_facts(s, day(0), day(0)).await.expect("facts").len(), 2);
+}
+
+async fn a_district_admin_reads_her_districts_audit_entries_only(backend: Backend) {
+    let store = backend.open().await;
+    store.import_hierarchy(fixture(), audit(NOW, AuditAction::HierarchyImported, "f")).await.expect("import");
+    let ciamis = HierarchyFile::parse(
+        r#"{"format": "posync-hierarchy/1", "units": [
+            {"id": "jawa-barat", "kind": "province", "name": "Jawa Barat"},
+            {"id": "kab-ciamis", "kind": "district", "parent": "jawa-barat", "name": "Kabupaten Ciamis"},
+            {"id": "kec-ciamis", "kind": "subdistrict", "parent": "kab-ciamis", "name": "Kecamatan Ciamis"},
+            {"id": "pkm-ciamis", "kind": "puskesmas", "parent": "kec-ciamis", "name": "Puskesmas Ciamis"},
+            {"id": "desa-ciamis", "kind": "village", "parent": "pkm-ciamis", "name": "Desa Ciamis"},
+            {"id": "pos-ciamis-dahlia-1", "kind": "posyandu", "parent": "desa-ciamis", "name": "Posyandu Dahlia 1"}
+        ], "users": []}"#,
+    )
+    .expect("parses");
+    store.import_hierarchy(ciamis, audit(NOW, AuditAction::HierarchyImported, "c")).await.expect("import");
+    for (i, unit) in ["pos-hegarsari-melati-1", "pkm-banjar-1", "pos-ciamis-dahlia-1", "kota-banjar"].iter().enumerate() {
+        let e = audit(NOW + i as i64, AuditAction::RecordRead, unit).concerning(Some(unit));
+        store.append_audit(e).await.expect("append");
+    }
+    let read = |districts: &[&str]| {
+        let store = store.clone();
+        let districts: Vec<UnitId> = districts.iter().map(|d| unit(d)).collect();
+        async move { store.district_audit_log(districts, 0, 100).await.expect("audit") }
+    };
+    let banjar = read(&["kota-banjar"]).await;
+    assert_eq!(
+        banjar.iter().map(|e| e.target.as_str()).collect::<Vec<_>>(),
+        vec!["pos-hegarsari-melati-1", "pkm-banjar-1", "kota-banjar"]
+    );
+    assert!(banjar.iter().all(|e| e.district.as_deref() == Some("kota-banjar")));
+    let ciamis = read(&["kab-ciamis"]).await;
+    assert_eq!(ciamis.iter().map(|e| e.target.as_str()).collect::<Vec<_>>(), vec!["pos-ciamis-dahlia-1"]);
+    assert_eq!(read(&["kota-banjar", "kab-ciamis"]).await.len(), 4);
+    assert_eq!(store.audit_log(0, 100).await.expect("audit").len(), 6, "the console reads every entry");
 }
