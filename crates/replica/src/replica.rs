@@ -430,11 +430,11 @@ impl Replica {
         am.set_actor(actor);
         f(&mut am)?;
         let saved = save_doc(&tx, id, &am, true)?;
-        let max = Limits::default().doc_bytes_max;
-        if saved > max {
+        let budget = Limits::default();
+        if saved > budget.doc_bytes_max || am.stats().num_ops > budget.doc_ops_max as u64 {
             // Refused before it is captured: the server would refuse the document, and every
             // phone of the posyandu would have to download it.
-            return Err(ReplicaError::DocumentFull { doc: id, bytes: saved, max });
+            return Err(ReplicaError::DocumentFull { doc: id, bytes: saved, max: budget.doc_bytes_max });
         }
         tx.commit()?;
         Ok(())
