@@ -1612,7 +1612,8 @@ async fn record_ids_are_unique_across_documents(backend: Backend) {
     let reused = Visit { name: "Ani".into(), ..first.clone() };
     let b = session("mawar", day(1), dev, std::slice::from_ref(&reused));
     let innocent = session("melati", day(2), dev, &[visit(dev, "Dewi", 8000)]);
-    for batch in [vec![push_of(&b, &Heads::empty())], vec![push_of(&innocent, &Heads::empty()), push_of(&b, &Heads::empty())]]
+    for batch in
+        [vec![push_of(&b, &Heads::empty())], vec![push_of(&innocent, &Heads::empty()), push_of(&b, &Heads::empty())]]
     {
         assert_err!(store.push(dev, s.clone(), batch, NOW + 1).await, StoreError::IdCollision { doc, .. } if doc == doc_id(&b));
         assert_eq!(stats(&*store).await, before, "nothing of the batch is stored");
@@ -1655,10 +1656,17 @@ async fn records_with_impossible_values_are_kept_marked_and_left_out_of_reports(
     store.push(dev, s.clone(), vec![push_of(&am, &Heads::empty())], NOW).await.expect("kept, not refused");
     assert_eq!(stats(&*store).await.visits, 2, "both visits are stored");
     let facts = store.report_facts(s.clone(), day(0), day(0)).await.expect("facts");
-    assert_eq!(facts.iter().map(|f| f.person_id).collect::<Vec<_>>(), vec![good.person_id], "only the valid one counts");
+    assert_eq!(
+        facts.iter().map(|f| f.person_id).collect::<Vec<_>>(),
+        vec![good.person_id],
+        "only the valid one counts"
+    );
     let invalid = store.invalid_records(s.clone()).await.expect("invalid");
     assert_eq!(invalid.len(), 1);
-    assert_eq!((invalid[0].record_id.as_str(), invalid[0].collection.as_str()), (odd.visit_id.to_string().as_str(), "visits"));
+    assert_eq!(
+        (invalid[0].record_id.as_str(), invalid[0].collection.as_str()),
+        (odd.visit_id.to_string().as_str(), "visits")
+    );
     assert_eq!(invalid[0].issues[0]["field"], "weight_g");
     assert_eq!(invalid[0].session_date.as_deref(), Some("2026-01-05"));
     assert!(store.invalid_records(scope(&["mawar"])).await.expect("invalid").is_empty(), "scoped");
@@ -1685,7 +1693,8 @@ async fn a_district_admin_reads_her_districts_audit_entries_only(backend: Backen
     )
     .expect("parses");
     store.import_hierarchy(ciamis, audit(NOW, AuditAction::HierarchyImported, "c")).await.expect("import");
-    for (i, unit) in ["pos-hegarsari-melati-1", "pkm-banjar-1", "pos-ciamis-dahlia-1", "kota-banjar"].iter().enumerate() {
+    for (i, unit) in ["pos-hegarsari-melati-1", "pkm-banjar-1", "pos-ciamis-dahlia-1", "kota-banjar"].iter().enumerate()
+    {
         let e = audit(NOW + i as i64, AuditAction::RecordRead, unit).concerning(Some(unit));
         store.append_audit(e).await.expect("append");
     }
