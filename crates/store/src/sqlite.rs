@@ -783,9 +783,28 @@ impl Store for SqliteStore {
     }
 
     async fn forget_device_heads(&self, device: DeviceId, keep: Vec<DocId>) -> Result<(), StoreError> {
+        let keep: Vec<String> = keep.iter().map(DocId::to_string).collect();
+        let keep = serde_json_like_array(&keep.iter().map(String::as_str).collect::<Vec<_>>());
+        let (device_s, probe) = (device.to_string(), keep.clone());
+        // Most devices at cursor 0 are new and hold nothing to forget: do not take the single
+        // writer (and an fsync) for them.
+        let any = self
+            .read(move |conn| {
+                Ok(conn
+                    .query_row(
+                        "SELECT 1 FROM device_docs WHERE device_id = ?1
+                         AND doc_id NOT IN (SELECT value FROM json_each(?2)) LIMIT 1",
+                        params![device_s, probe],
+                        |_| Ok(()),
+                    )
+                    .optional()?
+                    .is_some())
+            })
+            .await?;
+        if !any {
+            return Ok(());
+        }
         self.write(move |conn| {
-            let keep: Vec<String> = keep.iter().map(DocId::to_string).collect();
-            let keep = serde_json_like_array(&keep.iter().map(String::as_str).collect::<Vec<_>>());
             conn.execute(
                 "DELETE FROM device_docs WHERE device_id = ?1 AND doc_id NOT IN (SELECT value FROM json_each(?2))",
                 params![device.to_string(), keep],
