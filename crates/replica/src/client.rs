@@ -156,6 +156,25 @@ impl HttpSync {
         self.post_json(&format!("{}/v1/auth/token", self.base), &body).await
     }
 
+    /// [`HttpSync::post_json`], retrying transient failures as the retry policy allows.
+    async fn post_json_retrying<B: serde::Serialize, T: serde::de::DeserializeOwned>(
+        &self,
+        url: &str,
+        body: &B,
+    ) -> Result<T, ReplicaError> {
+        let mut attempt = 0u32;
+        loop {
+            match self.post_json(url, body).await {
+                Err(e) if e.is_transient() && attempt < self.retry.retries => {
+                    let overloaded = matches!(e, ReplicaError::Server { code: ErrorCode::Overloaded, .. });
+                    tokio::time::sleep(self.retry.delay(attempt, overloaded, rand::random::<f64>())).await;
+                    attempt += 1;
+                }
+                other => return other,
+            }
+        }
+    }
+
     async fn post_json<B: serde::Serialize, T: serde::de::DeserializeOwned>(
         &self,
         url: &str,
@@ -312,7 +331,11 @@ pub async fn enrol(
 ) -> Result<EnrolResponse, ReplicaError> {
     let client = HttpSync::enrolled(server_url);
     let body = EnrolRequest { code: code.to_owned(), device: replica.device(), label: label.to_owned() };
-    let resp: EnrolResponse = client.post_json(&format!("{}/v1/auth/enrol", client.base), &body).await?;
+    // Safe to retry with the same code: the server gives the same device a fresh credential
+    // when an earlier answer was lost on the way back.
+    let url = format!("{}/v1/auth/enrol", client.base);
+    let resp: EnrolResponse =
+        client.post_json_retrying(&url, &body).await.map_err(|e| ReplicaError::Enrolment(Box::new(e)))?;
     replica.save_credential(&Credential {
         user: resp.user.clone(),
         role: resp.role,

@@ -11,8 +11,11 @@ pub enum ReplicaError {
     Corrupt(DocId),
     #[error("no document {0} on this device")]
     UnknownDoc(DocId),
-    #[error("server refused the sync: {status} {code}: {message}")]
+    #[error("server refused the request: {status} {code}: {message}")]
     Server { status: u16, code: ErrorCode, message: String, doc: Option<String> },
+    /// Enrolment failed: the code was refused, or the server could not be reached.
+    #[error("enrolment failed: {0}")]
+    Enrolment(Box<ReplicaError>),
     #[error("server answer could not be read: {0}")]
     BadResponse(String),
     #[error("network: {0}")]
@@ -32,7 +35,9 @@ impl ReplicaError {
     pub fn is_transient(&self) -> bool {
         match self {
             ReplicaError::Network(_) => true,
-            ReplicaError::Server { code, .. } => matches!(code, ErrorCode::Overloaded | ErrorCode::Internal),
+            ReplicaError::Server { code, .. } => {
+                matches!(code, ErrorCode::Overloaded | ErrorCode::Internal | ErrorCode::RateLimited)
+            }
             _ => false,
         }
     }

@@ -205,6 +205,16 @@ impl UnitTree {
     }
 }
 
+/// Whether an enrolment code may be redeemed by `device` at `now`: unused and unexpired, or
+/// already redeemed by this same device (its answer was lost on a bad link and it retries:
+/// it gets a fresh refresh credential under the same binding). Another device is refused.
+pub fn code_redeemable(used_by: Option<&str>, used: bool, expires_at: i64, now: i64, device: DeviceId) -> bool {
+    if now > expires_at {
+        return false;
+    }
+    !used || used_by == Some(device.to_string().as_str())
+}
+
 /// Whether `user` may (re-)enrol a device whose row holds `holder` (its user and whether it is
 /// revoked), if any. A device id belongs to the user who first enrolled it: device ids are
 /// visible to colleagues (conflict lists), so enrolling under another user's id would lock

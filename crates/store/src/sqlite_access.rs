@@ -272,13 +272,15 @@ pub fn redeem_enrolment(
     cred: &NewCredential,
     now: i64,
 ) -> Result<UserRecord, StoreError> {
-    let row: Option<(String, i64, Option<i64>)> = tx
-        .query_row("SELECT user_id, expires_at, used_at FROM enrolments WHERE code_hash = ?1", [&code_hash[..]], |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-        })
+    let row: Option<(String, i64, Option<i64>, Option<String>)> = tx
+        .query_row(
+            "SELECT user_id, expires_at, used_at, device_id FROM enrolments WHERE code_hash = ?1",
+            [&code_hash[..]],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+        )
         .optional()?;
-    let Some((user_s, expires_at, used_at)) = row else { return Err(StoreError::InvalidCredential) };
-    if used_at.is_some() || now > expires_at {
+    let Some((user_s, expires_at, used_at, used_by)) = row else { return Err(StoreError::InvalidCredential) };
+    if !crate::access::code_redeemable(used_by.as_deref(), used_at.is_some(), expires_at, now, cred.device) {
         return Err(StoreError::InvalidCredential);
     }
     let user = active_user(tx, &user_s)?;
@@ -291,7 +293,7 @@ pub fn redeem_enrolment(
     let holder = holder.as_ref().and_then(|(u, revoked)| u.as_deref().map(|u| (u, revoked.is_some())));
     crate::access::may_enrol(holder, &user_id)?;
     tx.execute(
-        "UPDATE enrolments SET used_at = ?2, device_id = ?3 WHERE code_hash = ?1",
+        "UPDATE enrolments SET used_at = COALESCE(used_at, ?2), device_id = ?3 WHERE code_hash = ?1",
         params![&code_hash[..], now, cred.device.to_string()],
     )?;
     register_device(tx, &user_id, cred, now)?;

@@ -133,6 +133,7 @@ conformance!(
     an_imported_hierarchy_reads_back_as_its_units_and_users,
     an_enrolled_device_gets_its_users_scope_until_revoked,
     a_device_id_belongs_to_its_first_user_and_a_revoked_device_stays_revoked,
+    a_device_whose_enrolment_answer_was_lost_redeems_its_code_again,
     a_district_admin_reads_her_districts_audit_entries_only,
     // what devices may push (issue #12)
     hostile_changes_are_refused_before_anything_is_stored,
@@ -1713,4 +1714,31 @@ async fn a_district_admin_reads_her_districts_audit_entries_only(backend: Backen
     assert_eq!(ciamis.iter().map(|e| e.target.as_str()).collect::<Vec<_>>(), vec!["pos-ciamis-dahlia-1"]);
     assert_eq!(read(&["kota-banjar", "kab-ciamis"]).await.len(), 4);
     assert_eq!(store.audit_log(0, 100).await.expect("audit").len(), 6, "the console reads every entry");
+}
+
+async fn a_device_whose_enrolment_answer_was_lost_redeems_its_code_again(backend: Backend) {
+    let store = backend.open().await;
+    store.import_hierarchy(fixture(), audit(NOW, AuditAction::HierarchyImported, "f")).await.expect("import");
+    let e = NewEnrolment { code_hash: [41; 32], user: user_id("kader-0001"), expires_at: NOW + 3600 };
+    store.issue_enrolment(e, audit(NOW, AuditAction::EnrolmentIssued, "kader-0001")).await.expect("issue");
+    let phone = DeviceId::new_random();
+    store.redeem_enrolment([41; 32], credential(phone, 1), NOW + 1).await.expect("enrol");
+    // The answer never reached the phone: it retries with the same code and gets a fresh
+    // credential under the same binding; the lost one no longer works.
+    let again = store.redeem_enrolment([41; 32], credential(phone, 2), NOW + 2).await.expect("the same device again");
+    assert_eq!(again.id, user_id("kader-0001"));
+    store.refresh_device(phone, [2; 32], NOW + 86_400, NOW + 3).await.expect("the new credential works");
+    assert_err!(store.refresh_device(phone, [1; 32], NOW + 86_400, NOW + 3).await, StoreError::InvalidCredential);
+    // Another device cannot use the code, nor can anyone once it expired.
+    assert_err!(
+        store.redeem_enrolment([41; 32], credential(DeviceId::new_random(), 3), NOW + 4).await,
+        StoreError::InvalidCredential
+    );
+    assert_err!(
+        store.redeem_enrolment([41; 32], credential(phone, 4), NOW + 3601).await,
+        StoreError::InvalidCredential
+    );
+    // Revoked meanwhile: the code does not bring it back.
+    store.revoke_device(phone, audit(NOW + 5, AuditAction::DeviceRevoked, phone)).await.expect("revoke");
+    assert_err!(store.redeem_enrolment([41; 32], credential(phone, 5), NOW + 6).await, StoreError::DeviceRevoked);
 }

@@ -28,6 +28,48 @@ pub enum Fault {
     DropResponse,
     /// Half the answer arrives, then the connection is cut.
     TruncateResponse,
+    /// The server gets the first `n` bytes of the request, then the connection is cut (a
+    /// link that drops after a few KB of upload).
+    CutRequestAfter(usize),
+    /// The server commits and answers; the phone gets the first `n` bytes of the answer.
+    CutResponseAfter(usize),
+    /// Nothing is forwarded and nothing answered for `ms` milliseconds, then the connection
+    /// closes: a request never answered.
+    Stall(u64),
+}
+
+/// A slow, lossy link: every request and answer goes through it.
+#[derive(Clone, Copy, Debug)]
+pub struct Link {
+    /// Bytes per second each way (0: unlimited).
+    pub bytes_per_second: u64,
+    /// Added once each way.
+    pub latency_ms: u64,
+    /// A connection drops after this many bytes in either direction (0: never).
+    pub drop_after_bytes: usize,
+    /// Probability that a request is lost outright.
+    pub loss_rate: f64,
+}
+
+/// How the proxy picks each request's fate.
+enum Policy {
+    Random {
+        rate: f64,
+        rng: StdRng,
+    },
+    /// The i-th request meets the i-th fault, then everything passes.
+    Script(std::collections::VecDeque<Fault>),
+    Link {
+        link: Link,
+        rng: StdRng,
+    },
+}
+
+/// What the proxy does with one request: a fault, and the link's pacing.
+#[derive(Clone, Copy, Debug)]
+struct Fate {
+    fault: Fault,
+    pace: Option<Link>,
 }
 
 /// Counts of what the proxy did, for the test's report.
@@ -35,6 +77,10 @@ pub enum Fault {
 pub struct FaultCounts {
     pub requests: AtomicU64,
     pub faulted: AtomicU64,
+    /// Request bytes that reached the proxy (what the phone spent on the link up).
+    pub bytes_up: AtomicU64,
+    /// Answer bytes the proxy passed back (what the phone spent on the link down).
+    pub bytes_down: AtomicU64,
 }
 
 pub struct FaultProxy {
@@ -46,20 +92,35 @@ pub struct FaultProxy {
 impl FaultProxy {
     /// Proxy to `upstream`, faulting each request with probability `rate` (seeded).
     pub async fn start(upstream: SocketAddr, rate: f64, seed: u64) -> std::io::Result<Self> {
+        Self::with_policy(upstream, Policy::Random { rate, rng: StdRng::seed_from_u64(seed) }).await
+    }
+
+    /// Proxy to `upstream`, the n-th request meeting `script[n]`, every later one passing.
+    pub async fn scripted(upstream: SocketAddr, script: Vec<Fault>) -> std::io::Result<Self> {
+        Self::with_policy(upstream, Policy::Script(script.into())).await
+    }
+
+    /// Proxy to `upstream` through a slow, lossy `link` (seeded).
+    pub async fn link(upstream: SocketAddr, link: Link, seed: u64) -> std::io::Result<Self> {
+        Self::with_policy(upstream, Policy::Link { link, rng: StdRng::seed_from_u64(seed) }).await
+    }
+
+    async fn with_policy(upstream: SocketAddr, policy: Policy) -> std::io::Result<Self> {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
-        let rng = Arc::new(Mutex::new(StdRng::seed_from_u64(seed)));
+        let policy = Arc::new(Mutex::new(policy));
         let counts = Arc::new(FaultCounts::default());
         let c = counts.clone();
         let task = tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
-                let fault = pick(&rng, rate);
+                let fate = decide(&policy);
                 c.requests.fetch_add(1, Ordering::Relaxed);
-                if fault != Fault::Pass {
+                if fate.fault != Fault::Pass {
                     c.faulted.fetch_add(1, Ordering::Relaxed);
                 }
+                let counts = c.clone();
                 tokio::spawn(async move {
-                    let _ = handle(client, upstream, fault).await;
+                    let _ = handle(client, upstream, fate, &counts).await;
                 });
             }
         });
@@ -77,8 +138,19 @@ impl Drop for FaultProxy {
     }
 }
 
-fn pick(rng: &Mutex<StdRng>, rate: f64) -> Fault {
-    let Ok(mut r) = rng.lock() else { return Fault::Pass };
+fn decide(policy: &Mutex<Policy>) -> Fate {
+    let Ok(mut p) = policy.lock() else { return Fate { fault: Fault::Pass, pace: None } };
+    match &mut *p {
+        Policy::Random { rate, rng } => Fate { fault: pick(rng, *rate), pace: None },
+        Policy::Script(script) => Fate { fault: script.pop_front().unwrap_or(Fault::Pass), pace: None },
+        Policy::Link { link, rng } => {
+            let fault = if rng.random_bool(link.loss_rate.clamp(0.0, 1.0)) { Fault::DropRequest } else { Fault::Pass };
+            Fate { fault, pace: Some(*link) }
+        }
+    }
+}
+
+fn pick(r: &mut StdRng, rate: f64) -> Fault {
     if !r.random_bool(rate.clamp(0.0, 1.0)) {
         return Fault::Pass;
     }
@@ -143,10 +215,38 @@ async fn forward(upstream: SocketAddr, request: &[u8]) -> std::io::Result<Vec<u8
     Ok(response)
 }
 
-async fn handle(mut client: TcpStream, upstream: SocketAddr, fault: Fault) -> std::io::Result<()> {
+/// Wait as long as `bytes` take on the link.
+async fn pace(link: Option<Link>, bytes: usize) {
+    let Some(l) = link else { return };
+    let transfer = if l.bytes_per_second == 0 { 0 } else { bytes as u64 * 1000 / l.bytes_per_second };
+    tokio::time::sleep(Duration::from_millis(l.latency_ms + transfer)).await;
+}
+
+async fn handle(mut client: TcpStream, upstream: SocketAddr, fate: Fate, counts: &FaultCounts) -> std::io::Result<()> {
     let request = read_request(&mut client).await?;
+    counts.bytes_up.fetch_add(request.len() as u64, Ordering::Relaxed);
+    let mut fault = fate.fault;
+    if let Some(l) = fate.pace
+        && l.drop_after_bytes > 0
+        && request.len() > l.drop_after_bytes
+    {
+        fault = Fault::CutRequestAfter(l.drop_after_bytes);
+    }
+    pace(fate.pace, request.len().min(fate.pace.map_or(usize::MAX, |l| l.drop_after_bytes.max(1)))).await;
     let response = match fault {
         Fault::DropRequest => return Ok(()),
+        Fault::Stall(ms) => {
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+            return Ok(());
+        }
+        Fault::CutRequestAfter(n) => {
+            let mut server = TcpStream::connect(upstream).await?;
+            server.write_all(&request[..n.min(request.len())]).await?;
+            server.shutdown().await?;
+            let mut sink = Vec::new();
+            let _ = tokio::time::timeout(Duration::from_secs(5), server.read_to_end(&mut sink)).await;
+            return Ok(());
+        }
         Fault::TruncateRequest => {
             let mut server = TcpStream::connect(upstream).await?;
             server.write_all(&request[..request.len() / 2]).await?;
@@ -165,15 +265,23 @@ async fn handle(mut client: TcpStream, upstream: SocketAddr, fault: Fault) -> st
         }
         _ => forward(upstream, &request).await?,
     };
-    match fault {
-        Fault::DropResponse => Ok(()),
-        Fault::TruncateResponse => {
-            client.write_all(&response[..response.len() / 2]).await?;
-            client.shutdown().await
-        }
-        _ => {
-            client.write_all(&response).await?;
-            client.shutdown().await
-        }
+    let mut fault = fault;
+    if let Some(l) = fate.pace
+        && l.drop_after_bytes > 0
+        && response.len() > l.drop_after_bytes
+    {
+        fault = Fault::CutResponseAfter(l.drop_after_bytes);
     }
+    let sent = match fault {
+        Fault::DropResponse => 0,
+        Fault::TruncateResponse => response.len() / 2,
+        Fault::CutResponseAfter(n) => n.min(response.len()),
+        _ => response.len(),
+    };
+    pace(fate.pace, sent).await;
+    counts.bytes_down.fetch_add(sent as u64, Ordering::Relaxed);
+    if sent > 0 {
+        client.write_all(&response[..sent]).await?;
+    }
+    client.shutdown().await
 }

@@ -436,30 +436,22 @@ async fn enrolment_codes_are_one_time_and_a_revoked_phone_stops_but_its_records_
     enrol(&server.url(), &typed, "HP Euis", &mut phone).await.expect("enrol");
     let mut thief = Replica::open(dir.path().join("b.sqlite")).expect("replica");
     let again = enrol(&server.url(), &code.code, "", &mut thief).await;
-    assert!(
-        matches!(
-            again,
-            Err(posync_replica::ReplicaError::Server {
-                status: 401,
-                code: posync_proto::ErrorCode::InvalidCredential,
-                ..
-            })
+    let refused = |r: &Result<_, posync_replica::ReplicaError>| match r {
+        Err(posync_replica::ReplicaError::Enrolment(e)) => matches!(
+            **e,
+            posync_replica::ReplicaError::Server { status: 401, code: posync_proto::ErrorCode::InvalidCredential, .. }
         ),
-        "{again:?}"
-    );
+        _ => false,
+    };
+    assert!(refused(&again), "another device cannot reuse a code: {again:?}");
+    assert!(again.as_ref().err().is_some_and(|e| e.to_string().starts_with("enrolment failed")), "{again:?}");
 
     // An expired code.
     let late =
         admin.issue_enrolment(&console(), "kader-0002".parse().expect("id"), server.clock.now()).await.expect("code");
     server.clock.advance(8 * 24 * 3600);
     let expired = enrol(&server.url(), &late.code, "", &mut thief).await;
-    assert!(
-        matches!(
-            expired,
-            Err(posync_replica::ReplicaError::Server { code: posync_proto::ErrorCode::InvalidCredential, .. })
-        ),
-        "{expired:?}"
-    );
+    assert!(refused(&expired), "{expired:?}");
 
     // Offline for weeks: the access token is long expired, the refresh token is not; the
     // captured records sync after an automatic refresh.

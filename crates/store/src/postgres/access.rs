@@ -271,7 +271,9 @@ pub async fn redeem_enrolment(
     now: i64,
 ) -> Result<UserRecord, StoreError> {
     let stmt = tx
-        .prepare_cached("SELECT user_id, expires_at, used_at FROM enrolments WHERE code_hash = $1 FOR UPDATE")
+        .prepare_cached(
+            "SELECT user_id, expires_at, used_at, device_id FROM enrolments WHERE code_hash = $1 FOR UPDATE",
+        )
         .await?;
     let Some(row) = tx.query_opt(&stmt, &[&&code_hash[..]]).await? else {
         return Err(StoreError::InvalidCredential);
@@ -279,7 +281,8 @@ pub async fn redeem_enrolment(
     let user_s = row.try_get::<_, String>(0)?;
     let expires_at = row.try_get::<_, i64>(1)?;
     let used_at = row.try_get::<_, Option<i64>>(2)?;
-    if used_at.is_some() || now > expires_at {
+    let used_by = row.try_get::<_, Option<String>>(3)?;
+    if !crate::access::code_redeemable(used_by.as_deref(), used_at.is_some(), expires_at, now, cred.device) {
         return Err(StoreError::InvalidCredential);
     }
     let user = active_user(tx, &user_s).await?;
@@ -292,7 +295,9 @@ pub async fn redeem_enrolment(
         .transpose()?;
     let holder = holder.as_ref().and_then(|(u, revoked)| u.as_deref().map(|u| (u, revoked.is_some())));
     crate::access::may_enrol(holder, &user_id)?;
-    let stmt = tx.prepare_cached("UPDATE enrolments SET used_at = $2, device_id = $3 WHERE code_hash = $1").await?;
+    let stmt = tx
+        .prepare_cached("UPDATE enrolments SET used_at = COALESCE(used_at, $2), device_id = $3 WHERE code_hash = $1")
+        .await?;
     let params: &Params<'_> = &[&&code_hash[..], &now, &device];
     tx.execute(&stmt, params).await?;
     register_device(tx, &user_id, cred, now).await?;
