@@ -218,7 +218,7 @@ async fn forward(upstream: SocketAddr, request: &[u8]) -> std::io::Result<Vec<u8
 /// Wait as long as `bytes` take on the link.
 async fn pace(link: Option<Link>, bytes: usize) {
     let Some(l) = link else { return };
-    let transfer = if l.bytes_per_second == 0 { 0 } else { bytes as u64 * 1000 / l.bytes_per_second };
+    let transfer = (bytes as u64 * 1000).checked_div(l.bytes_per_second).unwrap_or(0);
     tokio::time::sleep(Duration::from_millis(l.latency_ms + transfer)).await;
 }
 
@@ -265,7 +265,6 @@ async fn handle(mut client: TcpStream, upstream: SocketAddr, fate: Fate, counts:
         }
         _ => forward(upstream, &request).await?,
     };
-    let mut fault = fault;
     if let Some(l) = fate.pace
         && l.drop_after_bytes > 0
         && response.len() > l.drop_after_bytes
