@@ -232,8 +232,14 @@ impl HttpSync {
         }
     }
 
-    /// Sync until the outbox is empty and the server has no more pages.
+    /// Sync until the outbox is empty and the server has no more pages. One run at a time
+    /// per replica: a second one at once returns [`ReplicaError::AlreadySyncing`].
     pub async fn sync(&self, replica: &mut Replica) -> Result<SyncReport, ReplicaError> {
+        let _lock = replica.try_sync_lock()?.ok_or(ReplicaError::AlreadySyncing)?;
+        self.sync_run(replica).await
+    }
+
+    async fn sync_run(&self, replica: &mut Replica) -> Result<SyncReport, ReplicaError> {
         let mut report = SyncReport::default();
         let mut resent_whole = std::collections::HashSet::<posync_model::DocId>::new();
         let mut recorded_again = std::collections::HashSet::<posync_model::DocId>::new();

@@ -24,6 +24,10 @@ pub enum ReplicaError {
     Rejected(Vec<posync_model::validate::Issue>),
     #[error("document {doc} is full ({bytes} bytes, at most {max}): start a new session document")]
     DocumentFull { doc: DocId, bytes: usize, max: usize },
+    #[error("another sync of this replica is running; wait for it to finish")]
+    AlreadySyncing,
+    #[error("file: {0}")]
+    Io(String),
     #[error("this device is not enrolled: enrol it with a code from your admin first")]
     NotEnrolled,
     #[error("sync did not finish within {0} rounds")]

@@ -167,10 +167,24 @@ pub struct ApplyReport {
     pub more: bool,
 }
 
+/// How long a write waits for another (a capture for a sync's short transaction, or the
+/// reverse) before giving up. Syncs never hold the write lock across network I/O.
+const BUSY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// One sync run's hold on a replica (see [`Replica::try_sync_lock`]); released on drop.
+pub struct SyncLock {
+    _file: std::fs::File,
+}
+
+fn io_error(e: std::io::Error) -> ReplicaError {
+    ReplicaError::Io(e.to_string())
+}
+
 /// A device's replica: one SQLite file.
 pub struct Replica {
     conn: Connection,
     device: DeviceId,
+    path: std::path::PathBuf,
 }
 
 /// The continuity marker of a replica file: a sidecar that holds the same random token as
@@ -233,12 +247,13 @@ impl Replica {
     /// Open with the continuity marker at `marker` (see [`marker_path`]): an app keeps it out
     /// of backups, so a restored replica is recognised and writes under a new actor.
     pub fn open_with_marker(path: impl AsRef<Path>, marker: impl AsRef<Path>) -> Result<Self, ReplicaError> {
-        let mut conn = Connection::open(path)?;
-        conn.busy_timeout(std::time::Duration::from_secs(10))?;
+        let path = path.as_ref().to_path_buf();
+        let mut conn = Connection::open(&path)?;
+        conn.busy_timeout(BUSY_TIMEOUT)?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         // A capture acknowledged to the kader must survive the phone dying a moment later.
         conn.pragma_update(None, "synchronous", "FULL")?;
-        let tx = conn.transaction()?;
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         tx.execute_batch(SCHEMA)?;
         add_columns_of_schema_2(&tx)?;
         let device = match tx
@@ -272,7 +287,23 @@ impl Replica {
             // Without the marker the next open starts another incarnation: more actors, no loss.
             tracing::warn!(error = %e, "could not write the replica's continuity marker");
         }
-        Ok(Self { conn, device })
+        Ok(Self { conn, device, path })
+    }
+
+    /// Claim the replica for one sync run: `None` while another run (in this process or
+    /// another) holds it. Two syncs at once would send the same outbox twice and race on
+    /// the cursor. An advisory lock on `<replica>.sync-lock`: the operating system releases
+    /// it when the run ends, its future is dropped, or its process dies.
+    pub fn try_sync_lock(&self) -> Result<Option<SyncLock>, ReplicaError> {
+        let mut path = self.path.as_os_str().to_owned();
+        path.push(".sync-lock");
+        let file =
+            std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&path).map_err(io_error)?;
+        match file.try_lock() {
+            Ok(()) => Ok(Some(SyncLock { _file: file })),
+            Err(std::fs::TryLockError::WouldBlock) => Ok(None),
+            Err(std::fs::TryLockError::Error(e)) => Err(io_error(e)),
+        }
     }
 
     /// This replica's incarnation: bumped when the file was restored or copied, or when the
@@ -305,7 +336,9 @@ impl Replica {
 
     fn ensure_doc(&mut self, meta: DocMeta) -> Result<DocId, ReplicaError> {
         let id = meta.doc_id();
-        let tx = self.conn.transaction()?;
+        // IMMEDIATE: take the write lock up front, waiting (busy timeout) for a sync that
+        // holds it, instead of failing when a read transaction cannot become a write one.
+        let tx = self.conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let exists =
             tx.query_row("SELECT 1 FROM docs WHERE doc_id = ?1", [id.to_string()], |_| Ok(())).optional()?.is_some();
         if !exists {

@@ -36,3 +36,64 @@ async fn an_enrolment_whose_answer_is_lost_succeeds_when_retried_with_the_same_c
     assert!(message.starts_with("enrolment failed") && !message.contains("sync"), "{message}");
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn captures_made_while_a_sync_runs_on_the_same_phone_are_all_saved() {
+    use posync_testkit::faults::Link;
+    use posync_testkit::{DAY, Generator, enrolled, posyandu};
+    let (server, admin) = district_server(Limits::default()).await;
+    let dir = tempfile::tempdir().expect("dir");
+    let mut kader = enrolled(&server, &admin, "kader-0001", &dir).await;
+    let path = dir.path().join("kader-0001.sqlite");
+    let melati = posyandu("pos-hegarsari-melati-1");
+    let session = kader.start_session(&melati, DAY).expect("session");
+    // A slow link keeps every sync long.
+    let link = Link { bytes_per_second: 40_000, latency_ms: 50, drop_after_bytes: 0, loss_rate: 0.0 };
+    let proxy = FaultProxy::link(server.addr(), link, 1).await.expect("proxy");
+    let url = proxy.url();
+    let syncing = {
+        let path = path.clone();
+        tokio::spawn(async move {
+            let mut phone = Replica::open(&path).expect("open");
+            let mut runs = 0;
+            for _ in 0..15 {
+                match phone.sync_enrolled(&url).await {
+                    Ok(_) => runs += 1,
+                    Err(e) => panic!("sync: {e}"),
+                }
+            }
+            runs
+        })
+    };
+    let capturing = {
+        let path = path.clone();
+        std::thread::spawn(move || {
+            let mut phone = Replica::open(&path).expect("open");
+            let mut g = Generator::new(7);
+            let mut failed = Vec::new();
+            for i in 0..120 {
+                if let Err(e) = phone.record_visit(session, g.child_visit(), i) {
+                    failed.push(e.to_string());
+                }
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            failed
+        })
+    };
+    let failed = capturing.join().expect("capture thread");
+    assert!(failed.is_empty(), "{} of 120 captures failed during syncs: {:?}", failed.len(), failed.first());
+    assert_eq!(syncing.await.expect("sync task"), 15);
+    // Two syncs of one replica at once: the second says so instead of racing the first.
+    let lock = kader.try_sync_lock().expect("lock").expect("free");
+    let second = Replica::open(&path).expect("open").sync_enrolled(&server.url()).await;
+    assert!(matches!(second, Err(ReplicaError::AlreadySyncing)), "{second:?}");
+    drop(lock);
+    kader.sync_enrolled(&server.url()).await.expect("final sync");
+    assert_eq!(kader.visits(session).expect("visits").len(), 120);
+    assert_eq!(
+        posync_store::Store::stats(&server.store).await.expect("stats").visits,
+        120,
+        "every capture reached the server"
+    );
+    server.stop().await;
+}
