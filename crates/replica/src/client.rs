@@ -72,6 +72,12 @@ impl RetryPolicy {
     }
 }
 
+/// How long a request may go without a byte arriving before it counts as lost: on 2G a
+/// slow answer still trickles in; a dead one does not.
+pub const STALL_SECONDS_DEFAULT: u64 = 20;
+/// How long one sync run may take in all before it stops (keeping its progress).
+pub const RUN_SECONDS_DEFAULT: u64 = 10 * 60;
+
 /// An HTTP sync client for one server.
 #[derive(Clone)]
 pub struct HttpSync {
@@ -81,11 +87,15 @@ pub struct HttpSync {
     auth: Auth,
     limits: Limits,
     retry: RetryPolicy,
+    /// The whole run's bound.
+    run_max: Duration,
 }
 
-fn http_client() -> reqwest::Client {
+fn http_client(stall: Duration) -> reqwest::Client {
     reqwest::Client::builder()
-        .timeout(Duration::from_secs(120))
+        // No fixed per-request timeout: a request fails when nothing arrives for `stall`,
+        // and the run as a whole is bounded by `run_max`.
+        .read_timeout(stall)
         .connect_timeout(Duration::from_secs(10))
         .build()
         .unwrap_or_else(|_| reqwest::Client::new())
@@ -114,7 +124,28 @@ impl HttpSync {
 
     fn with_auth(server_url: &str, auth: Auth, retry: RetryPolicy) -> Self {
         let base = server_url.trim_end_matches('/').to_owned();
-        Self { client: http_client(), url: format!("{base}/v1/sync"), base, auth, limits: Limits::default(), retry }
+        Self {
+            client: http_client(Duration::from_secs(STALL_SECONDS_DEFAULT)),
+            url: format!("{base}/v1/sync"),
+            base,
+            auth,
+            limits: Limits::default(),
+            retry,
+            run_max: Duration::from_secs(RUN_SECONDS_DEFAULT),
+        }
+    }
+
+    /// A request counts as lost when no byte arrives for `stall` (default 20 s).
+    pub fn with_stall_timeout(mut self, stall: Duration) -> Self {
+        self.client = http_client(stall);
+        self
+    }
+
+    /// Bound a whole sync run (default 10 minutes): past it the run stops with
+    /// [`ReplicaError::DeadlineExceeded`], keeping everything it achieved.
+    pub fn with_run_deadline(mut self, run_max: Duration) -> Self {
+        self.run_max = run_max;
+        self
     }
 
     pub fn with_limits(mut self, limits: Limits) -> Self {
@@ -147,13 +178,15 @@ impl HttpSync {
     }
 
     /// Exchange the refresh token for a new access token.
+    /// Retried like any request: a sync that must refresh first fails no more often than
+    /// one that need not.
     pub async fn refresh(
         &self,
         device: posync_model::DeviceId,
         refresh_token: &str,
     ) -> Result<AccessToken, ReplicaError> {
         let body = RefreshRequest { device, refresh_token: refresh_token.to_owned() };
-        self.post_json(&format!("{}/v1/auth/token", self.base), &body).await
+        self.post_json_retrying(&format!("{}/v1/auth/token", self.base), &body).await
     }
 
     /// [`HttpSync::post_json`], retrying transient failures as the retry policy allows.
@@ -240,6 +273,15 @@ impl HttpSync {
     }
 
     async fn sync_run(&self, replica: &mut Replica) -> Result<SyncReport, ReplicaError> {
+        let run_max = self.run_max;
+        match tokio::time::timeout(run_max, self.sync_rounds(replica)).await {
+            Ok(result) => result,
+            // Whatever rounds completed are applied; the next run carries on from there.
+            Err(_) => Err(ReplicaError::DeadlineExceeded(run_max)),
+        }
+    }
+
+    async fn sync_rounds(&self, replica: &mut Replica) -> Result<SyncReport, ReplicaError> {
         let mut report = SyncReport::default();
         let mut resent_whole = std::collections::HashSet::<posync_model::DocId>::new();
         let mut recorded_again = std::collections::HashSet::<posync_model::DocId>::new();
@@ -295,6 +337,8 @@ impl HttpSync {
                 }
                 Err(e) => return Err(e),
             };
+            // Progress: the next round gets the whole retry allowance again.
+            retries = 0;
             report.bytes.up += wire.up;
             report.bytes.down += wire.down;
             report.pushed_docs += req.push.len();

@@ -28,6 +28,8 @@ pub enum ReplicaError {
     AlreadySyncing,
     #[error("file: {0}")]
     Io(String),
+    #[error("the sync did not finish within {0:?}; what it achieved is kept, sync again later")]
+    DeadlineExceeded(std::time::Duration),
     #[error("this device is not enrolled: enrol it with a code from your admin first")]
     NotEnrolled,
     #[error("sync did not finish within {0} rounds")]

@@ -97,3 +97,86 @@ async fn captures_made_while_a_sync_runs_on_the_same_phone_are_all_saved() {
     );
     server.stop().await;
 }
+
+/// Quick retries, so the tests spend their time on the link, not in backoff.
+const FAST: posync_replica::RetryPolicy = posync_replica::RetryPolicy { retries: 4, base_ms: 1, max_ms: 5 };
+
+#[tokio::test]
+async fn a_sync_that_starts_with_a_token_refresh_survives_a_lost_refresh() {
+    use posync_testkit::{DAY, Generator, enrolled, posyandu};
+    let (server, admin) = district_server(Limits::default()).await;
+    let dir = tempfile::tempdir().expect("dir");
+    let mut kader = enrolled(&server, &admin, "kader-0001", &dir).await;
+    let session = kader.start_session(&posyandu("pos-hegarsari-melati-1"), DAY).expect("session");
+    kader.record_visit(session, Generator::new(1).child_visit(), 1).expect("record");
+    // The access token has expired: the sync begins with a refresh, which the link loses.
+    let mut cred = kader.credential().expect("read").expect("enrolled");
+    cred.access = None;
+    kader.save_credential(&cred).expect("save");
+    let proxy =
+        FaultProxy::scripted(server.addr(), vec![Fault::DropRequest, Fault::DropResponse]).await.expect("proxy");
+    let report =
+        posync_replica::HttpSync::enrolled(&proxy.url()).with_retry(FAST).sync(&mut kader).await.expect("sync");
+    assert_eq!(report.pushed_docs, 1);
+    assert!(kader.outbox().expect("outbox").is_empty());
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_multi_page_pull_losing_a_request_every_round_completes() {
+    use posync_testkit::{DAY, Generator, Phone, TestServer, posyandu};
+    let server = TestServer::start_with(Limits { page_bytes_max: 4 * 1024, ..Limits::default() }).await;
+    let p = posyandu("melati-01");
+    let mut kader = Phone::kader(&server, &p);
+    let mut g = Generator::new(2);
+    for d in 0..30 {
+        let on = DAY - time::Duration::days(7 * d);
+        let session = kader.replica.start_session(&p, on).expect("session");
+        for i in 0..4 {
+            kader.replica.record_visit(session, g.child_visit_on(on), i).expect("record");
+        }
+    }
+    kader.sync(&server).await;
+    // A tablet pulls page after page; the first attempt of every round is lost.
+    let mut tablet = Phone::new(&server, posync_model::Role::PuskesmasOfficer, std::slice::from_ref(&p));
+    let script: Vec<Fault> = (0..40).flat_map(|_| [Fault::DropRequest, Fault::Pass]).collect();
+    let proxy = FaultProxy::scripted(server.addr(), script).await.expect("proxy");
+    let report = posync_replica::HttpSync::new(&proxy.url(), &tablet.token)
+        .with_retry(FAST)
+        .sync(&mut tablet.replica)
+        .await
+        .expect("the pull completes: each round has its own retries");
+    assert!(report.retries > FAST.retries, "more losses in the run than one round's allowance: {report:?}");
+    assert_eq!(tablet.replica.all_visits().expect("visits").len(), 120);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_request_never_answered_is_given_up_on_when_the_link_stalls_not_after_two_minutes() {
+    use posync_testkit::{DAY, Generator, Phone, TestServer, posyandu};
+    let server = TestServer::start().await;
+    let p = posyandu("melati-01");
+    let mut kader = Phone::kader(&server, &p);
+    let session = kader.replica.start_session(&p, DAY).expect("session");
+    kader.replica.record_visit(session, Generator::new(3).child_visit(), 1).expect("record");
+    let proxy = FaultProxy::scripted(server.addr(), vec![Fault::Stall(120_000)]).await.expect("proxy");
+    let client = posync_replica::HttpSync::new(&proxy.url(), &kader.token)
+        .with_retry(FAST)
+        .with_stall_timeout(std::time::Duration::from_secs(2));
+    let done = tokio::time::timeout(std::time::Duration::from_secs(30), client.sync(&mut kader.replica)).await;
+    let report = done.expect("gave up on the stalled request and retried, well within 30 s").expect("sync");
+    assert_eq!((report.retries, report.pushed_docs), (1, 1));
+
+    // And a whole run is bounded: a link that never answers ends the run at its deadline,
+    // keeping what it did.
+    kader.replica.record_visit(session, Generator::new(4).child_visit(), 2).expect("record");
+    let dead = FaultProxy::scripted(server.addr(), vec![Fault::Stall(120_000); 20]).await.expect("proxy");
+    let client = posync_replica::HttpSync::new(&dead.url(), &kader.token)
+        .with_retry(posync_replica::RetryPolicy { retries: 50, base_ms: 1, max_ms: 5 })
+        .with_stall_timeout(std::time::Duration::from_secs(5))
+        .with_run_deadline(std::time::Duration::from_secs(2));
+    let ended = tokio::time::timeout(std::time::Duration::from_secs(30), client.sync(&mut kader.replica)).await;
+    assert!(matches!(ended, Ok(Err(ReplicaError::DeadlineExceeded(_)))), "{ended:?}");
+    assert_eq!(kader.replica.outbox().expect("outbox").len(), 1, "the capture waits for the next run");
+    server.stop().await;
+}
