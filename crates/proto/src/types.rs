@@ -20,6 +20,11 @@ pub struct SyncRequest {
     /// obtained under (the last `scope` the server sent it). Absent before the first answer.
     #[serde(default, skip_serializing_if = "Option::is_none", with = "opt_bytes")]
     pub scope_digest: Option<Vec<u8>>,
+    /// `false`: only push (or probe) in this request, pull nothing: the answer is just the
+    /// acknowledgements, small enough to arrive over a link that cuts long answers. Absent:
+    /// `true`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pull: Option<bool>,
 }
 
 /// One document's new changes.
@@ -87,7 +92,15 @@ pub struct DocPull {
 
 impl SyncRequest {
     pub fn new(device: DeviceId, cursor: u64) -> Self {
-        Self { v: PROTOCOL_VERSION, device, cursor, push: Vec::new(), page_bytes_max: None, scope_digest: None }
+        Self {
+            v: PROTOCOL_VERSION,
+            device,
+            cursor,
+            push: Vec::new(),
+            page_bytes_max: None,
+            scope_digest: None,
+            pull: None,
+        }
     }
 }
 

@@ -86,7 +86,18 @@ fn request_push() -> SyncRequest {
         }],
         page_bytes_max: Some(65_536),
         scope_digest: Some(SCOPE_DIGEST.to_vec()),
+        pull: None,
     }
+}
+
+/// After a push whose answer was lost: the same document with no changes (a probe), and
+/// no pull, so the answer is just the acknowledgement.
+fn request_probe() -> SyncRequest {
+    let mut req = request_push();
+    req.push[0].changes.clear();
+    req.page_bytes_max = None;
+    req.pull = Some(false);
+    req
 }
 
 fn request_v2() -> SyncRequest {
@@ -160,6 +171,7 @@ fn vectors() -> Vec<(&'static str, Msg)> {
         ("request-noop", Msg::Request(request_noop())),
         ("request-push", Msg::Request(request_push())),
         ("request-v2", Msg::Request(request_v2())),
+        ("request-probe", Msg::Request(request_probe())),
         ("response-empty", Msg::Response(response_empty())),
         ("response-ack-pull", Msg::Response(response_ack_pull())),
         ("response-rescope", Msg::Response(response_rescope())),
@@ -371,6 +383,9 @@ fn annotated(bytes: &[u8]) -> String {
 // Tests
 // ---------------------------------------------------------------------------------------------
 
+/// Documented in proto/vectors/README.md.
+const PROBE_LEN: usize = 230;
+
 #[test]
 fn vectors_match_the_code() {
     for (name, msg) in vectors() {
@@ -387,6 +402,7 @@ fn vectors_match_the_code() {
         let documented_len = match name {
             "request-noop" | "request-v2" => 82,
             "request-push" => 236,
+            "request-probe" => PROBE_LEN,
             "response-empty" => 32,
             "response-ack-pull" => 240,
             "response-rescope" => 58,

@@ -2,7 +2,7 @@
 //! byte counts reported here are exactly the bodies on the wire.
 
 use crate::error::ReplicaError;
-use crate::replica::{Credential, Replica};
+use crate::replica::{Credential, Replica, RoundPlan};
 use posync_proto::{
     AccessToken, CONTENT_TYPE, EnrolRequest, EnrolResponse, ErrorBody, ErrorCode, Limits, RefreshRequest, SyncRequest,
     SyncResponse, decode_response, encode_body, gunzip_bounded,
@@ -89,6 +89,9 @@ pub struct HttpSync {
     retry: RetryPolicy,
     /// The whole run's bound.
     run_max: Duration,
+    /// Shape requests for the link (budgets that shrink and grow, probes after a lost
+    /// answer); off: everything at once, as tools and tests on a good link want.
+    adaptive: bool,
 }
 
 fn http_client(stall: Duration) -> reqwest::Client {
@@ -124,6 +127,7 @@ impl HttpSync {
 
     fn with_auth(server_url: &str, auth: Auth, retry: RetryPolicy) -> Self {
         let base = server_url.trim_end_matches('/').to_owned();
+        let adaptive = matches!(auth, Auth::Device);
         Self {
             client: http_client(Duration::from_secs(STALL_SECONDS_DEFAULT)),
             url: format!("{base}/v1/sync"),
@@ -132,7 +136,17 @@ impl HttpSync {
             limits: Limits::default(),
             retry,
             run_max: Duration::from_secs(RUN_SECONDS_DEFAULT),
+            adaptive,
         }
+    }
+
+    /// Shape requests for the link (on for enrolled phones, off for bearer-token tools):
+    /// pushes and pages within budgets that halve after a cut or lost request and double
+    /// after one that went through, remembered per replica; after a push whose answer was
+    /// lost, a tiny probe asks what committed instead of sending it again.
+    pub fn adaptive(mut self, on: bool) -> Self {
+        self.adaptive = on;
+        self
     }
 
     /// A request counts as lost when no byte arrives for `stall` (default 20 s).
@@ -288,15 +302,29 @@ impl HttpSync {
         let mut token = self.token(replica, false).await?;
         let mut refreshed = false;
         let mut retries = 0u32;
+        let mut plan = if self.adaptive { replica.link_budgets(&self.limits)? } else { RoundPlan::whole(&self.limits) };
+        // After a push whose answer never came: ask what committed before sending anything.
+        let mut probe_next = false;
         while report.rounds < ROUNDS_MAX {
-            let req = replica.prepare_sync(&self.limits)?;
+            let round = RoundPlan { probe: probe_next, pull: !probe_next, ..plan };
+            let req = replica.prepare_round(&self.limits, &round)?;
             report.rounds += 1;
             let (resp, wire) = match self.exchange_with(&req, &token).await {
                 Ok(ok) => ok,
                 Err(e) if e.is_transient() && retries < self.retry.retries => {
                     let overloaded = matches!(e, ReplicaError::Server { code: ErrorCode::Overloaded, .. });
+                    let mut shrank = false;
+                    if self.adaptive && !overloaded {
+                        let pushed: usize = req.push.iter().map(|p| p.changes.len()).sum();
+                        probe_next = pushed > 0 || probe_next;
+                        shrank = plan.shrink(pushed);
+                        replica.save_link_budgets(&plan)?;
+                    }
                     tokio::time::sleep(self.retry.delay(retries, overloaded, rand::random::<f64>())).await;
-                    retries += 1;
+                    // Trying a smaller request is a new attempt, not a repeat of the failed one.
+                    if !shrank {
+                        retries += 1;
+                    }
                     report.retries += 1;
                     continue;
                 }
@@ -339,13 +367,18 @@ impl HttpSync {
             };
             // Progress: the next round gets the whole retry allowance again.
             retries = 0;
+            if self.adaptive && !round.probe {
+                plan.grow(&self.limits);
+                replica.save_link_budgets(&plan)?;
+            }
+            probe_next = false;
             report.bytes.up += wire.up;
             report.bytes.down += wire.down;
             report.pushed_docs += req.push.len();
             let applied = replica.apply_response(&resp)?;
             report.pulled_docs += applied.pulled;
             report.cursor = applied.cursor;
-            let outbox_left = !req.push.is_empty() && !replica.outbox()?.is_empty();
+            let outbox_left = !replica.outbox()?.is_empty() && (!req.push.is_empty() || round.probe);
             if !applied.more && !outbox_left {
                 return Ok(report);
             }

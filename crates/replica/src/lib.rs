@@ -16,4 +16,6 @@ mod replica;
 
 pub use client::{HttpSync, RetryPolicy, SyncReport, WireBytes, enrol, refuses_document};
 pub use error::ReplicaError;
-pub use replica::{ApplyReport, Credential, NewPerson, NewVisit, Replica, SyncLock, VisitRow, marker_path};
+pub use replica::{
+    ApplyReport, Credential, NewPerson, NewVisit, PAGE_BUDGET_MIN, Replica, RoundPlan, SyncLock, VisitRow, marker_path,
+};

@@ -599,15 +599,28 @@ impl Replica {
     /// Build the next sync request: up to `limits.push_docs_max` outbox documents, each with
     /// only the changes after the heads the server acknowledged, within the body budget.
     pub fn prepare_sync(&self, limits: &Limits) -> Result<SyncRequest, ReplicaError> {
+        self.prepare_round(limits, &RoundPlan::whole(limits))
+    }
+
+    /// Build the next request as `plan` shapes it for the link: the outbox in the order a
+    /// kader needs it (the registry, then the newest sessions: a link that dies early has
+    /// carried today's records), within `plan.push_bytes_max` of changes. A document whose
+    /// changes do not fit goes as its first changes that do (at least one change), each
+    /// such piece committed and acknowledged on its own.
+    pub fn prepare_round(&self, limits: &Limits, plan: &RoundPlan) -> Result<SyncRequest, ReplicaError> {
         let mut req = SyncRequest::new(self.device, self.cursor()?);
         req.scope_digest = self.scope()?.map(|s| s.digest().to_vec());
-        let mut stmt = self
-            .conn
-            .prepare("SELECT doc_id, kind, posyandu, bytes, server_heads FROM docs WHERE dirty = 1 AND rejected IS NULL ORDER BY doc_id")?;
+        req.page_bytes_max = plan.page_bytes_max;
+        if !plan.pull {
+            req.pull = Some(false);
+        }
+        let mut stmt = self.conn.prepare(
+            "SELECT doc_id, kind, posyandu, bytes, server_heads FROM docs WHERE dirty = 1 AND rejected IS NULL
+             ORDER BY kind = 'registry' DESC,
+                      (SELECT MAX(session_date) FROM visits v WHERE v.doc_id = docs.doc_id) DESC, doc_id",
+        )?;
         let mut rows = stmt.query([])?;
-        // Automerge data barely compresses, so the wire body is about the changes' size: keep
-        // well under the wire limit. A single document larger than the budget still goes alone.
-        let budget = limits.body_bytes_max.min(limits.body_decoded_bytes_max) / 2;
+        let budget = plan.push_bytes_max;
         let mut used = 0usize;
         let mut refused = Vec::new();
         while let Some(r) = rows.next()? {
@@ -621,6 +634,19 @@ impl Replica {
             let bytes: Vec<u8> = r.get(3)?;
             let base = heads_from(&r.get::<_, Vec<u8>>(4)?);
             let am = Automerge::load(&bytes).map_err(|_| ReplicaError::Corrupt(id))?;
+            let heads = Heads::new(am.get_heads());
+            if plan.probe {
+                // Only ask what the server holds: the last push's answer never came.
+                req.push.push(DocPush {
+                    doc: id,
+                    kind,
+                    posyandu,
+                    base: base.to_bytes(),
+                    heads: heads.to_bytes(),
+                    changes: Vec::new(),
+                });
+                continue;
+            }
             let saved_len = bytes.len();
             let changes = if base.is_empty() { bytes } else { am.save_after(base.as_slice()) };
             if let Some(code) = over_budget(&am, saved_len, &changes, limits) {
@@ -628,18 +654,31 @@ impl Replica {
                 refused.push((id, code));
                 continue;
             }
-            if !req.push.is_empty() && used + changes.len() > budget {
-                break;
+            if used + changes.len() <= budget {
+                used += changes.len();
+                req.push.push(DocPush {
+                    doc: id,
+                    kind,
+                    posyandu,
+                    base: base.to_bytes(),
+                    heads: heads.to_bytes(),
+                    changes,
+                });
+                continue;
             }
-            used += changes.len();
-            req.push.push(DocPush {
-                doc: id,
-                kind,
-                posyandu,
-                base: base.to_bytes(),
-                heads: Heads::new(am.get_heads()).to_bytes(),
-                changes,
-            });
+            if req.push.is_empty() {
+                // Larger than the link takes at once: its first changes, up to the budget.
+                let (piece, piece_heads) = first_changes(&am, &base, budget)?;
+                req.push.push(DocPush {
+                    doc: id,
+                    kind,
+                    posyandu,
+                    base: base.to_bytes(),
+                    heads: piece_heads.to_bytes(),
+                    changes: piece,
+                });
+            }
+            break;
         }
         drop(rows);
         drop(stmt);
@@ -648,6 +687,31 @@ impl Replica {
             self.conn.execute("UPDATE docs SET rejected = ?2 WHERE doc_id = ?1", params![id.to_string(), code])?;
         }
         Ok(req)
+    }
+
+    /// The push and page budgets this replica learnt for its link (see [`RoundPlan`]).
+    pub fn link_budgets(&self, limits: &Limits) -> Result<RoundPlan, ReplicaError> {
+        let read = |key: &str| -> Result<Option<usize>, ReplicaError> {
+            Ok(meta_get(&self.conn, key)?.and_then(|v| v.parse().ok()))
+        };
+        let start = RoundPlan::start(limits);
+        Ok(RoundPlan {
+            push_bytes_max: read("push_budget")?.unwrap_or(start.push_bytes_max),
+            page_bytes_max: Some(
+                read("page_budget")?.map_or(start.page_bytes_max.unwrap_or(PAGE_BUDGET_MIN as u32), |p| p as u32),
+            ),
+            probe: false,
+            pull: true,
+        })
+    }
+
+    /// Remember the budgets for the next run.
+    pub fn save_link_budgets(&self, plan: &RoundPlan) -> Result<(), ReplicaError> {
+        meta_set(&self.conn, "push_budget", &plan.push_bytes_max.to_string())?;
+        if let Some(p) = plan.page_bytes_max {
+            meta_set(&self.conn, "page_budget", &p.to_string())?;
+        }
+        Ok(())
     }
 
     /// Apply a server answer in one transaction: acknowledgements, pulled documents, purges,
@@ -783,6 +847,111 @@ impl Replica {
         self.conn.execute("UPDATE docs SET server_heads = X'', dirty = 1 WHERE doc_id = ?1", [id.to_string()])?;
         Ok(())
     }
+}
+
+/// Smallest pulled page a client asks for (the server's floor too).
+pub const PAGE_BUDGET_MIN: usize = 4 * 1024;
+
+/// How the next request is shaped for the link. A client starts at [`RoundPlan::start`],
+/// halves the budgets after a request that was cut or lost, doubles them after one that
+/// went through (up to the server's limits), and remembers them per replica.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RoundPlan {
+    /// Bytes of changes to push; a single change larger than this still goes alone.
+    pub push_bytes_max: usize,
+    /// Pulled page to ask for; `None`: the server's.
+    pub page_bytes_max: Option<u32>,
+    /// Send empty changes: ask what the server holds of the outbox (after a lost answer).
+    pub probe: bool,
+    /// Pull a page in the same request.
+    pub pull: bool,
+}
+
+impl RoundPlan {
+    /// Everything at once, as on a good link (the budget stays well under the wire limit,
+    /// since Automerge data barely compresses).
+    pub fn whole(limits: &Limits) -> Self {
+        Self {
+            push_bytes_max: limits.body_bytes_max.min(limits.body_decoded_bytes_max) / 2,
+            page_bytes_max: None,
+            probe: false,
+            pull: true,
+        }
+    }
+
+    /// Where a new replica starts: requests and answers of a few hundred KB.
+    pub fn start(limits: &Limits) -> Self {
+        let cap = 256 * 1024;
+        Self {
+            push_bytes_max: (limits.body_bytes_max.min(limits.body_decoded_bytes_max) / 2).min(cap),
+            page_bytes_max: Some(limits.page_bytes_max.min(cap) as u32),
+            probe: false,
+            pull: true,
+        }
+    }
+
+    /// After a request that did not get through: half of what was tried (at least one
+    /// change; pages at least [`PAGE_BUDGET_MIN`]). Returns whether anything shrank.
+    pub fn shrink(&mut self, pushed_bytes: usize) -> bool {
+        let before = *self;
+        if pushed_bytes > 0 {
+            self.push_bytes_max = (self.push_bytes_max.min(pushed_bytes) / 2).max(1);
+        }
+        let page = self.page_bytes_max.map_or(1024 * 1024, |p| p as usize);
+        self.page_bytes_max = Some((page / 2).max(PAGE_BUDGET_MIN) as u32);
+        *self != before
+    }
+
+    /// After a request that went through: twice as much, up to `limits`.
+    pub fn grow(&mut self, limits: &Limits) {
+        let whole = Self::whole(limits);
+        self.push_bytes_max = self.push_bytes_max.saturating_mul(2).min(whole.push_bytes_max);
+        let page = self.page_bytes_max.map_or(limits.page_bytes_max, |p| p as usize);
+        self.page_bytes_max = Some(page.saturating_mul(2).min(limits.page_bytes_max) as u32);
+    }
+}
+
+/// The first changes of `am` after `base` (in causal order) whose bytes fit in `budget`, at
+/// least one; with the heads `base` plus them make.
+fn first_changes(am: &Automerge, base: &Heads, budget: usize) -> Result<(Vec<u8>, Heads), ReplicaError> {
+    let changes = causal_order(am.get_changes(base.as_slice()));
+    let mut bytes = Vec::new();
+    let mut taken: Vec<automerge::ChangeHash> = Vec::new();
+    let mut deps = std::collections::HashSet::new();
+    for c in &changes {
+        let raw = c.raw_bytes();
+        if !taken.is_empty() && bytes.len() + raw.len() > budget {
+            break;
+        }
+        bytes.extend_from_slice(raw);
+        taken.push(c.hash());
+        deps.extend(c.deps().iter().copied());
+    }
+    let heads = base.as_slice().iter().chain(&taken).copied().filter(|h| !deps.contains(h)).collect();
+    Ok((bytes, Heads::new(heads)))
+}
+
+/// Changes sorted so that each comes after its dependencies within the set.
+fn causal_order(changes: Vec<automerge::Change>) -> Vec<automerge::Change> {
+    let inside: std::collections::HashSet<_> = changes.iter().map(|c| c.hash()).collect();
+    let mut placed = std::collections::HashSet::new();
+    let mut left = changes;
+    let mut out = Vec::with_capacity(left.len());
+    while !left.is_empty() {
+        let (ready, wait): (Vec<_>, Vec<_>) =
+            left.into_iter().partition(|c| c.deps().iter().all(|d| !inside.contains(d) || placed.contains(d)));
+        if ready.is_empty() {
+            // A cycle cannot exist in a change graph; never loop on bad data.
+            out.extend(wait);
+            break;
+        }
+        for c in ready {
+            placed.insert(c.hash());
+            out.push(c);
+        }
+        left = wait;
+    }
+    out
 }
 
 /// The error code the server would refuse a push of `am` with (`changes` after what it

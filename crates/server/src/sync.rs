@@ -60,6 +60,18 @@ impl SyncService {
         let digest = who.scope.digest();
         let scope_changed = req.scope_digest.as_deref() != Some(&digest[..]);
         let scope = scope_changed.then(|| who.scope.posyandu().cloned().collect::<Vec<_>>());
+        if req.pull == Some(false) {
+            // Acknowledgements only: a small answer for a link that cuts long ones.
+            tracing::info!(device = %who.device, pushed, "sync: push only");
+            return Ok(SyncResponse {
+                v: PROTOCOL_VERSION,
+                acks,
+                docs: Vec::new(),
+                scope,
+                cursor: req.cursor,
+                more: true,
+            });
+        }
         if scope_changed && req.cursor > 0 {
             // The device's cursor was obtained under another scope: tell it the new one and
             // let it purge and (if the scope grew) start over before pulling anything.

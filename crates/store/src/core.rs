@@ -78,7 +78,10 @@ pub fn merge_push(
 ) -> Result<Merged, StoreError> {
     let id = push.doc;
     let pushed_heads = parse_heads(id, &push.heads)?;
-    parse_heads(id, &push.base)?;
+    let base = parse_heads(id, &push.base)?;
+    if push.changes.is_empty() {
+        return probe(existing, push, pushed_heads, base);
+    }
     let mut am = match &existing {
         Some(e) => {
             if e.kind != push.kind || e.posyandu != &push.posyandu {
@@ -120,6 +123,41 @@ pub fn merge_push(
     let projection = project(&am, &meta, rules.now).map_err(|e| layout_error(id, e))?;
     let conflicts = posync_model::conflicts(&am).map_err(|e| layout_error(id, e))?;
     Ok(Merged { saved: Some(saved), heads, projection: Some(projection), device_heads: pushed_heads, conflicts })
+}
+
+/// A push with no changes asks what the server holds: after an answer was lost, the device
+/// learns whether its last push committed without sending it again. Acknowledged: the
+/// pushed heads if the document holds them all, else the part of `base` it holds (the device
+/// then pushes what is missing). Nothing is written but the device's acknowledged heads.
+fn probe(existing: Option<Existing<'_>>, push: &DocPush, pushed: Heads, base: Heads) -> Result<Merged, StoreError> {
+    let id = push.doc;
+    let Some(e) = existing else {
+        // A document the server has never seen holds nothing.
+        return Ok(Merged {
+            saved: None,
+            heads: Heads::empty(),
+            projection: None,
+            device_heads: Heads::empty(),
+            conflicts: Vec::new(),
+        });
+    };
+    if e.kind != push.kind || e.posyandu != &push.posyandu {
+        return Err(StoreError::DocMismatch { doc: id, reason: "probed as another kind or posyandu".into() });
+    }
+    let am = Automerge::load(e.bytes).map_err(|err| StoreError::Corrupt { doc: id, reason: err.to_string() })?;
+    let holds = |h: &Heads| h.as_slice().iter().all(|x| am.get_change_by_hash(x).is_some());
+    let acked = if holds(&pushed) {
+        pushed
+    } else {
+        Heads::new(base.as_slice().iter().copied().filter(|x| am.get_change_by_hash(x).is_some()).collect())
+    };
+    Ok(Merged {
+        saved: None,
+        heads: Heads::new(am.get_heads()),
+        projection: None,
+        device_heads: acked,
+        conflicts: Vec::new(),
+    })
 }
 
 fn apply_error(doc: DocId, e: guard::ApplyError) -> StoreError {

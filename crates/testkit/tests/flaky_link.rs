@@ -180,3 +180,108 @@ async fn a_request_never_answered_is_given_up_on_when_the_link_stalls_not_after_
     assert_eq!(kader.replica.outbox().expect("outbox").len(), 1, "the capture waits for the next run");
     server.stop().await;
 }
+
+/// A 2G link: slow, with a connection that drops after `drop_after` bytes either way.
+fn two_g(drop_after: usize) -> posync_testkit::faults::Link {
+    posync_testkit::faults::Link {
+        bytes_per_second: 200_000,
+        latency_ms: 5,
+        drop_after_bytes: drop_after,
+        loss_rate: 0.0,
+    }
+}
+
+/// `n` sessions of `visits` visits each on the phone, none synced.
+fn capture_sessions(phone: &mut Replica, p: &posync_model::PosyanduId, n: i64, visits: i64, seed: u64) -> usize {
+    let mut g = posync_testkit::Generator::new(seed);
+    for d in 0..n {
+        let on = posync_testkit::DAY - time::Duration::days(7 * d);
+        let session = phone.start_session(p, on).expect("session");
+        for i in 0..visits {
+            phone.record_visit(session, g.child_visit_on(on), i).expect("record");
+        }
+    }
+    (n * visits) as usize
+}
+
+async fn stored_visits(server: &posync_testkit::TestServer) -> u64 {
+    posync_store::Store::stats(&server.store).await.expect("stats").visits
+}
+
+#[tokio::test]
+async fn an_outbox_larger_than_the_link_takes_at_once_gets_through_in_pieces() {
+    use posync_testkit::{enrolled, posyandu};
+    let (server, admin) = district_server(Limits::default()).await;
+    let dir = tempfile::tempdir().expect("dir");
+    let mut kader = enrolled(&server, &admin, "kader-0001", &dir).await;
+    let expected = capture_sessions(&mut kader, &posyandu("pos-hegarsari-melati-1"), 4, 12, 1);
+    let sizes: Vec<usize> =
+        kader.prepare_sync(&Limits::default()).expect("prepare").push.iter().map(|p| p.changes.len()).collect();
+    assert!(sizes.iter().all(|s| *s > 1200), "documents of about 1.5 KB each: {sizes:?}");
+    // Every connection drops after 2 KB, headers included.
+    let proxy = FaultProxy::link(server.addr(), two_g(2048), 1).await.expect("proxy");
+    let client = posync_replica::HttpSync::enrolled(&proxy.url()).with_retry(posync_replica::RetryPolicy {
+        retries: 8,
+        base_ms: 1,
+        max_ms: 5,
+    });
+    let report = client.sync(&mut kader).await.expect("the outbox gets through");
+    assert!(kader.outbox().expect("outbox").is_empty(), "{report:?}");
+    assert_eq!(stored_visits(&server).await, expected as u64, "every visit at the server");
+    let learnt = kader.link_budgets(&Limits::default()).expect("budgets");
+    let start = posync_replica::RoundPlan::start(&Limits::default());
+    assert!(learnt.push_bytes_max < start.push_bytes_max / 8, "the phone remembers its link: {learnt:?}");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn answers_cut_short_do_not_make_the_phone_upload_its_outbox_again() {
+    use posync_testkit::{enrolled, posyandu};
+    let (server, admin) = district_server(Limits::default()).await;
+    let dir = tempfile::tempdir().expect("dir");
+    let melati = posyandu("pos-hegarsari-melati-1");
+    // A colleague's records make the first pull's answer long.
+    let mut colleague = enrolled(&server, &admin, "kader-0002", &dir).await;
+    capture_sessions(&mut colleague, &melati, 6, 8, 2);
+    colleague.sync_enrolled(&server.url()).await.expect("sync");
+    let mut kader = enrolled(&server, &admin, "kader-0001", &dir).await;
+    let mine = capture_sessions(&mut kader, &melati, 1, 10, 3);
+    let outbox_bytes: u64 =
+        kader.prepare_sync(&Limits::default()).expect("prepare").push.iter().map(|p| p.changes.len() as u64).sum();
+    // Every answer (and request) is cut after 4 KB.
+    let proxy = FaultProxy::link(server.addr(), two_g(4096), 2).await.expect("proxy");
+    let client = posync_replica::HttpSync::enrolled(&proxy.url()).with_retry(posync_replica::RetryPolicy {
+        retries: 8,
+        base_ms: 1,
+        max_ms: 5,
+    });
+    client.sync(&mut kader).await.expect("the sync completes");
+    assert!(kader.outbox().expect("outbox").is_empty());
+    assert_eq!(stored_visits(&server).await, (48 + mine) as u64);
+    assert_eq!(kader.all_visits().expect("visits").len(), 48 + mine, "and it pulled everything");
+    let up = proxy.counts.bytes_up.load(std::sync::atomic::Ordering::Relaxed);
+    // Requests carry headers (the bearer token alone is ~500 bytes) on every round; the
+    // changes themselves go up once, not on every attempt.
+    assert!(up < outbox_bytes * 2 + 40_000, "{up} bytes up for {outbox_bytes} bytes of changes");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_new_tablet_whose_answers_are_cut_at_6_kb_completes_its_first_pull() {
+    use posync_testkit::{enrolled, posyandu};
+    let (server, admin) = district_server(Limits::default()).await;
+    let dir = tempfile::tempdir().expect("dir");
+    let mut kader = enrolled(&server, &admin, "kader-0001", &dir).await;
+    let expected = capture_sessions(&mut kader, &posyandu("pos-hegarsari-melati-1"), 12, 8, 4);
+    kader.sync_enrolled(&server.url()).await.expect("sync");
+    let mut tablet = enrolled(&server, &admin, "bidan-0001", &dir).await;
+    let proxy = FaultProxy::link(server.addr(), two_g(6 * 1024), 3).await.expect("proxy");
+    let client = posync_replica::HttpSync::enrolled(&proxy.url()).with_retry(posync_replica::RetryPolicy {
+        retries: 8,
+        base_ms: 1,
+        max_ms: 5,
+    });
+    let report = client.sync(&mut tablet).await.expect("the first pull completes");
+    assert_eq!(tablet.all_visits().expect("visits").len(), expected, "{report:?}");
+    server.stop().await;
+}
