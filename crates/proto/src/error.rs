@@ -71,6 +71,9 @@ pub enum ErrorCode {
     DeviceTaken,
     /// Too many requests from this address or for this code; retry after `Retry-After`.
     RateLimited,
+    /// The server's storage is full: nothing was written. Retry after `Retry-After`; what the
+    /// device holds is safe on the device.
+    StorageFull,
     /// Something failed on the server. A push in the same request may already be committed;
     /// retry later (a replayed push changes nothing).
     Internal,
@@ -106,6 +109,7 @@ impl ErrorCode {
             ErrorCode::InvalidField => "invalid_field",
             ErrorCode::DeviceTaken => "device_taken",
             ErrorCode::RateLimited => "rate_limited",
+            ErrorCode::StorageFull => "storage_full",
             ErrorCode::Internal => "internal",
         }
     }

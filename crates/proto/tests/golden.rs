@@ -666,6 +666,7 @@ fn error_codes_are_stable() {
         (E::InvalidField, "invalid_field"),
         (E::DeviceTaken, "device_taken"),
         (E::RateLimited, "rate_limited"),
+        (E::StorageFull, "storage_full"),
         (E::Internal, "internal"),
     ];
     for (code, s) in all {
@@ -698,6 +699,7 @@ fn error_codes_are_stable() {
             | E::InvalidField
             | E::DeviceTaken
             | E::RateLimited
+            | E::StorageFull
             | E::Internal => {}
         }
         assert_eq!(code.as_str(), s);

@@ -4,7 +4,13 @@ use posync_proto::ErrorCode;
 #[derive(Debug, thiserror::Error)]
 pub enum ReplicaError {
     #[error("sqlite: {0}")]
-    Sqlite(#[from] rusqlite::Error),
+    Sqlite(rusqlite::Error),
+    /// Nothing can be written: the visits on the phone are safe and can be listed; free
+    /// some space (photos, other apps), then capture and sync again.
+    #[error(
+        "phone storage is full: free some space to capture or sync again (the visits already on the phone are safe)"
+    )]
+    StorageFull,
     #[error("document: {0}")]
     Doc(#[from] posync_model::DocError),
     #[error("stored document {0} does not load")]
@@ -36,13 +42,27 @@ pub enum ReplicaError {
     TooManyRounds(usize),
 }
 
+impl From<rusqlite::Error> for ReplicaError {
+    fn from(e: rusqlite::Error) -> Self {
+        match e.sqlite_error_code() {
+            Some(rusqlite::ErrorCode::DiskFull) => ReplicaError::StorageFull,
+            // A read-only replica (opened on a full disk) refuses writes the same way.
+            Some(rusqlite::ErrorCode::ReadOnly) => ReplicaError::StorageFull,
+            _ => ReplicaError::Sqlite(e),
+        }
+    }
+}
+
 impl ReplicaError {
     /// Worth retrying later as is (the network, or a server that is busy or failing).
     pub fn is_transient(&self) -> bool {
         match self {
             ReplicaError::Network(_) => true,
             ReplicaError::Server { code, .. } => {
-                matches!(code, ErrorCode::Overloaded | ErrorCode::Internal | ErrorCode::RateLimited)
+                matches!(
+                    code,
+                    ErrorCode::Overloaded | ErrorCode::Internal | ErrorCode::RateLimited | ErrorCode::StorageFull
+                )
             }
             _ => false,
         }

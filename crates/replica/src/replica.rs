@@ -176,6 +176,18 @@ pub struct SyncLock {
     _file: std::fs::File,
 }
 
+/// Whether an error means the phone's storage is full (SQLite says so, or cannot create the
+/// files it needs beside the database).
+fn storage_full(e: &ReplicaError) -> bool {
+    match e {
+        ReplicaError::StorageFull => true,
+        ReplicaError::Sqlite(rusqlite::Error::SqliteFailure(f, _)) => {
+            matches!(f.code, rusqlite::ErrorCode::DiskFull | rusqlite::ErrorCode::SystemIoFailure)
+        }
+        _ => false,
+    }
+}
+
 fn io_error(e: std::io::Error) -> ReplicaError {
     ReplicaError::Io(e.to_string())
 }
@@ -248,6 +260,45 @@ impl Replica {
     /// of backups, so a restored replica is recognised and writes under a new actor.
     pub fn open_with_marker(path: impl AsRef<Path>, marker: impl AsRef<Path>) -> Result<Self, ReplicaError> {
         let path = path.as_ref().to_path_buf();
+        match Self::open_writable(&path, marker.as_ref()) {
+            Ok(r) => Ok(r),
+            // A full disk: the kader must still see her visits. Open read-only (capturing and
+            // syncing answer StorageFull until space is freed).
+            Err(e) if storage_full(&e) && path.exists() => {
+                tracing::warn!("phone storage is full: the replica is open read-only");
+                Self::open_read_only(&path).map_err(|_| ReplicaError::StorageFull)
+            }
+            Err(e) if storage_full(&e) => Err(ReplicaError::StorageFull),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The replica for reading only: listing visits works when nothing can be written.
+    pub fn open_read_only(path: impl AsRef<Path>) -> Result<Self, ReplicaError> {
+        let path = path.as_ref().to_path_buf();
+        let flags = rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let conn = match Connection::open_with_flags(&path, flags) {
+            Ok(c) if c.query_row("SELECT COUNT(*) FROM meta", [], |r| r.get::<_, i64>(0)).is_ok() => c,
+            // WAL mode needs its shared-memory file, which a full disk cannot create. Read the
+            // database file as it is: everything up to the last checkpoint (the replica
+            // checkpoints when it closes, so that is every visit but those of a crash).
+            _ => {
+                let mut uri = std::ffi::OsString::from("file:");
+                uri.push(path.as_os_str());
+                uri.push("?immutable=1");
+                Connection::open_with_flags(uri, flags | rusqlite::OpenFlags::SQLITE_OPEN_URI)?
+            }
+        };
+        conn.busy_timeout(BUSY_TIMEOUT)?;
+        let device = meta_get(&conn, "device_id")?
+            .ok_or(ReplicaError::NotEnrolled)?
+            .parse()
+            .map_err(|_| ReplicaError::BadResponse("stored device id".into()))?;
+        Ok(Self { conn, device, path })
+    }
+
+    fn open_writable(path: &Path, marker: &Path) -> Result<Self, ReplicaError> {
+        let path = path.to_path_buf();
         let mut conn = Connection::open(&path)?;
         conn.busy_timeout(BUSY_TIMEOUT)?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
@@ -267,7 +318,7 @@ impl Replica {
                 d
             }
         };
-        let held = std::fs::read_to_string(marker.as_ref()).ok().map(|t| t.trim().to_owned());
+        let held = std::fs::read_to_string(marker).ok().map(|t| t.trim().to_owned());
         let token = match meta_get(&tx, "continuity")? {
             Some(t) if held.as_deref() == Some(t.as_str()) => None,
             Some(_) => {
@@ -282,7 +333,7 @@ impl Replica {
         }
         tx.commit()?;
         if let Some(t) = token
-            && let Err(e) = std::fs::write(marker.as_ref(), t)
+            && let Err(e) = std::fs::write(marker, t)
         {
             // Without the marker the next open starts another incarnation: more actors, no loss.
             tracing::warn!(error = %e, "could not write the replica's continuity marker");

@@ -47,7 +47,7 @@ impl ApiError {
             ErrorCode::Forbidden | ErrorCode::DeviceMismatch => StatusCode::FORBIDDEN,
             ErrorCode::NotFound => StatusCode::NOT_FOUND,
             ErrorCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            ErrorCode::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
+            ErrorCode::Overloaded | ErrorCode::StorageFull => StatusCode::SERVICE_UNAVAILABLE,
             ErrorCode::ChangesTooLarge | ErrorCode::DocumentTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ErrorCode::ForeignAuthor | ErrorCode::DeviceTaken => StatusCode::FORBIDDEN,
             ErrorCode::ActorSeqClash | ErrorCode::IdCollision => StatusCode::CONFLICT,
@@ -65,6 +65,9 @@ impl std::fmt::Display for ApiError {
 }
 
 impl std::error::Error for ApiError {}
+
+/// A full disk is not freed in seconds: phones come back in a minute.
+const STORAGE_FULL_RETRY_SECONDS: u64 = 60;
 
 /// A push in the same request may have committed before the failure; retrying is safe
 /// because a replayed push changes nothing.
@@ -99,6 +102,11 @@ impl From<StoreError> for ApiError {
             StoreError::Corrupt { doc, .. } => {
                 tracing::error!(%doc, "stored document does not load");
                 ApiError::new(ErrorCode::Internal, INTERNAL_MESSAGE).with_doc(doc)
+            }
+            StoreError::StorageFull(reason) => {
+                tracing::error!(%reason, "STORAGE FULL: writes refused until space is freed");
+                ApiError::new(ErrorCode::StorageFull, "the server's storage is full; retry later")
+                    .with_retry_after(STORAGE_FULL_RETRY_SECONDS)
             }
             StoreError::Unavailable(reason) => {
                 tracing::warn!(%reason, "store unavailable");

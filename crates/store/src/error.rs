@@ -44,6 +44,10 @@ pub enum StoreError {
     /// chosen as deadlock victim): nothing was committed, and the same request may be retried.
     #[error("storage backend unavailable: {0}")]
     Unavailable(String),
+    /// The disk (or the database's quota) is full: nothing was committed. Reads that need no
+    /// write still work.
+    #[error("storage full: {0}")]
+    StorageFull(String),
     #[error("storage backend: {0}")]
     Backend(String),
 }
@@ -61,6 +65,7 @@ impl From<rusqlite::Error> for StoreError {
             // Another writer held the database past the busy timeout: nothing was committed,
             // and the same request succeeds later.
             Some(DatabaseBusy | DatabaseLocked) => StoreError::Unavailable(format!("sqlite: {e}")),
+            Some(rusqlite::ErrorCode::DiskFull) => StoreError::StorageFull(format!("sqlite: {e}")),
             _ => StoreError::Backend(e.to_string()),
         }
     }
@@ -72,6 +77,10 @@ impl From<tokio_postgres::Error> for StoreError {
         match e.as_db_error() {
             Some(db) => {
                 let code = db.code().code();
+                // 53100 disk_full; 53400 configuration_limit_exceeded (quotas).
+                if code == "53100" || code == "53400" {
+                    return StoreError::StorageFull(format!("postgres: {}", db.message()));
+                }
                 // 40: transaction rollback (serialization, deadlock); 53: insufficient
                 // resources; 57P: the server is shutting down or restarting; 08: connection.
                 let transient = ["40", "53", "57P", "08"].iter().any(|class| code.starts_with(class));

@@ -345,11 +345,20 @@ pub fn refresh_device(
         return Err(StoreError::InvalidCredential);
     }
     let user = active_user(tx, &user_s)?;
-    tx.execute(
+    let slid = tx.execute(
         "UPDATE devices SET refresh_expires_at = ?2, last_seen_at = ?3 WHERE device_id = ?1",
         params![device.to_string(), new_expires_at, now],
-    )?;
-    Ok(user)
+    );
+    match slid.map_err(StoreError::from) {
+        Ok(_) => Ok(user),
+        // A full disk must not lock every device out: the credential is good, its expiry
+        // just does not slide this time.
+        Err(StoreError::StorageFull(reason)) => {
+            tracing::warn!(%reason, "refresh expiry not slid: storage full");
+            Ok(user)
+        }
+        Err(e) => Err(e),
+    }
 }
 
 pub fn revoke_device(tx: &Connection, device: DeviceId, now: i64) -> Result<(), StoreError> {

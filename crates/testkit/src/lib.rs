@@ -4,6 +4,7 @@
 pub mod faults;
 pub mod fuzzing;
 pub mod hostile;
+pub mod small_disk;
 
 use posync_model::growth::Indicator;
 use posync_model::{
@@ -64,7 +65,13 @@ impl TestServer {
 
     pub async fn start_with(limits: Limits) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
-        let store = SqliteStore::open(dir.path().join("server.sqlite")).expect("open store");
+        let db = dir.path().join("server.sqlite");
+        Self::start_at(dir, &db, limits).await
+    }
+
+    /// A server whose SQLite file is `db` (on a small disk, say); `dir` is kept with it.
+    pub async fn start_at(dir: tempfile::TempDir, db: &std::path::Path, limits: Limits) -> Self {
+        let store = SqliteStore::open(db).expect("open store");
         let keys = TokenKeys::from_seed(KEY_SEED);
         let clock = TestClock::new(DAY_START);
         let addr: SocketAddr = "127.0.0.1:0".parse().expect("addr");

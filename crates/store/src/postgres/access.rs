@@ -338,12 +338,29 @@ pub async fn refresh_device(
     new_expires_at: i64,
     now: i64,
 ) -> Result<UserRecord, StoreError> {
+    let user = verify_refresh(tx, device, refresh_hash, now, true).await?;
+    let stmt =
+        tx.prepare_cached("UPDATE devices SET refresh_expires_at = $2, last_seen_at = $3 WHERE device_id = $1").await?;
     let device_s = device.to_string();
-    let stmt = tx
-        .prepare_cached(
-            "SELECT user_id, revoked_at, refresh_hash, refresh_expires_at FROM devices WHERE device_id = $1 FOR UPDATE",
-        )
-        .await?;
+    let params: &Params<'_> = &[&device_s, &new_expires_at, &now];
+    tx.execute(&stmt, params).await?;
+    Ok(user)
+}
+
+/// Check a refresh credential without writing (`lock`: hold the device row for the slide).
+pub async fn verify_refresh(
+    tx: &Transaction<'_>,
+    device: DeviceId,
+    refresh_hash: &[u8; 32],
+    now: i64,
+    lock: bool,
+) -> Result<UserRecord, StoreError> {
+    let device_s = device.to_string();
+    let sql = format!(
+        "SELECT user_id, revoked_at, refresh_hash, refresh_expires_at FROM devices WHERE device_id = $1{}",
+        if lock { " FOR UPDATE" } else { "" }
+    );
+    let stmt = tx.prepare_cached(&sql).await?;
     let Some(row) = tx.query_opt(&stmt, &[&device_s]).await? else {
         return Err(StoreError::InvalidCredential);
     };
@@ -363,12 +380,7 @@ pub async fn refresh_device(
     if now > expires_at {
         return Err(StoreError::InvalidCredential);
     }
-    let user = active_user(tx, &user_s).await?;
-    let stmt =
-        tx.prepare_cached("UPDATE devices SET refresh_expires_at = $2, last_seen_at = $3 WHERE device_id = $1").await?;
-    let params: &Params<'_> = &[&device_s, &new_expires_at, &now];
-    tx.execute(&stmt, params).await?;
-    Ok(user)
+    active_user(tx, &user_s).await
 }
 
 pub async fn revoke_device(tx: &Transaction<'_>, device: DeviceId, now: i64) -> Result<(), StoreError> {

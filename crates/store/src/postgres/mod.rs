@@ -928,12 +928,23 @@ impl Store for PgStore {
         new_expires_at: i64,
         now: i64,
     ) -> Result<UserRecord, StoreError> {
-        let mut client = self.client().await?;
-        let tx = client.transaction().await?;
-        // A refused refresh changes nothing; dropping the transaction rolls it back.
-        let user = access::refresh_device(&tx, device, &refresh_hash, new_expires_at, now).await?;
-        tx.commit().await?;
-        Ok(user)
+        let slid = async {
+            let mut client = self.client().await?;
+            let tx = client.transaction().await?;
+            // A refused refresh changes nothing; dropping the transaction rolls it back.
+            let user = access::refresh_device(&tx, device, &refresh_hash, new_expires_at, now).await?;
+            tx.commit().await?;
+            Ok::<_, StoreError>(user)
+        };
+        match slid.await {
+            // A full disk must not lock every device out: check the credential without
+            // sliding its expiry.
+            Err(StoreError::StorageFull(reason)) => {
+                tracing::warn!(%reason, "refresh expiry not slid: storage full");
+                reading!(self, |tx| access::verify_refresh(&tx, device, &refresh_hash, now, false).await?)
+            }
+            other => other,
+        }
     }
 
     async fn revoke_device(&self, device: DeviceId, audit: AuditEntry) -> Result<(), StoreError> {
