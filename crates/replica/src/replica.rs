@@ -173,7 +173,7 @@ const BUSY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// One sync run's hold on a replica (see [`Replica::try_sync_lock`]); released on drop.
 pub struct SyncLock {
-    _file: std::fs::File,
+    _file: Option<std::fs::File>,
 }
 
 /// Whether an error means the phone's storage is full (SQLite says so, or cannot create the
@@ -318,8 +318,11 @@ impl Replica {
                 d
             }
         };
+        // An in-memory replica (tools, simulations) has no file to restore: no marker.
+        let in_memory = path.as_os_str() == ":memory:";
         let held = std::fs::read_to_string(marker).ok().map(|t| t.trim().to_owned());
         let token = match meta_get(&tx, "continuity")? {
+            _ if in_memory => None,
             Some(t) if held.as_deref() == Some(t.as_str()) => None,
             Some(_) => {
                 bump_incarnation(&tx)?;
@@ -346,12 +349,16 @@ impl Replica {
     /// the cursor. An advisory lock on `<replica>.sync-lock`: the operating system releases
     /// it when the run ends, its future is dropped, or its process dies.
     pub fn try_sync_lock(&self) -> Result<Option<SyncLock>, ReplicaError> {
+        if self.path.as_os_str() == ":memory:" {
+            // Private to this handle: nothing else can sync it.
+            return Ok(Some(SyncLock { _file: None }));
+        }
         let mut path = self.path.as_os_str().to_owned();
         path.push(".sync-lock");
         let file =
             std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&path).map_err(io_error)?;
         match file.try_lock() {
-            Ok(()) => Ok(Some(SyncLock { _file: file })),
+            Ok(()) => Ok(Some(SyncLock { _file: Some(file) })),
             Err(std::fs::TryLockError::WouldBlock) => Ok(None),
             Err(std::fs::TryLockError::Error(e)) => Err(io_error(e)),
         }

@@ -2,6 +2,9 @@
 //! no sockets, with time and every random choice drawn from one seed. Each seed is a whole
 //! schedule: phones capture, edit, re-scope-free sync through a network that drops requests,
 //! drops answers, duplicates requests and reorders (delays) answers; then the network heals.
+//! Requests are shaped as on a 2G link (random push and page budgets, documents sent as
+//! their first changes, probes after a lost answer, pushes without a pull), and the link
+//! loses every request larger than its byte budget.
 //! Every schedule must end with all replicas identical to each other and to the server, and
 //! every captured visit present exactly once.
 //!
@@ -10,7 +13,7 @@
 
 use posync_model::{DocId, Field, FieldValue, PosyanduId, Role};
 use posync_proto::{Limits, SyncResponse};
-use posync_replica::Replica;
+use posync_replica::{Replica, RoundPlan};
 use posync_server::SyncService;
 use posync_store::{SqliteStore, Store};
 use posync_testkit::{DAY, Generator, TestClock, principal, snapshot, sync_in_process, visit_ids};
@@ -58,10 +61,25 @@ async fn schedule(seed: u64, dir: &std::path::Path) -> Result<(), String> {
             }
             _ => {
                 let who = principal(&replicas[r], Role::Kader, std::slice::from_ref(&p));
-                let req = replicas[r].prepare_sync(&limits).map_err(|e| e.to_string())?;
+                let plan = if rng.random_bool(0.4) {
+                    RoundPlan::whole(&limits)
+                } else {
+                    RoundPlan {
+                        push_bytes_max: rng.random_range(1..8 * 1024),
+                        page_bytes_max: Some(rng.random_range(4 * 1024..64 * 1024)),
+                        probe: rng.random_bool(0.2),
+                        pull: rng.random_bool(0.7),
+                    }
+                };
+                let req = replicas[r].prepare_round(&limits, &plan).map_err(|e| e.to_string())?;
                 let fate = rng.random_range(0..10);
                 if fate == 0 {
                     continue; // request lost on the way
+                }
+                // The link drops any connection that carries more than its budget.
+                let link_bytes = rng.random_range(1_000..40_000);
+                if req.push.iter().map(|d| d.changes.len()).sum::<usize>() > link_bytes {
+                    continue;
                 }
                 let resp = match service.handle(&who, req.clone()).await {
                     Ok(resp) => resp,
