@@ -61,7 +61,12 @@ const POSYANDU: &str = "pos-hegarsari-melati-1";
 
 /// A code for `user`, from the server's console.
 fn enrolment_code(bin: &Path, db: &Path, user: &str) -> Result<String> {
-    let out = Command::new(bin).args(["admin", "--db"]).arg(db).args(["enrol", user]).output().context("posync admin enrol")?;
+    let out = Command::new(bin)
+        .args(["admin", "--db"])
+        .arg(db)
+        .args(["enrol", user])
+        .output()
+        .context("posync admin enrol")?;
     if !out.status.success() {
         bail!("admin enrol {user}: {}", String::from_utf8_lossy(&out.stderr));
     }
@@ -74,14 +79,31 @@ async fn run_bounded(bin: &Path, args: &[&str], limit: Duration) -> Result<bool>
     let mut child = tokio::process::Command::new(bin)
         .args(args)
         .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
         .kill_on_drop(true)
         .spawn()
         .with_context(|| format!("starting {}", bin.display()))?;
-    Ok(match tokio::time::timeout(limit, child.wait()).await {
-        Ok(status) => status?.success(),
+    let mut stderr = child.stderr.take().context("the phone's stderr")?;
+    let output = async {
+        let mut text = String::new();
+        let _ = tokio::io::AsyncReadExt::read_to_string(&mut stderr, &mut text).await;
+        (child.wait().await, text)
+    };
+    Ok(match tokio::time::timeout(limit, output).await {
+        Ok((status, text)) => {
+            let ok = status?.success();
+            if !ok {
+                // Why the run failed, for whoever reads the benchmark's log (the phone
+                // never prints record contents).
+                eprintln!(
+                    "phone run failed: {}",
+                    text.lines().find(|l| !l.trim().is_empty()).unwrap_or("(no message)")
+                );
+            }
+            ok
+        }
         Err(_) => {
-            let _ = child.kill().await;
+            eprintln!("phone run stopped after {} s", limit.as_secs());
             false
         }
     })
@@ -94,11 +116,7 @@ struct Outcome {
 }
 
 /// Run the phone's command until `done` says so, up to the attempt bound.
-async fn until_done(
-    args: &Args,
-    command: &[&str],
-    mut done: impl FnMut() -> Result<bool>,
-) -> Result<Outcome> {
+async fn until_done(args: &Args, command: &[&str], mut done: impl FnMut() -> Result<bool>) -> Result<Outcome> {
     let started = Instant::now();
     for attempt in 1..=args.attempts {
         let ok = run_bounded(&args.phone_bin, command, Duration::from_secs(args.run_seconds)).await?;
@@ -142,8 +160,8 @@ async fn main() -> Result<()> {
     if !import.status.success() {
         bail!("import: {}", String::from_utf8_lossy(&import.stderr));
     }
-    let mut srv = server::start(&args.server_bin, &Target::Sqlite(db.clone()), &dir.path().join("server.log"), &keys)
-        .await?;
+    let mut srv =
+        server::start(&args.server_bin, &Target::Sqlite(db.clone()), &dir.path().join("server.log"), &keys).await?;
     let direct = srv.url().to_owned();
     let p: PosyanduId = POSYANDU.parse()?;
 
@@ -185,12 +203,19 @@ async fn main() -> Result<()> {
     let expected = before + args.visits as u64;
     let o = until_done(&args, &sync, || Ok(srv.visits_at_server()? >= expected)).await?;
     srv.ensure_alive()?;
-    report("kader_day", &args, &o, &proxy, serde_json::json!({"visits": args.visits, "visits_at_server": srv.visits_at_server()? - before}));
+    report(
+        "kader_day",
+        &args,
+        &o,
+        &proxy,
+        serde_json::json!({"visits": args.visits, "visits_at_server": srv.visits_at_server()? - before}),
+    );
 
     // A new tablet at the puskesmas pulls everything of its posyandu.
     let tablet_path = dir.path().join("tablet.sqlite");
     let mut tablet = Replica::open(&tablet_path)?;
-    posync_replica::enrol(&direct, &enrolment_code(&args.server_bin, &db, "bidan-0001")?, "Tablet", &mut tablet).await?;
+    posync_replica::enrol(&direct, &enrolment_code(&args.server_bin, &db, "bidan-0001")?, "Tablet", &mut tablet)
+        .await?;
     drop(tablet);
     let proxy = FaultProxy::link(addr_of(&srv)?, link, args.seed + 1).await?;
     let tablet_s = tablet_path.to_string_lossy().to_string();
@@ -200,6 +225,12 @@ async fn main() -> Result<()> {
     let held = || -> Result<bool> { Ok(Replica::open(&tablet_path)?.all_visits()?.len() as u64 >= at_server) };
     let o = until_done(&args, &pull, held).await?;
     let pulled = Replica::open(&tablet_path)?.all_visits()?.len();
-    report("tablet_cold_pull", &args, &o, &proxy, serde_json::json!({"visits_at_server": at_server, "visits_pulled": pulled}));
+    report(
+        "tablet_cold_pull",
+        &args,
+        &o,
+        &proxy,
+        serde_json::json!({"visits_at_server": at_server, "visits_pulled": pulled}),
+    );
     Ok(())
 }

@@ -14,6 +14,7 @@ pub mod guard;
 pub mod heads;
 pub mod hierarchy;
 pub mod ids;
+pub mod piece;
 pub mod record;
 pub mod report;
 

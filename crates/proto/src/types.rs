@@ -25,6 +25,11 @@ pub struct SyncRequest {
     /// `true`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pull: Option<bool>,
+    /// `true`: the device takes a document larger than its page in pieces (a `DocPull` with
+    /// `piece: true`), and reports what it then holds with an empty push in its next
+    /// request. Absent: `false`, every pulled document comes whole.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pieces: Option<bool>,
 }
 
 /// One document's new changes.
@@ -88,6 +93,13 @@ pub struct DocPull {
     /// acknowledged (through its cursor or its pushes), or the whole saved document.
     #[serde(with = "serde_bytes")]
     pub changes: Vec<u8>,
+    /// Only the first changes after `known`, in causal order, because the document is larger
+    /// than the page (sent only to a device that asked for `pieces`). `heads` are then the
+    /// heads the device holds once this piece is applied. The cursor does not pass the
+    /// document until its last piece; the device reports `heads` in an empty push (a probe)
+    /// in its next request, and the server sends the next piece after them. Absent: `false`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub piece: bool,
 }
 
 impl SyncRequest {
@@ -100,6 +112,7 @@ impl SyncRequest {
             page_bytes_max: None,
             scope_digest: None,
             pull: None,
+            pieces: None,
         }
     }
 }

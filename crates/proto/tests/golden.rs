@@ -87,6 +87,7 @@ fn request_push() -> SyncRequest {
         page_bytes_max: Some(65_536),
         scope_digest: Some(SCOPE_DIGEST.to_vec()),
         pull: None,
+        pieces: None,
     }
 }
 
@@ -97,6 +98,20 @@ fn request_probe() -> SyncRequest {
     req.push[0].changes.clear();
     req.page_bytes_max = None;
     req.pull = Some(false);
+    req
+}
+
+/// A device that takes documents in pieces, reporting the piece it holds (an empty push
+/// whose heads are the piece's) and asking for the next one in a small page.
+fn request_pieces() -> SyncRequest {
+    let mut req = request_push();
+    req.push[0].doc = doc(REGISTRY_DOC);
+    req.push[0].kind = DocKind::Registry;
+    req.push[0].base = concat(&[&HASH_C, &HASH_D]);
+    req.push[0].heads = concat(&[&HASH_C, &HASH_D]);
+    req.push[0].changes.clear();
+    req.page_bytes_max = Some(4096);
+    req.pieces = Some(true);
     req
 }
 
@@ -118,11 +133,20 @@ fn response_ack_pull() -> SyncResponse {
             posyandu: posyandu(),
             heads: concat(&[&HASH_C, &HASH_D]),
             changes: PULLED_CHANGES.to_vec(),
+            piece: false,
         }],
         scope: None,
         cursor: 1240,
         more: true,
     }
+}
+
+/// The first piece of a registry larger than the page: the cursor stays before it.
+fn response_piece() -> SyncResponse {
+    let mut resp = response_ack_pull();
+    resp.acks.clear();
+    resp.docs[0].piece = true;
+    resp
 }
 
 fn response_rescope() -> SyncResponse {
@@ -172,9 +196,11 @@ fn vectors() -> Vec<(&'static str, Msg)> {
         ("request-push", Msg::Request(request_push())),
         ("request-v2", Msg::Request(request_v2())),
         ("request-probe", Msg::Request(request_probe())),
+        ("request-pieces", Msg::Request(request_pieces())),
         ("response-empty", Msg::Response(response_empty())),
         ("response-ack-pull", Msg::Response(response_ack_pull())),
         ("response-rescope", Msg::Response(response_rescope())),
+        ("response-piece", Msg::Response(response_piece())),
     ]
 }
 
@@ -406,6 +432,8 @@ fn vectors_match_the_code() {
             "response-empty" => 32,
             "response-ack-pull" => 240,
             "response-rescope" => 58,
+            "request-pieces" => 299,
+            "response-piece" => 185,
             other => panic!("vector {other} has no documented size"),
         };
         assert_eq!(file.len(), documented_len, "{name}: size in proto/vectors/README.md");

@@ -303,11 +303,21 @@ impl HttpSync {
         let mut refreshed = false;
         let mut retries = 0u32;
         let mut plan = if self.adaptive { replica.link_budgets(&self.limits)? } else { RoundPlan::whole(&self.limits) };
-        // After a push whose answer never came: ask what committed before sending anything.
-        let mut probe_next = false;
+        // After a push whose answer never came: ask what committed of exactly that push
+        // (its documents and heads, no changes, no pull) before sending anything else.
+        let mut pending_probe: Option<SyncRequest> = None;
+        // Once a push and a pull together did not get through, push on their own until the
+        // outbox is empty, then pull: a cut answer then never costs a re-upload.
+        let mut push_apart = false;
         while report.rounds < ROUNDS_MAX {
-            let round = RoundPlan { probe: probe_next, pull: !probe_next, ..plan };
-            let req = replica.prepare_round(&self.limits, &round)?;
+            let probing = pending_probe.is_some();
+            let req = match &pending_probe {
+                Some(probe) => probe.clone(),
+                None => {
+                    let pull = !push_apart || replica.outbox()?.is_empty();
+                    replica.prepare_round(&self.limits, &RoundPlan { probe: false, pull, ..plan })?
+                }
+            };
             report.rounds += 1;
             let (resp, wire) = match self.exchange_with(&req, &token).await {
                 Ok(ok) => ok,
@@ -316,7 +326,10 @@ impl HttpSync {
                     let mut shrank = false;
                     if self.adaptive && !overloaded {
                         let pushed: usize = req.push.iter().map(|p| p.changes.len()).sum();
-                        probe_next = pushed > 0 || probe_next;
+                        if pushed > 0 {
+                            pending_probe = Some(probe_of(&req));
+                            push_apart |= req.pull != Some(false);
+                        }
                         shrank = plan.shrink(pushed);
                         replica.save_link_budgets(&plan)?;
                     }
@@ -367,23 +380,36 @@ impl HttpSync {
             };
             // Progress: the next round gets the whole retry allowance again.
             retries = 0;
-            if self.adaptive && !round.probe {
-                plan.grow(&self.limits);
+            if self.adaptive && !probing {
+                let pushed: usize = req.push.iter().map(|p| p.changes.len()).sum();
+                let pulled: usize = resp.docs.iter().map(|d| d.changes.len()).sum();
+                plan.grow(&self.limits, pushed, pulled);
                 replica.save_link_budgets(&plan)?;
             }
-            probe_next = false;
+            pending_probe = None;
             report.bytes.up += wire.up;
             report.bytes.down += wire.down;
             report.pushed_docs += req.push.len();
             let applied = replica.apply_response(&resp)?;
             report.pulled_docs += applied.pulled;
             report.cursor = applied.cursor;
-            let outbox_left = !replica.outbox()?.is_empty() && (!req.push.is_empty() || round.probe);
+            let outbox_left = !replica.outbox()?.is_empty() && !req.push.is_empty();
             if !applied.more && !outbox_left {
                 return Ok(report);
             }
         }
         Err(ReplicaError::TooManyRounds(ROUNDS_MAX))
+    }
+}
+
+/// The request that asks what committed of `req`'s push: the same documents and heads,
+/// no changes, no pull.
+fn probe_of(req: &SyncRequest) -> SyncRequest {
+    SyncRequest {
+        push: req.push.iter().map(|d| posync_proto::DocPush { changes: Vec::new(), ..d.clone() }).collect(),
+        pull: Some(false),
+        page_bytes_max: None,
+        ..req.clone()
     }
 }
 

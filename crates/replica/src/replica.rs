@@ -27,7 +27,10 @@ CREATE TABLE IF NOT EXISTS docs (
     dirty        INTEGER NOT NULL,
     -- Error code with which the server refused this document. Its data stays here, it is not
     -- pushed again until released, and it no longer blocks the rest of the outbox.
-    rejected     TEXT
+    rejected     TEXT,
+    -- 1 while only the first changes of a document larger than a page are here: the next
+    -- request reports server_heads in an empty push, and the server sends the next piece.
+    piece        INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS docs_dirty ON docs(dirty) WHERE dirty = 1;
 CREATE TABLE IF NOT EXISTS visits (
@@ -307,6 +310,7 @@ impl Replica {
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         tx.execute_batch(SCHEMA)?;
         add_columns_of_schema_2(&tx)?;
+        add_piece_column(&tx)?;
         let device = match tx
             .query_row("SELECT value FROM meta WHERE key = 'device_id'", [], |r| r.get::<_, String>(0))
             .optional()?
@@ -669,6 +673,7 @@ impl Replica {
         let mut req = SyncRequest::new(self.device, self.cursor()?);
         req.scope_digest = self.scope()?.map(|s| s.digest().to_vec());
         req.page_bytes_max = plan.page_bytes_max;
+        req.pieces = Some(true);
         if !plan.pull {
             req.pull = Some(false);
         }
@@ -726,14 +731,14 @@ impl Replica {
             }
             if req.push.is_empty() {
                 // Larger than the link takes at once: its first changes, up to the budget.
-                let (piece, piece_heads) = first_changes(&am, &base, budget)?;
+                let piece = posync_model::piece::first_changes(&am, &base, budget);
                 req.push.push(DocPush {
                     doc: id,
                     kind,
                     posyandu,
                     base: base.to_bytes(),
-                    heads: piece_heads.to_bytes(),
-                    changes: piece,
+                    heads: piece.heads.to_bytes(),
+                    changes: piece.bytes,
                 });
             }
             break;
@@ -744,7 +749,38 @@ impl Replica {
             tracing::warn!(doc = %id, code, "document over the server's budget; kept on the device, not pushed");
             self.conn.execute("UPDATE docs SET rejected = ?2 WHERE doc_id = ?1", params![id.to_string(), code])?;
         }
+        // Pieces of documents larger than a page: tell the server what we hold of them (unless
+        // this request pushes them anyway), so the next page carries on after it.
+        for probe in self.held_pieces()? {
+            if req.push.len() < limits.push_docs_max && req.push.iter().all(|p| p.doc != probe.doc) {
+                req.push.push(probe);
+            }
+        }
         Ok(req)
+    }
+
+    /// Empty pushes reporting the heads held of documents that came in part so far.
+    fn held_pieces(&self) -> Result<Vec<DocPush>, ReplicaError> {
+        let mut stmt = self.conn.prepare("SELECT doc_id, kind, posyandu, server_heads FROM docs WHERE piece = 1")?;
+        let rows = stmt.query_map([], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?, r.get::<_, Vec<u8>>(3)?))
+        })?;
+        let mut probes = Vec::new();
+        for row in rows {
+            let (doc_s, kind, posyandu, server_heads) = row?;
+            let doc: DocId = doc_s.parse().map_err(|_| ReplicaError::BadResponse("stored doc id".into()))?;
+            let kind = DocKind::parse(&kind).ok_or(ReplicaError::Corrupt(doc))?;
+            let posyandu: PosyanduId = posyandu.parse().map_err(|_| ReplicaError::Corrupt(doc))?;
+            probes.push(DocPush {
+                doc,
+                kind,
+                posyandu,
+                base: server_heads.clone(),
+                heads: server_heads,
+                changes: Vec::new(),
+            });
+        }
+        Ok(probes)
     }
 
     /// The push and page budgets this replica learnt for its link (see [`RoundPlan`]).
@@ -799,8 +835,9 @@ impl Replica {
         }
         for ack in &resp.acks {
             let acked = Heads::from_bytes(&ack.heads).map_err(|e| ReplicaError::BadResponse(e.to_string()))?;
+            // Any acknowledgement records at the server what we hold: a piece is reported.
             let n = tx.execute(
-                "UPDATE docs SET server_heads = ?2, dirty = (heads != ?2) WHERE doc_id = ?1",
+                "UPDATE docs SET server_heads = ?2, dirty = (heads != ?2), piece = 0 WHERE doc_id = ?1",
                 params![ack.doc.to_string(), acked.to_bytes()],
             )?;
             report.acked += n;
@@ -845,8 +882,8 @@ impl Replica {
             }
             save_doc(&tx, pull.doc, &am, false)?;
             tx.execute(
-                "UPDATE docs SET server_heads = ?2, dirty = (heads != ?2) WHERE doc_id = ?1",
-                params![pull.doc.to_string(), server_heads.to_bytes()],
+                "UPDATE docs SET server_heads = ?2, dirty = (heads != ?2), piece = ?3 WHERE doc_id = ?1",
+                params![pull.doc.to_string(), server_heads.to_bytes(), pull.piece],
             )?;
             report.pulled += 1;
         }
@@ -908,7 +945,7 @@ impl Replica {
 }
 
 /// Smallest pulled page a client asks for (the server's floor too).
-pub const PAGE_BUDGET_MIN: usize = 4 * 1024;
+pub const PAGE_BUDGET_MIN: usize = 1024;
 
 /// How the next request is shaped for the link. A client starts at [`RoundPlan::start`],
 /// halves the budgets after a request that was cut or lost, doubles them after one that
@@ -960,56 +997,20 @@ impl RoundPlan {
         *self != before
     }
 
-    /// After a request that went through: twice as much, up to `limits`.
-    pub fn grow(&mut self, limits: &Limits) {
+    /// After a request that went through: twice as much, up to `limits`, for each budget
+    /// the request used at least half of. A request far smaller than a budget says nothing
+    /// about whether the link carries that budget (a run of small pulls must not undo what
+    /// a cut taught).
+    pub fn grow(&mut self, limits: &Limits, pushed_bytes: usize, pulled_bytes: usize) {
         let whole = Self::whole(limits);
-        self.push_bytes_max = self.push_bytes_max.saturating_mul(2).min(whole.push_bytes_max);
+        if pushed_bytes.saturating_mul(2) >= self.push_bytes_max {
+            self.push_bytes_max = self.push_bytes_max.saturating_mul(2).min(whole.push_bytes_max);
+        }
         let page = self.page_bytes_max.map_or(limits.page_bytes_max, |p| p as usize);
-        self.page_bytes_max = Some(page.saturating_mul(2).min(limits.page_bytes_max) as u32);
-    }
-}
-
-/// The first changes of `am` after `base` (in causal order) whose bytes fit in `budget`, at
-/// least one; with the heads `base` plus them make.
-fn first_changes(am: &Automerge, base: &Heads, budget: usize) -> Result<(Vec<u8>, Heads), ReplicaError> {
-    let changes = causal_order(am.get_changes(base.as_slice()));
-    let mut bytes = Vec::new();
-    let mut taken: Vec<automerge::ChangeHash> = Vec::new();
-    let mut deps = std::collections::HashSet::new();
-    for c in &changes {
-        let raw = c.raw_bytes();
-        if !taken.is_empty() && bytes.len() + raw.len() > budget {
-            break;
+        if pulled_bytes.saturating_mul(2) >= page {
+            self.page_bytes_max = Some(page.saturating_mul(2).min(limits.page_bytes_max) as u32);
         }
-        bytes.extend_from_slice(raw);
-        taken.push(c.hash());
-        deps.extend(c.deps().iter().copied());
     }
-    let heads = base.as_slice().iter().chain(&taken).copied().filter(|h| !deps.contains(h)).collect();
-    Ok((bytes, Heads::new(heads)))
-}
-
-/// Changes sorted so that each comes after its dependencies within the set.
-fn causal_order(changes: Vec<automerge::Change>) -> Vec<automerge::Change> {
-    let inside: std::collections::HashSet<_> = changes.iter().map(|c| c.hash()).collect();
-    let mut placed = std::collections::HashSet::new();
-    let mut left = changes;
-    let mut out = Vec::with_capacity(left.len());
-    while !left.is_empty() {
-        let (ready, wait): (Vec<_>, Vec<_>) =
-            left.into_iter().partition(|c| c.deps().iter().all(|d| !inside.contains(d) || placed.contains(d)));
-        if ready.is_empty() {
-            // A cycle cannot exist in a change graph; never loop on bad data.
-            out.extend(wait);
-            break;
-        }
-        for c in ready {
-            placed.insert(c.hash());
-            out.push(c);
-        }
-        left = wait;
-    }
-    out
 }
 
 /// The error code the server would refuse a push of `am` with (`changes` after what it
@@ -1023,6 +1024,16 @@ fn over_budget(am: &Automerge, saved_len: usize, changes: &[u8], limits: &Limits
         Err(guard::InputError::TooLarge { .. }) => Some("changes_too_large"),
         _ => None,
     }
+}
+
+/// A replica created before documents came in pieces lacks `docs.piece`.
+fn add_piece_column(tx: &Transaction<'_>) -> Result<(), ReplicaError> {
+    let has: bool =
+        tx.query_row("SELECT COUNT(*) > 0 FROM pragma_table_info('docs') WHERE name = 'piece'", [], |r| r.get(0))?;
+    if !has {
+        tx.execute_batch("ALTER TABLE docs ADD COLUMN piece INTEGER NOT NULL DEFAULT 0;")?;
+    }
+    Ok(())
 }
 
 /// A replica created by an app before schema 2 lacks the visit columns it added.

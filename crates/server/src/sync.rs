@@ -9,7 +9,7 @@ use posync_store::{Actor, AuditAction, AuditEntry, PageLimits, Store};
 use std::sync::Arc;
 
 /// Smallest page a client may ask for: below this, paging overhead dominates.
-const PAGE_BYTES_MIN: usize = 4 * 1024;
+const PAGE_BYTES_MIN: usize = 1024;
 
 #[derive(Clone)]
 pub struct SyncService {
@@ -43,7 +43,8 @@ impl SyncService {
                 format!("{} documents pushed; at most {} per request", req.push.len(), self.limits.push_docs_max),
             ));
         }
-        if !req.push.is_empty() && !who.role.can_write() {
+        // An empty push (a probe, or a report of a piece held) writes no record: any role.
+        if req.push.iter().any(|p| !p.changes.is_empty()) && !who.role.can_write() {
             return Err(ApiError::new(ErrorCode::Forbidden, "this role is read-only"));
         }
         let pushed = req.push.len();
@@ -95,7 +96,7 @@ impl SyncService {
                 who.device,
                 who.scope.clone(),
                 req.cursor,
-                PageLimits { bytes_max, docs_max: self.limits.page_docs_max },
+                PageLimits { bytes_max, docs_max: self.limits.page_docs_max, pieces: req.pieces == Some(true) },
             )
             .await?;
         tracing::info!(device = %who.device, pushed, pulled = page.docs.len(), cursor = page.cursor, more = page.more, "sync");

@@ -412,15 +412,17 @@ pub struct Candidate {
     pub known: Heads,
 }
 
-/// Fill a page with the scanned documents in order, within `bytes_max` (always at least one
-/// document). The cursor only moves to just before the first entry of a document not sent,
-/// or, when the scan reached the end, to `feed_end` (the last position of the snapshot).
+/// Fill a page with the scanned documents in order, within `limits.bytes_max` (always at
+/// least one document, or, for a device that takes `pieces`, one piece of a document larger
+/// than the page). The cursor only moves to just before the first entry of a document not
+/// sent whole, or, when the scan reached the end, to `feed_end` (the last position of the
+/// snapshot).
 pub fn assemble_page(
     cursor: u64,
     scan: PageScan,
     mut stored: std::collections::HashMap<DocId, Candidate>,
     feed_end: u64,
-    bytes_max: usize,
+    limits: crate::PageLimits,
 ) -> Result<crate::PullPage, StoreError> {
     let mut page = crate::PullPage { docs: Vec::new(), cursor, more: false };
     let mut bytes_total = 0usize;
@@ -428,10 +430,22 @@ pub fn assemble_page(
         let Some(c) = stored.remove(&doc) else { continue };
         let changes = changes_for(doc, &c.bytes, &c.meta.heads, &c.known)?;
         let size = changes.as_ref().map_or(0, Vec::len);
-        if !page.docs.is_empty() && bytes_total + size > bytes_max {
+        if !page.docs.is_empty() && bytes_total + size > limits.bytes_max {
             page.cursor = first - 1;
             page.more = true;
             return Ok(page);
+        }
+        if page.docs.is_empty() && size > limits.bytes_max && limits.pieces {
+            // Larger than the link takes at once: its first changes after what the device
+            // holds. The cursor stays before it until the last piece.
+            let (pull, complete) = piece_of(doc, &c, limits.bytes_max)?;
+            page.docs.push(pull);
+            if !complete {
+                page.cursor = first - 1;
+                page.more = true;
+                return Ok(page);
+            }
+            continue;
         }
         bytes_total += size;
         if let Some(changes) = changes {
@@ -441,6 +455,7 @@ pub fn assemble_page(
                 posyandu: c.meta.posyandu,
                 heads: c.meta.heads.to_bytes(),
                 changes,
+                piece: false,
             });
         }
     }
@@ -452,4 +467,21 @@ pub fn assemble_page(
         None => page.cursor = feed_end.max(cursor),
     }
     Ok(page)
+}
+
+/// The first changes of a stored document after what the device holds, within `bytes_max`;
+/// whether they are all of them.
+fn piece_of(doc: DocId, c: &Candidate, bytes_max: usize) -> Result<(posync_proto::DocPull, bool), StoreError> {
+    let am = Automerge::load(&c.bytes).map_err(|e| StoreError::Corrupt { doc, reason: e.to_string() })?;
+    let known = Heads::new(c.known.as_slice().iter().copied().filter(|h| am.get_change_by_hash(h).is_some()).collect());
+    let piece = posync_model::piece::first_changes(&am, &known, bytes_max);
+    let pull = posync_proto::DocPull {
+        doc,
+        kind: c.meta.kind,
+        posyandu: c.meta.posyandu.clone(),
+        heads: if piece.complete { c.meta.heads.to_bytes() } else { piece.heads.to_bytes() },
+        changes: piece.bytes,
+        piece: !piece.complete,
+    };
+    Ok((pull, piece.complete))
 }

@@ -48,6 +48,9 @@ pub struct StoredDoc {
 pub struct PageLimits {
     pub bytes_max: usize,
     pub docs_max: usize,
+    /// The device takes a document larger than `bytes_max` in pieces
+    /// ([`posync_proto::DocPull::piece`]); otherwise such a document comes whole.
+    pub pieces: bool,
 }
 
 /// One page of the change feed for a scope.

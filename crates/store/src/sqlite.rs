@@ -740,7 +740,7 @@ fn pull_tx(
         let known = known_heads(&tx, &doc_s, &device_s, cursor_i)?;
         stored.insert(*doc, core::Candidate { meta: row_meta(d, k, p, seq, heads)?, bytes, known });
     }
-    core::assemble_page(cursor, scan, stored, feed_end as u64, limits.bytes_max)
+    core::assemble_page(cursor, scan, stored, feed_end as u64, limits)
 }
 
 /// Heads the device is known to have for a document: its state as of the device's cursor,

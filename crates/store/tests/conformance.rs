@@ -121,6 +121,7 @@ conformance!(
     a_cursor_from_the_future_starts_the_device_over,
     a_pull_shows_only_documents_of_posyandu_in_scope,
     a_device_paging_through_the_feed_is_sent_whole_documents_it_never_had,
+    a_document_larger_than_the_page_comes_in_pieces_to_a_device_that_takes_them,
     // per-device heads
     a_device_is_sent_only_the_changes_it_lacks,
     // projection
@@ -152,7 +153,7 @@ conformance!(
 
 /// 2026-01-01T00:00:00Z: registrations check birth dates against the push time.
 const NOW: i64 = 1_767_225_600;
-const ALL: PageLimits = PageLimits { bytes_max: 1 << 24, docs_max: 1000 };
+const ALL: PageLimits = PageLimits { bytes_max: 1 << 24, docs_max: 1000, pieces: false };
 const INSTANCE: &str = "conformance";
 
 fn p(id: &str) -> PosyanduId {
@@ -634,7 +635,7 @@ async fn pulling_in_small_pages_sends_every_document_whole_in_first_entry_order(
         .collect();
     for docs_max in 1..=3 {
         let reader = DeviceId::new_random();
-        let limits = PageLimits { bytes_max: 1 << 24, docs_max };
+        let limits = PageLimits { bytes_max: 1 << 24, docs_max, pieces: false };
         let mut cursor = 0;
         let mut pages = 0;
         let mut first_seen: Vec<DocId> = Vec::new();
@@ -702,7 +703,8 @@ async fn a_pull_shows_only_documents_of_posyandu_in_scope(backend: Backend) {
     }
     let reader = DeviceId::new_random();
     let some = scope(&["melati", "anggrek"]);
-    let (docs, cursor) = pull_to_end(&*store, reader, &some, 0, PageLimits { bytes_max: 1 << 24, docs_max: 2 }).await;
+    let (docs, cursor) =
+        pull_to_end(&*store, reader, &some, 0, PageLimits { bytes_max: 1 << 24, docs_max: 2, pieces: false }).await;
     assert_eq!(docs.len(), 6);
     assert!(docs.iter().all(|d| some.allows(&d.posyandu)), "no document of mawar");
     let listed: Vec<DocId> = store.list(some.clone()).await.expect("list").iter().map(|m| m.doc).collect();
@@ -733,7 +735,7 @@ async fn a_device_paging_through_the_feed_is_sent_whole_documents_it_never_had(b
     // One document per page. Whatever the order, every page must apply on top of what the
     // earlier pages gave: no delta against a version the device was never sent.
     let reader = DeviceId::new_random();
-    let one = PageLimits { bytes_max: 1 << 24, docs_max: 1 };
+    let one = PageLimits { bytes_max: 1 << 24, docs_max: 1, pieces: false };
     let mut held: HashMap<DocId, Automerge> = HashMap::new();
     let mut cursor = 0;
     for page_no in 1..=10 {
@@ -749,6 +751,76 @@ async fn a_device_paging_through_the_feed_is_sent_whole_documents_it_never_had(b
     }
     assert_eq!(cursor, 3, "the pass ended at the end of the feed");
     assert_eq!(held.get(&doc_id(&x)).map(heads), Some(heads(&x)), "x as edited");
+    assert_eq!(held.get(&doc_id(&y)).map(heads), Some(heads(&y)), "y");
+}
+
+/// A registry or a busy session can be larger than what a 2G link carries in one answer. A
+/// device that takes pieces gets its first changes, reports them with an empty push, gets the
+/// next ones, and the cursor passes the document only with its last piece. A device that
+/// does not take pieces still gets it whole.
+async fn a_document_larger_than_the_page_comes_in_pieces_to_a_device_that_takes_them(backend: Backend) {
+    let store = backend.open().await;
+    let writer = DeviceId::new_random();
+    let s = scope(&["melati"]);
+    let visits: Vec<Visit> = (0..40).map(|i| visit(writer, &format!("Anak {i}"), 9000 + i)).collect();
+    let mut x = session("melati", day(0), writer, &visits);
+    store.push(writer, s.clone(), vec![push_of(&x, &Heads::empty())], NOW).await.expect("push x"); // seq 1
+    let before = heads(&x);
+    for (i, v) in visits.iter().enumerate() {
+        set_weight(&mut x, v.visit_id, 9500 + i as i64, NOW + 1);
+    }
+    store.push(writer, s.clone(), vec![push_of(&x, &before)], NOW + 1).await.expect("edits"); // seq 2
+    let y = session("melati", day(1), writer, &[visit(writer, "Dewi Lestari", 7000)]);
+    store.push(writer, s.clone(), vec![push_of(&y, &Heads::empty())], NOW + 2).await.expect("push y"); // seq 3
+
+    let page_bytes = 1024;
+    let old = PageLimits { bytes_max: page_bytes, docs_max: 10, pieces: false };
+    let first = store.pull(DeviceId::new_random(), s.clone(), 0, old).await.expect("pull whole");
+    assert!(
+        !first.docs[0].piece && first.docs[0].changes.len() > 2 * page_bytes,
+        "precondition: x ({} bytes) is larger than two pages",
+        first.docs[0].changes.len()
+    );
+
+    let reader = DeviceId::new_random();
+    let limits = PageLimits { pieces: true, ..old };
+    let mut held: HashMap<DocId, Automerge> = HashMap::new();
+    let (mut cursor, mut pieces) = (0, 0);
+    for page_no in 1..=200 {
+        let page = store.pull(reader, s.clone(), cursor, limits).await.expect("page");
+        let mut probes = Vec::new();
+        for d in &page.docs {
+            let am = held.entry(d.doc).or_default();
+            apply_pulled(am, d, &format!("page {page_no}"));
+            if d.piece {
+                pieces += 1;
+                assert!(d.changes.len() <= page_bytes, "page {page_no}: a piece of {} bytes", d.changes.len());
+                assert_eq!(page.docs.len(), 1, "a piece travels alone");
+                assert_eq!(page.cursor, cursor, "page {page_no}: the cursor stays before a document sent in part");
+                assert!(page.more);
+                let meta = doc::read_meta(am).expect("a piece carries the document's identity");
+                probes.push(DocPush {
+                    doc: d.doc,
+                    kind: meta.kind,
+                    posyandu: meta.posyandu,
+                    base: d.heads.clone(),
+                    heads: d.heads.clone(),
+                    changes: Vec::new(),
+                });
+            }
+        }
+        if !probes.is_empty() {
+            let acks = store.push(reader, s.clone(), probes.clone(), NOW + 3).await.expect("report the piece");
+            assert_eq!(acks[0].heads, probes[0].heads, "the server acknowledges the piece the device holds");
+        }
+        cursor = page.cursor;
+        if !page.more {
+            break;
+        }
+    }
+    assert!(pieces >= 3, "x came in {pieces} pieces");
+    assert_eq!(cursor, 3, "the pass ended at the end of the feed");
+    assert_eq!(held.get(&doc_id(&x)).map(heads), Some(heads(&x)), "x whole, as edited");
     assert_eq!(held.get(&doc_id(&y)).map(heads), Some(heads(&y)), "y");
 }
 
@@ -1472,7 +1544,7 @@ async fn a_device_pulling_during_a_write_storm_misses_no_change(backend: Backend
     // Meanwhile two devices pull, alternating instances, applying what they get: one takes
     // whole pages, one pages three documents at a time.
     let done = Arc::new(AtomicBool::new(false));
-    let readers = [ALL, PageLimits { bytes_max: 1 << 20, docs_max: 3 }]
+    let readers = [ALL, PageLimits { bytes_max: 1 << 20, docs_max: 3, pieces: false }]
         .map(|limits| tokio::spawn(read_through_storm(instances.clone(), s.clone(), limits, done.clone())));
 
     let mut written: BTreeMap<DocId, usize> = BTreeMap::new();

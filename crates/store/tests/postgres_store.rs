@@ -44,7 +44,7 @@ async fn a_lost_connection_is_a_retryable_error_and_the_pool_recovers() {
             DeviceId::new_random(),
             Scope::default(),
             0,
-            posync_store::PageLimits { bytes_max: 1 << 20, docs_max: 10 },
+            posync_store::PageLimits { bytes_max: 1 << 20, docs_max: 10, pieces: false },
         )
         .await
         .expect("pull after the drop");

@@ -6,7 +6,7 @@ use posync_model::{DeviceId, DocId, Heads, PersonId, PosyanduId, Scope, Sex, Vis
 use posync_proto::DocPush;
 use posync_store::{PageLimits, SqliteStore, Store};
 
-const LIMITS: PageLimits = PageLimits { bytes_max: 1 << 20, docs_max: 500 };
+const LIMITS: PageLimits = PageLimits { bytes_max: 1 << 20, docs_max: 500, pieces: false };
 
 fn p(name: &str) -> PosyanduId {
     name.parse().expect("id")

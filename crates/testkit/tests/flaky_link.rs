@@ -285,3 +285,30 @@ async fn a_new_tablet_whose_answers_are_cut_at_6_kb_completes_its_first_pull() {
     assert_eq!(tablet.all_visits().expect("visits").len(), expected, "{report:?}");
     server.stop().await;
 }
+
+/// A busy posyandu day is one document of tens of KB; a link that cuts every answer after
+/// 4 KB can never carry it whole. The server sends it in pieces, each reported by the tablet
+/// before the next.
+#[tokio::test]
+async fn a_new_tablet_pulls_a_session_larger_than_any_answer_the_link_carries() {
+    use posync_testkit::{enrolled, posyandu};
+    let (server, admin) = district_server(Limits::default()).await;
+    let dir = tempfile::tempdir().expect("dir");
+    let melati = posyandu("pos-hegarsari-melati-1");
+    let mut kader = enrolled(&server, &admin, "kader-0001", &dir).await;
+    let expected = capture_sessions(&mut kader, &melati, 1, 60, 5);
+    kader.sync_enrolled(&server.url()).await.expect("sync");
+    let mut tablet = enrolled(&server, &admin, "bidan-0001", &dir).await;
+    let proxy = FaultProxy::link(server.addr(), two_g(4096), 6).await.expect("proxy");
+    let client = posync_replica::HttpSync::enrolled(&proxy.url()).with_retry(posync_replica::RetryPolicy {
+        retries: 8,
+        base_ms: 1,
+        max_ms: 5,
+    });
+    let report = client.sync(&mut tablet).await.expect("the first pull completes");
+    assert_eq!(tablet.all_visits().expect("visits").len(), expected, "{report:?}");
+    let down = proxy.counts.bytes_down.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(report.rounds > 4, "the session came in pieces: {report:?}, {down} bytes down");
+    assert!(tablet.outbox().expect("outbox").is_empty(), "reporting pieces leaves nothing to push");
+    server.stop().await;
+}

@@ -26,6 +26,7 @@ fn pulled_inflation_bombs_and_partial_bytes_are_refused_and_change_nothing() {
         posyandu: p.clone(),
         heads: heads.to_bytes(),
         changes,
+        piece: false,
     };
     let genesis_heads = Heads::new(genesis.get_heads());
     for (name, changes) in [

@@ -208,6 +208,7 @@ async fn a_visit_id_from_another_document_is_refused_and_the_rest_of_the_outbox_
                 posyandu: p.clone(),
                 heads: genesis_heads.to_bytes(),
                 changes: colliding.save(),
+                piece: false,
             }],
             scope: None,
             cursor: 0,

@@ -569,7 +569,7 @@ async fn pull_tx(
         let known = known.remove(&meta.doc).unwrap_or_default();
         stored.insert(meta.doc, core::Candidate { meta, bytes: r.try_get(5)?, known });
     }
-    core::assemble_page(cursor, scan, stored, feed_end as u64, limits.bytes_max)
+    core::assemble_page(cursor, scan, stored, feed_end as u64, limits)
 }
 
 /// Heads the device is known to have for each document: the document as of the device's
