@@ -835,10 +835,13 @@ impl Replica {
         }
         for ack in &resp.acks {
             let acked = Heads::from_bytes(&ack.heads).map_err(|e| ReplicaError::BadResponse(e.to_string()))?;
-            // Any acknowledgement records at the server what we hold: a piece is reported.
+            // An acknowledgement records at the server what we hold: a piece is reported. At
+            // cursor 0 the server forgets what a request does not report (the device may be
+            // starting over), so a document held ahead of the cursor is reported until the
+            // cursor has moved.
             let n = tx.execute(
-                "UPDATE docs SET server_heads = ?2, dirty = (heads != ?2), piece = 0 WHERE doc_id = ?1",
-                params![ack.doc.to_string(), acked.to_bytes()],
+                "UPDATE docs SET server_heads = ?2, dirty = (heads != ?2), piece = (piece AND ?3) WHERE doc_id = ?1",
+                params![ack.doc.to_string(), acked.to_bytes(), stored_cursor == 0],
             )?;
             report.acked += n;
         }

@@ -5,7 +5,7 @@ use crate::auth::Principal;
 use crate::error::ApiError;
 use posync_model::Role;
 use posync_proto::{ErrorCode, Limits, PROTOCOL_VERSION, SyncRequest, SyncResponse};
-use posync_store::{Actor, AuditAction, AuditEntry, PageLimits, Store};
+use posync_store::{Actor, AuditAction, AuditEntry, PageLimits, PullPage, Store};
 use std::sync::Arc;
 
 /// Smallest page a client may ask for: below this, paging overhead dominates.
@@ -90,15 +90,16 @@ impl SyncService {
         // A client may ask for smaller pages, never larger, and never absurdly small ones.
         let bytes_max =
             req.page_bytes_max.map_or(server_max, |b| (b as usize).clamp(PAGE_BYTES_MIN.min(server_max), server_max));
-        let page = self
-            .store
-            .pull(
-                who.device,
-                who.scope.clone(),
-                req.cursor,
-                PageLimits { bytes_max, docs_max: self.limits.page_docs_max, pieces: req.pieces == Some(true) },
-            )
-            .await?;
+        let limits = PageLimits { bytes_max, docs_max: self.limits.page_docs_max, pieces: req.pieces == Some(true) };
+        let mut page = PullPage::default();
+        if let (true, Some(day)) = (limits.pieces, req.first_day) {
+            // The day's sessions, then the registries, before older records.
+            let first = first_docs(&who.scope, day);
+            page = self.store.pull_ahead(who.device, who.scope.clone(), req.cursor, first, limits).await?;
+        }
+        if page.docs.is_empty() {
+            page = self.store.pull(who.device, who.scope.clone(), req.cursor, limits).await?;
+        }
         tracing::info!(device = %who.device, pushed, pulled = page.docs.len(), cursor = page.cursor, more = page.more, "sync");
         if who.role != Role::Kader && !page.docs.is_empty() {
             // Staff reading records of posyandu they do not serve in person: audited.
@@ -111,4 +112,12 @@ impl SyncService {
         }
         Ok(SyncResponse { v: PROTOCOL_VERSION, acks, docs: page.docs, scope, cursor: page.cursor, more: page.more })
     }
+}
+
+/// What a device whose today is `day` gets before the feed walk: the sessions of that day,
+/// then the registries, of every posyandu in its scope (from the server's data).
+fn first_docs(scope: &posync_model::Scope, day: time::Date) -> Vec<posync_model::DocId> {
+    let sessions = scope.posyandu().map(|p| posync_model::DocId::for_session(p, day));
+    let registries = scope.posyandu().map(posync_model::DocId::for_registry);
+    sessions.chain(registries).collect()
 }

@@ -469,6 +469,43 @@ pub fn assemble_page(
     Ok(page)
 }
 
+/// A page of documents the device asked for first (today's session, the registry), sent
+/// ahead of the feed walk: each `piece: true` (the device reports what it then holds, so the
+/// walk skips it later), within `limits.bytes_max` (at least one document or one piece of
+/// it). Documents the device already holds are skipped. The cursor does not move; `more`
+/// is true whenever something was sent. An empty page means: walk the feed.
+pub fn assemble_ahead(
+    cursor: u64,
+    candidates: Vec<(DocId, Candidate)>,
+    limits: crate::PageLimits,
+) -> Result<crate::PullPage, StoreError> {
+    let mut page = crate::PullPage { docs: Vec::new(), cursor, more: false };
+    let mut bytes_total = 0usize;
+    for (doc, c) in candidates {
+        let Some(changes) = changes_for(doc, &c.bytes, &c.meta.heads, &c.known)? else { continue };
+        if page.docs.is_empty() && changes.len() > limits.bytes_max {
+            let (mut pull, _) = piece_of(doc, &c, limits.bytes_max)?;
+            pull.piece = true;
+            page.docs.push(pull);
+            break;
+        }
+        if bytes_total + changes.len() > limits.bytes_max {
+            break;
+        }
+        bytes_total += changes.len();
+        page.docs.push(posync_proto::DocPull {
+            doc,
+            kind: c.meta.kind,
+            posyandu: c.meta.posyandu,
+            heads: c.meta.heads.to_bytes(),
+            changes,
+            piece: true,
+        });
+    }
+    page.more = !page.docs.is_empty();
+    Ok(page)
+}
+
 /// The first changes of a stored document after what the device holds, within `bytes_max`;
 /// whether they are all of them.
 fn piece_of(doc: DocId, c: &Candidate, bytes_max: usize) -> Result<(posync_proto::DocPull, bool), StoreError> {

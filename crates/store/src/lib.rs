@@ -174,6 +174,18 @@ pub trait Store: Send + Sync + 'static {
         limits: PageLimits,
     ) -> Result<PullPage, StoreError>;
 
+    /// Of `docs` (what the device wants first), those in `scope` changed after `cursor` that
+    /// the device does not hold yet, ahead of the feed walk ([`core::assemble_ahead`]). An
+    /// empty page when it holds them all.
+    async fn pull_ahead(
+        &self,
+        device: DeviceId,
+        scope: Scope,
+        cursor: u64,
+        docs: Vec<DocId>,
+        limits: PageLimits,
+    ) -> Result<PullPage, StoreError>;
+
     /// One document, if stored.
     async fn get(&self, doc: DocId) -> Result<Option<StoredDoc>, StoreError>;
 

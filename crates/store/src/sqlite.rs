@@ -743,6 +743,39 @@ fn pull_tx(
     core::assemble_page(cursor, scan, stored, feed_end as u64, limits)
 }
 
+/// The documents of `docs` in `scope` changed after `cursor`, with what the device holds.
+fn pull_ahead_tx(
+    tx: &Transaction<'_>,
+    device: DeviceId,
+    scope: &Scope,
+    cursor: u64,
+    docs: &[DocId],
+    limits: PageLimits,
+) -> Result<PullPage, StoreError> {
+    let cursor_i = i64::try_from(cursor).unwrap_or(i64::MAX);
+    let device_s = device.to_string();
+    let mut doc_row =
+        tx.prepare_cached("SELECT doc_id, kind, posyandu, seq, heads, bytes FROM docs WHERE doc_id = ?1 AND seq > ?2")?;
+    let mut candidates = Vec::new();
+    for doc in docs {
+        let doc_s = doc.to_string();
+        let row = doc_row
+            .query_row(params![doc_s, cursor_i], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get::<_, Vec<u8>>(5)?))
+            })
+            .optional()?;
+        let Some((d, k, p, seq, heads, bytes)) = row else { continue };
+        let meta = row_meta(d, k, p, seq, heads)?;
+        // Scope from the server's own record of the document, never from the request.
+        if !scope.allows(&meta.posyandu) {
+            continue;
+        }
+        let known = known_heads(tx, &doc_s, &device_s, cursor_i)?;
+        candidates.push((*doc, core::Candidate { meta, bytes, known }));
+    }
+    core::assemble_ahead(cursor, candidates, limits)
+}
+
 /// Heads the device is known to have for a document: its state as of the device's cursor,
 /// plus whatever the device itself pushed and we acknowledged.
 fn known_heads(tx: &Transaction<'_>, doc_s: &str, device_s: &str, cursor: i64) -> Result<Heads, StoreError> {
@@ -822,6 +855,21 @@ impl Store for SqliteStore {
         limits: PageLimits,
     ) -> Result<PullPage, StoreError> {
         self.read(move |conn| pull_tx(conn, device, &scope, cursor, limits)).await
+    }
+
+    async fn pull_ahead(
+        &self,
+        device: DeviceId,
+        scope: Scope,
+        cursor: u64,
+        docs: Vec<DocId>,
+        limits: PageLimits,
+    ) -> Result<PullPage, StoreError> {
+        self.read(move |conn| {
+            let tx = conn.transaction()?;
+            pull_ahead_tx(&tx, device, &scope, cursor, &docs, limits)
+        })
+        .await
     }
 
     async fn get(&self, doc: DocId) -> Result<Option<StoredDoc>, StoreError> {

@@ -122,6 +122,7 @@ conformance!(
     a_pull_shows_only_documents_of_posyandu_in_scope,
     a_device_paging_through_the_feed_is_sent_whole_documents_it_never_had,
     a_document_larger_than_the_page_comes_in_pieces_to_a_device_that_takes_them,
+    documents_asked_for_first_come_ahead_of_the_feed_and_are_not_sent_twice,
     // per-device heads
     a_device_is_sent_only_the_changes_it_lacks,
     // projection
@@ -822,6 +823,52 @@ async fn a_document_larger_than_the_page_comes_in_pieces_to_a_device_that_takes_
     assert_eq!(cursor, 3, "the pass ended at the end of the feed");
     assert_eq!(held.get(&doc_id(&x)).map(heads), Some(heads(&x)), "x whole, as edited");
     assert_eq!(held.get(&doc_id(&y)).map(heads), Some(heads(&y)), "y");
+}
+
+/// Today's session is the newest entry of the feed, so the last document of a pull in feed
+/// order. Asked for first, it comes ahead of the walk (marked as held ahead of the cursor);
+/// once the device reports it, the walk does not send it again. Only documents in scope.
+async fn documents_asked_for_first_come_ahead_of_the_feed_and_are_not_sent_twice(backend: Backend) {
+    let store = backend.open().await;
+    let writer = DeviceId::new_random();
+    let both = scope(&["melati", "mawar"]);
+    for d in 1..=4 {
+        let am = session("melati", day(d), writer, &[visit(writer, "Sri Wahyuni", 9000)]);
+        store.push(writer, both.clone(), vec![push_of(&am, &Heads::empty())], NOW).await.expect("older sessions");
+    }
+    let mawar_today = session("mawar", day(0), writer, &[visit(writer, "Dewi Lestari", 7000)]);
+    let today = session("melati", day(0), writer, &[visit(writer, "Ani", 8000)]);
+    store.push(writer, both.clone(), vec![push_of(&mawar_today, &Heads::empty())], NOW).await.expect("mawar");
+    store.push(writer, both.clone(), vec![push_of(&today, &Heads::empty())], NOW).await.expect("today"); // seq 6
+
+    let reader = DeviceId::new_random();
+    let melati = scope(&["melati"]);
+    let limits = PageLimits { bytes_max: 1 << 20, docs_max: 10, pieces: true };
+    let asked = vec![doc_id(&mawar_today), doc_id(&today)];
+    let ahead = store.pull_ahead(reader, melati.clone(), 0, asked.clone(), limits).await.expect("ahead");
+    assert_eq!(ahead.docs.iter().map(|d| d.doc).collect::<Vec<_>>(), vec![doc_id(&today)], "in scope only");
+    assert!(ahead.docs[0].piece && ahead.more && ahead.cursor == 0, "held ahead of a cursor that does not move");
+    let mut held: HashMap<DocId, Automerge> = HashMap::new();
+    apply_pulled(held.entry(doc_id(&today)).or_default(), &ahead.docs[0], "ahead");
+
+    // The device reports it (a probe), as the reference client does in its next request.
+    let report = DocPush {
+        doc: doc_id(&today),
+        kind: DocKind::Session,
+        posyandu: p("melati"),
+        base: ahead.docs[0].heads.clone(),
+        heads: ahead.docs[0].heads.clone(),
+        changes: Vec::new(),
+    };
+    store.push(reader, melati.clone(), vec![report], NOW).await.expect("report");
+    let again = store.pull_ahead(reader, melati.clone(), 0, asked.clone(), limits).await.expect("ahead again");
+    assert!(again.docs.is_empty() && !again.more, "held: nothing ahead any more");
+    let (walked, cursor) = pull_to_end(&*store, reader, &melati, 0, limits).await;
+    assert_eq!(walked.len(), 4, "the walk sends the older sessions, not today's again");
+    assert!(walked.iter().all(|d| d.doc != doc_id(&today)));
+    assert_eq!(cursor, 6);
+    let after = store.pull_ahead(reader, melati, cursor, asked, limits).await.expect("past it");
+    assert!(after.docs.is_empty(), "a cursor past the document holds it");
 }
 
 // ------------------------------------------------------------------------------------------

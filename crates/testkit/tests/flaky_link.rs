@@ -312,3 +312,51 @@ async fn a_new_tablet_pulls_a_session_larger_than_any_answer_the_link_carries() 
     assert!(tablet.outbox().expect("outbox").is_empty(), "reporting pieces leaves nothing to push");
     server.stop().await;
 }
+
+/// A puskesmas tablet on a link that dies a few requests in: today's session (the newest
+/// entry of the feed, so the last of a pull in feed order) is what it must already hold.
+#[tokio::test]
+async fn a_link_that_dies_early_has_already_carried_todays_session() {
+    use posync_testkit::{DAY, Generator, enrolled, posyandu};
+    let (server, admin) = district_server(Limits::default()).await;
+    let dir = tempfile::tempdir().expect("dir");
+    let melati = posyandu("pos-hegarsari-melati-1");
+    // Twelve earlier weeks of a colleague's sessions, then today's session.
+    let mut colleague = enrolled(&server, &admin, "kader-0002", &dir).await;
+    let mut g = Generator::new(7);
+    for week in 1..=12 {
+        let on = DAY - time::Duration::days(7 * week);
+        let session = colleague.start_session(&melati, on).expect("session");
+        for i in 0..8 {
+            colleague.record_visit(session, g.child_visit_on(on), i).expect("record");
+        }
+    }
+    colleague.sync_enrolled(&server.url()).await.expect("sync the history");
+    let mut kader = enrolled(&server, &admin, "kader-0001", &dir).await;
+    let today = kader.start_session(&melati, DAY).expect("today's session");
+    for i in 0..10 {
+        kader.record_visit(today, g.child_visit_on(DAY), i).expect("record");
+    }
+    kader.sync_enrolled(&server.url()).await.expect("sync today");
+
+    let mut tablet = enrolled(&server, &admin, "bidan-0001", &dir).await;
+    // A tablet that has learnt its link takes small pages; this link carries three requests.
+    let small = posync_replica::RoundPlan {
+        page_bytes_max: Some(2048),
+        ..posync_replica::RoundPlan::start(&Limits::default())
+    };
+    tablet.save_link_budgets(&small).expect("budgets");
+    let mut script = vec![Fault::Pass; 3];
+    script.extend(vec![Fault::DropRequest; 50]);
+    let proxy = FaultProxy::scripted(server.addr(), script).await.expect("proxy");
+    let client = posync_replica::HttpSync::enrolled(&proxy.url())
+        .with_today(DAY)
+        .with_retry(posync_replica::RetryPolicy { retries: 1, base_ms: 1, max_ms: 2 });
+    let outcome = client.sync(&mut tablet).await;
+    assert!(outcome.is_err(), "the link died before the pull could end: {outcome:?}");
+    let held = tablet.all_visits().expect("visits");
+    let of_today = held.iter().filter(|v| v.session_date == DAY.to_string()).count();
+    assert_eq!(of_today, 10, "today's session came first ({} visits held in all)", held.len());
+    assert!(held.len() < 96 + 10, "the older records were still on their way: {}", held.len());
+    server.stop().await;
+}

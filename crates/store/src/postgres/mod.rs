@@ -572,6 +572,38 @@ async fn pull_tx(
     core::assemble_page(cursor, scan, stored, feed_end as u64, limits)
 }
 
+/// The documents of `docs` in `scope` changed after `cursor`, with what the device holds.
+async fn pull_ahead_tx(
+    tx: &Transaction<'_>,
+    device: DeviceId,
+    scope: &Scope,
+    cursor: u64,
+    docs: &[DocId],
+    limits: PageLimits,
+) -> Result<PullPage, StoreError> {
+    let cursor_i = i64::try_from(cursor).unwrap_or(i64::MAX);
+    let ids: Vec<String> = docs.iter().map(DocId::to_string).collect();
+    let rows = tx
+        .query(
+            "SELECT doc_id, kind, posyandu, seq, heads, bytes FROM docs WHERE doc_id = ANY($1) AND seq > $2",
+            &[&ids, &cursor_i],
+        )
+        .await?;
+    let mut known = known_heads(tx, &ids, &device.to_string(), cursor_i).await?;
+    let mut found = HashMap::with_capacity(rows.len());
+    for r in rows {
+        let meta = row_meta(r.try_get(0)?, r.try_get(1)?, r.try_get(2)?, r.try_get(3)?, r.try_get(4)?)?;
+        // Scope from the server's own record of the document, never from the request.
+        if scope.allows(&meta.posyandu) {
+            let known = known.remove(&meta.doc).unwrap_or_default();
+            found.insert(meta.doc, core::Candidate { meta, bytes: r.try_get(5)?, known });
+        }
+    }
+    // In the order the device asked for them.
+    let candidates = docs.iter().filter_map(|d| found.remove(d).map(|c| (*d, c))).collect();
+    core::assemble_ahead(cursor, candidates, limits)
+}
+
 /// Heads the device is known to have for each document: the document as of the device's
 /// cursor, plus whatever the device itself pushed and we acknowledged.
 async fn known_heads(
@@ -819,6 +851,17 @@ impl Store for PgStore {
         limits: PageLimits,
     ) -> Result<PullPage, StoreError> {
         reading!(self, |tx| pull_tx(&tx, device, &scope, cursor, limits).await?)
+    }
+
+    async fn pull_ahead(
+        &self,
+        device: DeviceId,
+        scope: Scope,
+        cursor: u64,
+        docs: Vec<DocId>,
+        limits: PageLimits,
+    ) -> Result<PullPage, StoreError> {
+        reading!(self, |tx| pull_ahead_tx(&tx, device, &scope, cursor, &docs, limits).await?)
     }
 
     async fn get(&self, doc: DocId) -> Result<Option<StoredDoc>, StoreError> {
