@@ -26,19 +26,13 @@ pub struct SyncRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pull: Option<bool>,
     /// `true`: the device takes a document larger than its page in pieces (a `DocPull` with
-    /// `piece: true`), and reports what it then holds with an empty push in its next
-    /// request. Absent: `false`, every pulled document comes whole.
+    /// `piece: true`), and documents sent ahead of the feed walk (the day's sessions and
+    /// the registries, by the server's date), and reports what it then holds with an empty
+    /// push in its next request. Absent: `false`, every pulled document comes whole, in
+    /// feed order.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pieces: Option<bool>,
-    /// The device's today ("YYYY-MM-DD"): the sessions of this day, then the registries, of
-    /// every posyandu in its scope come before older records (honoured with `pieces: true`).
-    /// Those changed after the cursor and not yet held come first, each as a `piece` (the
-    /// device reports what it holds, and the feed walk then skips them).
-    #[serde(default, skip_serializing_if = "Option::is_none", with = "day::option")]
-    pub first_day: Option<time::Date>,
 }
-
-time::serde::format_description!(day, Date, "[year]-[month]-[day]");
 
 /// One document's new changes.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -121,7 +115,6 @@ impl SyncRequest {
             scope_digest: None,
             pull: None,
             pieces: None,
-            first_day: None,
         }
     }
 }

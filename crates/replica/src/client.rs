@@ -92,8 +92,6 @@ pub struct HttpSync {
     /// Shape requests for the link (budgets that shrink and grow, probes after a lost
     /// answer); off: everything at once, as tools and tests on a good link want.
     adaptive: bool,
-    /// The day whose sessions are pulled first; `None`: today in western Indonesia.
-    today: Option<time::Date>,
 }
 
 fn http_client(stall: Duration) -> reqwest::Client {
@@ -139,20 +137,7 @@ impl HttpSync {
             retry,
             run_max: Duration::from_secs(RUN_SECONDS_DEFAULT),
             adaptive,
-            today: None,
         }
-    }
-
-    /// The day whose sessions (and the registries of the same posyandu) a run pulls before
-    /// older records. Default: today in western Indonesia (UTC+7), which is the same day
-    /// in all three of its time zones during posyandu hours.
-    pub fn with_today(mut self, today: time::Date) -> Self {
-        self.today = Some(today);
-        self
-    }
-
-    fn today(&self) -> time::Date {
-        self.today.unwrap_or_else(|| (time::OffsetDateTime::now_utc() + time::Duration::hours(7)).date())
     }
 
     /// Shape requests for the link (on for enrolled phones, off for bearer-token tools):
@@ -330,11 +315,7 @@ impl HttpSync {
                 Some(probe) => probe.clone(),
                 None => {
                     let pull = !push_apart || replica.outbox()?.is_empty();
-                    let mut req = replica.prepare_round(&self.limits, &RoundPlan { probe: false, pull, ..plan })?;
-                    if pull {
-                        req.first_day = Some(self.today());
-                    }
-                    req
+                    replica.prepare_round(&self.limits, &RoundPlan { probe: false, pull, ..plan })?
                 }
             };
             report.rounds += 1;

@@ -673,7 +673,7 @@ impl Replica {
         let mut req = SyncRequest::new(self.device, self.cursor()?);
         req.scope_digest = self.scope()?.map(|s| s.digest().to_vec());
         req.page_bytes_max = plan.page_bytes_max;
-        req.pieces = Some(true);
+        req.pieces = plan.pieces.then_some(true);
         if !plan.pull {
             req.pull = Some(false);
         }
@@ -761,7 +761,9 @@ impl Replica {
 
     /// Empty pushes reporting the heads held of documents that came in part so far.
     fn held_pieces(&self) -> Result<Vec<DocPush>, ReplicaError> {
-        let mut stmt = self.conn.prepare("SELECT doc_id, kind, posyandu, server_heads FROM docs WHERE piece = 1")?;
+        let mut stmt = self
+            .conn
+            .prepare("SELECT doc_id, kind, posyandu, server_heads FROM docs WHERE piece = 1 AND rejected IS NULL")?;
         let rows = stmt.query_map([], |r| {
             Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?, r.get::<_, Vec<u8>>(3)?))
         })?;
@@ -796,6 +798,7 @@ impl Replica {
             ),
             probe: false,
             pull: true,
+            pieces: true,
         })
     }
 
@@ -839,9 +842,10 @@ impl Replica {
             // cursor 0 the server forgets what a request does not report (the device may be
             // starting over), so a document held ahead of the cursor is reported until the
             // cursor has moved.
+            let report_again = restart || (stored_cursor == 0 && resp.cursor == 0);
             let n = tx.execute(
                 "UPDATE docs SET server_heads = ?2, dirty = (heads != ?2), piece = (piece AND ?3) WHERE doc_id = ?1",
-                params![ack.doc.to_string(), acked.to_bytes(), stored_cursor == 0],
+                params![ack.doc.to_string(), acked.to_bytes(), report_again],
             )?;
             report.acked += n;
         }
@@ -963,6 +967,9 @@ pub struct RoundPlan {
     pub probe: bool,
     /// Pull a page in the same request.
     pub pull: bool,
+    /// Take documents larger than a page in pieces, and the day's records ahead of the feed
+    /// (`SyncRequest::pieces`): on for a phone on a real link, off for tools.
+    pub pieces: bool,
 }
 
 impl RoundPlan {
@@ -974,6 +981,7 @@ impl RoundPlan {
             page_bytes_max: None,
             probe: false,
             pull: true,
+            pieces: false,
         }
     }
 
@@ -985,6 +993,7 @@ impl RoundPlan {
             page_bytes_max: Some(limits.page_bytes_max.min(cap) as u32),
             probe: false,
             pull: true,
+            pieces: true,
         }
     }
 

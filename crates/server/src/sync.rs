@@ -5,7 +5,7 @@ use crate::auth::Principal;
 use crate::error::ApiError;
 use posync_model::Role;
 use posync_proto::{ErrorCode, Limits, PROTOCOL_VERSION, SyncRequest, SyncResponse};
-use posync_store::{Actor, AuditAction, AuditEntry, PageLimits, PullPage, Store};
+use posync_store::{Actor, AuditAction, AuditEntry, PageLimits, PullPage, Store, StoreError};
 use std::sync::Arc;
 
 /// Smallest page a client may ask for: below this, paging overhead dominates.
@@ -48,10 +48,24 @@ impl SyncService {
             return Err(ApiError::new(ErrorCode::Forbidden, "this role is read-only"));
         }
         let pushed = req.push.len();
+        let reports_only = req.push.iter().all(|p| p.changes.is_empty());
+        // Whether what the device holds ahead of its cursor could be recorded.
+        let mut reported = true;
         let acks = if req.push.is_empty() {
             Vec::new()
         } else {
-            self.store.push(who.device, who.scope.clone(), req.push, (self.clock)()).await?
+            match self.store.push(who.device, who.scope.clone(), req.push, (self.clock)()).await {
+                Ok(acks) => acks,
+                Err(StoreError::StorageFull(_)) if reports_only => {
+                    // A full disk must not cost a device its read access: serve the pull as
+                    // to a device without pieces (whole documents in feed order), which
+                    // needs no report. The device reports again later.
+                    tracing::warn!(device = %who.device, "storage full: reports not recorded, pulling without pieces");
+                    reported = false;
+                    Vec::new()
+                }
+                Err(e) => return Err(e.into()),
+            }
         };
         if req.cursor == 0 {
             // Starting over: what it was once acknowledged to hold may be gone from it (but
@@ -90,11 +104,12 @@ impl SyncService {
         // A client may ask for smaller pages, never larger, and never absurdly small ones.
         let bytes_max =
             req.page_bytes_max.map_or(server_max, |b| (b as usize).clamp(PAGE_BYTES_MIN.min(server_max), server_max));
-        let limits = PageLimits { bytes_max, docs_max: self.limits.page_docs_max, pieces: req.pieces == Some(true) };
+        let pieces = req.pieces == Some(true) && reported;
+        let limits = PageLimits { bytes_max, docs_max: self.limits.page_docs_max, pieces };
         let mut page = PullPage::default();
-        if let (true, Some(day)) = (limits.pieces, req.first_day) {
-            // The day's sessions, then the registries, before older records.
-            let first = first_docs(&who.scope, day);
+        if limits.pieces {
+            // Today's sessions, then the registries, before older records.
+            let first = first_docs(&who.scope, service_day((self.clock)()));
             page = self.store.pull_ahead(who.device, who.scope.clone(), req.cursor, first, limits).await?;
         }
         if page.docs.is_empty() {
@@ -112,6 +127,17 @@ impl SyncService {
         }
         Ok(SyncResponse { v: PROTOCOL_VERSION, acks, docs: page.docs, scope, cursor: page.cursor, more: page.more })
     }
+}
+
+/// Hours east of UTC of the service's day: western Indonesia (WIB). During posyandu hours
+/// it is the same date in all three of Indonesia's time zones. The server's clock decides,
+/// never a phone's (phone clocks are often wrong).
+const SERVICE_UTC_OFFSET_HOURS: i64 = 7;
+
+/// The service's date at unix time `now`.
+fn service_day(now: i64) -> time::Date {
+    let at = now.saturating_add(SERVICE_UTC_OFFSET_HOURS * 3600);
+    time::OffsetDateTime::from_unix_timestamp(at).map_or(time::Date::MIN, |t| t.date())
 }
 
 /// What a device whose today is `day` gets before the feed walk: the sessions of that day,

@@ -349,9 +349,11 @@ async fn a_link_that_dies_early_has_already_carried_todays_session() {
     let mut script = vec![Fault::Pass; 3];
     script.extend(vec![Fault::DropRequest; 50]);
     let proxy = FaultProxy::scripted(server.addr(), script).await.expect("proxy");
-    let client = posync_replica::HttpSync::enrolled(&proxy.url())
-        .with_today(DAY)
-        .with_retry(posync_replica::RetryPolicy { retries: 1, base_ms: 1, max_ms: 2 });
+    let client = posync_replica::HttpSync::enrolled(&proxy.url()).with_retry(posync_replica::RetryPolicy {
+        retries: 1,
+        base_ms: 1,
+        max_ms: 2,
+    });
     let outcome = client.sync(&mut tablet).await;
     assert!(outcome.is_err(), "the link died before the pull could end: {outcome:?}");
     let held = tablet.all_visits().expect("visits");

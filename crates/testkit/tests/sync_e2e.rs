@@ -158,9 +158,8 @@ async fn a_no_op_sync_costs_the_same_few_bytes_whatever_the_scope_holds() {
     let (small, large) = (noop_costs[0], noop_costs[1]);
     assert!(large.up.abs_diff(small.up) <= 8 && large.down.abs_diff(small.down) <= 8, "{small:?} vs {large:?}");
     for cost in noop_costs {
-        // Up: device, cursor, the 8-byte scope digest, `pieces` and `first_day`; down: an
-        // empty answer.
-        assert!(cost.up <= 120 && cost.down <= 48, "no-op sync is a few dozen bytes: {cost:?}");
+        // Up: device, cursor and the 8-byte scope digest; down: an empty answer.
+        assert!(cost.up <= 96 && cost.down <= 48, "no-op sync is a few dozen bytes: {cost:?}");
     }
 }
 
