@@ -120,11 +120,12 @@ pub fn conflicts(doc: &Automerge) -> Result<Vec<FieldConflict>, DocError> {
         return Err(DocError::Layout(format!("missing {coll_key} map")));
     };
     let mut out = Vec::new();
-    for record_id in doc.keys(&coll) {
-        let Some((Value::Object(ObjType::Map), rec)) = doc.get(&coll, record_id.as_str())? else {
-            continue;
-        };
-        collect(doc, &rec, coll_key, &record_id, "", &mut out)?;
+    // One pass over each object (a `get` per key costs a search each); `get_all` only for
+    // the keys Automerge flags as conflicted.
+    for item in doc.map_range(&coll, ..) {
+        if matches!(item.value, automerge::ValueRef::Object(ObjType::Map)) {
+            collect(doc, &item.id(), coll_key, &item.key, "", &mut out)?;
+        }
     }
     Ok(out)
 }
@@ -137,27 +138,32 @@ fn collect(
     prefix: &str,
     out: &mut Vec<FieldConflict>,
 ) -> Result<(), DocError> {
-    for key in doc.keys(obj) {
-        let all = doc.get_all(obj, key.as_str())?;
-        if all.len() > 1 && !all_equal_scalars(&all) {
-            // get_all lists values in op order; the last is the winner get() returns.
-            let winner_id = doc.get(obj, key.as_str())?.map(|(_, id)| id);
-            let values = all
-                .iter()
-                .map(|(v, id)| ConflictValue {
-                    value: scalar_to_field_value(v).unwrap_or(FieldValue::Null),
-                    actor: actor_hex(id),
-                    winner: Some(id) == winner_id.as_ref(),
-                })
-                .collect();
-            out.push(FieldConflict {
-                collection: coll.to_owned(),
-                record_id: record_id.to_owned(),
-                field: format!("{prefix}{key}"),
-                values,
-            });
-        } else if let Some((Value::Object(ObjType::Map), child)) = all.into_iter().next() {
-            collect(doc, &child, coll, record_id, &format!("{prefix}{key}/"), out)?;
+    for item in doc.map_range(obj, ..) {
+        let key = item.key.as_ref();
+        if item.conflict {
+            let all = doc.get_all(obj, key)?;
+            if !all_equal_scalars(&all) {
+                // get_all lists values in op order; the winner is the one map_range shows.
+                let winner_id = item.id();
+                let values = all
+                    .iter()
+                    .map(|(v, id)| ConflictValue {
+                        value: scalar_to_field_value(v).unwrap_or(FieldValue::Null),
+                        actor: actor_hex(id),
+                        winner: *id == winner_id,
+                    })
+                    .collect();
+                out.push(FieldConflict {
+                    collection: coll.to_owned(),
+                    record_id: record_id.to_owned(),
+                    field: format!("{prefix}{key}"),
+                    values,
+                });
+                continue;
+            }
+        }
+        if matches!(item.value, automerge::ValueRef::Object(ObjType::Map)) {
+            collect(doc, &item.id(), coll, record_id, &format!("{prefix}{key}/"), out)?;
         }
     }
     Ok(())

@@ -426,21 +426,61 @@ fn get_int(doc: &Automerge, obj: &ObjId, key: &str) -> Result<Option<i64>, DocEr
     })
 }
 
-fn parse_uuid_field<T: std::str::FromStr>(doc: &Automerge, obj: &ObjId, key: &str) -> Result<T, DocError> {
-    get_str(doc, obj, key)?
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| DocError::Layout(format!("missing or invalid {key}")))
+/// The entries of one map object, read in one pass. A `get` per key searches the document
+/// each time; a 240-visit session holds ~8,000 fields, read on every merge and capture.
+struct Fields {
+    values: std::collections::HashMap<String, Value<'static>>,
+    /// Ids of the map-valued entries (the nested objects).
+    maps: std::collections::HashMap<String, ObjId>,
+}
+
+impl Fields {
+    fn read(doc: &Automerge, obj: &ObjId) -> Self {
+        let mut values = std::collections::HashMap::new();
+        let mut maps = std::collections::HashMap::new();
+        for item in doc.map_range(obj, ..) {
+            if matches!(item.value, automerge::ValueRef::Object(ObjType::Map)) {
+                maps.insert(item.key.to_string(), item.id());
+            }
+            values.insert(item.key.into_owned(), item.value.into_value());
+        }
+        Self { values, maps }
+    }
+
+    fn scalar(&self, key: &str) -> Option<FieldValue> {
+        self.values.get(key).and_then(scalar_to_field_value)
+    }
+
+    fn str(&self, key: &str) -> Option<String> {
+        match self.scalar(key) {
+            Some(FieldValue::Text(s)) => Some(s),
+            _ => None,
+        }
+    }
+
+    fn int(&self, key: &str) -> Option<i64> {
+        match self.scalar(key) {
+            Some(FieldValue::Int(i)) => Some(i),
+            _ => None,
+        }
+    }
+
+    fn uuid<T: std::str::FromStr>(&self, key: &str) -> Result<T, DocError> {
+        self.str(key).and_then(|s| s.parse().ok()).ok_or_else(|| DocError::Layout(format!("missing or invalid {key}")))
+    }
 }
 
 /// Every visit in a session, with the winning value of each field, ordered by visit id.
 pub fn visits(doc: &Automerge) -> Result<Vec<Visit>, DocError> {
     let visits = collection(doc, DocKind::Session)?;
     let mut out = Vec::new();
-    for key in doc.keys(&visits) {
-        let Some((Value::Object(ObjType::Map), v)) = doc.get(&visits, key.as_str())? else {
+    let mut date = None;
+    for item in doc.map_range(&visits, ..) {
+        if !matches!(item.value, automerge::ValueRef::Object(ObjType::Map)) {
             continue;
-        };
-        out.push(read_visit(doc, &key, &v)?);
+        }
+        let v = item.id();
+        out.push(read_visit(doc, &item.key, &Fields::read(doc, &v), &mut date)?);
     }
     Ok(out)
 }
@@ -450,58 +490,73 @@ fn session_date(doc: &Automerge) -> Result<time::Date, DocError> {
     read_meta(doc)?.date.ok_or_else(|| DocError::Layout("session without date".into()))
 }
 
-fn read_services(doc: &Automerge, v: &ObjId) -> Result<BTreeMap<Field, FieldValue>, DocError> {
+fn read_services(f: &Fields) -> BTreeMap<Field, FieldValue> {
     let mut out = BTreeMap::new();
     for field in Field::SERVICES {
-        if let Some(value) = get_scalar(doc, v, field.key())?
+        if let Some(value) = f.scalar(field.key())
             && value != FieldValue::Null
         {
             out.insert(field, value);
         }
     }
-    Ok(out)
+    out
 }
 
-fn read_visit(doc: &Automerge, key: &str, v: &ObjId) -> Result<Visit, DocError> {
+/// One visit from its fields; `date` caches the session's date, read only for schema 1
+/// visits, which carry no group.
+fn read_visit(doc: &Automerge, key: &str, f: &Fields, date: &mut Option<time::Date>) -> Result<Visit, DocError> {
     let visit_id: VisitId = key.parse().map_err(|_| DocError::Layout(format!("visit key {key:?}")))?;
-    let birth_date = get_str(doc, v, Field::BirthDate.key())?
+    let birth_date = f
+        .str(Field::BirthDate.key())
         .and_then(|s| parse_date(&s))
         .ok_or_else(|| DocError::Layout("visit without birth_date".into()))?;
     let mut immunisations = BTreeMap::new();
-    if let Some((Value::Object(ObjType::Map), imm)) = doc.get(v, "immunisations")? {
-        for antigen in doc.keys(&imm) {
-            if let Some(d) = get_str(doc, &imm, &antigen)?.and_then(|s| parse_date(&s)) {
-                immunisations.insert(antigen, d);
+    if let Some(imm) = f.maps.get("immunisations") {
+        let given = Fields::read(doc, imm);
+        for (antigen, value) in &given.values {
+            if let Some(d) = scalar_to_field_value(value).and_then(|v| match v {
+                FieldValue::Text(s) => parse_date(&s),
+                _ => None,
+            }) {
+                immunisations.insert(antigen.clone(), d);
             }
         }
     }
+    let group = match f.str(Field::Group.key()).and_then(|s| LifeGroup::parse(&s)) {
+        Some(g) => g,
+        // Schema 1 visits carry no group: read them as their group by age.
+        None => {
+            let on = match *date {
+                Some(d) => d,
+                None => *date.insert(session_date(doc)?),
+            };
+            LifeGroup::by_age(birth_date, on)
+        }
+    };
     Ok(Visit {
         visit_id,
-        person_id: parse_uuid_field::<PersonId>(doc, v, "person_id")?,
-        name: get_str(doc, v, Field::Name.key())?.unwrap_or_default(),
-        sex: get_str(doc, v, Field::Sex.key())?
+        person_id: f.uuid::<PersonId>("person_id")?,
+        name: f.str(Field::Name.key()).unwrap_or_default(),
+        sex: f
+            .str(Field::Sex.key())
             .and_then(|s| Sex::parse(&s))
             .ok_or_else(|| DocError::Layout("visit without sex".into()))?,
         birth_date,
-        weight_g: get_int(doc, v, Field::WeightG.key())?,
-        length_mm: get_int(doc, v, Field::LengthMm.key())?,
-        lying: match get_scalar(doc, v, Field::Lying.key())? {
+        weight_g: f.int(Field::WeightG.key()),
+        length_mm: f.int(Field::LengthMm.key()),
+        lying: match f.scalar(Field::Lying.key()) {
             Some(FieldValue::Bool(b)) => Some(b),
             _ => None,
         },
-        head_circ_mm: get_int(doc, v, Field::HeadCircMm.key())?,
-        muac_mm: get_int(doc, v, Field::MuacMm.key())?,
+        head_circ_mm: f.int(Field::HeadCircMm.key()),
+        muac_mm: f.int(Field::MuacMm.key()),
         immunisations,
-        vitamin_a: get_str(doc, v, Field::VitaminA.key())?.and_then(|s| VitaminA::parse(&s)),
-        notes: get_str(doc, v, Field::Notes.key())?.unwrap_or_default(),
-        group: match get_str(doc, v, Field::Group.key())?.and_then(|s| LifeGroup::parse(&s)) {
-            Some(g) => g,
-            // Schema 1 visits carry no group: read them as their group by age.
-            None => LifeGroup::by_age(birth_date, session_date(doc)?),
-        },
-        services: read_services(doc, v)?,
-        recorded_by: parse_uuid_field::<DeviceId>(doc, v, "recorded_by")?,
-        recorded_at: get_int(doc, v, "recorded_at")?.unwrap_or_default(),
+        vitamin_a: f.str(Field::VitaminA.key()).and_then(|s| VitaminA::parse(&s)),
+        notes: f.str(Field::Notes.key()).unwrap_or_default(),
+        group,
+        services: read_services(f),
+        recorded_by: f.uuid::<DeviceId>("recorded_by")?,
+        recorded_at: f.int("recorded_at").unwrap_or_default(),
     })
 }
 
@@ -695,30 +750,35 @@ pub fn check_new_values(doc: &Automerge, before: &[automerge::ChangeHash]) -> Re
 pub fn people(doc: &Automerge) -> Result<Vec<Person>, DocError> {
     let people = collection(doc, DocKind::Registry)?;
     let mut out = Vec::new();
-    for key in doc.keys(&people) {
-        let Some((Value::Object(ObjType::Map), p)) = doc.get(&people, key.as_str())? else {
+    for item in doc.map_range(&people, ..) {
+        if !matches!(item.value, automerge::ValueRef::Object(ObjType::Map)) {
             continue;
-        };
+        }
+        let key = &item.key;
+        let p = item.id();
+        let f = Fields::read(doc, &p);
         out.push(Person {
             person_id: key.parse().map_err(|_| DocError::Layout(format!("person key {key:?}")))?,
-            name: get_str(doc, &p, "name")?.unwrap_or_default(),
-            sex: get_str(doc, &p, "sex")?
+            name: f.str("name").unwrap_or_default(),
+            sex: f
+                .str("sex")
                 .and_then(|s| Sex::parse(&s))
                 .ok_or_else(|| DocError::Layout("person without sex".into()))?,
-            birth_date: get_str(doc, &p, "birth_date")?
+            birth_date: f
+                .str("birth_date")
                 .and_then(|s| parse_date(&s))
                 .ok_or_else(|| DocError::Layout("person without birth_date".into()))?,
-            mother_name: get_str(doc, &p, "mother_name")?.unwrap_or_default(),
-            nik: get_str(doc, &p, "nik")?,
-            mother_nik: get_str(doc, &p, "mother_nik")?,
-            address: get_str(doc, &p, "address")?.unwrap_or_default(),
-            rt: get_int(doc, &p, "rt")?,
-            rw: get_int(doc, &p, "rw")?,
-            pregnant: matches!(get_scalar(doc, &p, "pregnant")?, Some(FieldValue::Bool(true))),
-            kia_book: matches!(get_scalar(doc, &p, "kia_book")?, Some(FieldValue::Bool(true))),
-            merged_into: merged_into(doc, &p)?,
-            registered_by: parse_uuid_field::<DeviceId>(doc, &p, "registered_by")?,
-            registered_at: get_int(doc, &p, "registered_at")?.unwrap_or_default(),
+            mother_name: f.str("mother_name").unwrap_or_default(),
+            nik: f.str("nik"),
+            mother_nik: f.str("mother_nik"),
+            address: f.str("address").unwrap_or_default(),
+            rt: f.int("rt"),
+            rw: f.int("rw"),
+            pregnant: matches!(f.scalar("pregnant"), Some(FieldValue::Bool(true))),
+            kia_book: matches!(f.scalar("kia_book"), Some(FieldValue::Bool(true))),
+            merged_into: if f.values.contains_key("merged_into") { merged_into(doc, &p)? } else { None },
+            registered_by: f.uuid::<DeviceId>("registered_by")?,
+            registered_at: f.int("registered_at").unwrap_or_default(),
         });
     }
     Ok(out)
