@@ -130,6 +130,21 @@ pub fn conflicts(doc: &Automerge) -> Result<Vec<FieldConflict>, DocError> {
     Ok(out)
 }
 
+/// The conflicted fields of one record (`record_id` in the document's collection): what a
+/// capture re-indexes, instead of the whole document.
+pub fn record_conflicts(doc: &Automerge, record_id: &str) -> Result<Vec<FieldConflict>, DocError> {
+    let kind = read_meta(doc)?.kind;
+    let coll_key = kind.collection_key();
+    let Some((Value::Object(ObjType::Map), coll)) = doc.get(ROOT, coll_key)? else {
+        return Err(DocError::Layout(format!("missing {coll_key} map")));
+    };
+    let mut out = Vec::new();
+    if let Some((Value::Object(ObjType::Map), rec)) = doc.get(&coll, record_id)? {
+        collect(doc, &rec, coll_key, record_id, "", &mut out)?;
+    }
+    Ok(out)
+}
+
 fn collect(
     doc: &Automerge,
     obj: &ObjId,

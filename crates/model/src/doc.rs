@@ -64,7 +64,8 @@ impl DocKind {
             _ => None,
         }
     }
-    fn collection_key(self) -> &'static str {
+    /// The root key of the map holding the records: `visits` or `people`.
+    pub fn collection_key(self) -> &'static str {
         match self {
             DocKind::Session => "visits",
             DocKind::Registry => "people",
@@ -485,6 +486,17 @@ pub fn visits(doc: &Automerge) -> Result<Vec<Visit>, DocError> {
     Ok(out)
 }
 
+/// One visit of a session, if it holds it: what a capture re-projects, instead of every
+/// visit of the session.
+pub fn visit(doc: &Automerge, id: VisitId) -> Result<Option<Visit>, DocError> {
+    let visits = collection(doc, DocKind::Session)?;
+    let key = id.to_string();
+    let Some((Value::Object(ObjType::Map), v)) = doc.get(&visits, key.as_str())? else {
+        return Ok(None);
+    };
+    read_visit(doc, &key, &Fields::read(doc, &v), &mut None).map(Some)
+}
+
 /// The session's date; visits of a session take their age from it.
 fn session_date(doc: &Automerge) -> Result<time::Date, DocError> {
     read_meta(doc)?.date.ok_or_else(|| DocError::Layout("session without date".into()))
@@ -751,37 +763,45 @@ pub fn people(doc: &Automerge) -> Result<Vec<Person>, DocError> {
     let people = collection(doc, DocKind::Registry)?;
     let mut out = Vec::new();
     for item in doc.map_range(&people, ..) {
-        if !matches!(item.value, automerge::ValueRef::Object(ObjType::Map)) {
-            continue;
+        if matches!(item.value, automerge::ValueRef::Object(ObjType::Map)) {
+            out.push(read_person(doc, &item.key, &item.id())?);
         }
-        let key = &item.key;
-        let p = item.id();
-        let f = Fields::read(doc, &p);
-        out.push(Person {
-            person_id: key.parse().map_err(|_| DocError::Layout(format!("person key {key:?}")))?,
-            name: f.str("name").unwrap_or_default(),
-            sex: f
-                .str("sex")
-                .and_then(|s| Sex::parse(&s))
-                .ok_or_else(|| DocError::Layout("person without sex".into()))?,
-            birth_date: f
-                .str("birth_date")
-                .and_then(|s| parse_date(&s))
-                .ok_or_else(|| DocError::Layout("person without birth_date".into()))?,
-            mother_name: f.str("mother_name").unwrap_or_default(),
-            nik: f.str("nik"),
-            mother_nik: f.str("mother_nik"),
-            address: f.str("address").unwrap_or_default(),
-            rt: f.int("rt"),
-            rw: f.int("rw"),
-            pregnant: matches!(f.scalar("pregnant"), Some(FieldValue::Bool(true))),
-            kia_book: matches!(f.scalar("kia_book"), Some(FieldValue::Bool(true))),
-            merged_into: if f.values.contains_key("merged_into") { merged_into(doc, &p)? } else { None },
-            registered_by: f.uuid::<DeviceId>("registered_by")?,
-            registered_at: f.int("registered_at").unwrap_or_default(),
-        });
     }
     Ok(out)
+}
+
+/// One person of a registry, if it holds them.
+pub fn person(doc: &Automerge, id: PersonId) -> Result<Option<Person>, DocError> {
+    let people = collection(doc, DocKind::Registry)?;
+    let key = id.to_string();
+    let Some((Value::Object(ObjType::Map), p)) = doc.get(&people, key.as_str())? else {
+        return Ok(None);
+    };
+    read_person(doc, &key, &p).map(Some)
+}
+
+fn read_person(doc: &Automerge, key: &str, p: &ObjId) -> Result<Person, DocError> {
+    let f = Fields::read(doc, p);
+    Ok(Person {
+        person_id: key.parse().map_err(|_| DocError::Layout(format!("person key {key:?}")))?,
+        name: f.str("name").unwrap_or_default(),
+        sex: f.str("sex").and_then(|s| Sex::parse(&s)).ok_or_else(|| DocError::Layout("person without sex".into()))?,
+        birth_date: f
+            .str("birth_date")
+            .and_then(|s| parse_date(&s))
+            .ok_or_else(|| DocError::Layout("person without birth_date".into()))?,
+        mother_name: f.str("mother_name").unwrap_or_default(),
+        nik: f.str("nik"),
+        mother_nik: f.str("mother_nik"),
+        address: f.str("address").unwrap_or_default(),
+        rt: f.int("rt"),
+        rw: f.int("rw"),
+        pregnant: matches!(f.scalar("pregnant"), Some(FieldValue::Bool(true))),
+        kia_book: matches!(f.scalar("kia_book"), Some(FieldValue::Bool(true))),
+        merged_into: if f.values.contains_key("merged_into") { merged_into(doc, p)? } else { None },
+        registered_by: f.uuid::<DeviceId>("registered_by")?,
+        registered_at: f.int("registered_at").unwrap_or_default(),
+    })
 }
 
 /// The document as JSON (winning values only), for tests, tools and debugging.

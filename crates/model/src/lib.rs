@@ -18,7 +18,7 @@ pub mod piece;
 pub mod record;
 pub mod report;
 
-pub use conflict::{FieldConflict, Policy, conflicts, policy_for};
+pub use conflict::{FieldConflict, Policy, conflicts, policy_for, record_conflicts};
 pub use doc::{DocError, DocKind, DocMeta};
 pub use heads::Heads;
 pub use hierarchy::{HierarchyError, HierarchyFile, Unit, UnitKind, UserSpec};

@@ -13,6 +13,7 @@
 mod client;
 mod error;
 mod replica;
+mod stored;
 
 pub use client::{HttpSync, RetryPolicy, SyncReport, WireBytes, enrol, refuses_document};
 pub use error::ReplicaError;

@@ -1,4 +1,5 @@
 use crate::error::ReplicaError;
+use crate::stored::{self, Loaded, Touched, load_doc, save_doc};
 use automerge::{ActorId, Automerge, ReadDoc};
 use posync_model::doc::{self, DocMeta};
 use posync_model::guard;
@@ -30,9 +31,18 @@ CREATE TABLE IF NOT EXISTS docs (
     rejected     TEXT,
     -- 1 while only the first changes of a document larger than a page are here: the next
     -- request reports server_heads in an empty push, and the server sends the next piece.
-    piece        INTEGER NOT NULL DEFAULT 0
+    piece        INTEGER NOT NULL DEFAULT 0,
+    -- Captures appended to `bytes` (as change chunks) since it was last saved whole.
+    chunks       INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS docs_dirty ON docs(dirty) WHERE dirty = 1;
+-- Captures appended to a document since it was last saved whole, in order (`n` from 0).
+CREATE TABLE IF NOT EXISTS doc_chunks (
+    doc_id TEXT NOT NULL,
+    n      INTEGER NOT NULL,
+    bytes  BLOB NOT NULL,
+    PRIMARY KEY (doc_id, n)
+);
 CREATE TABLE IF NOT EXISTS visits (
     visit_id     TEXT PRIMARY KEY,
     doc_id       TEXT NOT NULL,
@@ -200,6 +210,8 @@ pub struct Replica {
     conn: Connection,
     device: DeviceId,
     path: std::path::PathBuf,
+    /// The documents being worked on, kept loaded between captures.
+    loaded: Loaded,
 }
 
 /// The continuity marker of a replica file: a sidecar that holds the same random token as
@@ -297,7 +309,7 @@ impl Replica {
             .ok_or(ReplicaError::NotEnrolled)?
             .parse()
             .map_err(|_| ReplicaError::BadResponse("stored device id".into()))?;
-        Ok(Self { conn, device, path })
+        Ok(Self { conn, device, path, loaded: Loaded::default() })
     }
 
     fn open_writable(path: &Path, marker: &Path) -> Result<Self, ReplicaError> {
@@ -310,7 +322,7 @@ impl Replica {
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         tx.execute_batch(SCHEMA)?;
         add_columns_of_schema_2(&tx)?;
-        add_piece_column(&tx)?;
+        add_docs_columns(&tx)?;
         let device = match tx
             .query_row("SELECT value FROM meta WHERE key = 'device_id'", [], |r| r.get::<_, String>(0))
             .optional()?
@@ -345,7 +357,7 @@ impl Replica {
             // Without the marker the next open starts another incarnation: more actors, no loss.
             tracing::warn!(error = %e, "could not write the replica's continuity marker");
         }
-        Ok(Self { conn, device, path })
+        Ok(Self { conn, device, path, loaded: Loaded::default() })
     }
 
     /// Claim the replica for one sync run: `None` while another run (in this process or
@@ -413,15 +425,17 @@ impl Replica {
 
     /// Record a visit in a session; returns its id. One transaction.
     pub fn record_visit(&mut self, session: DocId, v: NewVisit, now: i64) -> Result<VisitId, ReplicaError> {
-        let session_date = self.session_date(session)?;
-        let visit = v.into_visit(self.device, session_date, now);
-        let issues = check_visit(&visit, session_date, self.previous(visit.person_id, session_date)?.as_ref());
-        if has_errors(&issues) {
-            return Err(ReplicaError::Rejected(issues));
-        }
-        let id = visit.visit_id;
-        self.mutate(session, |am| doc::record_visit(am, &visit, now))?;
-        Ok(id)
+        let device = self.device;
+        self.mutate(session, |tx, am| {
+            let session_date = doc::read_meta(am)?.date.ok_or(ReplicaError::UnknownDoc(session))?;
+            let visit = v.into_visit(device, session_date, now);
+            let issues = check_visit(&visit, session_date, previous_in(tx, visit.person_id, session_date)?.as_ref());
+            if has_errors(&issues) {
+                return Err(ReplicaError::Rejected(issues));
+            }
+            doc::record_visit(am, &visit, now)?;
+            Ok((Touched::Visit(visit.visit_id), visit.visit_id))
+        })
     }
 
     /// What [`Replica::record_visit`] would say about `v`: errors refuse the capture,
@@ -429,23 +443,7 @@ impl Replica {
     pub fn check_visit(&self, session: DocId, v: &NewVisit) -> Result<Vec<Issue>, ReplicaError> {
         let session_date = self.session_date(session)?;
         let visit = v.clone().into_visit(self.device, session_date, 0);
-        Ok(check_visit(&visit, session_date, self.previous(v.person_id, session_date)?.as_ref()))
-    }
-
-    /// The person's latest measurement before `date` on this device.
-    fn previous(&self, person: PersonId, date: time::Date) -> Result<Option<Previous>, ReplicaError> {
-        let row: Option<(String, Option<i64>, Option<i64>)> = self
-            .conn
-            .query_row(
-                "SELECT session_date, weight_g, length_mm FROM visits
-                 WHERE person_id = ?1 AND session_date < ?2 ORDER BY session_date DESC LIMIT 1",
-                params![person.to_string(), format_date(date)],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-            )
-            .optional()?;
-        Ok(row.and_then(|(d, weight_g, length_mm)| {
-            posync_model::record::parse_date(&d).map(|date| Previous { date, weight_g, length_mm })
-        }))
+        Ok(check_visit(&visit, session_date, previous_in(&self.conn, v.person_id, session_date)?.as_ref()))
     }
 
     /// Change one field of a visit. One transaction, one Automerge change.
@@ -457,7 +455,10 @@ impl Replica {
         value: FieldValue,
         now: i64,
     ) -> Result<(), ReplicaError> {
-        self.mutate(session, |am| doc::set_visit_field(am, visit, field, &value, now))
+        self.mutate(session, |_, am| {
+            doc::set_visit_field(am, visit, field, &value, now)?;
+            Ok((Touched::Visit(visit), ()))
+        })
     }
 
     pub fn give_immunisation(
@@ -468,7 +469,10 @@ impl Replica {
         date: time::Date,
         now: i64,
     ) -> Result<(), ReplicaError> {
-        self.mutate(session, |am| doc::give_immunisation(am, visit, antigen, date, now))
+        self.mutate(session, |_, am| {
+            doc::give_immunisation(am, visit, antigen, date, now)?;
+            Ok((Touched::Visit(visit), ()))
+        })
     }
 
     /// Change one field of a registered person (name, birth_date, nik, address, ...).
@@ -481,7 +485,10 @@ impl Replica {
         now: i64,
     ) -> Result<(), ReplicaError> {
         let registry = DocId::for_registry(posyandu);
-        self.mutate(registry, |am| doc::set_person_field(am, person, key, &value, now))
+        self.mutate(registry, |_, am| {
+            doc::set_person_field(am, person, key, &value, now)?;
+            Ok((Touched::Person(person), ()))
+        })
     }
 
     /// Add a person to the posyandu's registry (created on first use).
@@ -505,8 +512,10 @@ impl Replica {
             registered_at: now,
         };
         let id = person.person_id;
-        self.mutate(registry, |am| doc::register_person(am, &person, now))?;
-        Ok(id)
+        self.mutate(registry, |_, am| {
+            doc::register_person(am, &person, now)?;
+            Ok((Touched::Person(id), id))
+        })
     }
 
     /// The date of a session document on this device.
@@ -514,25 +523,29 @@ impl Replica {
         doc::read_meta(&self.doc(session)?)?.date.ok_or(ReplicaError::UnknownDoc(session))
     }
 
-    fn mutate(
+    /// One capture: one IMMEDIATE transaction and one Automerge change to a document kept
+    /// loaded, stored by appending the change, re-projecting the record `f` says it touched.
+    fn mutate<T>(
         &mut self,
         id: DocId,
-        f: impl FnOnce(&mut Automerge) -> Result<(), posync_model::DocError>,
-    ) -> Result<(), ReplicaError> {
+        f: impl FnOnce(&Transaction<'_>, &mut Automerge) -> Result<(Touched, T), ReplicaError>,
+    ) -> Result<T, ReplicaError> {
         let tx = self.conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let actor = self.device.actor_for(incarnation_in(&tx)?);
-        let mut am = load_doc(&tx, id)?.ok_or(ReplicaError::UnknownDoc(id))?;
+        let mut am = self.loaded.take(&tx, id)?.ok_or(ReplicaError::UnknownDoc(id))?;
         am.set_actor(actor);
-        f(&mut am)?;
-        let saved = save_doc(&tx, id, &am, true)?;
+        let before = am.get_heads();
+        let (touched, out) = f(&tx, &mut am)?;
         let budget = Limits::default();
-        if saved > budget.doc_bytes_max || am.stats().num_ops > budget.doc_ops_max as u64 {
+        let stored = stored::save_capture(&tx, id, &am, &before, touched, budget.doc_bytes_max)?;
+        if stored > budget.doc_bytes_max || am.stats().num_ops > budget.doc_ops_max as u64 {
             // Refused before it is captured: the server would refuse the document, and every
             // phone of the posyandu would have to download it.
-            return Err(ReplicaError::DocumentFull { doc: id, bytes: saved, max: budget.doc_bytes_max });
+            return Err(ReplicaError::DocumentFull { doc: id, bytes: stored, max: budget.doc_bytes_max });
         }
         tx.commit()?;
-        Ok(())
+        self.loaded.keep(id, am);
+        Ok(out)
     }
 
     /// Record this replica's unacknowledged edits of `id` again, by value, as one change by a
@@ -678,7 +691,7 @@ impl Replica {
             req.pull = Some(false);
         }
         let mut stmt = self.conn.prepare(
-            "SELECT doc_id, kind, posyandu, bytes, server_heads FROM docs WHERE dirty = 1 AND rejected IS NULL
+            "SELECT doc_id, kind, posyandu, server_heads FROM docs WHERE dirty = 1 AND rejected IS NULL
              ORDER BY kind = 'registry' DESC,
                       (SELECT MAX(session_date) FROM visits v WHERE v.doc_id = docs.doc_id) DESC, doc_id",
         )?;
@@ -694,9 +707,8 @@ impl Replica {
             let id: DocId = doc_s.parse().map_err(|_| ReplicaError::BadResponse("stored doc id".into()))?;
             let kind = DocKind::parse(&r.get::<_, String>(1)?).ok_or(ReplicaError::Corrupt(id))?;
             let posyandu: PosyanduId = r.get::<_, String>(2)?.parse().map_err(|_| ReplicaError::Corrupt(id))?;
-            let bytes: Vec<u8> = r.get(3)?;
-            let base = heads_from(&r.get::<_, Vec<u8>>(4)?);
-            let am = Automerge::load(&bytes).map_err(|_| ReplicaError::Corrupt(id))?;
+            let base = heads_from(&r.get::<_, Vec<u8>>(3)?);
+            let am = load_doc(&self.conn, id)?.ok_or(ReplicaError::Corrupt(id))?;
             let heads = Heads::new(am.get_heads());
             if plan.probe {
                 // Only ask what the server holds: the last push's answer never came.
@@ -710,8 +722,15 @@ impl Replica {
                 });
                 continue;
             }
-            let saved_len = bytes.len();
-            let changes = if base.is_empty() { bytes } else { am.save_after(base.as_slice()) };
+            // A document the server never acknowledged goes whole, compacted (the stored form
+            // may carry appended captures).
+            let changes = if base.is_empty() { am.save() } else { am.save_after(base.as_slice()) };
+            // The stored form bounds the saved size from above; save only when it is over.
+            let saved_len = match stored::stored_len(&self.conn, id)? {
+                _ if base.is_empty() => changes.len(),
+                n if n > limits.doc_bytes_max => am.save().len(),
+                n => n,
+            };
             if let Some(code) = over_budget(&am, saved_len, &changes, limits) {
                 // The server would refuse it: keep it here, quarantined, and send the rest.
                 refused.push((id, code));
@@ -1038,12 +1057,30 @@ fn over_budget(am: &Automerge, saved_len: usize, changes: &[u8], limits: &Limits
     }
 }
 
-/// A replica created before documents came in pieces lacks `docs.piece`.
-fn add_piece_column(tx: &Transaction<'_>) -> Result<(), ReplicaError> {
-    let has: bool =
-        tx.query_row("SELECT COUNT(*) > 0 FROM pragma_table_info('docs') WHERE name = 'piece'", [], |r| r.get(0))?;
-    if !has {
-        tx.execute_batch("ALTER TABLE docs ADD COLUMN piece INTEGER NOT NULL DEFAULT 0;")?;
+/// The person's latest measurement before `date` on this device.
+fn previous_in(conn: &Connection, person: PersonId, date: time::Date) -> Result<Option<Previous>, ReplicaError> {
+    let row: Option<(String, Option<i64>, Option<i64>)> = conn
+        .query_row(
+            "SELECT session_date, weight_g, length_mm FROM visits
+             WHERE person_id = ?1 AND session_date < ?2 ORDER BY session_date DESC LIMIT 1",
+            params![person.to_string(), format_date(date)],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .optional()?;
+    Ok(row.and_then(|(d, weight_g, length_mm)| {
+        posync_model::record::parse_date(&d).map(|date| Previous { date, weight_g, length_mm })
+    }))
+}
+
+/// A replica created before documents came in pieces lacks `docs.piece`, and one created
+/// before captures were appended lacks `docs.chunks`.
+fn add_docs_columns(tx: &Transaction<'_>) -> Result<(), ReplicaError> {
+    for column in ["piece", "chunks"] {
+        let has: bool =
+            tx.query_row("SELECT COUNT(*) > 0 FROM pragma_table_info('docs') WHERE name = ?1", [column], |r| r.get(0))?;
+        if !has {
+            tx.execute_batch(&format!("ALTER TABLE docs ADD COLUMN {column} INTEGER NOT NULL DEFAULT 0;"))?;
+        }
     }
     Ok(())
 }
@@ -1089,6 +1126,7 @@ fn apply_scope(tx: &Transaction<'_>, scope: &Scope) -> Result<usize, ReplicaErro
         tx.execute("DELETE FROM visits WHERE doc_id = ?1", [&doc])?;
         tx.execute("DELETE FROM people WHERE doc_id = ?1", [&doc])?;
         purged += tx.execute("DELETE FROM docs WHERE doc_id = ?1", [&doc])?;
+        stored::drop_chunks(tx, &doc)?;
     }
     Ok(purged)
 }
@@ -1101,31 +1139,6 @@ pub struct Credential {
     pub role: posync_model::Role,
     pub refresh_token: String,
     pub access: Option<posync_proto::AccessToken>,
-}
-
-fn load_doc(tx: &Transaction<'_>, id: DocId) -> Result<Option<Automerge>, ReplicaError> {
-    let bytes: Option<Vec<u8>> =
-        tx.query_row("SELECT bytes FROM docs WHERE doc_id = ?1", [id.to_string()], |r| r.get(0)).optional()?;
-    bytes.map(|b| Automerge::load(&b).map_err(|_| ReplicaError::Corrupt(id))).transpose()
-}
-
-/// Write a document and its projection; returns its saved size. `local` marks a capture
-/// (dirty); for a pull the caller sets `dirty` from the acknowledged heads.
-fn save_doc(tx: &Transaction<'_>, id: DocId, am: &Automerge, local: bool) -> Result<usize, ReplicaError> {
-    let meta = doc::read_meta(am)?;
-    let heads = Heads::new(am.get_heads()).to_bytes();
-    let doc_s = id.to_string();
-    let saved = am.save();
-    tx.execute(
-        "INSERT INTO docs (doc_id, kind, posyandu, bytes, heads, server_heads, dirty) VALUES (?1, ?2, ?3, ?4, ?5, X'', ?6)
-         ON CONFLICT(doc_id) DO UPDATE SET bytes = ?4, heads = ?5, dirty = CASE WHEN ?6 THEN 1 ELSE dirty END",
-        params![doc_s, meta.kind.code(), meta.posyandu.as_str(), saved, heads, local],
-    )?;
-    match meta.kind {
-        DocKind::Session => project_visits(tx, &doc_s, &meta, am)?,
-        DocKind::Registry => project_people(tx, &doc_s, &meta, am)?,
-    }
-    Ok(saved.len())
 }
 
 /// The heads the server acknowledged for a document.
@@ -1146,80 +1159,4 @@ fn rebuilt_on(am: &Automerge, acked: &Heads, actor: ActorId, now: i64) -> Result
     base.set_actor(actor);
     doc::copy_values(am, &mut base, now)?;
     Ok(base)
-}
-
-fn project_visits(tx: &Transaction<'_>, doc_s: &str, meta: &DocMeta, am: &Automerge) -> Result<(), ReplicaError> {
-    let date = meta.date.map(format_date).unwrap_or_default();
-    let mut conflicted: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    // "Under review" on screen: fields whose policy sends them to a person.
-    for c in conflicts(am)?.into_iter().filter(|c| c.policy() == posync_model::Policy::Review) {
-        conflicted.entry(c.record_id).or_default().push(c.field);
-    }
-    tx.execute("DELETE FROM visits WHERE doc_id = ?1", [doc_s])?;
-    // OR REPLACE: the server refuses a visit id used in two documents, but a phone may hold
-    // such a pair until then (its own refused capture and a pulled document); listing one of
-    // them must not make every later sync fail.
-    let mut ins = tx.prepare_cached(
-        "INSERT OR REPLACE INTO visits (visit_id, doc_id, posyandu, session_date, person_id, name, sex, birth_date, weight_g,
-            length_mm, head_circ_mm, muac_mm, vitamin_a, immunisations, notes, recorded_by, recorded_at, conflicts,
-            life_group, services)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20)",
-    )?;
-    for v in doc::visits(am)? {
-        let vid = v.visit_id.to_string();
-        let imm: Vec<&str> = v.immunisations.keys().map(String::as_str).collect();
-        let conf = conflicted.get(&vid).map(|f| f.join(",")).unwrap_or_default();
-        ins.execute(params![
-            vid,
-            doc_s,
-            meta.posyandu.as_str(),
-            date,
-            v.person_id.to_string(),
-            v.name,
-            v.sex.code(),
-            format_date(v.birth_date),
-            v.weight_g,
-            v.length_mm,
-            v.head_circ_mm,
-            v.muac_mm,
-            v.vitamin_a.map(|a| a.code()),
-            imm.join(","),
-            v.notes,
-            v.recorded_by.to_string(),
-            v.recorded_at,
-            conf,
-            v.group.code(),
-            services_json(&v.services),
-        ])?;
-    }
-    Ok(())
-}
-
-fn services_json(services: &BTreeMap<Field, FieldValue>) -> String {
-    let map: serde_json::Map<String, serde_json::Value> = services
-        .iter()
-        .map(|(f, v)| (f.key().to_owned(), serde_json::to_value(v).unwrap_or(serde_json::Value::Null)))
-        .collect();
-    serde_json::Value::Object(map).to_string()
-}
-
-fn project_people(tx: &Transaction<'_>, doc_s: &str, meta: &DocMeta, am: &Automerge) -> Result<(), ReplicaError> {
-    tx.execute("DELETE FROM people WHERE doc_id = ?1", [doc_s])?;
-    let mut ins = tx.prepare_cached(
-        "INSERT OR REPLACE INTO people (person_id, doc_id, posyandu, name, sex, birth_date, mother_name, nik)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-    )?;
-    for p in doc::people(am)? {
-        ins.execute(params![
-            p.person_id.to_string(),
-            doc_s,
-            meta.posyandu.as_str(),
-            p.name,
-            p.sex.code(),
-            format_date(p.birth_date),
-            p.mother_name,
-            p.nik,
-        ])?;
-    }
-    Ok(())
 }
