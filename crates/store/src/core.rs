@@ -35,6 +35,9 @@ pub struct Merged {
     pub device_heads: Heads,
     /// Every field of the merged document holding concurrent values (when it changed).
     pub conflicts: Vec<FieldConflict>,
+    /// The merged document, loaded (when it changed): the adapter keeps it in its cache once
+    /// committed.
+    pub doc: Option<Automerge>,
 }
 
 /// What the server already holds for a pushed document.
@@ -42,6 +45,16 @@ pub struct Existing<'a> {
     pub kind: DocKind,
     pub posyandu: &'a PosyanduId,
     pub bytes: &'a [u8],
+    /// The same document already loaded (from the cache, at the stored heads), if at hand.
+    pub loaded: Option<Automerge>,
+}
+
+/// `loaded` if at hand, else the stored bytes parsed.
+fn load_or(doc: DocId, loaded: Option<Automerge>, bytes: &[u8]) -> Result<Automerge, StoreError> {
+    match loaded {
+        Some(am) => Ok(am),
+        None => Automerge::load(bytes).map_err(|e| StoreError::Corrupt { doc, reason: e.to_string() }),
+    }
 }
 
 pub fn parse_heads(doc: DocId, bytes: &[u8]) -> Result<Heads, StoreError> {
@@ -82,7 +95,7 @@ pub fn merge_push(
     if push.changes.is_empty() {
         return probe(existing, push, pushed_heads, base);
     }
-    let mut am = match &existing {
+    let mut am = match existing {
         Some(e) => {
             if e.kind != push.kind || e.posyandu != &push.posyandu {
                 return Err(StoreError::DocMismatch {
@@ -93,7 +106,7 @@ pub fn merge_push(
                     ),
                 });
             }
-            Automerge::load(e.bytes).map_err(|err| StoreError::Corrupt { doc: id, reason: err.to_string() })?
+            load_or(id, e.loaded, e.bytes)?
         }
         None => Automerge::new(),
     };
@@ -106,7 +119,14 @@ pub fn merge_push(
     }
     let heads = Heads::new(am.get_heads());
     if heads == before {
-        return Ok(Merged { saved: None, heads, projection: None, device_heads: pushed_heads, conflicts: Vec::new() });
+        return Ok(Merged {
+            saved: None,
+            heads,
+            projection: None,
+            device_heads: pushed_heads,
+            conflicts: Vec::new(),
+            doc: None,
+        });
     }
     let meta = doc::read_meta(&am).map_err(|e| layout_error(id, e))?;
     check_identity(id, &meta, push)?;
@@ -122,7 +142,14 @@ pub fn merge_push(
     }
     let projection = project(&am, &meta, rules.now).map_err(|e| layout_error(id, e))?;
     let conflicts = posync_model::conflicts(&am).map_err(|e| layout_error(id, e))?;
-    Ok(Merged { saved: Some(saved), heads, projection: Some(projection), device_heads: pushed_heads, conflicts })
+    Ok(Merged {
+        saved: Some(saved),
+        heads,
+        projection: Some(projection),
+        device_heads: pushed_heads,
+        conflicts,
+        doc: Some(am),
+    })
 }
 
 /// A push with no changes asks what the server holds: after an answer was lost, the device
@@ -139,12 +166,13 @@ fn probe(existing: Option<Existing<'_>>, push: &DocPush, pushed: Heads, base: He
             projection: None,
             device_heads: Heads::empty(),
             conflicts: Vec::new(),
+            doc: None,
         });
     };
     if e.kind != push.kind || e.posyandu != &push.posyandu {
         return Err(StoreError::DocMismatch { doc: id, reason: "probed as another kind or posyandu".into() });
     }
-    let am = Automerge::load(e.bytes).map_err(|err| StoreError::Corrupt { doc: id, reason: err.to_string() })?;
+    let am = load_or(id, e.loaded, e.bytes)?;
     let holds = |h: &Heads| h.as_slice().iter().all(|x| am.get_change_by_hash(x).is_some());
     let acked = if holds(&pushed) {
         pushed
@@ -157,6 +185,7 @@ fn probe(existing: Option<Existing<'_>>, push: &DocPush, pushed: Heads, base: He
         projection: None,
         device_heads: acked,
         conflicts: Vec::new(),
+        doc: None,
     })
 }
 
@@ -264,6 +293,7 @@ pub fn changes_for(
     saved: &[u8],
     stored_heads: &Heads,
     known: &Heads,
+    loaded: Option<&Automerge>,
 ) -> Result<Option<Vec<u8>>, StoreError> {
     if known.is_empty() {
         return Ok(Some(saved.to_vec()));
@@ -271,7 +301,14 @@ pub fn changes_for(
     if stored_heads.as_slice().iter().all(|h| known.as_slice().contains(h)) {
         return Ok(None);
     }
-    let am = Automerge::load(saved).map_err(|e| StoreError::Corrupt { doc, reason: e.to_string() })?;
+    let parsed;
+    let am = match loaded {
+        Some(am) => am,
+        None => {
+            parsed = Automerge::load(saved).map_err(|e| StoreError::Corrupt { doc, reason: e.to_string() })?;
+            &parsed
+        }
+    };
     let known: Vec<_> = known.as_slice().iter().copied().filter(|h| am.get_change_by_hash(h).is_some()).collect();
     if known.is_empty() {
         return Ok(Some(saved.to_vec()));
@@ -410,6 +447,8 @@ pub struct Candidate {
     pub meta: crate::StoredMeta,
     pub bytes: Vec<u8>,
     pub known: Heads,
+    /// The document already loaded at the stored heads (from the cache), if at hand.
+    pub loaded: Option<Automerge>,
 }
 
 /// Fill a page with the scanned documents in order, within `limits.bytes_max` (always at
@@ -428,7 +467,7 @@ pub fn assemble_page(
     let mut bytes_total = 0usize;
     for (doc, first) in scan.docs {
         let Some(c) = stored.remove(&doc) else { continue };
-        let changes = changes_for(doc, &c.bytes, &c.meta.heads, &c.known)?;
+        let changes = changes_for(doc, &c.bytes, &c.meta.heads, &c.known, c.loaded.as_ref())?;
         let size = changes.as_ref().map_or(0, Vec::len);
         if !page.docs.is_empty() && bytes_total + size > limits.bytes_max {
             page.cursor = first - 1;
@@ -482,7 +521,7 @@ pub fn assemble_ahead(
     let mut page = crate::PullPage { docs: Vec::new(), cursor, more: false };
     let mut bytes_total = 0usize;
     for (doc, c) in candidates {
-        let Some(changes) = changes_for(doc, &c.bytes, &c.meta.heads, &c.known)? else { continue };
+        let Some(changes) = changes_for(doc, &c.bytes, &c.meta.heads, &c.known, c.loaded.as_ref())? else { continue };
         if page.docs.is_empty() && changes.len() > limits.bytes_max {
             let (mut pull, _) = piece_of(doc, &c, limits.bytes_max)?;
             pull.piece = true;
@@ -509,7 +548,7 @@ pub fn assemble_ahead(
 /// The first changes of a stored document after what the device holds, within `bytes_max`;
 /// whether they are all of them.
 fn piece_of(doc: DocId, c: &Candidate, bytes_max: usize) -> Result<(posync_proto::DocPull, bool), StoreError> {
-    let am = Automerge::load(&c.bytes).map_err(|e| StoreError::Corrupt { doc, reason: e.to_string() })?;
+    let am = load_or(doc, c.loaded.clone(), &c.bytes)?;
     let known = Heads::new(c.known.as_slice().iter().copied().filter(|h| am.get_change_by_hash(h).is_some()).collect());
     let piece = posync_model::piece::first_changes(&am, &known, bytes_max);
     let pull = posync_proto::DocPull {

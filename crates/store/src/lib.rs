@@ -5,6 +5,7 @@
 //! PostgreSQL adapter implements the same [`Store`] trait.
 
 pub mod access;
+pub mod cache;
 pub mod core;
 mod error;
 pub mod migrate;

@@ -4,6 +4,7 @@
 //! failing when a read-then-write transaction cannot upgrade. Blocking SQLite calls run on
 //! tokio's blocking pool, never on the async workers.
 
+use crate::cache::DocCache;
 use crate::core::{self, Existing, Projection, Records};
 use crate::rows::{self, CONFLICT_COLUMNS, ConflictRow, parse_kind, row_meta, to_conflict_record};
 use crate::sqlite_access;
@@ -197,6 +198,8 @@ struct Inner {
 pub struct SqliteStore {
     inner: Arc<Inner>,
     limits: Limits,
+    /// Documents kept loaded between requests.
+    cache: Arc<DocCache>,
 }
 
 fn open_conn(path: &Path) -> Result<Connection, StoreError> {
@@ -240,7 +243,14 @@ impl SqliteStore {
         Ok(Self {
             inner: Arc::new(Inner { path, writer: Mutex::new(writer), readers: Mutex::new(Vec::new()) }),
             limits: Limits::default(),
+            cache: Arc::new(DocCache::default()),
         })
+    }
+
+    /// Keep at most about `bytes_max` of loaded documents between requests (0: none).
+    pub fn with_doc_cache_bytes(mut self, bytes_max: usize) -> Self {
+        self.cache = Arc::new(DocCache::new(bytes_max));
+        self
     }
 
     /// Merge pushes within these bounds (the server's `Limits`) instead of the defaults.
@@ -348,6 +358,9 @@ impl SqliteStore {
     }
 }
 
+/// Documents merged by a push, to keep loaded once it commits.
+type Merged = Vec<(DocId, automerge::Automerge, usize)>;
+
 fn push_tx(
     tx: &Transaction<'_>,
     device: DeviceId,
@@ -355,7 +368,9 @@ fn push_tx(
     pushes: &[DocPush],
     now: i64,
     limits: Limits,
-) -> Result<Vec<DocAck>, StoreError> {
+    cache: &DocCache,
+) -> Result<(Vec<DocAck>, Merged), StoreError> {
+    let mut kept = Vec::new();
     let rules = core::Rules { device, limits, now };
     let mut used = posync_model::guard::Usage::default();
     let mut seen = HashSet::new();
@@ -366,20 +381,21 @@ fn push_tx(
         if !seen.insert(push.doc) {
             return Err(StoreError::DuplicateDoc { doc: push.doc });
         }
-        let stored: Option<(String, String, Vec<u8>)> = tx
-            .query_row("SELECT kind, posyandu, bytes FROM docs WHERE doc_id = ?1", [&doc_s], |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+        let stored: Option<(String, String, Vec<u8>, Vec<u8>)> = tx
+            .query_row("SELECT kind, posyandu, bytes, heads FROM docs WHERE doc_id = ?1", [&doc_s], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
             })
             .optional()?;
-        let merged = match &stored {
-            Some((kind, posyandu, bytes)) => {
+        let mut merged = match &stored {
+            Some((kind, posyandu, bytes, heads)) => {
                 let posyandu =
                     posyandu.parse().map_err(|_| StoreError::Backend(format!("doc {doc_s}: bad posyandu")))?;
                 if !scope.allows(&posyandu) {
                     return Err(StoreError::Forbidden { doc: push.doc });
                 }
                 let kind = parse_kind(&doc_s, kind)?;
-                core::merge_push(Some(Existing { kind, posyandu: &posyandu, bytes }), push, &rules, &mut used)?
+                let loaded = cache.get(push.doc, &rows::parse_stored_heads(Some(heads.clone()))?);
+                core::merge_push(Some(Existing { kind, posyandu: &posyandu, bytes, loaded }), push, &rules, &mut used)?
             }
             None => {
                 if !scope.allows(&push.posyandu) {
@@ -389,6 +405,9 @@ fn push_tx(
             }
         };
         if let Some(saved) = &merged.saved {
+            if let Some(am) = merged.doc.take() {
+                kept.push((push.doc, am, saved.len()));
+            }
             let heads = merged.heads.to_bytes();
             tx.execute(
                 "INSERT INTO feed (doc_id, posyandu, heads, device_id, at) VALUES (?1, ?2, ?3, ?4, ?5)",
@@ -423,7 +442,7 @@ fn push_tx(
          ON CONFLICT(device_id) DO UPDATE SET last_push_at = ?2, pushes = pushes + 1",
         params![device_s, now],
     )?;
-    Ok(acks)
+    Ok((acks, kept))
 }
 
 /// Replace a document's rows in the conflict index with its current conflicts; a conflict
@@ -693,6 +712,7 @@ fn pull_tx(
     scope: &Scope,
     cursor: u64,
     limits: PageLimits,
+    cache: &DocCache,
 ) -> Result<PullPage, StoreError> {
     let tx = conn.transaction()?;
     let feed_end: i64 = tx.query_row("SELECT COALESCE(MAX(seq), 0) FROM feed", [], |r| r.get(0))?;
@@ -738,7 +758,9 @@ fn pull_tx(
             .optional()?;
         let Some((d, k, p, seq, heads, bytes)) = row else { continue };
         let known = known_heads(&tx, &doc_s, &device_s, cursor_i)?;
-        stored.insert(*doc, core::Candidate { meta: row_meta(d, k, p, seq, heads)?, bytes, known });
+        let meta = row_meta(d, k, p, seq, heads)?;
+        let loaded = cache.get(*doc, &meta.heads);
+        stored.insert(*doc, core::Candidate { meta, bytes, known, loaded });
     }
     core::assemble_page(cursor, scan, stored, feed_end as u64, limits)
 }
@@ -751,6 +773,7 @@ fn pull_ahead_tx(
     cursor: u64,
     docs: &[DocId],
     limits: PageLimits,
+    cache: &DocCache,
 ) -> Result<PullPage, StoreError> {
     let cursor_i = i64::try_from(cursor).unwrap_or(i64::MAX);
     let device_s = device.to_string();
@@ -771,7 +794,8 @@ fn pull_ahead_tx(
             continue;
         }
         let known = known_heads(tx, &doc_s, &device_s, cursor_i)?;
-        candidates.push((*doc, core::Candidate { meta, bytes, known }));
+        let loaded = cache.get(*doc, &meta.heads);
+        candidates.push((*doc, core::Candidate { meta, bytes, known, loaded }));
     }
     core::assemble_ahead(cursor, candidates, limits)
 }
@@ -806,10 +830,15 @@ impl Store for SqliteStore {
         now: i64,
     ) -> Result<Vec<DocAck>, StoreError> {
         let limits = self.limits;
+        let cache = self.cache.clone();
         self.write(move |conn| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let acks = push_tx(&tx, device, &scope, &pushes, now, limits)?;
+            let (acks, merged) = push_tx(&tx, device, &scope, &pushes, now, limits, &cache)?;
             tx.commit()?;
+            // Only what committed is kept.
+            for (doc, am, saved) in merged {
+                cache.put(doc, &am, saved);
+            }
             Ok(acks)
         })
         .await
@@ -854,7 +883,8 @@ impl Store for SqliteStore {
         cursor: u64,
         limits: PageLimits,
     ) -> Result<PullPage, StoreError> {
-        self.read(move |conn| pull_tx(conn, device, &scope, cursor, limits)).await
+        let cache = self.cache.clone();
+        self.read(move |conn| pull_tx(conn, device, &scope, cursor, limits, &cache)).await
     }
 
     async fn pull_ahead(
@@ -865,9 +895,10 @@ impl Store for SqliteStore {
         docs: Vec<DocId>,
         limits: PageLimits,
     ) -> Result<PullPage, StoreError> {
+        let cache = self.cache.clone();
         self.read(move |conn| {
             let tx = conn.transaction()?;
-            pull_ahead_tx(&tx, device, &scope, cursor, &docs, limits)
+            pull_ahead_tx(&tx, device, &scope, cursor, &docs, limits, &cache)
         })
         .await
     }

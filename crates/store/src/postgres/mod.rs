@@ -31,6 +31,9 @@ pub const POOL_SIZE_DEFAULT: usize = 16;
 pub struct PgStore {
     pub(crate) pool: Pool,
     limits: posync_proto::Limits,
+    /// Documents kept loaded between requests; an entry is used only at the heads this
+    /// instance reads from the database, so other instances' writes are never missed.
+    cache: std::sync::Arc<crate::cache::DocCache>,
 }
 
 impl PgStore {
@@ -67,7 +70,7 @@ impl PgStore {
             .create_timeout(Some(Duration::from_secs(5)))
             .build()
             .map_err(|e| StoreError::Backend(format!("postgres pool: {e}")))?;
-        let store = Self { pool, limits: posync_proto::Limits::default() };
+        let store = Self { pool, limits: posync_proto::Limits::default(), cache: Default::default() };
         store.migrate().await?;
         Ok(store)
     }
@@ -239,30 +242,33 @@ async fn commit_pending(tx: &Transaction<'_>, pending: &[Pending], now: i64) -> 
     Ok(seqs)
 }
 
-/// A stored document's identity and bytes, read under its lock.
-async fn stored_doc(tx: &Transaction<'_>, doc_s: &str) -> Result<Option<(String, String, Vec<u8>)>, StoreError> {
-    let stmt = tx.prepare_cached("SELECT kind, posyandu, bytes FROM docs WHERE doc_id = $1").await?;
+/// A stored document's identity, bytes and heads, read under its lock.
+type StoredDocRow = (String, String, Vec<u8>, Vec<u8>);
+
+async fn stored_doc(tx: &Transaction<'_>, doc_s: &str) -> Result<Option<StoredDocRow>, StoreError> {
+    let stmt = tx.prepare_cached("SELECT kind, posyandu, bytes, heads FROM docs WHERE doc_id = $1").await?;
     match tx.query_opt(&stmt, &[&doc_s]).await? {
-        Some(r) => Ok(Some((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?))),
+        Some(r) => Ok(Some((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?, r.try_get(3)?))),
         None => Ok(None),
     }
 }
 
 /// Merge one push on the blocking pool: Automerge work is CPU-bound.
 async fn merge_blocking(
-    stored: Option<(String, String, Vec<u8>)>,
+    stored: Option<StoredDocRow>,
+    loaded: Option<automerge::Automerge>,
     push: DocPush,
     rules: core::Rules,
     mut used: Usage,
 ) -> Result<(DocPush, Result<core::Merged, StoreError>, Usage), StoreError> {
     tokio::task::spawn_blocking(move || {
-        let mut merge = || match &stored {
-            Some((kind, posyandu, bytes)) => {
+        let merge = || match &stored {
+            Some((kind, posyandu, bytes, _)) => {
                 let doc_s = push.doc.to_string();
                 let posyandu: PosyanduId =
                     posyandu.parse().map_err(|_| StoreError::Backend(format!("doc {doc_s}: bad posyandu")))?;
                 let kind = rows::parse_kind(&doc_s, kind)?;
-                core::merge_push(Some(Existing { kind, posyandu: &posyandu, bytes }), &push, &rules, &mut used)
+                core::merge_push(Some(Existing { kind, posyandu: &posyandu, bytes, loaded }), &push, &rules, &mut used)
             }
             None => core::merge_push(None, &push, &rules, &mut used),
         };
@@ -273,6 +279,9 @@ async fn merge_blocking(
     .map_err(|e| StoreError::Backend(format!("merge task: {e}")))
 }
 
+/// Documents merged by a push, to keep loaded once it commits.
+type MergedDocs = Vec<(DocId, automerge::Automerge, usize)>;
+
 async fn push_tx(
     tx: &Transaction<'_>,
     device: DeviceId,
@@ -280,7 +289,9 @@ async fn push_tx(
     pushes: Vec<DocPush>,
     now: i64,
     limits: posync_proto::Limits,
-) -> Result<Vec<DocAck>, StoreError> {
+    cache: &crate::cache::DocCache,
+) -> Result<(Vec<DocAck>, MergedDocs), StoreError> {
+    let mut kept = Vec::new();
     let rules = core::Rules { device, limits, now };
     let mut used = Usage::default();
     let mut seen = HashSet::new();
@@ -303,17 +314,24 @@ async fn push_tx(
         let doc_s = push.doc.to_string();
         let stored = stored_doc(tx, &doc_s).await?;
         let owner: PosyanduId = match &stored {
-            Some((_, p, _)) => p.parse().map_err(|_| StoreError::Backend(format!("doc {doc_s}: bad posyandu")))?,
+            Some((_, p, _, _)) => p.parse().map_err(|_| StoreError::Backend(format!("doc {doc_s}: bad posyandu")))?,
             None => push.posyandu.clone(),
         };
         if !scope.allows(&owner) {
             return Err(StoreError::Forbidden { doc: push.doc });
         }
         let exists = stored.is_some();
-        let (push, merged, now_used) = merge_blocking(stored, push, rules, used).await?;
+        let loaded = match &stored {
+            Some((_, _, _, heads)) => cache.get(push.doc, &rows::parse_stored_heads(Some(heads.clone()))?),
+            None => None,
+        };
+        let (push, merged, now_used) = merge_blocking(stored, loaded, push, rules, used).await?;
         used = now_used;
-        let merged = merged?;
+        let mut merged = merged?;
         if let Some(saved) = merged.saved {
+            if let Some(am) = merged.doc.take() {
+                kept.push((push.doc, am, saved.len()));
+            }
             if let Some(p) = &merged.projection {
                 write_projection(tx, push.doc, push.posyandu.as_str(), p).await?;
             }
@@ -343,7 +361,7 @@ async fn push_tx(
     .await?;
     // Last: the feed clock serialises commits, so hold it as briefly as possible.
     commit_pending(tx, &pending, now).await?;
-    Ok(acks)
+    Ok((acks, kept))
 }
 
 async fn write_conflicts(
@@ -529,6 +547,7 @@ async fn pull_tx(
     scope: &Scope,
     cursor: u64,
     limits: PageLimits,
+    cache: &crate::cache::DocCache,
 ) -> Result<PullPage, StoreError> {
     let feed_end: i64 = tx.query_one("SELECT seq FROM clocks WHERE name = 'feed'", &[]).await?.try_get(0)?;
     // A cursor from the future (a server restored from an older backup) cannot be trusted:
@@ -567,7 +586,8 @@ async fn pull_tx(
     for r in rows {
         let meta = row_meta(r.try_get(0)?, r.try_get(1)?, r.try_get(2)?, r.try_get(3)?, r.try_get(4)?)?;
         let known = known.remove(&meta.doc).unwrap_or_default();
-        stored.insert(meta.doc, core::Candidate { meta, bytes: r.try_get(5)?, known });
+        let loaded = cache.get(meta.doc, &meta.heads);
+        stored.insert(meta.doc, core::Candidate { meta, bytes: r.try_get(5)?, known, loaded });
     }
     core::assemble_page(cursor, scan, stored, feed_end as u64, limits)
 }
@@ -580,6 +600,7 @@ async fn pull_ahead_tx(
     cursor: u64,
     docs: &[DocId],
     limits: PageLimits,
+    cache: &crate::cache::DocCache,
 ) -> Result<PullPage, StoreError> {
     let cursor_i = i64::try_from(cursor).unwrap_or(i64::MAX);
     let ids: Vec<String> = docs.iter().map(DocId::to_string).collect();
@@ -596,7 +617,8 @@ async fn pull_ahead_tx(
         // Scope from the server's own record of the document, never from the request.
         if scope.allows(&meta.posyandu) {
             let known = known.remove(&meta.doc).unwrap_or_default();
-            found.insert(meta.doc, core::Candidate { meta, bytes: r.try_get(5)?, known });
+            let loaded = cache.get(meta.doc, &meta.heads);
+            found.insert(meta.doc, core::Candidate { meta, bytes: r.try_get(5)?, known, loaded });
         }
     }
     // In the order the device asked for them.
@@ -696,7 +718,7 @@ async fn resolve_tx(
     // Read again under the lock: another instance may have resolved it meanwhile.
     let c = conflict_by_id(tx, id).await?.ok_or_else(not_open)?;
     let doc_s = c.doc.to_string();
-    let (kind, _, saved) =
+    let (kind, _, saved, _) =
         stored_doc(tx, &doc_s).await?.ok_or_else(|| StoreError::NotFound(format!("document {doc_s}")))?;
     let kind = rows::parse_kind(&doc_s, &kind)?;
     let (collection, record_id, field, value, instance_s) =
@@ -746,7 +768,7 @@ async fn merge_tx(
         }
     }
     let doc: DocId = doc_s.parse().map_err(|_| StoreError::Backend("bad doc id".into()))?;
-    let (kind, _, saved) =
+    let (kind, _, saved, _) =
         stored_doc(tx, &doc_s).await?.ok_or_else(|| StoreError::NotFound(format!("document {doc_s}")))?;
     let kind = rows::parse_kind(&doc_s, &kind)?;
     let instance_s = instance.to_owned();
@@ -826,8 +848,12 @@ impl Store for PgStore {
     ) -> Result<Vec<DocAck>, StoreError> {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
-        let acks = push_tx(&tx, device, &scope, pushes, now, self.limits).await?;
+        let (acks, merged) = push_tx(&tx, device, &scope, pushes, now, self.limits, &self.cache).await?;
         tx.commit().await?;
+        // Only what committed is kept.
+        for (doc, am, saved) in merged {
+            self.cache.put(doc, &am, saved);
+        }
         Ok(acks)
     }
 
@@ -850,7 +876,7 @@ impl Store for PgStore {
         cursor: u64,
         limits: PageLimits,
     ) -> Result<PullPage, StoreError> {
-        reading!(self, |tx| pull_tx(&tx, device, &scope, cursor, limits).await?)
+        reading!(self, |tx| pull_tx(&tx, device, &scope, cursor, limits, &self.cache).await?)
     }
 
     async fn pull_ahead(
@@ -861,7 +887,7 @@ impl Store for PgStore {
         docs: Vec<DocId>,
         limits: PageLimits,
     ) -> Result<PullPage, StoreError> {
-        reading!(self, |tx| pull_ahead_tx(&tx, device, &scope, cursor, &docs, limits).await?)
+        reading!(self, |tx| pull_ahead_tx(&tx, device, &scope, cursor, &docs, limits, &self.cache).await?)
     }
 
     async fn get(&self, doc: DocId) -> Result<Option<StoredDoc>, StoreError> {
