@@ -8,13 +8,17 @@ use posync_model::guard::{self, Usage};
 use posync_model::{DeviceId, DocId, DocKind, FieldConflict, FieldValue, Heads, Person, PosyanduId, Visit};
 use posync_proto::{DocPush, Limits};
 
-/// The relational projection of a document, replaced whole on every merge.
+/// The relational projection of a document: whole, or only the records a merge touched.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Projection {
     pub records: Records,
     /// Records holding an impossible value (see `validate::intrinsic_visit`), by record id:
     /// their issues as JSON. Kept, but left out of reports and listed for review.
     pub invalid: std::collections::BTreeMap<String, String>,
+    /// `Some(ids)`: only these records were re-projected (and their conflicts re-indexed);
+    /// the rows of every other record of the document stay as they are. `None`: the whole
+    /// document, replacing all its rows.
+    pub only: Option<Vec<String>>,
 }
 
 /// The records of a document.
@@ -140,8 +144,17 @@ pub fn merge_push(
             reason: format!("{} bytes saved; at most {}", saved.len(), rules.limits.doc_bytes_max),
         });
     }
-    let projection = project(&am, &meta, rules.now).map_err(|e| layout_error(id, e))?;
-    let conflicts = posync_model::conflicts(&am).map_err(|e| layout_error(id, e))?;
+    // Work proportional to the change: only the records it reached are projected again.
+    let only = touched_records(&am, meta.kind, &before);
+    let projection = project_records(&am, &meta, rules.now, only.as_deref()).map_err(|e| layout_error(id, e))?;
+    let conflicts = match &only {
+        None => posync_model::conflicts(&am),
+        Some(ids) => ids.iter().try_fold(Vec::new(), |mut all, r| {
+            all.extend(posync_model::record_conflicts(&am, r)?);
+            Ok(all)
+        }),
+    }
+    .map_err(|e| layout_error(id, e))?;
     Ok(Merged {
         saved: Some(saved),
         heads,
@@ -257,7 +270,79 @@ fn check_identity(id: DocId, meta: &DocMeta, push: &DocPush) -> Result<(), Store
 }
 
 /// The relational rows of a document.
+/// The records of the document's collection that the changes after `before` reach (each
+/// record is one map under `visits` or `people`), read from those changes' operations, so
+/// the cost follows the change and a write to a losing conflict value (invisible in a diff of
+/// winning values) still counts. `None` when that cannot be narrowed down (a new document,
+/// a change outside the collection): project everything.
+pub fn touched_records(am: &Automerge, kind: DocKind, before: &Heads) -> Option<Vec<String>> {
+    use automerge::legacy::{Key, ObjectId};
+    if before.is_empty() {
+        return None;
+    }
+    let coll = kind.collection_key();
+    let coll_id = match am.get(automerge::ROOT, coll) {
+        Ok(Some((automerge::Value::Object(_), id))) => id,
+        _ => return None,
+    };
+    let mut ids = std::collections::BTreeSet::new();
+    // Each object written is looked up once.
+    let mut record_of: std::collections::HashMap<String, String> = std::collections::HashMap::new();
+    for change in am.get_changes(before.as_slice()) {
+        for op in change.decode().operations {
+            let ObjectId::Id(obj) = &op.obj else { return None };
+            let obj = obj.to_string();
+            let record = match record_of.get(&obj) {
+                Some(r) => r.clone(),
+                None => {
+                    let exid = am.import_obj(&obj).ok()?;
+                    let record = if exid == coll_id {
+                        // A record put into the collection itself.
+                        match &op.key {
+                            Key::Map(k) => k.to_string(),
+                            Key::Seq(_) => return None,
+                        }
+                    } else {
+                        record_holding(am, &exid, &coll_id)?
+                    };
+                    if exid != coll_id {
+                        record_of.insert(obj, record.clone());
+                    }
+                    record
+                }
+            };
+            ids.insert(record);
+        }
+    }
+    Some(ids.into_iter().collect())
+}
+
+/// The key, in the collection, of the record whose subtree holds `obj`.
+fn record_holding(am: &Automerge, obj: &automerge::ObjId, coll: &automerge::ObjId) -> Option<String> {
+    for parent in am.parents(obj).ok()? {
+        if &parent.obj == coll {
+            return match parent.prop {
+                automerge::Prop::Map(k) => Some(k),
+                automerge::Prop::Seq(_) => None,
+            };
+        }
+    }
+    // Walked up to the root without passing the collection: not in a record.
+    None
+}
+
+/// The whole projection of a document.
 pub fn project(am: &Automerge, meta: &DocMeta, now: i64) -> Result<Projection, posync_model::DocError> {
+    project_records(am, meta, now, None)
+}
+
+/// The projection of the records `only` names (all of them when `None`).
+pub fn project_records(
+    am: &Automerge,
+    meta: &DocMeta,
+    now: i64,
+    only: Option<&[String]>,
+) -> Result<Projection, posync_model::DocError> {
     let today = time::OffsetDateTime::from_unix_timestamp(now).map_or(time::Date::MAX, |t| t.date());
     let mut invalid = std::collections::BTreeMap::new();
     let mut mark = |id: String, issues: Vec<posync_model::validate::Issue>| {
@@ -267,21 +352,42 @@ pub fn project(am: &Automerge, meta: &DocMeta, now: i64) -> Result<Projection, p
     };
     let records = match (meta.kind, meta.date) {
         (DocKind::Session, Some(date)) => {
-            let visits = doc::visits(am)?;
+            let visits = match only {
+                None => doc::visits(am)?,
+                Some(ids) => {
+                    let mut visits = Vec::with_capacity(ids.len());
+                    for id in ids {
+                        let id = id.parse().map_err(|_| posync_model::DocError::Layout(format!("visit key {id:?}")))?;
+                        visits.extend(doc::visit(am, id)?);
+                    }
+                    visits
+                }
+            };
             for v in &visits {
                 mark(v.visit_id.to_string(), posync_model::validate::intrinsic_visit(v, date, today));
             }
             Records::Visits { date, visits }
         }
         _ => {
-            let people = doc::people(am)?;
+            let people = match only {
+                None => doc::people(am)?,
+                Some(ids) => {
+                    let mut people = Vec::with_capacity(ids.len());
+                    for id in ids {
+                        let id =
+                            id.parse().map_err(|_| posync_model::DocError::Layout(format!("person key {id:?}")))?;
+                        people.extend(doc::person(am, id)?);
+                    }
+                    people
+                }
+            };
             for p in &people {
                 mark(p.person_id.to_string(), posync_model::validate::intrinsic_person(p, today));
             }
             Records::People(people)
         }
     };
-    Ok(Projection { records, invalid })
+    Ok(Projection { records, invalid, only: only.map(<[String]>::to_vec) })
 }
 
 /// The changes a device lacks, given heads it is known to have. `None` when it has them all.

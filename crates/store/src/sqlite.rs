@@ -423,7 +423,8 @@ fn push_tx(
             if let Some(p) = &merged.projection {
                 write_projection(tx, push.doc, push.posyandu.as_str(), p)?;
             }
-            write_conflicts(tx, push.doc, push.posyandu.as_str(), &merged.conflicts, now)?;
+            let only = merged.projection.as_ref().and_then(|p| p.only.as_deref());
+            write_conflicts(tx, push.doc, push.posyandu.as_str(), &merged.conflicts, only, now)?;
         }
         if stored.is_none() && merged.saved.is_none() {
             // An empty push for a document nobody has: acknowledge it, record nothing.
@@ -447,19 +448,24 @@ fn push_tx(
 
 /// Replace a document's rows in the conflict index with its current conflicts; a conflict
 /// still open keeps its `opened_at`.
+/// Replace a document's rows in the conflict index with `conflicts`: all of them, or (with
+/// `only`) those of the records it names, the rest staying as they are.
 fn write_conflicts(
     tx: &Transaction<'_>,
     doc: DocId,
     posyandu: &str,
     conflicts: &[posync_model::FieldConflict],
+    only: Option<&[String]>,
     now: i64,
 ) -> Result<(), StoreError> {
     let doc_s = doc.to_string();
     let rows = rows::conflict_index_rows(doc, conflicts)?;
     let keep = serde_json_like_array(&rows.iter().map(|r| r.id.as_str()).collect::<Vec<_>>());
+    let only = only.map(json_array);
     tx.execute(
-        "DELETE FROM conflicts WHERE doc_id = ?1 AND conflict_id NOT IN (SELECT value FROM json_each(?2))",
-        params![doc_s, keep],
+        "DELETE FROM conflicts WHERE doc_id = ?1 AND conflict_id NOT IN (SELECT value FROM json_each(?2))
+             AND (?3 IS NULL OR record_id IN (SELECT value FROM json_each(?3)))",
+        params![doc_s, keep, only],
     )?;
     for r in &rows {
         let c = r.conflict;
@@ -518,7 +524,7 @@ fn commit_server_change(
         params![doc_s, seq, heads, changed.saved, now],
     )?;
     write_projection(tx, doc, posyandu, &changed.projection)?;
-    write_conflicts(tx, doc, posyandu, &changed.conflicts, now)?;
+    write_conflicts(tx, doc, posyandu, &changed.conflicts, None, now)?;
     Ok(seq as u64)
 }
 
@@ -597,11 +603,17 @@ fn write_projection(tx: &Transaction<'_>, doc: DocId, posyandu: &str, p: &Projec
             if taken_elsewhere(tx, "visits", "visit_id", &ids, doc_s)? {
                 return Err(StoreError::IdCollision { doc, what: "a visit id".into() });
             }
+            // The rows of the records projected again: all of the document's, or `only` those.
+            let only = p.only.as_ref().map(json_array);
             tx.execute(
-                "DELETE FROM visit_immunisations WHERE visit_id IN (SELECT visit_id FROM visits WHERE doc_id = ?1)",
-                [doc_s],
+                "DELETE FROM visit_immunisations WHERE visit_id IN (SELECT visit_id FROM visits WHERE doc_id = ?1
+                     AND (?2 IS NULL OR visit_id IN (SELECT value FROM json_each(?2))))",
+                params![doc_s, only],
             )?;
-            tx.execute("DELETE FROM visits WHERE doc_id = ?1", [doc_s])?;
+            tx.execute(
+                "DELETE FROM visits WHERE doc_id = ?1 AND (?2 IS NULL OR visit_id IN (SELECT value FROM json_each(?2)))",
+                params![doc_s, only],
+            )?;
             let date = format_date(*date);
             let mut ins = tx.prepare_cached(
                 "INSERT INTO visits (visit_id, doc_id, posyandu, session_date, person_id, name, sex, birth_date,
@@ -652,7 +664,11 @@ fn write_projection(tx: &Transaction<'_>, doc: DocId, posyandu: &str, p: &Projec
             if taken_elsewhere(tx, "people", "person_id", &ids, doc_s)? {
                 return Err(StoreError::IdCollision { doc, what: "a person id".into() });
             }
-            tx.execute("DELETE FROM people WHERE doc_id = ?1", [doc_s])?;
+            let only = p.only.as_ref().map(json_array);
+            tx.execute(
+                "DELETE FROM people WHERE doc_id = ?1 AND (?2 IS NULL OR person_id IN (SELECT value FROM json_each(?2)))",
+                params![doc_s, only],
+            )?;
             let mut ins = tx.prepare_cached(
                 "INSERT INTO people (person_id, doc_id, posyandu, name, sex, birth_date, mother_name, nik, registered_by,
                     registered_at, mother_nik, address, rt, rw, pregnant, kia_book, merged_into, invalid)
@@ -690,6 +706,11 @@ fn scope_list(scope: &Scope) -> String {
     // statement text constant for any scope size.
     let ids: Vec<&str> = scope.posyandu().map(|p| p.as_str()).collect();
     serde_json_like_array(&ids)
+}
+
+/// Record ids as a JSON array for `json_each` (escaped: record keys come from devices).
+fn json_array(ids: impl serde::Serialize) -> String {
+    serde_json::to_string(&ids).unwrap_or_else(|_| "[]".into())
 }
 
 fn serde_json_like_array(ids: &[&str]) -> String {

@@ -335,7 +335,8 @@ async fn push_tx(
             if let Some(p) = &merged.projection {
                 write_projection(tx, push.doc, push.posyandu.as_str(), p).await?;
             }
-            write_conflicts(tx, push.doc, push.posyandu.as_str(), &merged.conflicts, now).await?;
+            let only = merged.projection.as_ref().and_then(|p| p.only.as_deref());
+            write_conflicts(tx, push.doc, push.posyandu.as_str(), &merged.conflicts, only, now).await?;
             pending.push(Pending {
                 doc: doc_s.clone(),
                 kind: push.kind.code(),
@@ -364,17 +365,26 @@ async fn push_tx(
     Ok((acks, kept))
 }
 
+/// Replace a document's rows in the conflict index with `conflicts`: all of them, or (with
+/// `only`) those of the records it names, the rest staying as they are.
 async fn write_conflicts(
     tx: &Transaction<'_>,
     doc: DocId,
     posyandu: &str,
     conflicts: &[posync_model::FieldConflict],
+    only: Option<&[String]>,
     now: i64,
 ) -> Result<(), StoreError> {
     let doc_s = doc.to_string();
     let rows = rows::conflict_index_rows(doc, conflicts)?;
     let keep: Vec<&str> = rows.iter().map(|r| r.id.as_str()).collect();
-    tx.execute("DELETE FROM conflicts WHERE doc_id = $1 AND NOT (conflict_id = ANY($2))", &[&doc_s, &keep]).await?;
+    let only: Option<Vec<&str>> = only.map(|ids| ids.iter().map(String::as_str).collect());
+    tx.execute(
+        "DELETE FROM conflicts WHERE doc_id = $1 AND NOT (conflict_id = ANY($2))
+             AND ($3::text[] IS NULL OR record_id = ANY($3))",
+        &[&doc_s, &keep, &only],
+    )
+    .await?;
     if rows.is_empty() {
         return Ok(());
     }
@@ -415,12 +425,19 @@ async fn write_projection(tx: &Transaction<'_>, doc: DocId, posyandu: &str, p: &
             if taken_elsewhere(tx, "visits", "visit_id", &ids, doc_s).await? {
                 return Err(StoreError::IdCollision { doc, what: "a visit id".into() });
             }
+            // The rows of the records projected again: all of the document's, or `only` those.
+            let only: Option<Vec<&str>> = p.only.as_ref().map(|ids| ids.iter().map(String::as_str).collect());
             tx.execute(
-                "DELETE FROM visit_immunisations WHERE visit_id IN (SELECT visit_id FROM visits WHERE doc_id = $1)",
-                &[&doc_s],
+                "DELETE FROM visit_immunisations WHERE visit_id IN (SELECT visit_id FROM visits WHERE doc_id = $1
+                     AND ($2::text[] IS NULL OR visit_id = ANY($2)))",
+                &[&doc_s, &only],
             )
             .await?;
-            tx.execute("DELETE FROM visits WHERE doc_id = $1", &[&doc_s]).await?;
+            tx.execute(
+                "DELETE FROM visits WHERE doc_id = $1 AND ($2::text[] IS NULL OR visit_id = ANY($2))",
+                &[&doc_s, &only],
+            )
+            .await?;
             let date = format_date(*date);
             let mut columns = vec![
                 "visit_id",
@@ -487,7 +504,12 @@ async fn write_projection(tx: &Transaction<'_>, doc: DocId, posyandu: &str, p: &
             if taken_elsewhere(tx, "people", "person_id", &ids, doc_s).await? {
                 return Err(StoreError::IdCollision { doc, what: "a person id".into() });
             }
-            tx.execute("DELETE FROM people WHERE doc_id = $1", &[&doc_s]).await?;
+            let only: Option<Vec<&str>> = p.only.as_ref().map(|ids| ids.iter().map(String::as_str).collect());
+            tx.execute(
+                "DELETE FROM people WHERE doc_id = $1 AND ($2::text[] IS NULL OR person_id = ANY($2))",
+                &[&doc_s, &only],
+            )
+            .await?;
             let columns = [
                 "person_id",
                 "doc_id",
@@ -671,7 +693,7 @@ async fn commit_server_change(
 ) -> Result<u64, StoreError> {
     let doc_s = doc.to_string();
     write_projection(tx, doc, posyandu, &changed.projection).await?;
-    write_conflicts(tx, doc, posyandu, &changed.conflicts, now).await?;
+    write_conflicts(tx, doc, posyandu, &changed.conflicts, None, now).await?;
     let pending = Pending {
         doc: doc_s,
         kind: kind.code(),

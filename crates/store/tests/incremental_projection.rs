@@ -1,0 +1,172 @@
+//! A merge re-projects only the records it touched (`core::touched_records`). Property: after
+//! any sequence of captures, concurrent edits and syncs on three phones, the projection and
+//! conflict index built merge by merge from those partial projections equal a full rebuild
+//! of the merged document.
+
+use automerge::Automerge;
+use posync_model::doc::{self, DocMeta};
+use posync_model::{DeviceId, Field, FieldConflict, FieldValue, Heads, LifeGroup, PersonId, Sex, Visit, VisitId};
+use posync_proto::{DocPush, Limits};
+use posync_store::core::{self, Existing, Projection, Records};
+use proptest::prelude::*;
+use std::collections::BTreeMap;
+
+const NOW: i64 = 1_795_395_600;
+
+#[derive(Clone, Debug)]
+enum Step {
+    Record { phone: usize },
+    Weigh { phone: usize, pick: usize, grams: i64 },
+    Immunise { phone: usize, pick: usize },
+    Note { phone: usize, pick: usize },
+    Sync { phone: usize },
+}
+
+fn step() -> impl Strategy<Value = Step> {
+    prop_oneof![
+        (0..3usize).prop_map(|phone| Step::Record { phone }),
+        (0..3usize, any::<usize>(), 3_000..20_000i64).prop_map(|(phone, pick, grams)| Step::Weigh {
+            phone,
+            pick,
+            grams
+        }),
+        (0..3usize, any::<usize>()).prop_map(|(phone, pick)| Step::Immunise { phone, pick }),
+        (0..3usize, any::<usize>()).prop_map(|(phone, pick)| Step::Note { phone, pick }),
+        (0..3usize).prop_map(|phone| Step::Sync { phone }),
+    ]
+}
+
+fn new_visit(device: DeviceId, n: usize) -> Visit {
+    Visit {
+        visit_id: VisitId::new_random(),
+        person_id: PersonId::new_random(),
+        name: format!("Anak {n}"),
+        sex: Sex::Female,
+        birth_date: time::macros::date!(2024 - 06 - 15),
+        weight_g: Some(9_000),
+        length_mm: Some(800),
+        lying: Some(true),
+        head_circ_mm: None,
+        muac_mm: None,
+        immunisations: BTreeMap::new(),
+        vitamin_a: None,
+        notes: String::new(),
+        group: LifeGroup::Balita,
+        services: BTreeMap::new(),
+        recorded_by: device,
+        recorded_at: NOW,
+    }
+}
+
+/// The rows a store holds for a document, kept up to date from each merge's projection.
+#[derive(Default, Debug, PartialEq)]
+struct Rows {
+    visits: BTreeMap<String, (Visit, Option<String>)>,
+    conflicts: BTreeMap<String, Vec<FieldConflict>>,
+}
+
+impl Rows {
+    fn apply(&mut self, p: &Projection, conflicts: &[FieldConflict]) {
+        match &p.only {
+            None => *self = Rows::default(),
+            Some(ids) => {
+                for id in ids {
+                    self.visits.remove(id);
+                    self.conflicts.remove(id);
+                }
+            }
+        }
+        let Records::Visits { visits, .. } = &p.records else { panic!("a session projects visits") };
+        for v in visits {
+            let id = v.visit_id.to_string();
+            self.visits.insert(id.clone(), (v.clone(), p.invalid.get(&id).cloned()));
+        }
+        for c in conflicts {
+            self.conflicts.entry(c.record_id.clone()).or_default().push(c.clone());
+        }
+    }
+
+    fn rebuilt(am: &Automerge) -> Rows {
+        let meta = doc::read_meta(am).expect("meta");
+        let mut rows = Rows::default();
+        rows.apply(&core::project(am, &meta, NOW).expect("project"), &posync_model::conflicts(am).expect("conflicts"));
+        rows
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, .. ProptestConfig::default() })]
+
+    #[test]
+    fn rows_kept_merge_by_merge_equal_a_full_rebuild(steps in proptest::collection::vec(step(), 1..40)) {
+        let devices: Vec<DeviceId> = (0..3).map(|_| DeviceId::new_random()).collect();
+        let meta = DocMeta::session("melati-01".parse().expect("id"), time::macros::date!(2026 - 11 - 23));
+        let genesis = doc::genesis(&meta, devices[0].actor()).expect("genesis");
+        let mut phones: Vec<Automerge> = devices.iter().map(|d| genesis.fork().with_actor(d.actor())).collect();
+        let mut acked: Vec<Heads> = vec![Heads::empty(); 3];
+        let (mut server, mut stored): (Option<Automerge>, Vec<u8>) = (None, Vec::new());
+        let mut rows = Rows::default();
+        let mut n = 0;
+        for s in steps {
+            match s {
+                Step::Record { phone } => {
+                    n += 1;
+                    doc::record_visit(&mut phones[phone], &new_visit(devices[phone], n), NOW).expect("record");
+                }
+                // Nothing to edit yet on this phone.
+                Step::Weigh { phone, .. } | Step::Immunise { phone, .. } | Step::Note { phone, .. }
+                    if doc::visits(&phones[phone]).expect("visits").is_empty() => {}
+                Step::Weigh { phone, pick, grams } => {
+                    let v = pick_visit(&phones[phone], pick);
+                    doc::set_visit_field(&mut phones[phone], v, Field::WeightG, &FieldValue::Int(grams), NOW).expect("weigh");
+                }
+                Step::Immunise { phone, pick } => {
+                    let v = pick_visit(&phones[phone], pick);
+                    doc::give_immunisation(&mut phones[phone], v, "BCG", time::macros::date!(2026 - 11 - 23), NOW).expect("immunise");
+                }
+                Step::Note { phone, pick } => {
+                    let v = pick_visit(&phones[phone], pick);
+                    let note = FieldValue::Text(format!("catatan {phone}"));
+                    doc::set_visit_field(&mut phones[phone], v, Field::Notes, &note, NOW).expect("note");
+                }
+                Step::Sync { phone } => {
+                    let am = &phones[phone];
+                    let heads = Heads::new(am.get_heads());
+                    let base = &acked[phone];
+                    let push = DocPush {
+                        doc: meta.doc_id(),
+                        kind: meta.kind,
+                        posyandu: meta.posyandu.clone(),
+                        base: base.to_bytes(),
+                        heads: heads.to_bytes(),
+                        changes: if base.is_empty() { am.save() } else { am.save_after(base.as_slice()) },
+                    };
+                    let rules = core::Rules { device: devices[phone], limits: Limits::default(), now: NOW };
+                    let existing = server.as_ref().map(|_| Existing {
+                        kind: meta.kind,
+                        posyandu: &meta.posyandu,
+                        bytes: &stored,
+                        loaded: server.clone(),
+                    });
+                    let merged = core::merge_push(existing, &push, &rules, &mut Default::default()).expect("merge");
+                    if let (Some(saved), Some(p), Some(doc)) = (merged.saved, merged.projection.as_ref(), merged.doc) {
+                        rows.apply(p, &merged.conflicts);
+                        prop_assert_eq!(&rows, &Rows::rebuilt(&doc), "after a sync of phone {}", phone);
+                        stored = saved;
+                        server = Some(doc);
+                    }
+                    // The phone takes what the server has.
+                    if let Some(server) = &server {
+                        phones[phone].merge(&mut server.clone()).expect("pull");
+                        acked[phone] = Heads::new(server.get_heads());
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn pick_visit(am: &Automerge, pick: usize) -> VisitId {
+    let visits = doc::visits(am).expect("visits");
+    visits[pick % visits.len()].visit_id
+}
