@@ -203,6 +203,21 @@ pub fn postgres_cpu_seconds() -> f64 {
         .sum()
 }
 
+/// A code for `user`, from the server's console.
+pub fn enrolment_code(bin: &Path, db: &Path, user: &str) -> Result<String> {
+    let out = Command::new(bin)
+        .args(["admin", "--db"])
+        .arg(db)
+        .args(["enrol", user])
+        .output()
+        .context("posync admin enrol")?;
+    if !out.status.success() {
+        bail!("admin enrol {user}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).context("enrol output")?;
+    Ok(v["code"].as_str().context("code in the enrol output")?.to_owned())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -59,21 +59,6 @@ struct Args {
 const FIXTURE: &str = "fixtures/district-kota-banjar.json";
 const POSYANDU: &str = "pos-hegarsari-melati-1";
 
-/// A code for `user`, from the server's console.
-fn enrolment_code(bin: &Path, db: &Path, user: &str) -> Result<String> {
-    let out = Command::new(bin)
-        .args(["admin", "--db"])
-        .arg(db)
-        .args(["enrol", user])
-        .output()
-        .context("posync admin enrol")?;
-    if !out.status.success() {
-        bail!("admin enrol {user}: {}", String::from_utf8_lossy(&out.stderr));
-    }
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).context("enrol output")?;
-    Ok(v["code"].as_str().context("code in the enrol output")?.to_owned())
-}
-
 /// Run `bin args` with a time bound; whether it exited 0.
 async fn run_bounded(bin: &Path, args: &[&str], limit: Duration) -> Result<bool> {
     let mut child = tokio::process::Command::new(bin)
@@ -167,7 +152,8 @@ async fn main() -> Result<()> {
 
     // History at the server: another kader's earlier sessions, synced on a good link.
     let mut other = Replica::open(dir.path().join("other.sqlite"))?;
-    posync_replica::enrol(&direct, &enrolment_code(&args.server_bin, &db, "kader-0002")?, "HP", &mut other).await?;
+    posync_replica::enrol(&direct, &server::enrolment_code(&args.server_bin, &db, "kader-0002")?, "HP", &mut other)
+        .await?;
     let mut g = Generator::new(args.seed);
     for s in 1..=args.history_sessions {
         let on = DAY - time::Duration::days(7 * s as i64);
@@ -181,7 +167,8 @@ async fn main() -> Result<()> {
     // The kader's day, captured offline.
     let kader_path = dir.path().join("kader.sqlite");
     let mut kader = Replica::open(&kader_path)?;
-    posync_replica::enrol(&direct, &enrolment_code(&args.server_bin, &db, "kader-0001")?, "HP", &mut kader).await?;
+    posync_replica::enrol(&direct, &server::enrolment_code(&args.server_bin, &db, "kader-0001")?, "HP", &mut kader)
+        .await?;
     let session = kader.start_session(&p, DAY)?;
     for i in 0..args.visits {
         kader.record_visit(session, g.child_visit(), i as i64)?;
@@ -214,8 +201,13 @@ async fn main() -> Result<()> {
     // A new tablet at the puskesmas pulls everything of its posyandu.
     let tablet_path = dir.path().join("tablet.sqlite");
     let mut tablet = Replica::open(&tablet_path)?;
-    posync_replica::enrol(&direct, &enrolment_code(&args.server_bin, &db, "bidan-0001")?, "Tablet", &mut tablet)
-        .await?;
+    posync_replica::enrol(
+        &direct,
+        &server::enrolment_code(&args.server_bin, &db, "bidan-0001")?,
+        "Tablet",
+        &mut tablet,
+    )
+    .await?;
     drop(tablet);
     let proxy = FaultProxy::link(addr_of(&srv)?, link, args.seed + 1).await?;
     let tablet_s = tablet_path.to_string_lossy().to_string();

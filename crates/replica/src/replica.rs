@@ -69,6 +69,8 @@ CREATE TABLE IF NOT EXISTS visits (
 );
 CREATE INDEX IF NOT EXISTS visits_doc ON visits(doc_id);
 CREATE INDEX IF NOT EXISTS visits_posyandu_date ON visits(posyandu, session_date);
+-- A capture checks the child's previous measurement: without this, a scan of every visit.
+CREATE INDEX IF NOT EXISTS visits_person_date ON visits(person_id, session_date);
 CREATE TABLE IF NOT EXISTS people (
     person_id   TEXT PRIMARY KEY,
     doc_id      TEXT NOT NULL,
