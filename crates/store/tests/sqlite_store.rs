@@ -169,3 +169,61 @@ async fn the_audit_log_refuses_insert_or_replace_over_an_existing_entry() {
         .expect("append");
     assert_eq!(store.audit_log(0, 10).await.expect("log").len(), 3);
 }
+
+/// Group commit: pushes committed together in one transaction. A refused push (another
+/// posyandu's document, garbage bytes) is answered with its error and leaves nothing; every
+/// other push of the group is stored and acknowledged, and all of it survives reopening.
+#[tokio::test]
+async fn a_refused_push_in_a_commit_group_leaves_nothing_and_holds_back_no_other() {
+    let dir = tempfile::tempdir().expect("dir");
+    let path = dir.path().join("s.sqlite");
+    let store = SqliteStore::open(&path).expect("open");
+    let melati = Scope::new([p("melati")]);
+    let mut requests = Vec::new();
+    let mut expected = Vec::new();
+    for n in 0..12 {
+        let device = DeviceId::new_random();
+        let am = new_session(&p("melati"), day(n), device);
+        let mut push = push_of(&am, &Heads::empty());
+        let refused = n % 4 == 1;
+        if n % 4 == 1 {
+            push.changes = b"\x85\x6f\x4a\x83 not automerge".to_vec();
+        }
+        expected.push((push.doc, refused));
+        requests.push((device, melati.clone(), vec![push], 5));
+    }
+    // A session reusing the first session's visit id: refused (`id_collision`) only once its
+    // document and feed rows are written, which the push's savepoint must take back.
+    let first_device = DeviceId::new_random();
+    let first = new_session(&p("melati"), day(0), first_device);
+    let taken = doc::visits(&first).expect("visits")[0].visit_id;
+    requests[0] = (first_device, melati.clone(), vec![push_of(&first, &Heads::empty())], 5);
+    expected[0].0 = doc::read_meta(&first).expect("meta").doc_id();
+    let copier = DeviceId::new_random();
+    let mut copy = doc::genesis(&DocMeta::session(p("melati"), day(40)), copier.actor()).expect("genesis");
+    let mut visit = doc::visits(&first).expect("visits")[0].clone();
+    visit.visit_id = taken;
+    visit.recorded_by = copier;
+    doc::record_visit(&mut copy, &visit, 5).expect("record");
+    requests.push((copier, melati.clone(), vec![push_of(&copy, &Heads::empty())], 5));
+    expected.push((doc::read_meta(&copy).expect("meta").doc_id(), true));
+    // Another posyandu's document, outside the pushing device's scope.
+    let outsider = DeviceId::new_random();
+    let mawar = new_session(&p("mawar"), day(0), outsider);
+    requests.push((outsider, melati.clone(), vec![push_of(&mawar, &Heads::empty())], 5));
+    expected.push((doc::read_meta(&mawar).expect("meta").doc_id(), true));
+
+    let answers = store.push_together(requests).await;
+    for ((doc, refused), answer) in expected.iter().zip(&answers) {
+        assert_eq!(answer.is_err(), *refused, "{doc}: {answer:?}");
+    }
+    drop(store);
+    let again = SqliteStore::open(&path).expect("reopen");
+    let both = Scope::new([p("melati"), p("mawar")]);
+    for (doc, refused) in &expected {
+        let held = again.get(*doc).await.expect("get");
+        assert_eq!(held.is_none(), *refused, "{doc}: stored exactly when acknowledged");
+    }
+    let page = again.pull(DeviceId::new_random(), both, 0, LIMITS).await.expect("pull");
+    assert_eq!(page.docs.len(), 9, "nine sessions acknowledged, nine in the feed");
+}
