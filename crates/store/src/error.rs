@@ -2,7 +2,7 @@ use posync_model::DocId;
 
 /// What went wrong in the store. Every variant except `Backend` is the caller's to fix;
 /// nothing was committed in any case.
-#[derive(Clone, Debug, thiserror::Error)]
+#[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("document {doc} is outside the caller's scope")]
     Forbidden { doc: DocId },

@@ -191,70 +191,6 @@ struct Inner {
     path: PathBuf,
     writer: Mutex<Connection>,
     readers: Mutex<Vec<Connection>>,
-    /// Pushes waiting for the writer; whoever takes it commits those waiting as one group.
-    pushes: Mutex<Vec<PushJob>>,
-}
-
-/// One request's push, waiting to be committed with others (group commit).
-struct PushJob {
-    device: DeviceId,
-    scope: Scope,
-    pushes: Vec<DocPush>,
-    now: i64,
-    reply: tokio::sync::oneshot::Sender<Result<Vec<DocAck>, StoreError>>,
-}
-
-/// Most pushes committed in one transaction.
-const GROUP_PUSHES_MAX: usize = 64;
-
-/// Commit `jobs` in one transaction (one fsync). Each runs in its own savepoint, so a
-/// refused push leaves no trace and does not hold back the others; it is answered at once.
-/// The rest are answered only after the commit, which is what acknowledges them.
-fn commit_group(conn: &mut Connection, jobs: Vec<PushJob>, limits: Limits, cache: &DocCache) {
-    let mut tx = match conn.transaction_with_behavior(TransactionBehavior::Immediate) {
-        Ok(tx) => tx,
-        Err(e) => {
-            let e = StoreError::from(e);
-            for job in jobs {
-                let _ = job.reply.send(Err(e.clone()));
-            }
-            return;
-        }
-    };
-    let mut done = Vec::with_capacity(jobs.len());
-    for job in jobs {
-        let result = match tx.savepoint() {
-            Ok(sp) => match push_tx(&sp, job.device, &job.scope, &job.pushes, job.now, limits, cache) {
-                Ok(out) => sp.commit().map(|()| out).map_err(StoreError::from),
-                // Dropping the savepoint rolls this push back.
-                Err(e) => Err(e),
-            },
-            Err(e) => Err(e.into()),
-        };
-        match result {
-            Ok((acks, merged)) => done.push((job.reply, acks, merged)),
-            Err(e) => {
-                let _ = job.reply.send(Err(e));
-            }
-        }
-    }
-    match tx.commit() {
-        Ok(()) => {
-            for (reply, acks, merged) in done {
-                // Only what committed is kept loaded.
-                for (doc, am, saved) in merged {
-                    cache.put(doc, &am, saved);
-                }
-                let _ = reply.send(Ok(acks));
-            }
-        }
-        Err(e) => {
-            let e = StoreError::from(e);
-            for (reply, _, _) in done {
-                let _ = reply.send(Err(e.clone()));
-            }
-        }
-    }
 }
 
 /// SQLite-backed [`Store`]. Cheap to clone.
@@ -305,46 +241,10 @@ impl SqliteStore {
         let mut writer = open_conn(&path)?;
         migrate(&mut writer)?;
         Ok(Self {
-            inner: Arc::new(Inner {
-                path,
-                writer: Mutex::new(writer),
-                readers: Mutex::new(Vec::new()),
-                pushes: Mutex::new(Vec::new()),
-            }),
+            inner: Arc::new(Inner { path, writer: Mutex::new(writer), readers: Mutex::new(Vec::new()) }),
             limits: Limits::default(),
             cache: Arc::new(DocCache::default()),
         })
-    }
-
-    /// Commit these pushes (device, scope, documents, now) as one group, in one transaction,
-    /// as concurrent pushes are: each refused push is answered at once and leaves nothing;
-    /// the others are answered after the one commit. Answers are in request order.
-    pub async fn push_together(
-        &self,
-        requests: Vec<(DeviceId, Scope, Vec<DocPush>, i64)>,
-    ) -> Vec<Result<Vec<DocAck>, StoreError>> {
-        let mut answers = Vec::with_capacity(requests.len());
-        let mut jobs = Vec::with_capacity(requests.len());
-        for (device, scope, pushes, now) in requests {
-            let (reply, answer) = tokio::sync::oneshot::channel();
-            jobs.push(PushJob { device, scope, pushes, now, reply });
-            answers.push(answer);
-        }
-        let (inner, cache, limits) = (self.inner.clone(), self.cache.clone(), self.limits);
-        let ran = tokio::task::spawn_blocking(move || {
-            let mut conn = inner.writer.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            commit_group(&mut conn, jobs, limits, &cache);
-        })
-        .await;
-        let mut out = Vec::with_capacity(answers.len());
-        for answer in answers {
-            out.push(match (&ran, answer.await) {
-                (Err(e), _) => Err(StoreError::Backend(format!("writer task: {e}"))),
-                (Ok(()), Ok(result)) => result,
-                (Ok(()), Err(_)) => Err(StoreError::Backend("push dropped by its commit group".into())),
-            });
-        }
-        out
     }
 
     /// Keep at most about `bytes_max` of loaded documents between requests (0: none).
@@ -462,7 +362,7 @@ impl SqliteStore {
 type Merged = Vec<(DocId, automerge::Automerge, usize)>;
 
 fn push_tx(
-    tx: &Connection,
+    tx: &Transaction<'_>,
     device: DeviceId,
     scope: &Scope,
     pushes: &[DocPush],
@@ -551,7 +451,7 @@ fn push_tx(
 /// Replace a document's rows in the conflict index with `conflicts`: all of them, or (with
 /// `only`) those of the records it names, the rest staying as they are.
 fn write_conflicts(
-    tx: &Connection,
+    tx: &Transaction<'_>,
     doc: DocId,
     posyandu: &str,
     conflicts: &[posync_model::FieldConflict],
@@ -682,7 +582,7 @@ fn merge_tx(
 /// The first of `ids` that already names a row of `table` in another document: ids are
 /// unique across documents, and a push that reuses one is refused (`id_collision`).
 fn taken_elsewhere(
-    tx: &Connection,
+    tx: &Transaction<'_>,
     table: &str,
     column: &str,
     ids: &[String],
@@ -694,7 +594,7 @@ fn taken_elsewhere(
     Ok(tx.query_row(&sql, params![list, doc_s], |_| Ok(())).optional()?.is_some())
 }
 
-fn write_projection(tx: &Connection, doc: DocId, posyandu: &str, p: &Projection) -> Result<(), StoreError> {
+fn write_projection(tx: &Transaction<'_>, doc: DocId, posyandu: &str, p: &Projection) -> Result<(), StoreError> {
     let doc_s = &doc.to_string();
     let invalid = |id: &str| p.invalid.get(id).cloned();
     match &p.records {
@@ -950,31 +850,19 @@ impl Store for SqliteStore {
         pushes: Vec<DocPush>,
         now: i64,
     ) -> Result<Vec<DocAck>, StoreError> {
-        // Group commit: queue the push, then take the writer; whoever holds it commits every
-        // push waiting (this one, unless an earlier holder already took it) in one transaction.
-        let (reply, answer) = tokio::sync::oneshot::channel();
-        self.inner.pushes.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(PushJob {
-            device,
-            scope,
-            pushes,
-            now,
-            reply,
-        });
-        let (inner, cache, limits) = (self.inner.clone(), self.cache.clone(), self.limits);
-        tokio::task::spawn_blocking(move || {
-            let mut conn = inner.writer.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            let jobs: Vec<PushJob> = {
-                let mut waiting = inner.pushes.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-                let n = waiting.len().min(GROUP_PUSHES_MAX);
-                waiting.drain(..n).collect()
-            };
-            if !jobs.is_empty() {
-                commit_group(&mut conn, jobs, limits, &cache);
+        let limits = self.limits;
+        let cache = self.cache.clone();
+        self.write(move |conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let (acks, merged) = push_tx(&tx, device, &scope, &pushes, now, limits, &cache)?;
+            tx.commit()?;
+            // Only what committed is kept.
+            for (doc, am, saved) in merged {
+                cache.put(doc, &am, saved);
             }
+            Ok(acks)
         })
         .await
-        .map_err(|e| StoreError::Backend(format!("writer task: {e}")))?;
-        answer.await.map_err(|_| StoreError::Backend("push dropped by its commit group".into()))?
     }
 
     async fn forget_device_heads(&self, device: DeviceId, keep: Vec<DocId>) -> Result<(), StoreError> {
