@@ -151,7 +151,9 @@ fn kill_9_during_capture_loses_no_confirmed_visit() {
     let mut rng = StdRng::seed_from_u64(11);
     let mut confirmed = BTreeSet::new();
     let mut killed = 0;
-    for i in 0..40 {
+    // Past two whole saves: a capture is appended as a change chunk, and every 64th one
+    // rewrites the document whole (replica::stored::CHUNKS_MAX); kills land on both.
+    for i in 0..140 {
         let mut child = Command::new(env!("CARGO_BIN_EXE_posync"))
             .args(["kader", "record", "--posyandu", "melati-01", "--date", "2026-11-23", "--sex", "F"])
             .args(["--birth-date", "2025-06-01", "--weight-g", "8500", "--length-mm", "720"])
@@ -181,6 +183,16 @@ fn kill_9_during_capture_loses_no_confirmed_visit() {
     let phone = Replica::open(&replica).expect("replica opens after kills");
     let held: BTreeSet<String> = posync_testkit::visit_ids(&phone).into_iter().collect();
     assert!(confirmed.is_subset(&held), "every confirmed capture survived");
+    // The stored document (last whole save plus appended chunks) holds exactly the visits
+    // the phone lists.
+    let session =
+        posync_model::DocId::for_session(&"melati-01".parse().expect("id"), time::macros::date!(2026 - 11 - 23));
+    let in_doc: BTreeSet<String> = posync_model::doc::visits(&phone.doc(session).expect("the document loads"))
+        .expect("visits")
+        .iter()
+        .map(|v| v.visit_id.to_string())
+        .collect();
+    assert_eq!(in_doc, held, "document and list agree");
     assert!(killed > 0 && !confirmed.is_empty(), "the test killed some captures ({killed}) and confirmed others");
     eprintln!("{killed} captures killed, {} confirmed, {} on the phone", confirmed.len(), held.len());
 }
