@@ -2,7 +2,8 @@
 //! byte counts reported here are exactly the bodies on the wire.
 
 use crate::error::ReplicaError;
-use crate::replica::{Credential, Replica, RoundPlan};
+use crate::link::RoundPlan;
+use crate::replica::{Credential, Replica};
 use posync_proto::{
     AccessToken, CONTENT_TYPE, EnrolRequest, EnrolResponse, ErrorBody, ErrorCode, Limits, RefreshRequest, SyncRequest,
     SyncResponse, decode_response, encode_body, gunzip_bounded,

@@ -12,11 +12,11 @@
 
 mod client;
 mod error;
+mod link;
 mod replica;
 mod stored;
 
 pub use client::{HttpSync, RetryPolicy, SyncReport, WireBytes, enrol, refuses_document};
 pub use error::ReplicaError;
-pub use replica::{
-    ApplyReport, Credential, NewPerson, NewVisit, PAGE_BUDGET_MIN, Replica, RoundPlan, SyncLock, VisitRow, marker_path,
-};
+pub use link::{PAGE_BUDGET_MIN, RoundPlan};
+pub use replica::{ApplyReport, Credential, NewPerson, NewVisit, Replica, SyncLock, VisitRow, marker_path};
