@@ -361,40 +361,32 @@ impl SqliteStore {
 /// Documents merged by a push, to keep loaded once it commits.
 type Merged = Vec<(DocId, automerge::Automerge, usize)>;
 
-/// One pushed document, merged against the stored state it was read at.
-struct Planned {
-    /// The stored heads the merge started from; `None`: the document was not stored.
-    stored_heads: Option<Vec<u8>>,
-    merged: core::Merged,
-}
-
-/// Read and merge every pushed document (the CPU-heavy half of a push). Runs on a read
-/// snapshot, outside the single writer, so several requests merge at once; `write_push`
-/// then writes the result only if no document moved meanwhile.
-fn plan_push(
-    conn: &Connection,
+fn push_tx(
+    tx: &Transaction<'_>,
     device: DeviceId,
     scope: &Scope,
     pushes: &[DocPush],
     now: i64,
     limits: Limits,
     cache: &DocCache,
-) -> Result<Vec<Planned>, StoreError> {
+) -> Result<(Vec<DocAck>, Merged), StoreError> {
+    let mut kept = Vec::new();
     let rules = core::Rules { device, limits, now };
     let mut used = posync_model::guard::Usage::default();
     let mut seen = HashSet::new();
-    let mut planned = Vec::with_capacity(pushes.len());
+    let mut acks = Vec::with_capacity(pushes.len());
+    let device_s = device.to_string();
     for push in pushes {
         let doc_s = push.doc.to_string();
         if !seen.insert(push.doc) {
             return Err(StoreError::DuplicateDoc { doc: push.doc });
         }
-        let stored: Option<(String, String, Vec<u8>, Vec<u8>)> = conn
+        let stored: Option<(String, String, Vec<u8>, Vec<u8>)> = tx
             .query_row("SELECT kind, posyandu, bytes, heads FROM docs WHERE doc_id = ?1", [&doc_s], |r| {
                 Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
             })
             .optional()?;
-        let merged = match &stored {
+        let mut merged = match &stored {
             Some((kind, posyandu, bytes, heads)) => {
                 let posyandu =
                     posyandu.parse().map_err(|_| StoreError::Backend(format!("doc {doc_s}: bad posyandu")))?;
@@ -412,37 +404,6 @@ fn plan_push(
                 core::merge_push(None, push, &rules, &mut used)?
             }
         };
-        planned.push(Planned { stored_heads: stored.map(|s| s.3), merged });
-    }
-    Ok(planned)
-}
-
-/// Whether every planned document is still stored exactly as it was merged against.
-fn still_current(tx: &Connection, pushes: &[DocPush], planned: &[Planned]) -> Result<bool, StoreError> {
-    let mut heads = tx.prepare_cached("SELECT heads FROM docs WHERE doc_id = ?1")?;
-    for (push, plan) in pushes.iter().zip(planned) {
-        let now: Option<Vec<u8>> = heads.query_row([push.doc.to_string()], |r| r.get(0)).optional()?;
-        if now != plan.stored_heads {
-            return Ok(false);
-        }
-    }
-    Ok(true)
-}
-
-/// Write planned merges: feed, document, projection, conflicts, the device's acknowledged
-/// heads. Inside the writer's transaction.
-fn write_push(
-    tx: &Connection,
-    device: DeviceId,
-    pushes: &[DocPush],
-    planned: Vec<Planned>,
-    now: i64,
-) -> Result<(Vec<DocAck>, Merged), StoreError> {
-    let mut kept = Vec::new();
-    let mut acks = Vec::with_capacity(pushes.len());
-    let device_s = device.to_string();
-    for (push, Planned { stored_heads, mut merged }) in pushes.iter().zip(planned) {
-        let doc_s = push.doc.to_string();
         if let Some(saved) = &merged.saved {
             if let Some(am) = merged.doc.take() {
                 kept.push((push.doc, am, saved.len()));
@@ -465,7 +426,7 @@ fn write_push(
             let only = merged.projection.as_ref().and_then(|p| p.only.as_deref());
             write_conflicts(tx, push.doc, push.posyandu.as_str(), &merged.conflicts, only, now)?;
         }
-        if stored_heads.is_none() && merged.saved.is_none() {
+        if stored.is_none() && merged.saved.is_none() {
             // An empty push for a document nobody has: acknowledge it, record nothing.
             acks.push(DocAck { doc: push.doc, heads: merged.device_heads.to_bytes() });
             continue;
@@ -490,7 +451,7 @@ fn write_push(
 /// Replace a document's rows in the conflict index with `conflicts`: all of them, or (with
 /// `only`) those of the records it names, the rest staying as they are.
 fn write_conflicts(
-    tx: &Connection,
+    tx: &Transaction<'_>,
     doc: DocId,
     posyandu: &str,
     conflicts: &[posync_model::FieldConflict],
@@ -621,7 +582,7 @@ fn merge_tx(
 /// The first of `ids` that already names a row of `table` in another document: ids are
 /// unique across documents, and a push that reuses one is refused (`id_collision`).
 fn taken_elsewhere(
-    tx: &Connection,
+    tx: &Transaction<'_>,
     table: &str,
     column: &str,
     ids: &[String],
@@ -633,7 +594,7 @@ fn taken_elsewhere(
     Ok(tx.query_row(&sql, params![list, doc_s], |_| Ok(())).optional()?.is_some())
 }
 
-fn write_projection(tx: &Connection, doc: DocId, posyandu: &str, p: &Projection) -> Result<(), StoreError> {
+fn write_projection(tx: &Transaction<'_>, doc: DocId, posyandu: &str, p: &Projection) -> Result<(), StoreError> {
     let doc_s = &doc.to_string();
     let invalid = |id: &str| p.invalid.get(id).cloned();
     match &p.records {
@@ -891,28 +852,9 @@ impl Store for SqliteStore {
     ) -> Result<Vec<DocAck>, StoreError> {
         let limits = self.limits;
         let cache = self.cache.clone();
-        let pushes = Arc::new(pushes);
-        // Merge on a read snapshot, outside the single writer: several requests merge at
-        // once. A refusal there is decided again under the writer (the snapshot may predate
-        // what the push depends on).
-        let planned = {
-            let (cache, scope, pushes) = (cache.clone(), scope.clone(), pushes.clone());
-            self.read(move |conn| {
-                let tx = conn.transaction()?;
-                plan_push(&tx, device, &scope, &pushes, now, limits, &cache)
-            })
-            .await
-            .ok()
-        };
         self.write(move |conn| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let planned = match planned {
-                // Nothing moved since: write what was merged.
-                Some(p) if still_current(&tx, &pushes, &p)? => p,
-                // Another push got there first (or the snapshot refused): merge again, here.
-                _ => plan_push(&tx, device, &scope, &pushes, now, limits, &cache)?,
-            };
-            let (acks, merged) = write_push(&tx, device, &pushes, planned, now)?;
+            let (acks, merged) = push_tx(&tx, device, &scope, &pushes, now, limits, &cache)?;
             tx.commit()?;
             // Only what committed is kept.
             for (doc, am, saved) in merged {
