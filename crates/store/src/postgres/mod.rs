@@ -210,16 +210,31 @@ struct Pending {
     writer: String,
 }
 
-/// Append feed rows and store the documents, as the last step of a transaction.
+/// Store the documents, then append their feed rows, as the last step of a transaction.
+/// The documents (the large write) go first, before the feed clock is taken: while it is
+/// held every other feed-adding commit waits, so only the feed rows and the documents' new
+/// positions are written under it. Until the commit no other transaction sees either.
 async fn commit_pending(tx: &Transaction<'_>, pending: &[Pending], now: i64) -> Result<Vec<i64>, StoreError> {
     if pending.is_empty() {
         return Ok(Vec::new());
     }
-    let first = take_feed_seqs(tx, pending.len()).await?;
-    let seqs: Vec<i64> = (0..pending.len() as i64).map(|i| first + i).collect();
     let docs: Vec<&str> = pending.iter().map(|p| p.doc.as_str()).collect();
     let posyandu: Vec<&str> = pending.iter().map(|p| p.posyandu.as_str()).collect();
     let heads: Vec<&[u8]> = pending.iter().map(|p| p.heads.as_slice()).collect();
+    let kinds: Vec<&str> = pending.iter().map(|p| p.kind).collect();
+    let bytes: Vec<&[u8]> = pending.iter().map(|p| p.bytes.as_slice()).collect();
+    // A new document's position is set below, under the clock; 0 meanwhile.
+    tx.execute(
+        "INSERT INTO docs (doc_id, kind, posyandu, seq, heads, bytes, updated_at)
+         SELECT d, k, p, 0, h, b, $6
+         FROM UNNEST($1::text[], $2::text[], $3::text[], $4::bytea[], $5::bytea[]) AS t(d, k, p, h, b)
+         ON CONFLICT (doc_id) DO UPDATE
+         SET heads = EXCLUDED.heads, bytes = EXCLUDED.bytes, updated_at = EXCLUDED.updated_at",
+        &[&docs, &kinds, &posyandu, &heads, &bytes, &now],
+    )
+    .await?;
+    let first = take_feed_seqs(tx, pending.len()).await?;
+    let seqs: Vec<i64> = (0..pending.len() as i64).map(|i| first + i).collect();
     let writers: Vec<&str> = pending.iter().map(|p| p.writer.as_str()).collect();
     tx.execute(
         "INSERT INTO feed (seq, doc_id, posyandu, heads, device_id, at)
@@ -227,16 +242,9 @@ async fn commit_pending(tx: &Transaction<'_>, pending: &[Pending], now: i64) -> 
         &[&seqs, &docs, &posyandu, &heads, &writers, &now],
     )
     .await?;
-    let kinds: Vec<&str> = pending.iter().map(|p| p.kind).collect();
-    let bytes: Vec<&[u8]> = pending.iter().map(|p| p.bytes.as_slice()).collect();
-    // One statement for the batch: this runs while the feed clock is held.
     tx.execute(
-        "INSERT INTO docs (doc_id, kind, posyandu, seq, heads, bytes, updated_at)
-         SELECT d, k, p, s, h, b, $7
-         FROM UNNEST($1::text[], $2::text[], $3::text[], $4::bigint[], $5::bytea[], $6::bytea[]) AS t(d, k, p, s, h, b)
-         ON CONFLICT (doc_id) DO UPDATE
-         SET seq = EXCLUDED.seq, heads = EXCLUDED.heads, bytes = EXCLUDED.bytes, updated_at = EXCLUDED.updated_at",
-        &[&docs, &kinds, &posyandu, &seqs, &heads, &bytes, &now],
+        "UPDATE docs SET seq = t.s FROM UNNEST($1::text[], $2::bigint[]) AS t(d, s) WHERE docs.doc_id = t.d",
+        &[&docs, &seqs],
     )
     .await?;
     Ok(seqs)
