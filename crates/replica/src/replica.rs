@@ -872,9 +872,13 @@ impl Replica {
             report.acked += n;
         }
         let mut cursor_ok = true;
+        // Documents to keep loaded once this answer is committed.
+        let mut keep = Vec::new();
         for pull in &resp.docs {
             let server_heads = Heads::from_bytes(&pull.heads).map_err(|e| ReplicaError::BadResponse(e.to_string()))?;
-            let held = load_doc(&tx, pull.doc)?;
+            let held = self.loaded.take(&tx, pull.doc)?;
+            let before = held.as_ref().map(|h| Heads::new(h.get_heads()));
+            let mut rebuilt = false;
             let mut am = held.clone().unwrap_or_else(Automerge::new);
             am.set_actor(actor.clone());
             let bad = |e: &dyn std::fmt::Display| ReplicaError::BadResponse(format!("doc {}: {e}", pull.doc));
@@ -888,6 +892,7 @@ impl Replica {
                     let mine = held.as_ref().ok_or_else(|| bad(&"no local copy"))?;
                     let acked = server_heads_of(&tx, pull.doc)?;
                     am = rebuilt_on(mine, &acked, actor.clone(), unix_now())?;
+                    rebuilt = true;
                     guard::apply(&mut am, &pull.changes, &guard::Budget::PULL, &mut used).map_err(|e| bad(&e))?
                 }
                 Err(e) => return Err(bad(&e)),
@@ -909,12 +914,21 @@ impl Replica {
             if meta.kind != pull.kind || meta.posyandu != pull.posyandu {
                 return Err(ReplicaError::BadResponse(format!("doc {} identity differs from its content", pull.doc)));
             }
-            save_doc(&tx, pull.doc, &am, false)?;
+            // A sync costs what it brought: the pulled changes are appended and only the
+            // records they reach projected again, unless the document is new here (or was
+            // rebuilt), which is saved and projected whole.
+            match before.filter(|_| !rebuilt).and_then(|b| doc::touched_records(&am, meta.kind, &b).map(|t| (b, t))) {
+                Some((b, touched)) => stored::save_pulled(&tx, pull.doc, &am, b.as_slice(), &touched)?,
+                None => {
+                    save_doc(&tx, pull.doc, &am, false)?;
+                }
+            }
             tx.execute(
                 "UPDATE docs SET server_heads = ?2, dirty = (heads != ?2), piece = ?3 WHERE doc_id = ?1",
                 params![pull.doc.to_string(), server_heads.to_bytes(), pull.piece],
             )?;
             report.pulled += 1;
+            keep.push((pull.doc, am));
         }
         let cursor = if cursor_ok && !restart { resp.cursor } else { 0 };
         report.cursor = cursor;
@@ -923,6 +937,9 @@ impl Replica {
             [cursor.to_string()],
         )?;
         tx.commit()?;
+        for (id, am) in keep {
+            self.loaded.keep(id, am);
+        }
         Ok(report)
     }
 

@@ -119,35 +119,74 @@ pub fn save_capture(
     whole_from_bytes: usize,
 ) -> Result<usize, ReplicaError> {
     let doc_s = id.to_string();
-    let chunks: i64 = tx.query_row("SELECT chunks FROM docs WHERE doc_id = ?1", [&doc_s], |r| r.get(0))?;
-    let heads = Heads::new(am.get_heads()).to_bytes();
-    let delta = am.save_after(before);
-    let appended = stored_len(tx, id)?.saturating_add(delta.len());
-    let size = if chunks + 1 >= CHUNKS_MAX || appended > whole_from_bytes {
-        let saved = am.save();
-        tx.execute(
-            "UPDATE docs SET bytes = ?2, heads = ?3, dirty = 1, chunks = 0 WHERE doc_id = ?1",
-            params![doc_s, saved, heads],
-        )?;
-        drop_chunks(tx, &doc_s)?;
-        saved.len()
-    } else {
-        tx.execute(
-            "INSERT OR REPLACE INTO doc_chunks (doc_id, n, bytes) VALUES (?1, ?2, ?3)",
-            params![doc_s, chunks, delta],
-        )?;
-        tx.execute(
-            "UPDATE docs SET heads = ?2, dirty = 1, chunks = chunks + 1 WHERE doc_id = ?1",
-            params![doc_s, heads],
-        )?;
-        appended
-    };
+    let size = append(tx, id, am, before, whole_from_bytes)?;
+    tx.execute("UPDATE docs SET dirty = 1 WHERE doc_id = ?1", [&doc_s])?;
     let meta = doc::read_meta(am)?;
     match touched {
         Touched::Visit(v) => project_visit(tx, &doc_s, &meta, am, v)?,
         Touched::Person(p) => project_person(tx, &doc_s, &meta, am, p)?,
     }
     Ok(size)
+}
+
+/// Store the changes of `am` after `before`: appended to the stored bytes as one change
+/// chunk, or the document saved whole every [`CHUNKS_MAX`] appends and whenever the
+/// appended form would pass `whole_from_bytes`. Sets the stored heads; returns the stored size.
+fn append(
+    tx: &Transaction<'_>,
+    id: DocId,
+    am: &Automerge,
+    before: &[ChangeHash],
+    whole_from_bytes: usize,
+) -> Result<usize, ReplicaError> {
+    let doc_s = id.to_string();
+    let chunks: i64 = tx.query_row("SELECT chunks FROM docs WHERE doc_id = ?1", [&doc_s], |r| r.get(0))?;
+    let heads = Heads::new(am.get_heads()).to_bytes();
+    let delta = am.save_after(before);
+    let appended = stored_len(tx, id)?.saturating_add(delta.len());
+    if chunks + 1 >= CHUNKS_MAX || appended > whole_from_bytes {
+        let saved = am.save();
+        tx.execute(
+            "UPDATE docs SET bytes = ?2, heads = ?3, chunks = 0 WHERE doc_id = ?1",
+            params![doc_s, saved, heads],
+        )?;
+        drop_chunks(tx, &doc_s)?;
+        return Ok(saved.len());
+    }
+    tx.execute(
+        "INSERT OR REPLACE INTO doc_chunks (doc_id, n, bytes) VALUES (?1, ?2, ?3)",
+        params![doc_s, chunks, delta],
+    )?;
+    tx.execute("UPDATE docs SET heads = ?2, chunks = chunks + 1 WHERE doc_id = ?1", params![doc_s, heads])?;
+    Ok(appended)
+}
+
+/// Store pulled changes to a document held here: appended like a capture, and only the
+/// records they reach (`records`, ids in the document's collection) projected again.
+/// `dirty` is left to the caller, which knows the server's heads.
+pub fn save_pulled(
+    tx: &Transaction<'_>,
+    id: DocId,
+    am: &Automerge,
+    before: &[ChangeHash],
+    records: &[String],
+) -> Result<(), ReplicaError> {
+    append(tx, id, am, before, usize::MAX)?;
+    let meta = doc::read_meta(am)?;
+    let doc_s = id.to_string();
+    for record in records {
+        match meta.kind {
+            DocKind::Session => {
+                let Ok(v) = record.parse() else { return Err(ReplicaError::Corrupt(id)) };
+                project_visit(tx, &doc_s, &meta, am, v)?;
+            }
+            DocKind::Registry => {
+                let Ok(p) = record.parse() else { return Err(ReplicaError::Corrupt(id)) };
+                project_person(tx, &doc_s, &meta, am, p)?;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Write a document whole and its whole projection; returns its saved size. `local` marks a

@@ -145,7 +145,7 @@ pub fn merge_push(
         });
     }
     // Work proportional to the change: only the records it reached are projected again.
-    let only = touched_records(&am, meta.kind, &before);
+    let only = doc::touched_records(&am, meta.kind, &before);
     let projection = project_records(&am, &meta, rules.now, only.as_deref()).map_err(|e| layout_error(id, e))?;
     let conflicts = match &only {
         None => posync_model::conflicts(&am),
@@ -270,67 +270,6 @@ fn check_identity(id: DocId, meta: &DocMeta, push: &DocPush) -> Result<(), Store
 }
 
 /// The relational rows of a document.
-/// The records of the document's collection that the changes after `before` reach (each
-/// record is one map under `visits` or `people`), read from those changes' operations, so
-/// the cost follows the change and a write to a losing conflict value (invisible in a diff of
-/// winning values) still counts. `None` when that cannot be narrowed down (a new document,
-/// a change outside the collection): project everything.
-pub fn touched_records(am: &Automerge, kind: DocKind, before: &Heads) -> Option<Vec<String>> {
-    use automerge::legacy::{Key, ObjectId};
-    if before.is_empty() {
-        return None;
-    }
-    let coll = kind.collection_key();
-    let coll_id = match am.get(automerge::ROOT, coll) {
-        Ok(Some((automerge::Value::Object(_), id))) => id,
-        _ => return None,
-    };
-    let mut ids = std::collections::BTreeSet::new();
-    // Each object written is looked up once.
-    let mut record_of: std::collections::HashMap<String, String> = std::collections::HashMap::new();
-    for change in am.get_changes(before.as_slice()) {
-        for op in change.decode().operations {
-            let ObjectId::Id(obj) = &op.obj else { return None };
-            let obj = obj.to_string();
-            let record = match record_of.get(&obj) {
-                Some(r) => r.clone(),
-                None => {
-                    let exid = am.import_obj(&obj).ok()?;
-                    let record = if exid == coll_id {
-                        // A record put into the collection itself.
-                        match &op.key {
-                            Key::Map(k) => k.to_string(),
-                            Key::Seq(_) => return None,
-                        }
-                    } else {
-                        record_holding(am, &exid, &coll_id)?
-                    };
-                    if exid != coll_id {
-                        record_of.insert(obj, record.clone());
-                    }
-                    record
-                }
-            };
-            ids.insert(record);
-        }
-    }
-    Some(ids.into_iter().collect())
-}
-
-/// The key, in the collection, of the record whose subtree holds `obj`.
-fn record_holding(am: &Automerge, obj: &automerge::ObjId, coll: &automerge::ObjId) -> Option<String> {
-    for parent in am.parents(obj).ok()? {
-        if &parent.obj == coll {
-            return match parent.prop {
-                automerge::Prop::Map(k) => Some(k),
-                automerge::Prop::Seq(_) => None,
-            };
-        }
-    }
-    // Walked up to the root without passing the collection: not in a record.
-    None
-}
-
 /// The whole projection of a document.
 pub fn project(am: &Automerge, meta: &DocMeta, now: i64) -> Result<Projection, posync_model::DocError> {
     project_records(am, meta, now, None)

@@ -1,7 +1,7 @@
 //! How the phone stores captures: appended to the document and saved whole now and then,
 //! with the documents being worked on kept loaded. None of it may lose or hide a capture.
 
-use posync_model::{Field, FieldValue};
+use posync_model::{Field, FieldValue, VisitId};
 use posync_replica::Replica;
 use posync_testkit::{DAY, Generator, posyandu};
 
@@ -56,4 +56,63 @@ fn a_document_kept_loaded_is_not_used_once_another_handle_wrote_the_file() {
     let fresh = Replica::open(&path).expect("third handle");
     assert_eq!(fresh.visits(session).expect("visits").len(), 5, "no capture lost to a stale copy");
     assert_eq!(fresh.doc(session).expect("doc").get_changes(&[]).len(), 6, "genesis and five captures");
+}
+
+/// A pull re-projects only the records it reaches. Three phones capture, re-weigh, note and
+/// immunise the same children in rounds, syncing in between (so concurrent edits open
+/// conflicts): each phone's list, conflict marks included, equals the list of a new phone
+/// that pulled every document whole.
+#[tokio::test]
+async fn visits_listed_after_pulls_equal_a_fresh_phones_whole_pull() {
+    use posync_testkit::{Phone, TestServer};
+    use rand::{Rng, SeedableRng};
+    let server = TestServer::start().await;
+    let p = posyandu("melati-01");
+    let mut phones: Vec<Phone> = (0..3).map(|_| Phone::kader(&server, &p)).collect();
+    let mut g = Generator::new(8);
+    let mut rng = rand::rngs::StdRng::seed_from_u64(8);
+    let first = phones[0].replica.start_session(&p, DAY).expect("session");
+    phones[0].replica.record_visit(first, g.child_visit(), 1).expect("record");
+    for round in 0..6 {
+        for (i, phone) in phones.iter_mut().enumerate() {
+            phone.sync(&server).await;
+            let session = phone.replica.start_session(&p, DAY).expect("session");
+            phone.replica.record_visit(session, g.child_visit(), round).expect("record");
+            let visits = phone.replica.all_visits().expect("visits");
+            for _ in 0..2 {
+                let v: VisitId = visits[rng.random_range(0..visits.len())].visit_id.parse().expect("id");
+                let edit = match rng.random_range(0..3) {
+                    0 => phone.replica.edit_visit(
+                        session,
+                        v,
+                        Field::WeightG,
+                        FieldValue::Int(rng.random_range(6_000..15_000)),
+                        round,
+                    ),
+                    1 => phone.replica.edit_visit(
+                        session,
+                        v,
+                        Field::Notes,
+                        FieldValue::Text(format!("catatan {i}")),
+                        round,
+                    ),
+                    _ => phone.replica.give_immunisation(session, v, "BCG", DAY, round),
+                };
+                edit.expect("edit");
+            }
+        }
+    }
+    for phone in &mut phones {
+        phone.sync(&server).await;
+    }
+    for phone in &mut phones {
+        phone.sync(&server).await;
+    }
+    let mut fresh = Phone::kader(&server, &p);
+    fresh.sync(&server).await;
+    let whole = fresh.replica.all_visits().expect("visits");
+    assert!(whole.iter().any(|v| !v.conflicts.is_empty()), "the rounds opened conflicts (the test's premise)");
+    for (i, phone) in phones.iter().enumerate() {
+        assert_eq!(phone.replica.all_visits().expect("visits"), whole, "phone {i}");
+    }
 }
