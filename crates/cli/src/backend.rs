@@ -17,6 +17,9 @@ pub struct StoreArgs {
     /// PostgreSQL connections per process.
     #[arg(long, default_value_t = posync_store::postgres::POOL_SIZE_DEFAULT)]
     pub pool_size: usize,
+    /// Memory for documents kept loaded between requests, MiB (estimated; 0: none).
+    #[arg(long, default_value_t = 64, env = "POSYNC_DOC_CACHE_MIB")]
+    pub doc_cache_mib: usize,
 }
 
 impl StoreArgs {
@@ -31,12 +34,14 @@ impl StoreArgs {
                 PgStore::connect_with(url, self.pool_size)
                     .await
                     .with_context(|| format!("connecting to {}", redact(url)))?
-                    .with_limits(limits),
+                    .with_limits(limits)
+                    .with_doc_cache_bytes(self.doc_cache_mib.saturating_mul(1024 * 1024)),
             ),
             None => Arc::new(
                 SqliteStore::open(&self.db)
                     .with_context(|| format!("opening {}", self.db.display()))?
-                    .with_limits(limits),
+                    .with_limits(limits)
+                    .with_doc_cache_bytes(self.doc_cache_mib.saturating_mul(1024 * 1024)),
             ),
         })
     }

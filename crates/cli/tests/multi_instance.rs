@@ -19,9 +19,19 @@ const PHONES_PER_POSYANDU: usize = 3;
 const ROUNDS: usize = 4;
 const VISITS_PER_ROUND: usize = 3;
 
-fn serve(database_url: &str, keys: &std::path::Path) -> common::Instance {
+/// One instance; `doc_cache_mib` bounds the documents it keeps loaded (0: none).
+fn serve(database_url: &str, keys: &std::path::Path, doc_cache_mib: &str) -> common::Instance {
     let keys = keys.to_string_lossy();
-    common::serve(["--pool-size", "4", "--database-url", database_url, "--keys", &keys])
+    common::serve([
+        "--pool-size",
+        "4",
+        "--database-url",
+        database_url,
+        "--keys",
+        &keys,
+        "--doc-cache-mib",
+        doc_cache_mib,
+    ])
 }
 
 struct Phone {
@@ -57,7 +67,7 @@ async fn two_instances_with_devices_alternating_converge_with_nothing_lost() {
     grant_pg(&setup, tablet_device, Role::PuskesmasOfficer, &places, now()).await;
     let tablet_token = keys.issue(&user_for(tablet_device), tablet_device, Role::PuskesmasOfficer, now(), 3600).token;
 
-    let instances = [serve(&url, &keys_path), serve(&url, &keys_path)];
+    let instances = [serve(&url, &keys_path, "64"), serve(&url, &keys_path, "64")];
     let urls: Vec<String> = instances.iter().map(|i| i.url.clone()).collect();
     let mut g = Generator::new(77);
     let mut contested = 0;
@@ -161,7 +171,9 @@ async fn concurrent_merges_into_one_document_from_both_instances_lose_nothing() 
         let token = keys.issue(&user_for(device), device, Role::Kader, now(), 3600).token;
         phones.push(Phone { replica, token, posyandu: place.clone(), captured: BTreeSet::new() });
     }
-    let instances = [serve(&url, &keys_path), serve(&url, &keys_path)];
+    // One instance keeps documents loaded, the other none: every merge on the first must
+    // notice what the second wrote.
+    let instances = [serve(&url, &keys_path, "64"), serve(&url, &keys_path, "0")];
     let urls: Vec<String> = instances.iter().map(|i| i.url.clone()).collect();
     let session = DocId::for_session(&place, DAY);
     let mut g = Generator::new(5);

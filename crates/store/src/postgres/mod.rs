@@ -37,6 +37,12 @@ pub struct PgStore {
 }
 
 impl PgStore {
+    /// Keep at most about `bytes_max` of loaded documents between requests (0: none).
+    pub fn with_doc_cache_bytes(mut self, bytes_max: usize) -> Self {
+        self.cache = std::sync::Arc::new(crate::cache::DocCache::new(bytes_max));
+        self
+    }
+
     /// Connect to `url` (`postgres://user@host:port/db`, with an optional
     /// `?options=-c%20search_path%3Dschema`), and apply any migrations this build carries.
     /// Merge pushes within these bounds (the server's `Limits`) instead of the defaults.
