@@ -928,7 +928,11 @@ impl Replica {
                 params![pull.doc.to_string(), server_heads.to_bytes(), pull.piece],
             )?;
             report.pulled += 1;
-            keep.push((pull.doc, am));
+            // Kept loaded only if it was here before: a first pull of many documents must not
+            // push out the ones being worked on.
+            if held.is_some() {
+                keep.push((pull.doc, am));
+            }
         }
         let cursor = if cursor_ok && !restart { resp.cursor } else { 0 };
         report.cursor = cursor;

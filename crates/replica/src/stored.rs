@@ -31,10 +31,12 @@ pub enum Touched {
     Person(PersonId),
 }
 
-/// Loaded documents, each with the stored heads it was loaded or saved at.
+/// Loaded documents, used only at the heads the file holds; the least recently kept goes
+/// first past [`LOADED_DOCS_MAX`].
 #[derive(Default)]
 pub struct Loaded {
-    docs: HashMap<DocId, Automerge>,
+    docs: HashMap<DocId, (Automerge, u64)>,
+    clock: u64,
 }
 
 impl Loaded {
@@ -47,7 +49,7 @@ impl Loaded {
             self.docs.remove(&id);
             return Ok(None);
         };
-        if let Some(am) = self.docs.remove(&id)
+        if let Some((am, _)) = self.docs.remove(&id)
             && Heads::new(am.get_heads()).to_bytes() == stored
         {
             return Ok(Some(am));
@@ -59,11 +61,12 @@ impl Loaded {
     pub fn keep(&mut self, id: DocId, am: Automerge) {
         if self.docs.len() >= LOADED_DOCS_MAX
             && !self.docs.contains_key(&id)
-            && let Some(other) = self.docs.keys().next().copied()
+            && let Some(oldest) = self.docs.iter().min_by_key(|(_, (_, kept))| *kept).map(|(d, _)| *d)
         {
-            self.docs.remove(&other);
+            self.docs.remove(&oldest);
         }
-        self.docs.insert(id, am);
+        self.clock += 1;
+        self.docs.insert(id, (am, self.clock));
     }
 }
 
