@@ -213,8 +213,8 @@ pub struct Replica {
     conn: Connection,
     device: DeviceId,
     path: std::path::PathBuf,
-    /// The documents being worked on, kept loaded between captures.
-    loaded: Loaded,
+    /// The documents being worked on, kept loaded between captures and syncs.
+    loaded: std::cell::RefCell<Loaded>,
 }
 
 /// The continuity marker of a replica file: a sidecar that holds the same random token as
@@ -312,7 +312,7 @@ impl Replica {
             .ok_or(ReplicaError::NotEnrolled)?
             .parse()
             .map_err(|_| ReplicaError::BadResponse("stored device id".into()))?;
-        Ok(Self { conn, device, path, loaded: Loaded::default() })
+        Ok(Self { conn, device, path, loaded: Default::default() })
     }
 
     fn open_writable(path: &Path, marker: &Path) -> Result<Self, ReplicaError> {
@@ -360,7 +360,7 @@ impl Replica {
             // Without the marker the next open starts another incarnation: more actors, no loss.
             tracing::warn!(error = %e, "could not write the replica's continuity marker");
         }
-        Ok(Self { conn, device, path, loaded: Loaded::default() })
+        Ok(Self { conn, device, path, loaded: Default::default() })
     }
 
     /// Claim the replica for one sync run: `None` while another run (in this process or
@@ -535,7 +535,7 @@ impl Replica {
     ) -> Result<T, ReplicaError> {
         let tx = self.conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let actor = self.device.actor_for(incarnation_in(&tx)?);
-        let mut am = self.loaded.take(&tx, id)?.ok_or(ReplicaError::UnknownDoc(id))?;
+        let mut am = self.loaded.borrow_mut().take(&tx, id)?.ok_or(ReplicaError::UnknownDoc(id))?;
         am.set_actor(actor);
         let before = am.get_heads();
         let (touched, out) = f(&tx, &mut am)?;
@@ -547,7 +547,7 @@ impl Replica {
             return Err(ReplicaError::DocumentFull { doc: id, bytes: stored, max: budget.doc_bytes_max });
         }
         tx.commit()?;
-        self.loaded.keep(id, am);
+        self.loaded.borrow_mut().keep(id, am);
         Ok(out)
     }
 
@@ -711,7 +711,10 @@ impl Replica {
             let kind = DocKind::parse(&r.get::<_, String>(1)?).ok_or(ReplicaError::Corrupt(id))?;
             let posyandu: PosyanduId = r.get::<_, String>(2)?.parse().map_err(|_| ReplicaError::Corrupt(id))?;
             let base = heads_from(&r.get::<_, Vec<u8>>(3)?);
-            let am = load_doc(&self.conn, id)?.ok_or(ReplicaError::Corrupt(id))?;
+            // The kept copy when it is current: a sync costs what changed, not a parse of
+            // the whole session.
+            let am = self.loaded.borrow_mut().take(&self.conn, id)?.ok_or(ReplicaError::Corrupt(id))?;
+            self.loaded.borrow_mut().keep(id, am.clone());
             let heads = Heads::new(am.get_heads());
             if plan.probe {
                 // Only ask what the server holds: the last push's answer never came.
@@ -876,7 +879,7 @@ impl Replica {
         let mut keep = Vec::new();
         for pull in &resp.docs {
             let server_heads = Heads::from_bytes(&pull.heads).map_err(|e| ReplicaError::BadResponse(e.to_string()))?;
-            let held = self.loaded.take(&tx, pull.doc)?;
+            let held = self.loaded.borrow_mut().take(&tx, pull.doc)?;
             let before = held.as_ref().map(|h| Heads::new(h.get_heads()));
             let mut rebuilt = false;
             let mut am = held.clone().unwrap_or_else(Automerge::new);
@@ -942,7 +945,7 @@ impl Replica {
         )?;
         tx.commit()?;
         for (id, am) in keep {
-            self.loaded.keep(id, am);
+            self.loaded.borrow_mut().keep(id, am);
         }
         Ok(report)
     }

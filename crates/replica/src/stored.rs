@@ -42,7 +42,7 @@ pub struct Loaded {
 impl Loaded {
     /// The document as stored now: the kept copy if its heads are the stored heads, else
     /// loaded from the file. Taken out: a capture that fails leaves nothing half-applied here.
-    pub fn take(&mut self, tx: &Transaction<'_>, id: DocId) -> Result<Option<Automerge>, ReplicaError> {
+    pub fn take(&mut self, tx: &Connection, id: DocId) -> Result<Option<Automerge>, ReplicaError> {
         let stored: Option<Vec<u8>> =
             tx.query_row("SELECT heads FROM docs WHERE doc_id = ?1", [id.to_string()], |r| r.get(0)).optional()?;
         let Some(stored) = stored else {

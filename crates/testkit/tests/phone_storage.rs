@@ -72,12 +72,18 @@ async fn visits_listed_after_pulls_equal_a_fresh_phones_whole_pull() {
     let mut g = Generator::new(8);
     let mut rng = rand::rngs::StdRng::seed_from_u64(8);
     let first = phones[0].replica.start_session(&p, DAY).expect("session");
-    phones[0].replica.record_visit(first, g.child_visit(), 1).expect("record");
+    let shared = phones[0].replica.record_visit(first, g.child_visit(), 1).expect("record");
     for round in 0..6 {
         for (i, phone) in phones.iter_mut().enumerate() {
             phone.sync(&server).await;
             let session = phone.replica.start_session(&p, DAY).expect("session");
             phone.replica.record_visit(session, g.child_visit(), round).expect("record");
+            // Every phone re-weighs the first child between its syncs: concurrent edits, so
+            // conflicts open every round.
+            if phone.replica.all_visits().expect("visits").iter().any(|v| v.visit_id == shared.to_string()) {
+                let grams = FieldValue::Int(7_000 + 100 * i as i64 + round);
+                phone.replica.edit_visit(session, shared, Field::WeightG, grams, round).expect("re-weigh");
+            }
             let visits = phone.replica.all_visits().expect("visits");
             for _ in 0..2 {
                 let v: VisitId = visits[rng.random_range(0..visits.len())].visit_id.parse().expect("id");
