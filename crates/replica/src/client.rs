@@ -316,7 +316,7 @@ impl HttpSync {
                 Some(probe) => probe.clone(),
                 None => {
                     let pull = !push_apart || replica.outbox()?.is_empty();
-                    replica.prepare_round(&self.limits, &RoundPlan { probe: false, pull, ..plan })?
+                    replica.prepare_round(&self.limits, &RoundPlan { pull, ..plan })?
                 }
             };
             report.rounds += 1;
@@ -404,8 +404,8 @@ impl HttpSync {
 }
 
 /// The request that asks what committed of `req`'s push: the same documents and heads,
-/// no changes, no pull.
-fn probe_of(req: &SyncRequest) -> SyncRequest {
+/// no changes, no pull (sent after a push whose answer never came).
+pub fn probe_of(req: &SyncRequest) -> SyncRequest {
     SyncRequest {
         push: req.push.iter().map(|d| posync_proto::DocPush { changes: Vec::new(), ..d.clone() }).collect(),
         pull: Some(false),

@@ -16,8 +16,6 @@ pub struct RoundPlan {
     pub push_bytes_max: usize,
     /// Pulled page to ask for; `None`: the server's.
     pub page_bytes_max: Option<u32>,
-    /// Send empty changes: ask what the server holds of the outbox (after a lost answer).
-    pub probe: bool,
     /// Pull a page in the same request.
     pub pull: bool,
     /// Take documents larger than a page in pieces, and the day's records ahead of the feed
@@ -32,7 +30,6 @@ impl RoundPlan {
         Self {
             push_bytes_max: limits.body_bytes_max.min(limits.body_decoded_bytes_max) / 2,
             page_bytes_max: None,
-            probe: false,
             pull: true,
             pieces: false,
         }
@@ -44,7 +41,6 @@ impl RoundPlan {
         Self {
             push_bytes_max: (limits.body_bytes_max.min(limits.body_decoded_bytes_max) / 2).min(cap),
             page_bytes_max: Some(limits.page_bytes_max.min(cap) as u32),
-            probe: false,
             pull: true,
             pieces: true,
         }

@@ -716,18 +716,6 @@ impl Replica {
             let am = self.loaded.borrow_mut().take(&self.conn, id)?.ok_or(ReplicaError::Corrupt(id))?;
             self.loaded.borrow_mut().keep(id, am.clone());
             let heads = Heads::new(am.get_heads());
-            if plan.probe {
-                // Only ask what the server holds: the last push's answer never came.
-                req.push.push(DocPush {
-                    doc: id,
-                    kind,
-                    posyandu,
-                    base: base.to_bytes(),
-                    heads: heads.to_bytes(),
-                    changes: Vec::new(),
-                });
-                continue;
-            }
             // A document the server never acknowledged goes whole, compacted (the stored form
             // may carry appended captures).
             let changes = if base.is_empty() { am.save() } else { am.save_after(base.as_slice()) };
@@ -821,7 +809,6 @@ impl Replica {
             page_bytes_max: Some(
                 read("page_budget")?.map_or(start.page_bytes_max.unwrap_or(PAGE_BUDGET_MIN as u32), |p| p as u32),
             ),
-            probe: false,
             pull: true,
             pieces: true,
         })

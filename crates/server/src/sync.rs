@@ -75,30 +75,26 @@ impl SyncService {
         let digest = who.scope.digest();
         let scope_changed = req.scope_digest.as_deref() != Some(&digest[..]);
         let scope = scope_changed.then(|| who.scope.posyandu().cloned().collect::<Vec<_>>());
+        // No page in this answer, only the acknowledgements (and the scope, if it changed):
+        // the device syncs again at the same cursor.
+        let acks_only = |acks, scope| SyncResponse {
+            v: PROTOCOL_VERSION,
+            acks,
+            docs: Vec::new(),
+            scope,
+            cursor: req.cursor,
+            more: true,
+        };
         if req.pull == Some(false) {
-            // Acknowledgements only: a small answer for a link that cuts long ones.
+            // A small answer for a link that cuts long ones.
             tracing::info!(device = %who.device, pushed, "sync: push only");
-            return Ok(SyncResponse {
-                v: PROTOCOL_VERSION,
-                acks,
-                docs: Vec::new(),
-                scope,
-                cursor: req.cursor,
-                more: true,
-            });
+            return Ok(acks_only(acks, scope));
         }
         if scope_changed && req.cursor > 0 {
             // The device's cursor was obtained under another scope: tell it the new one and
             // let it purge and (if the scope grew) start over before pulling anything.
             tracing::info!(device = %who.device, pushed, "sync: scope changed");
-            return Ok(SyncResponse {
-                v: PROTOCOL_VERSION,
-                acks,
-                docs: Vec::new(),
-                scope,
-                cursor: req.cursor,
-                more: true,
-            });
+            return Ok(acks_only(acks, scope));
         }
         let server_max = self.limits.page_bytes_max;
         // A client may ask for smaller pages, never larger, and never absurdly small ones.

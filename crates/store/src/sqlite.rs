@@ -798,26 +798,30 @@ fn pull_ahead_tx(
 ) -> Result<PullPage, StoreError> {
     let cursor_i = i64::try_from(cursor).unwrap_or(i64::MAX);
     let device_s = device.to_string();
-    let mut doc_row =
-        tx.prepare_cached("SELECT doc_id, kind, posyandu, seq, heads, bytes FROM docs WHERE doc_id = ?1 AND seq > ?2")?;
-    let mut candidates = Vec::new();
-    for doc in docs {
-        let doc_s = doc.to_string();
-        let row = doc_row
-            .query_row(params![doc_s, cursor_i], |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get::<_, Vec<u8>>(5)?))
-            })
-            .optional()?;
-        let Some((d, k, p, seq, heads, bytes)) = row else { continue };
+    // One query for all asked: usually none changed since the cursor.
+    let ids = json_array(docs.iter().map(DocId::to_string).collect::<Vec<_>>());
+    let rows = tx
+        .prepare_cached(
+            "SELECT doc_id, kind, posyandu, seq, heads, bytes FROM docs
+             WHERE doc_id IN (SELECT value FROM json_each(?1)) AND seq > ?2",
+        )?
+        .query_map(params![ids, cursor_i], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get::<_, Vec<u8>>(5)?))
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut found = std::collections::HashMap::new();
+    for (d, k, p, seq, heads, bytes) in rows {
         let meta = row_meta(d, k, p, seq, heads)?;
         // Scope from the server's own record of the document, never from the request.
         if !scope.allows(&meta.posyandu) {
             continue;
         }
-        let known = known_heads(tx, &doc_s, &device_s, cursor_i)?;
-        let loaded = cache.get(*doc, &meta.heads);
-        candidates.push((*doc, core::Candidate { meta, bytes, known, loaded }));
+        let known = known_heads(tx, &meta.doc.to_string(), &device_s, cursor_i)?;
+        let loaded = cache.get(meta.doc, &meta.heads);
+        found.insert(meta.doc, core::Candidate { meta, bytes, known, loaded });
     }
+    // In the order the device asked for them.
+    let candidates = docs.iter().filter_map(|d| found.remove(d).map(|c| (*d, c))).collect();
     core::assemble_ahead(cursor, candidates, limits)
 }
 

@@ -1,4 +1,4 @@
-//! A merge re-projects only the records it touched (`core::touched_records`). Property: after
+//! A merge re-projects only the records it touched (`posync_model::doc::touched_records`). Property: after
 //! any sequence of captures, concurrent edits and syncs on three phones, the projection and
 //! conflict index built merge by merge from those partial projections equal a full rebuild
 //! of the merged document.

@@ -181,6 +181,15 @@ async fn a_request_never_answered_is_given_up_on_when_the_link_stalls_not_after_
     server.stop().await;
 }
 
+/// An enrolled phone's client through `proxy`, its retries fast (the test's clock is real).
+fn phone_through(proxy: &FaultProxy) -> posync_replica::HttpSync {
+    posync_replica::HttpSync::enrolled(&proxy.url()).with_retry(posync_replica::RetryPolicy {
+        retries: 8,
+        base_ms: 1,
+        max_ms: 5,
+    })
+}
+
 /// A 2G link: slow, with a connection that drops after `drop_after` bytes either way.
 fn two_g(drop_after: usize) -> posync_testkit::faults::Link {
     posync_testkit::faults::Link {
@@ -220,11 +229,7 @@ async fn an_outbox_larger_than_the_link_takes_at_once_gets_through_in_pieces() {
     assert!(sizes.iter().all(|s| *s > 1200), "documents of about 1.5 KB each: {sizes:?}");
     // Every connection drops after 2 KB, headers included.
     let proxy = FaultProxy::link(server.addr(), two_g(2048), 1).await.expect("proxy");
-    let client = posync_replica::HttpSync::enrolled(&proxy.url()).with_retry(posync_replica::RetryPolicy {
-        retries: 8,
-        base_ms: 1,
-        max_ms: 5,
-    });
+    let client = phone_through(&proxy);
     let report = client.sync(&mut kader).await.expect("the outbox gets through");
     assert!(kader.outbox().expect("outbox").is_empty(), "{report:?}");
     assert_eq!(stored_visits(&server).await, expected as u64, "every visit at the server");
@@ -250,11 +255,7 @@ async fn answers_cut_short_do_not_make_the_phone_upload_its_outbox_again() {
         kader.prepare_sync(&Limits::default()).expect("prepare").push.iter().map(|p| p.changes.len() as u64).sum();
     // Every answer (and request) is cut after 4 KB.
     let proxy = FaultProxy::link(server.addr(), two_g(4096), 2).await.expect("proxy");
-    let client = posync_replica::HttpSync::enrolled(&proxy.url()).with_retry(posync_replica::RetryPolicy {
-        retries: 8,
-        base_ms: 1,
-        max_ms: 5,
-    });
+    let client = phone_through(&proxy);
     client.sync(&mut kader).await.expect("the sync completes");
     assert!(kader.outbox().expect("outbox").is_empty());
     assert_eq!(stored_visits(&server).await, (48 + mine) as u64);
@@ -276,11 +277,7 @@ async fn a_new_tablet_whose_answers_are_cut_at_6_kb_completes_its_first_pull() {
     kader.sync_enrolled(&server.url()).await.expect("sync");
     let mut tablet = enrolled(&server, &admin, "bidan-0001", &dir).await;
     let proxy = FaultProxy::link(server.addr(), two_g(6 * 1024), 3).await.expect("proxy");
-    let client = posync_replica::HttpSync::enrolled(&proxy.url()).with_retry(posync_replica::RetryPolicy {
-        retries: 8,
-        base_ms: 1,
-        max_ms: 5,
-    });
+    let client = phone_through(&proxy);
     let report = client.sync(&mut tablet).await.expect("the first pull completes");
     assert_eq!(tablet.all_visits().expect("visits").len(), expected, "{report:?}");
     server.stop().await;
@@ -300,11 +297,7 @@ async fn a_new_tablet_pulls_a_session_larger_than_any_answer_the_link_carries() 
     kader.sync_enrolled(&server.url()).await.expect("sync");
     let mut tablet = enrolled(&server, &admin, "bidan-0001", &dir).await;
     let proxy = FaultProxy::link(server.addr(), two_g(4096), 6).await.expect("proxy");
-    let client = posync_replica::HttpSync::enrolled(&proxy.url()).with_retry(posync_replica::RetryPolicy {
-        retries: 8,
-        base_ms: 1,
-        max_ms: 5,
-    });
+    let client = phone_through(&proxy);
     let report = client.sync(&mut tablet).await.expect("the first pull completes");
     assert_eq!(tablet.all_visits().expect("visits").len(), expected, "{report:?}");
     let down = proxy.counts.bytes_down.load(std::sync::atomic::Ordering::Relaxed);

@@ -67,12 +67,13 @@ async fn schedule(seed: u64, dir: &std::path::Path) -> Result<(), String> {
                     RoundPlan {
                         push_bytes_max: rng.random_range(1..8 * 1024),
                         page_bytes_max: Some(rng.random_range(1024..64 * 1024)),
-                        probe: rng.random_bool(0.2),
                         pull: rng.random_bool(0.7),
                         pieces: rng.random_bool(0.7),
                     }
                 };
                 let req = replicas[r].prepare_round(&limits, &plan).map_err(|e| e.to_string())?;
+                // Sometimes only ask what committed of it, as after a lost answer.
+                let req = if rng.random_bool(0.2) { posync_replica::probe_of(&req) } else { req };
                 let fate = rng.random_range(0..10);
                 if fate == 0 {
                     continue; // request lost on the way
