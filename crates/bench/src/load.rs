@@ -10,6 +10,7 @@ use posync_model::{DocId, PosyanduId, Role};
 use posync_replica::{HttpSync, Replica, RetryPolicy};
 use posync_server::TokenKeys;
 use posync_store::SqliteStore;
+use posync_store::prelude::*;
 use posync_testkit::{DAY, Generator, posyandu};
 use rand::{Rng, SeedableRng};
 use serde_json::json;
@@ -50,7 +51,6 @@ struct Args {
 /// Fill the store with `n` session documents, 100 per push transaction.
 async fn preload(store: &SqliteStore, n: usize, seed: u64) -> Result<()> {
     use posync_model::doc::{self, DocMeta};
-    use posync_store::Store;
     let mut g = Generator::new(seed ^ 0x5eed);
     let device = posync_model::DeviceId::new_random();
     let started = Instant::now();

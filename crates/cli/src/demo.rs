@@ -2,7 +2,7 @@
 
 use anyhow::{Context, Result};
 use posync_model::{Field, FieldValue, Role};
-use posync_store::Store;
+use posync_store::prelude::*;
 use posync_testkit::{DAY, Generator, Phone, TestServer, posyandu};
 
 fn kg(g: Option<i64>) -> String {

@@ -7,6 +7,7 @@
 mod common;
 
 use posync_model::{DocId, Field, FieldValue, PosyanduId, Role, Scope, UnitKind};
+use posync_store::prelude::*;
 use posync_store::{ConflictFilter, PgStore, SqliteStore, Store};
 use posync_testkit::{DAY, Generator, KEY_SEED, Phone, TestServer, district_server, posyandu, snapshot};
 use std::path::Path;

@@ -11,7 +11,8 @@ use automerge::ReadDoc;
 use posync_model::{DocId, Field, FieldValue, PosyanduId, Role, Scope};
 use posync_replica::Replica;
 use posync_server::TokenKeys;
-use posync_store::{ConflictFilter, PgStore, Store};
+use posync_store::prelude::*;
+use posync_store::{ConflictFilter, PgStore};
 use posync_testkit::{DAY, Generator, grant_pg, posyandu, snapshot, user_for, visit_ids};
 use std::collections::BTreeSet;
 

@@ -1,18 +1,20 @@
-//! Server persistence behind one trait.
+//! Server persistence behind one trait, [`Store`], made of one trait per concern: sync,
+//! access, audit, review (conflicts, duplicates, invalid records) and reports.
 //!
 //! [`core`] holds the merge and page decisions as plain functions over bytes (no I/O), so they
-//! can be tested and simulated alone. [`sqlite`] is the embedded default adapter; a
-//! PostgreSQL adapter implements the same [`Store`] trait.
+//! can be tested and simulated alone; [`plan`] holds every statement and row layout, written
+//! once over a [`sql::Dialect`]. [`sqlite`] (the embedded default) and [`postgres`] are thin
+//! adapters that run them.
 
 pub mod access;
 pub mod cache;
 pub mod core;
 mod error;
 pub mod migrate;
+pub mod plan;
 pub mod postgres;
-mod rows;
+pub mod sql;
 pub mod sqlite;
-mod sqlite_access;
 
 pub use access::{
     Actor, AuditAction, AuditEntry, AuditRecord, DeviceAccess, DeviceRecord, ImportReport, NewCredential, NewEnrolment,
@@ -146,9 +148,15 @@ pub struct StoreStats {
     pub device_heads: u64,
 }
 
-/// Server-side persistence. Every method is one transaction.
+/// Server-side persistence: every concern below, on one backend. Every method is one
+/// transaction.
+pub trait Store: SyncStore + AccessStore + AuditStore + ReviewStore + ReportStore {}
+
+impl<T: SyncStore + AccessStore + AuditStore + ReviewStore + ReportStore> Store for T {}
+
+/// Documents, the change feed and what each device holds: the sync path.
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
+pub trait SyncStore: Send + Sync + 'static {
     /// Merge pushed documents. All or nothing: a batch with one bad or out-of-scope document
     /// stores nothing. Returns acknowledgements only after the commit is durable.
     async fn push(
@@ -197,9 +205,12 @@ pub trait Store: Send + Sync + 'static {
 
     /// Cheap liveness check of the backend.
     async fn ping(&self) -> Result<(), StoreError>;
+}
 
-    // ---- access: every admin write commits together with its audit entry ----
-
+/// Units, users, enrolments and devices. Every admin write commits together with its audit
+/// entry.
+#[async_trait]
+pub trait AccessStore: Send + Sync + 'static {
     /// Insert or update the units and users of a validated hierarchy file.
     async fn import_hierarchy(&self, file: HierarchyFile, audit: AuditEntry) -> Result<ImportReport, StoreError>;
 
@@ -244,11 +255,12 @@ pub trait Store: Send + Sync + 'static {
     /// The device's user, whether it is revoked, and the user's scope as of now. `None` for
     /// a device that was never enrolled.
     async fn device_access(&self, device: DeviceId) -> Result<Option<DeviceAccess>, StoreError>;
+}
 
-    async fn append_audit(&self, entry: AuditEntry) -> Result<(), StoreError>;
-
-    // ---- conflicts: indexed after every merge of the documents a sync touched ----
-
+/// Conflicts (indexed after every merge of the documents a sync touched), duplicate people
+/// and records kept with impossible values: what a bidan or admin reviews.
+#[async_trait]
+pub trait ReviewStore: Send + Sync + 'static {
     /// Conflicts of posyandu in `scope`, filtered, oldest first.
     async fn conflicts(&self, scope: Scope, filter: ConflictFilter) -> Result<Vec<ConflictRecord>, StoreError>;
 
@@ -283,9 +295,11 @@ pub trait Store: Send + Sync + 'static {
     /// Records of posyandu in `scope` marked invalid when merged, oldest documents first, at
     /// most 1,000.
     async fn invalid_records(&self, scope: Scope) -> Result<Vec<InvalidRecord>, StoreError>;
+}
 
-    // ---- reports, from the relational projection ----
-
+/// Reports, from the relational projection.
+#[async_trait]
+pub trait ReportStore: Send + Sync + 'static {
     /// Visits of posyandu in `scope` with a session date in `from..=to`, as report facts.
     async fn report_facts(
         &self,
@@ -296,11 +310,17 @@ pub trait Store: Send + Sync + 'static {
 
     /// People in the registries of posyandu in `scope`.
     async fn registered_people(&self, scope: Scope) -> Result<Vec<posync_model::report::RegisteredPerson>, StoreError>;
+}
+
+/// The append-only audit log.
+#[async_trait]
+pub trait AuditStore: Send + Sync + 'static {
+    async fn append_audit(&self, entry: AuditEntry) -> Result<(), StoreError>;
 
     /// Audit entries with `seq > after`, oldest first, at most `limit` (the console's view).
     async fn audit_log(&self, after: u64, limit: usize) -> Result<Vec<AuditRecord>, StoreError>;
 
-    /// [`Store::audit_log`] restricted to entries concerning `districts` (a district admin's
+    /// [`AuditStore::audit_log`] restricted to entries concerning `districts` (a district admin's
     /// view: never another district's).
     async fn district_audit_log(
         &self,
@@ -308,4 +328,9 @@ pub trait Store: Send + Sync + 'static {
         after: u64,
         limit: usize,
     ) -> Result<Vec<AuditRecord>, StoreError>;
+}
+
+/// The store's traits, to call any of them on an `Arc<dyn Store>`.
+pub mod prelude {
+    pub use crate::{AccessStore, AuditStore, ReportStore, ReviewStore, Store, SyncStore};
 }

@@ -3,8 +3,8 @@
 
 use posync_model::DeviceId;
 use posync_model::Scope;
-use posync_store::Store;
 use posync_store::postgres::testing::fresh_schema;
+use posync_store::prelude::*;
 use posync_store::{PgStore, StoreError};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

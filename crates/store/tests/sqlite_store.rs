@@ -4,7 +4,8 @@ use automerge::Automerge;
 use posync_model::doc::{self, DocMeta};
 use posync_model::{DeviceId, DocId, Heads, PersonId, PosyanduId, Scope, Sex, Visit, VisitId};
 use posync_proto::DocPush;
-use posync_store::{PageLimits, SqliteStore, Store};
+use posync_store::prelude::*;
+use posync_store::{PageLimits, SqliteStore};
 
 const LIMITS: PageLimits = PageLimits { bytes_max: 1 << 20, docs_max: 500, pieces: false };
 

@@ -9,7 +9,8 @@ use posync_model::{DeviceId, DocId, PosyanduId, Scope};
 use posync_proto::{DocPush, Limits, SyncRequest, encode};
 use posync_replica::{Replica, enrol};
 use posync_server::{AdminCaller, AdminService};
-use posync_store::{Store, StoreStats};
+use posync_store::StoreStats;
+use posync_store::prelude::*;
 use posync_testkit::{DAY, Generator, TestServer, posyandu};
 use serde_json::{Value, json};
 

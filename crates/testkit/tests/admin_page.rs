@@ -62,7 +62,7 @@ async fn an_officer_resolves_a_conflict_in_the_browser_and_the_phone_gets_it() {
     let weight = b.visits(session).expect("visits")[0].weight_g;
     assert_eq!(weight, Some(9_800));
     assert!(b.under_review(session).expect("review").is_empty());
-    let log = posync_store::Store::audit_log(&server.store, 0, 1000).await.expect("audit");
+    let log = posync_store::AuditStore::audit_log(&server.store, 0, 1000).await.expect("audit");
     assert!(log.iter().any(|e| e.action == "conflict_resolved" && e.actor.starts_with("user:bidan-0001@")));
     server.stop().await;
 }

@@ -13,7 +13,8 @@ use posync_model::{DeviceId, DocId, DocKind, Heads, PosyanduId, Role, Scope, Vis
 use posync_proto::{CONTENT_TYPE, DocPush, ErrorBody, Limits, PROTOCOL_VERSION, SyncRequest, encode, gzip};
 use posync_server::TokenKeys;
 use posync_server::auth::{AUDIENCE, ISSUER};
-use posync_store::{Store, StoreStats, StoredMeta};
+use posync_store::prelude::*;
+use posync_store::{StoreStats, StoredMeta};
 use posync_testkit::{DAY, Generator, Phone, TestServer, posyandu, user_for};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -158,8 +159,8 @@ struct Held {
 
 async fn held(server: &TestServer, scope: &Scope) -> Held {
     Held {
-        stats: Store::stats(&server.store).await.expect("stats"),
-        docs: Store::list(&server.store, scope.clone()).await.expect("list"),
+        stats: SyncStore::stats(&server.store).await.expect("stats"),
+        docs: SyncStore::list(&server.store, scope.clone()).await.expect("list"),
     }
 }
 

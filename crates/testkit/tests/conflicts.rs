@@ -153,7 +153,7 @@ async fn a_resolution_converges_everywhere_and_a_racing_edit_reopens_it() {
     assert!(server_value["device"].is_null(), "the decision was written by the server, not a device");
 
     // The audit has the decision with the values it replaced.
-    let log = posync_store::Store::audit_log(&server.store, 0, 1000).await.expect("audit");
+    let log = posync_store::AuditStore::audit_log(&server.store, 0, 1000).await.expect("audit");
     let entry = log.iter().find(|e| e.action == "conflict_resolved").expect("audited");
     assert_eq!(entry.detail["chosen"], 9_100);
     let mut replaced: Vec<i64> =
@@ -252,7 +252,7 @@ async fn the_same_child_registered_twice_is_flagged_and_merged_keeping_every_vis
     let (_, after) = call(&server, "GET", &officer.token, "/v1/reports/monthly?month=2026-11", None).await;
     assert_eq!(s_of(&after), 2, "after the merge Siti counts once");
     assert_eq!(after["rows"][0]["d"], 2, "and her two weighings are one child weighed");
-    let stats = posync_store::Store::stats(&server.store).await.expect("stats");
+    let stats = posync_store::SyncStore::stats(&server.store).await.expect("stats");
     assert_eq!(stats.visits, 3, "no visit was lost");
     assert_eq!(stats.people, 3, "no registration was deleted");
 
@@ -262,7 +262,7 @@ async fn the_same_child_registered_twice_is_flagged_and_merged_keeping_every_vis
     let people = posync_model::doc::people(&b.replica.doc(registry).expect("registry")).expect("people");
     let merged = people.iter().find(|x| x.person_id == siti_b).expect("still registered");
     assert_eq!(merged.merged_into, Some(siti_a));
-    let log = posync_store::Store::audit_log(&server.store, 0, 1000).await.expect("audit");
+    let log = posync_store::AuditStore::audit_log(&server.store, 0, 1000).await.expect("audit");
     assert!(log.iter().any(|e| e.action == "people_merged" && e.target == siti_b.to_string()));
     server.stop().await;
 }
@@ -311,7 +311,7 @@ async fn a_conflicting_registration_field_is_resolved_like_a_visit_field() {
     assert_eq!(people[0].birth_date, time::macros::date!(2025 - 01 - 02));
     assert!(a.replica.under_review(registry).expect("review").is_empty());
     // The audit keeps the decision without copying the identifiers it decided between.
-    let log = posync_store::Store::audit_log(&server.store, 0, 1000).await.expect("audit");
+    let log = posync_store::AuditStore::audit_log(&server.store, 0, 1000).await.expect("audit");
     let entry = log.iter().find(|e| e.action == "conflict_resolved").expect("audited");
     let text = entry.detail.to_string();
     for value in ["2025-01-02", "2025-02-01"] {

@@ -54,7 +54,7 @@ async fn day_through_faults(rate: f64, seed: u64) {
             attempts += sync_until_done(phone, &proxy.url()).await;
         }
     }
-    let at_server = posync_store::Store::stats(&server.store).await.expect("stats");
+    let at_server = posync_store::SyncStore::stats(&server.store).await.expect("stats");
     assert_eq!(at_server.visits as usize, captured.len(), "rate {rate}: every visit once at the server");
     for (i, phone) in phones.iter().enumerate() {
         let held: BTreeSet<String> = visit_ids(&phone.replica).into_iter().collect();

@@ -91,7 +91,7 @@ async fn captures_made_while_a_sync_runs_on_the_same_phone_are_all_saved() {
     kader.sync_enrolled(&server.url()).await.expect("final sync");
     assert_eq!(kader.visits(session).expect("visits").len(), 120);
     assert_eq!(
-        posync_store::Store::stats(&server.store).await.expect("stats").visits,
+        posync_store::SyncStore::stats(&server.store).await.expect("stats").visits,
         120,
         "every capture reached the server"
     );
@@ -214,7 +214,7 @@ fn capture_sessions(phone: &mut Replica, p: &posync_model::PosyanduId, n: i64, v
 }
 
 async fn stored_visits(server: &posync_testkit::TestServer) -> u64 {
-    posync_store::Store::stats(&server.store).await.expect("stats").visits
+    posync_store::SyncStore::stats(&server.store).await.expect("stats").visits
 }
 
 #[tokio::test]

@@ -4,7 +4,7 @@
 
 use posync_proto::{CONTENT_TYPE, ErrorCode, Limits, encode};
 use posync_replica::{HttpSync, Replica, ReplicaError, RetryPolicy};
-use posync_store::Store;
+use posync_store::prelude::*;
 use posync_testkit::small_disk::SmallDisk;
 use posync_testkit::{DAY, Generator, TestServer, enrolled, posyandu};
 

@@ -309,7 +309,7 @@ async fn monthly_report_matches_figures_computed_from_the_seeded_data() {
         .sum();
     assert_eq!(overdue.as_array().expect("list").len(), expected_overdue);
     assert!(expected_overdue > 0, "the seeded data has children to follow up");
-    let audit = posync_store::Store::audit_log(&server.store, 0, 10_000).await.expect("audit");
+    let audit = posync_store::AuditStore::audit_log(&server.store, 0, 10_000).await.expect("audit");
     assert!(audit.iter().any(|e| e.action == "report_read"));
 
     // A kader sees only their own posyandu; a bad month is a clear error.

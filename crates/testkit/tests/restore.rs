@@ -11,7 +11,7 @@
 
 use posync_model::{DocId, Heads};
 use posync_replica::{Replica, marker_path};
-use posync_store::Store;
+use posync_store::prelude::*;
 use posync_testkit::{DAY, Generator, Phone, TestServer, posyandu};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};

@@ -11,7 +11,7 @@ use posync_model::doc::{self, DocMeta};
 use posync_model::{DocId, DocKind, Heads, PosyanduId, Scope, Sex, Visit, VisitId};
 use posync_proto::{DocPush, SyncRequest};
 use posync_replica::{HttpSync, ReplicaError};
-use posync_store::Store;
+use posync_store::prelude::*;
 use posync_testkit::{DAY, DAY_START, Generator, Phone, TestServer, posyandu};
 
 /// The changes `edit` makes to the phone's copy of `doc`, as a push on top of `base`.

@@ -3,7 +3,7 @@
 use posync_model::{Field, FieldValue, Role};
 use posync_proto::{DocPush, Limits, SyncRequest, encode};
 use posync_replica::HttpSync;
-use posync_store::Store;
+use posync_store::prelude::*;
 use posync_testkit::{DAY, Generator, Phone, TestServer, posyandu, snapshot, visit_ids};
 
 /// Three kader capture offline; sync them in `order`, then once more each so everyone has
@@ -47,7 +47,7 @@ async fn three_offline_phones_converge_in_every_sync_order() {
         }
         let stored = server.store.get(expected[0].0).await.expect("get").expect("stored at server");
         assert_eq!(stored.meta.heads.to_hex(), expected[0].2, "server heads equal the replicas'");
-        let stats = posync_store::Store::stats(&server.store).await.expect("stats");
+        let stats = posync_store::SyncStore::stats(&server.store).await.expect("stats");
         assert_eq!(stats.visits, 15, "projection has one row per visit");
         server.stop().await;
     }
@@ -116,18 +116,18 @@ async fn a_lost_response_loses_nothing_and_a_duplicated_request_changes_nothing(
     // The server commits, then the phone "dies" before the answer lands.
     let (_lost, _) = http.exchange(&req).await.expect("exchange");
     assert_eq!(phone.replica.outbox().expect("outbox").len(), 1, "unacknowledged work stays in the outbox");
-    let before = posync_store::Store::stats(&server.store).await.expect("stats");
+    let before = posync_store::SyncStore::stats(&server.store).await.expect("stats");
     assert_eq!(before.visits, 3);
     // The same request again (a retry by the network stack): nothing new is stored.
     let (dup, _) = http.exchange(&req).await.expect("duplicate");
     assert_eq!(dup.acks.len(), 1);
-    let after = posync_store::Store::stats(&server.store).await.expect("stats");
+    let after = posync_store::SyncStore::stats(&server.store).await.expect("stats");
     assert_eq!(after, before, "a replay adds no feed entry, document or row");
 
     phone.replica.record_visit(session, seeded.child_visit(), 10).expect("record after crash");
     phone.sync(&server).await;
     assert!(phone.replica.outbox().expect("outbox").is_empty());
-    let end = posync_store::Store::stats(&server.store).await.expect("stats");
+    let end = posync_store::SyncStore::stats(&server.store).await.expect("stats");
     assert_eq!(end.visits, 4, "all four visits, none twice");
     let mut tablet = Phone::new(&server, Role::PuskesmasOfficer, std::slice::from_ref(&p));
     tablet.sync(&server).await;
@@ -223,7 +223,7 @@ async fn a_document_outside_the_token_scope_rejects_the_whole_batch() {
         heads: posync_model::Heads::new(am.get_heads()).to_bytes(),
         changes: am.save(),
     });
-    let before = posync_store::Store::stats(&server.store).await.expect("stats");
+    let before = posync_store::SyncStore::stats(&server.store).await.expect("stats");
     let err = HttpSync::new(&server.url(), &intruder.token).exchange(&req).await.expect_err("rejected");
     match err {
         posync_replica::ReplicaError::Server { status, code, doc, .. } => {
@@ -233,7 +233,11 @@ async fn a_document_outside_the_token_scope_rejects_the_whole_batch() {
         }
         other => panic!("unexpected {other:?}"),
     }
-    assert_eq!(posync_store::Store::stats(&server.store).await.expect("stats"), before, "nothing of the batch stored");
+    assert_eq!(
+        posync_store::SyncStore::stats(&server.store).await.expect("stats"),
+        before,
+        "nothing of the batch stored"
+    );
     // Its own document alone goes through.
     intruder.sync(&server).await;
     let _ = encode(&SyncRequest::new(intruder.replica.device(), 0));

@@ -1,6 +1,6 @@
 //! PostgreSQL side of the access data: hierarchy, users, devices, enrolments, audit.
 //! Plain async functions over a transaction (reads run in one too); `mod.rs` opens and
-//! commits it. A translation of `sqlite_access.rs`, statement for statement, except where
+//! commits it. A translation of `sqlite/access.rs`, statement for statement, except where
 //! several server instances writing at once need a row lock (see `redeem_enrolment`,
 //! `refresh_device`, `put_unit`) or a clock (see `append_audit`).
 //!

@@ -9,9 +9,16 @@
 //! 3. the `audit` clock row, for the same guarantee on the audit log.
 //!
 //! Every lock is transaction-scoped: a crashed instance's locks go with its connection.
+//!
+//! What is read and written is planned once in [`crate::plan`] for both backends; this
+//! adapter runs it ([`exec`]) and decides only what is PostgreSQL's own: the locks above,
+//! merges on the blocking pool, and feed positions from the clock.
 
 mod access;
+mod exec;
 pub mod testing;
+
+pub(crate) use exec::{Param, insert_rows};
 
 use crate::StoreError;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
@@ -107,23 +114,21 @@ impl PgStore {
     }
 }
 
-use crate::core::{self, Existing, Projection, Records};
-use crate::rows::{self, CONFLICT_COLUMNS, ConflictRow, row_meta, to_conflict_record};
+use crate::core::{self, Existing};
+use crate::plan;
 use crate::{
-    AuditAction, AuditEntry, AuditRecord, ConflictFilter, ConflictRecord, DeviceAccess, DeviceRecord, DuplicatePair,
-    ImportReport, NewCredential, NewEnrolment, PageLimits, PullPage, ResolvedConflict, Store, StoreStats, StoredDoc,
-    StoredMeta, UnitTree, UserRecord,
+    AccessStore, AuditAction, AuditEntry, AuditRecord, AuditStore, ConflictFilter, ConflictRecord, DeviceAccess,
+    DeviceRecord, DuplicatePair, ImportReport, NewCredential, NewEnrolment, PageLimits, PullPage, ReportStore,
+    ResolvedConflict, ReviewStore, StoreStats, StoredDoc, StoredMeta, SyncStore, UnitTree, UserRecord,
 };
 use async_trait::async_trait;
 use deadpool_postgres::Transaction;
-use posync_model::record::format_date;
+use exec::{D, exec, query, query_opt, write_conflicts, write_projection};
 use posync_model::{
-    DeviceId, DocId, DocKind, Field, FieldValue, Heads, HierarchyFile, PersonId, PosyanduId, Scope, Unit, UserId,
-    UserSpec,
+    DeviceId, DocId, DocKind, FieldValue, HierarchyFile, PersonId, PosyanduId, Scope, Unit, UserId, UserSpec,
 };
 use posync_proto::{DocAck, DocPush};
 use std::collections::{HashMap, HashSet};
-use tokio_postgres::types::ToSql;
 
 /// The advisory lock key of a document: its first 8 id bytes. A collision only makes two
 /// documents take turns.
@@ -153,74 +158,15 @@ async fn take_feed_seqs(tx: &Transaction<'_>, n: usize) -> Result<i64, StoreErro
     Ok(row.try_get::<_, i64>(0)? - n + 1)
 }
 
-fn scope_vec(scope: &Scope) -> Vec<String> {
-    scope.posyandu().map(|p| p.as_str().to_owned()).collect()
-}
-
 fn to_i64(v: u64, what: &str) -> Result<i64, StoreError> {
     i64::try_from(v).map_err(|_| StoreError::Invalid(format!("{what} out of range")))
-}
-
-/// A service value as its column's SQL value. Columns are typed: a value of another type
-/// (possible only from a foreign writer) projects as NULL rather than failing the merge.
-fn service_sql(field: Field, v: Option<&FieldValue>) -> Param {
-    use posync_model::record::FieldKind;
-    match (field.kind(), v) {
-        (FieldKind::Bool, Some(FieldValue::Bool(b))) => Box::new(Some(*b)),
-        (FieldKind::Bool, _) => Box::new(None::<bool>),
-        (FieldKind::Int { .. }, Some(FieldValue::Int(i))) => Box::new(Some(*i)),
-        (FieldKind::Int { .. }, _) => Box::new(None::<i64>),
-        (_, Some(FieldValue::Text(t))) => Box::new(Some(t.clone())),
-        (_, _) => Box::new(None::<String>),
-    }
-}
-
-/// One owned statement parameter.
-pub(crate) type Param = Box<dyn ToSql + Sync + Send>;
-
-/// Parameters per statement: PostgreSQL's limit is 65,535.
-const STATEMENT_PARAMS_MAX: usize = 8_000;
-
-/// Insert `rows` into `table` with as few multi-row statements as the parameter limit allows:
-/// one round trip per few hundred rows instead of one per row.
-pub(crate) async fn insert_rows(
-    tx: &Transaction<'_>,
-    table: &str,
-    columns: &[&str],
-    rows: Vec<Vec<Param>>,
-) -> Result<u64, StoreError> {
-    let width = columns.len().max(1);
-    let per_statement = (STATEMENT_PARAMS_MAX / width).max(1);
-    let mut inserted = 0u64;
-    for chunk in rows.chunks(per_statement) {
-        let tuples: Vec<String> = (0..chunk.len())
-            .map(|r| format!("({})", (1..=width).map(|c| format!("${}", r * width + c)).collect::<Vec<_>>().join(", ")))
-            .collect();
-        let sql = format!("INSERT INTO {table} ({}) VALUES {}", columns.join(", "), tuples.join(", "));
-        let params: Vec<&(dyn ToSql + Sync)> =
-            chunk.iter().flatten().map(|p| p.as_ref() as &(dyn ToSql + Sync)).collect();
-        let stmt = tx.prepare_cached(&sql).await?;
-        inserted += tx.execute(&stmt, &params).await?;
-    }
-    Ok(inserted)
-}
-
-/// A document's new state, waiting for its feed position.
-struct Pending {
-    doc: String,
-    kind: &'static str,
-    posyandu: String,
-    heads: Vec<u8>,
-    bytes: Vec<u8>,
-    /// `device:<id>` or `server:<instance>`, as the feed records who wrote it.
-    writer: String,
 }
 
 /// Store the documents, then append their feed rows, as the last step of a transaction.
 /// The documents (the large write) go first, before the feed clock is taken: while it is
 /// held every other feed-adding commit waits, so only the feed rows and the documents' new
 /// positions are written under it. Until the commit no other transaction sees either.
-async fn commit_pending(tx: &Transaction<'_>, pending: &[Pending], now: i64) -> Result<Vec<i64>, StoreError> {
+async fn commit_pending(tx: &Transaction<'_>, pending: &[plan::NewState], now: i64) -> Result<Vec<i64>, StoreError> {
     if pending.is_empty() {
         return Ok(Vec::new());
     }
@@ -256,15 +202,12 @@ async fn commit_pending(tx: &Transaction<'_>, pending: &[Pending], now: i64) -> 
     Ok(seqs)
 }
 
-/// A stored document's identity, bytes and heads, read under its lock.
+/// A stored document's kind, posyandu, bytes and heads, read under its lock.
 type StoredDocRow = (String, String, Vec<u8>, Vec<u8>);
 
-async fn stored_doc(tx: &Transaction<'_>, doc_s: &str) -> Result<Option<StoredDocRow>, StoreError> {
-    let stmt = tx.prepare_cached("SELECT kind, posyandu, bytes, heads FROM docs WHERE doc_id = $1").await?;
-    match tx.query_opt(&stmt, &[&doc_s]).await? {
-        Some(r) => Ok(Some((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?, r.try_get(3)?))),
-        None => Ok(None),
-    }
+async fn stored_doc(tx: &Transaction<'_>, doc: DocId) -> Result<Option<StoredDocRow>, StoreError> {
+    let Some(mut row) = query_opt(tx, &plan::stored_doc(D, doc)).await? else { return Ok(None) };
+    Ok(Some((row.text(0)?, row.text(1)?, row.take_bytes(2)?, row.bytes(3)?)))
 }
 
 /// Merge one push on the blocking pool: Automerge work is CPU-bound.
@@ -281,7 +224,7 @@ async fn merge_blocking(
                 let doc_s = push.doc.to_string();
                 let posyandu: PosyanduId =
                     posyandu.parse().map_err(|_| StoreError::Backend(format!("doc {doc_s}: bad posyandu")))?;
-                let kind = rows::parse_kind(&doc_s, kind)?;
+                let kind = plan::parse_kind(&doc_s, kind)?;
                 core::merge_push(Some(Existing { kind, posyandu: &posyandu, bytes, loaded }), &push, &rules, &mut used)
             }
             None => core::merge_push(None, &push, &rules, &mut used),
@@ -315,20 +258,15 @@ async fn push_tx(
         }
     }
     lock_docs(tx, pushes.iter().map(|p| p.doc)).await?;
-    let device_s = device.to_string();
+    let writer = device.to_string();
     let mut acks = Vec::with_capacity(pushes.len());
     let mut pending = Vec::new();
-    let ack_stmt = tx
-        .prepare_cached(
-            "INSERT INTO device_docs (device_id, doc_id, heads, acked_at) VALUES ($1, $2, $3, $4)
-             ON CONFLICT (device_id, doc_id) DO UPDATE SET heads = $3, acked_at = $4",
-        )
-        .await?;
     for push in pushes {
-        let doc_s = push.doc.to_string();
-        let stored = stored_doc(tx, &doc_s).await?;
+        let stored = stored_doc(tx, push.doc).await?;
         let owner: PosyanduId = match &stored {
-            Some((_, p, _, _)) => p.parse().map_err(|_| StoreError::Backend(format!("doc {doc_s}: bad posyandu")))?,
+            Some((_, p, _, _)) => {
+                p.parse().map_err(|_| StoreError::Backend(format!("doc {}: bad posyandu", push.doc)))?
+            }
             None => push.posyandu.clone(),
         };
         if !scope.allows(&owner) {
@@ -336,7 +274,7 @@ async fn push_tx(
         }
         let exists = stored.is_some();
         let loaded = match &stored {
-            Some((_, _, _, heads)) => cache.get(push.doc, &rows::parse_stored_heads(Some(heads.clone()))?),
+            Some((_, _, _, heads)) => cache.get(push.doc, &plan::parse_stored_heads(Some(heads.clone()))?),
             None => None,
         };
         let (push, merged, now_used) = merge_blocking(stored, loaded, push, rules, used).await?;
@@ -346,233 +284,50 @@ async fn push_tx(
             if let Some(am) = merged.doc.take() {
                 kept.push((push.doc, am, saved.len()));
             }
+            let posyandu = push.posyandu.as_str();
             if let Some(p) = &merged.projection {
-                write_projection(tx, push.doc, push.posyandu.as_str(), p).await?;
+                write_projection(tx, push.doc, posyandu, p).await?;
             }
             let only = merged.projection.as_ref().and_then(|p| p.only.as_deref());
-            write_conflicts(tx, push.doc, push.posyandu.as_str(), &merged.conflicts, only, now).await?;
-            pending.push(Pending {
-                doc: doc_s.clone(),
-                kind: push.kind.code(),
-                posyandu: push.posyandu.as_str().to_owned(),
-                heads: merged.heads.to_bytes(),
-                bytes: saved,
-                writer: device_s.clone(),
-            });
+            write_conflicts(tx, push.doc, posyandu, &merged.conflicts, only, now).await?;
+            pending.push(plan::NewState::new(push.doc, push.kind, posyandu, &merged.heads, saved, writer.clone()));
         } else if !exists {
             // An empty push for a document nobody has: acknowledge it, record nothing.
             acks.push(DocAck { doc: push.doc, heads: merged.device_heads.to_bytes() });
             continue;
         }
-        let device_heads = merged.device_heads.to_bytes();
-        tx.execute(&ack_stmt, &[&device_s, &doc_s, &device_heads, &now]).await?;
-        acks.push(DocAck { doc: push.doc, heads: device_heads });
+        exec(tx, &plan::ack(D, device, push.doc, &merged.device_heads, now)).await?;
+        acks.push(DocAck { doc: push.doc, heads: merged.device_heads.to_bytes() });
     }
-    tx.execute(
-        "INSERT INTO devices (device_id, last_push_at, pushes) VALUES ($1, $2, 1)
-         ON CONFLICT (device_id) DO UPDATE SET last_push_at = $2, pushes = devices.pushes + 1",
-        &[&device_s, &now],
-    )
-    .await?;
+    exec(tx, &plan::device_pushed(D, device, now)).await?;
     // Last: the feed clock serialises commits, so hold it as briefly as possible.
     commit_pending(tx, &pending, now).await?;
     Ok((acks, kept))
 }
 
-/// Replace a document's rows in the conflict index with `conflicts`: all of them, or (with
-/// `only`) those of the records it names, the rest staying as they are.
-async fn write_conflicts(
+/// Candidates of a pull: each document's row with what the device is known to hold.
+async fn candidates(
     tx: &Transaction<'_>,
-    doc: DocId,
-    posyandu: &str,
-    conflicts: &[posync_model::FieldConflict],
-    only: Option<&[String]>,
-    now: i64,
-) -> Result<(), StoreError> {
-    let doc_s = doc.to_string();
-    let rows = rows::conflict_index_rows(doc, conflicts)?;
-    let keep: Vec<&str> = rows.iter().map(|r| r.id.as_str()).collect();
-    let only: Option<Vec<&str>> = only.map(|ids| ids.iter().map(String::as_str).collect());
-    tx.execute(
-        "DELETE FROM conflicts WHERE doc_id = $1 AND NOT (conflict_id = ANY($2))
-             AND ($3::text[] IS NULL OR record_id = ANY($3))",
-        &[&doc_s, &keep, &only],
-    )
-    .await?;
-    if rows.is_empty() {
-        return Ok(());
+    device: DeviceId,
+    docs: &[DocId],
+    after: Option<i64>,
+    cursor: i64,
+    cache: &crate::cache::DocCache,
+) -> Result<Vec<core::Candidate>, StoreError> {
+    if docs.is_empty() {
+        return Ok(Vec::new());
     }
-    let stmt = tx
-        .prepare_cached(
-            "INSERT INTO conflicts (conflict_id, doc_id, posyandu, collection, record_id, field, policy, vals, opened_at, updated_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9)
-             ON CONFLICT (conflict_id) DO UPDATE SET vals = $8, updated_at = $9",
-        )
-        .await?;
-    for r in &rows {
-        let c = r.conflict;
-        tx.execute(&stmt, &[&r.id, &doc_s, &posyandu, &c.collection, &c.record_id, &c.field, &r.policy, &r.vals, &now])
-            .await?;
+    let mut known = plan::parse_known(&query(tx, &plan::known_heads(D, docs, device, cursor)).await?)?;
+    let rows = query(tx, &plan::docs_by_ids(D, docs, after)).await?;
+    let mut out = Vec::with_capacity(rows.len());
+    for mut row in rows {
+        let meta = plan::meta(&row)?;
+        let bytes = row.take_bytes(5)?;
+        let known = known.remove(&meta.doc).unwrap_or_default();
+        let loaded = cache.get(meta.doc, &meta.heads);
+        out.push(core::Candidate { meta, bytes, known, loaded });
     }
-    Ok(())
-}
-
-/// Whether any of `ids` already names a row of `table` in another document: ids are unique
-/// across documents, and a push that reuses one is refused (`id_collision`).
-async fn taken_elsewhere(
-    tx: &Transaction<'_>,
-    table: &str,
-    column: &str,
-    ids: &[String],
-    doc_s: &str,
-) -> Result<bool, StoreError> {
-    let sql = format!("SELECT 1 FROM {table} WHERE {column} = ANY($1) AND doc_id <> $2 LIMIT 1");
-    Ok(tx.query_opt(&sql, &[&ids, &doc_s]).await?.is_some())
-}
-
-async fn write_projection(tx: &Transaction<'_>, doc: DocId, posyandu: &str, p: &Projection) -> Result<(), StoreError> {
-    let doc_s = &doc.to_string();
-    let invalid = |id: &str| p.invalid.get(id).cloned();
-    match &p.records {
-        Records::Visits { date, visits } => {
-            let ids: Vec<String> = visits.iter().map(|v| v.visit_id.to_string()).collect();
-            if taken_elsewhere(tx, "visits", "visit_id", &ids, doc_s).await? {
-                return Err(StoreError::IdCollision { doc, what: "a visit id".into() });
-            }
-            // The rows of the records projected again: all of the document's, or `only` those.
-            let only: Option<Vec<&str>> = p.only.as_ref().map(|ids| ids.iter().map(String::as_str).collect());
-            tx.execute(
-                "DELETE FROM visit_immunisations WHERE visit_id IN (SELECT visit_id FROM visits WHERE doc_id = $1
-                     AND ($2::text[] IS NULL OR visit_id = ANY($2)))",
-                &[&doc_s, &only],
-            )
-            .await?;
-            tx.execute(
-                "DELETE FROM visits WHERE doc_id = $1 AND ($2::text[] IS NULL OR visit_id = ANY($2))",
-                &[&doc_s, &only],
-            )
-            .await?;
-            let date = format_date(*date);
-            let mut columns = vec![
-                "visit_id",
-                "doc_id",
-                "posyandu",
-                "session_date",
-                "person_id",
-                "name",
-                "sex",
-                "birth_date",
-                "weight_g",
-                "length_mm",
-                "lying",
-                "head_circ_mm",
-                "muac_mm",
-                "vitamin_a",
-                "notes",
-                "recorded_by",
-                "recorded_at",
-                "life_group",
-                "invalid",
-            ];
-            columns.extend(Field::SERVICES.iter().map(|f| f.key()));
-            let mut rows: Vec<Vec<Param>> = Vec::with_capacity(visits.len());
-            let mut immunisations: Vec<Vec<Param>> = Vec::new();
-            for v in visits {
-                let vid = v.visit_id.to_string();
-                let mut row: Vec<Param> = vec![
-                    Box::new(vid.clone()),
-                    Box::new(doc_s.to_owned()),
-                    Box::new(posyandu.to_owned()),
-                    Box::new(date.clone()),
-                    Box::new(v.person_id.to_string()),
-                    Box::new(v.name.clone()),
-                    Box::new(v.sex.code()),
-                    Box::new(format_date(v.birth_date)),
-                    Box::new(v.weight_g),
-                    Box::new(v.length_mm),
-                    Box::new(v.lying),
-                    Box::new(v.head_circ_mm),
-                    Box::new(v.muac_mm),
-                    Box::new(v.vitamin_a.map(|a| a.code())),
-                    Box::new(v.notes.clone()),
-                    Box::new(v.recorded_by.to_string()),
-                    Box::new(v.recorded_at),
-                    Box::new(v.group.code()),
-                    Box::new(invalid(&vid)),
-                ];
-                row.extend(Field::SERVICES.iter().map(|f| service_sql(*f, v.services.get(f))));
-                rows.push(row);
-                for (antigen, on) in &v.immunisations {
-                    immunisations.push(vec![
-                        Box::new(vid.clone()),
-                        Box::new(antigen.clone()),
-                        Box::new(format_date(*on)),
-                    ]);
-                }
-            }
-            insert_rows(tx, "visits", &columns, rows).await?;
-            insert_rows(tx, "visit_immunisations", &["visit_id", "antigen", "given_on"], immunisations).await?;
-        }
-        Records::People(people) => {
-            let ids: Vec<String> = people.iter().map(|p| p.person_id.to_string()).collect();
-            if taken_elsewhere(tx, "people", "person_id", &ids, doc_s).await? {
-                return Err(StoreError::IdCollision { doc, what: "a person id".into() });
-            }
-            let only: Option<Vec<&str>> = p.only.as_ref().map(|ids| ids.iter().map(String::as_str).collect());
-            tx.execute(
-                "DELETE FROM people WHERE doc_id = $1 AND ($2::text[] IS NULL OR person_id = ANY($2))",
-                &[&doc_s, &only],
-            )
-            .await?;
-            let columns = [
-                "person_id",
-                "doc_id",
-                "posyandu",
-                "name",
-                "sex",
-                "birth_date",
-                "mother_name",
-                "nik",
-                "registered_by",
-                "registered_at",
-                "mother_nik",
-                "address",
-                "rt",
-                "rw",
-                "pregnant",
-                "kia_book",
-                "merged_into",
-                "invalid",
-            ];
-            let rows: Vec<Vec<Param>> = people
-                .iter()
-                .map(|p| -> Vec<Param> {
-                    vec![
-                        Box::new(p.person_id.to_string()),
-                        Box::new(doc_s.to_owned()),
-                        Box::new(posyandu.to_owned()),
-                        Box::new(p.name.clone()),
-                        Box::new(p.sex.code()),
-                        Box::new(format_date(p.birth_date)),
-                        Box::new(p.mother_name.clone()),
-                        Box::new(p.nik.clone()),
-                        Box::new(p.registered_by.to_string()),
-                        Box::new(p.registered_at),
-                        Box::new(p.mother_nik.clone()),
-                        Box::new(p.address.clone()),
-                        Box::new(p.rt),
-                        Box::new(p.rw),
-                        Box::new(p.pregnant),
-                        Box::new(p.kia_book),
-                        Box::new(p.merged_into.map(|m| m.to_string())),
-                        Box::new(invalid(&p.person_id.to_string())),
-                    ]
-                })
-                .collect();
-            insert_rows(tx, "people", &columns, rows).await?;
-        }
-    }
-    Ok(())
+    Ok(out)
 }
 
 /// One page of the feed for a scope, from one snapshot: the feed clock makes every snapshot
@@ -590,23 +345,14 @@ async fn pull_tx(
     // start the device over; re-sent changes are harmless duplicates.
     let cursor = if cursor > feed_end as u64 { 0 } else { cursor };
     let cursor_i = to_i64(cursor, "cursor")?;
-    let scopes = scope_vec(scope);
-    let batch = core::FEED_SCAN_BATCH as i64;
-    let entries = tx
-        .prepare_cached(
-            "SELECT seq, doc_id FROM feed WHERE posyandu = ANY($1) AND seq > $2 AND seq <= $3 ORDER BY seq LIMIT $4",
-        )
-        .await?;
     let mut scan = core::PageScan::new(limits.docs_max);
     let mut from = cursor_i;
     'scan: loop {
-        let rows = tx.query(&entries, &[&scopes, &from, &feed_end, &batch]).await?;
+        let rows = query(tx, &plan::feed_scan(D, scope, from, feed_end, core::FEED_SCAN_BATCH)).await?;
         for row in &rows {
-            let seq: i64 = row.try_get(0)?;
-            from = seq;
-            let doc =
-                row.try_get::<_, String>(1)?.parse().map_err(|_| StoreError::Backend("bad feed doc id".into()))?;
-            if !scan.offer(seq as u64, doc) {
+            from = row.int(0)?;
+            let doc = row.text(1)?.parse().map_err(|_| StoreError::Backend("bad feed doc id".into()))?;
+            if !scan.offer(from as u64, doc) {
                 break 'scan;
             }
         }
@@ -614,17 +360,9 @@ async fn pull_tx(
             break;
         }
     }
-    let ids: Vec<String> = scan.docs.iter().map(|(d, _)| d.to_string()).collect();
-    let rows =
-        tx.query("SELECT doc_id, kind, posyandu, seq, heads, bytes FROM docs WHERE doc_id = ANY($1)", &[&ids]).await?;
-    let mut known = known_heads(tx, &ids, &device.to_string(), cursor_i).await?;
-    let mut stored = HashMap::with_capacity(rows.len());
-    for r in rows {
-        let meta = row_meta(r.try_get(0)?, r.try_get(1)?, r.try_get(2)?, r.try_get(3)?, r.try_get(4)?)?;
-        let known = known.remove(&meta.doc).unwrap_or_default();
-        let loaded = cache.get(meta.doc, &meta.heads);
-        stored.insert(meta.doc, core::Candidate { meta, bytes: r.try_get(5)?, known, loaded });
-    }
+    let docs: Vec<DocId> = scan.docs.iter().map(|(d, _)| *d).collect();
+    let stored: HashMap<_, _> =
+        candidates(tx, device, &docs, None, cursor_i, cache).await?.into_iter().map(|c| (c.meta.doc, c)).collect();
     core::assemble_page(cursor, scan, stored, feed_end as u64, limits)
 }
 
@@ -639,59 +377,16 @@ async fn pull_ahead_tx(
     cache: &crate::cache::DocCache,
 ) -> Result<PullPage, StoreError> {
     let cursor_i = i64::try_from(cursor).unwrap_or(i64::MAX);
-    let ids: Vec<String> = docs.iter().map(DocId::to_string).collect();
-    let rows = tx
-        .query(
-            "SELECT doc_id, kind, posyandu, seq, heads, bytes FROM docs WHERE doc_id = ANY($1) AND seq > $2",
-            &[&ids, &cursor_i],
-        )
-        .await?;
-    let mut known = known_heads(tx, &ids, &device.to_string(), cursor_i).await?;
-    let mut found = HashMap::with_capacity(rows.len());
-    for r in rows {
-        let meta = row_meta(r.try_get(0)?, r.try_get(1)?, r.try_get(2)?, r.try_get(3)?, r.try_get(4)?)?;
+    let mut found: HashMap<_, _> = candidates(tx, device, docs, Some(cursor_i), cursor_i, cache)
+        .await?
+        .into_iter()
         // Scope from the server's own record of the document, never from the request.
-        if scope.allows(&meta.posyandu) {
-            let known = known.remove(&meta.doc).unwrap_or_default();
-            let loaded = cache.get(meta.doc, &meta.heads);
-            found.insert(meta.doc, core::Candidate { meta, bytes: r.try_get(5)?, known, loaded });
-        }
-    }
+        .filter(|c| scope.allows(&c.meta.posyandu))
+        .map(|c| (c.meta.doc, c))
+        .collect();
     // In the order the device asked for them.
     let candidates = docs.iter().filter_map(|d| found.remove(d).map(|c| (*d, c))).collect();
     core::assemble_ahead(cursor, candidates, limits)
-}
-
-/// Heads the device is known to have for each document: the document as of the device's
-/// cursor, plus whatever the device itself pushed and we acknowledged.
-async fn known_heads(
-    tx: &Transaction<'_>,
-    docs: &[String],
-    device_s: &str,
-    cursor: i64,
-) -> Result<HashMap<DocId, Heads>, StoreError> {
-    let mut known: HashMap<DocId, Heads> = HashMap::new();
-    if docs.is_empty() {
-        return Ok(known);
-    }
-    let at_cursor = tx
-        .query(
-            "SELECT DISTINCT ON (doc_id) doc_id, heads FROM feed
-             WHERE doc_id = ANY($1) AND seq <= $2 ORDER BY doc_id, seq DESC",
-            &[&docs, &cursor],
-        )
-        .await?;
-    let pushed = tx
-        .query("SELECT doc_id, heads FROM device_docs WHERE device_id = $1 AND doc_id = ANY($2)", &[&device_s, &docs])
-        .await?;
-    for row in at_cursor.iter().chain(&pushed) {
-        let doc: DocId =
-            row.try_get::<_, String>(0)?.parse().map_err(|_| StoreError::Backend("bad stored doc id".into()))?;
-        let heads = rows::parse_stored_heads(Some(row.try_get(1)?))?;
-        let entry = known.entry(doc).or_default();
-        *entry = entry.union(&heads);
-    }
-    Ok(known)
 }
 
 /// Store a change the server made to a document (a resolution, a merge of people):
@@ -705,40 +400,29 @@ async fn commit_server_change(
     instance: &str,
     now: i64,
 ) -> Result<u64, StoreError> {
-    let doc_s = doc.to_string();
     write_projection(tx, doc, posyandu, &changed.projection).await?;
     write_conflicts(tx, doc, posyandu, &changed.conflicts, None, now).await?;
-    let pending = Pending {
-        doc: doc_s,
-        kind: kind.code(),
-        posyandu: posyandu.to_owned(),
-        heads: changed.heads.to_bytes(),
-        bytes: changed.saved,
-        writer: format!("server:{instance}"),
-    };
+    let pending = plan::NewState::new(doc, kind, posyandu, &changed.heads, changed.saved, format!("server:{instance}"));
     let seqs = commit_pending(tx, std::slice::from_ref(&pending), now).await?;
     seqs.first().map(|s| *s as u64).ok_or_else(|| StoreError::Backend("no feed position".into()))
 }
 
-fn conflict_from_row(r: &tokio_postgres::Row) -> Result<ConflictRecord, StoreError> {
-    let row: ConflictRow = (
-        r.try_get(0)?,
-        r.try_get(1)?,
-        r.try_get(2)?,
-        r.try_get(3)?,
-        r.try_get(4)?,
-        r.try_get(5)?,
-        r.try_get(6)?,
-        r.try_get(7)?,
-        r.try_get(8)?,
-        r.try_get(9)?,
-    );
-    to_conflict_record(row)
+async fn conflict_by_id(tx: &Transaction<'_>, id: &str) -> Result<Option<ConflictRecord>, StoreError> {
+    query_opt(tx, &plan::conflict_by_id(D, id)).await?.as_ref().map(plan::conflict).transpose()
 }
 
-async fn conflict_by_id(tx: &Transaction<'_>, id: &str) -> Result<Option<ConflictRecord>, StoreError> {
-    let row = tx.query_opt(&format!("SELECT {CONFLICT_COLUMNS} FROM conflicts WHERE conflict_id = $1"), &[&id]).await?;
-    row.as_ref().map(conflict_from_row).transpose()
+/// The stored document a server change applies to: its kind and bytes (read under its lock).
+async fn doc_to_change(tx: &Transaction<'_>, doc: DocId) -> Result<(DocKind, Vec<u8>), StoreError> {
+    let (kind, _, bytes, _) =
+        stored_doc(tx, doc).await?.ok_or_else(|| StoreError::NotFound(format!("document {doc}")))?;
+    Ok((plan::parse_kind(&doc.to_string(), &kind)?, bytes))
+}
+
+/// Run CPU-bound Automerge work on the blocking pool.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, StoreError> {
+    tokio::task::spawn_blocking(f).await.map_err(|e| StoreError::Backend(format!("merge task: {e}")))?
 }
 
 async fn resolve_tx(
@@ -753,32 +437,25 @@ async fn resolve_tx(
     lock_docs(tx, [first.doc]).await?;
     // Read again under the lock: another instance may have resolved it meanwhile.
     let c = conflict_by_id(tx, id).await?.ok_or_else(not_open)?;
-    let doc_s = c.doc.to_string();
-    let (kind, _, saved, _) =
-        stored_doc(tx, &doc_s).await?.ok_or_else(|| StoreError::NotFound(format!("document {doc_s}")))?;
-    let kind = rows::parse_kind(&doc_s, &kind)?;
+    let (kind, saved) = doc_to_change(tx, c.doc).await?;
     let (collection, record_id, field, value, instance_s) =
         (c.collection.clone(), c.record_id.clone(), c.field.clone(), value.clone(), instance.to_owned());
     let doc = c.doc;
-    let resolved = tokio::task::spawn_blocking(move || {
+    let resolved = blocking(move || {
         let target = core::Target { collection: &collection, record_id: &record_id, field: &field };
         core::resolve(doc, &saved, &target, &value, posync_model::doc::server_actor(&instance_s), now)
     })
-    .await
-    .map_err(|e| StoreError::Backend(format!("resolve task: {e}")))??;
+    .await?;
     let seq = commit_server_change(tx, c.doc, kind, c.posyandu.as_str(), resolved, instance, now).await?;
     Ok(ResolvedConflict { doc: c.doc, seq })
 }
 
-async fn locate_person(tx: &Transaction<'_>, id: PersonId) -> Result<(String, String), StoreError> {
-    let row = tx
-        .query_opt(
-            "SELECT doc_id, posyandu FROM people WHERE person_id = $1 AND merged_into IS NULL",
-            &[&id.to_string()],
-        )
+async fn locate_person(tx: &Transaction<'_>, id: PersonId) -> Result<(DocId, PosyanduId), StoreError> {
+    let row = query_opt(tx, &plan::locate_person(D, id))
         .await?
         .ok_or_else(|| StoreError::NotFound(format!("unmerged person {id}")))?;
-    Ok((row.try_get(0)?, row.try_get(1)?))
+    let doc = row.text(0)?.parse().map_err(|_| StoreError::Backend("bad doc id".into()))?;
+    Ok((doc, row.text(1)?.parse().map_err(|_| StoreError::Backend("bad posyandu".into()))?))
 }
 
 async fn merge_tx(
@@ -792,28 +469,21 @@ async fn merge_tx(
     if duplicate == keep {
         return Err(StoreError::Invalid("a person cannot be merged into itself".into()));
     }
-    let (doc_s, _) = locate_person(tx, duplicate).await?;
-    let doc: DocId = doc_s.parse().map_err(|_| StoreError::Backend("bad doc id".into()))?;
+    let (doc, _) = locate_person(tx, duplicate).await?;
     lock_docs(tx, [doc]).await?;
-    let (doc_s, posyandu) = locate_person(tx, duplicate).await?;
+    // Again under the lock: it may have been merged meanwhile.
+    let (doc, posyandu) = locate_person(tx, duplicate).await?;
     let (_, keep_posyandu) = locate_person(tx, keep).await?;
-    for p in [&posyandu, &keep_posyandu] {
-        let p: PosyanduId = p.parse().map_err(|_| StoreError::Backend("bad posyandu".into()))?;
-        if !scope.allows(&p) {
-            return Err(StoreError::NotFound("unmerged person in your scope".into()));
-        }
+    if !scope.allows(&posyandu) || !scope.allows(&keep_posyandu) {
+        return Err(StoreError::NotFound("unmerged person in your scope".into()));
     }
-    let doc: DocId = doc_s.parse().map_err(|_| StoreError::Backend("bad doc id".into()))?;
-    let (kind, _, saved, _) =
-        stored_doc(tx, &doc_s).await?.ok_or_else(|| StoreError::NotFound(format!("document {doc_s}")))?;
-    let kind = rows::parse_kind(&doc_s, &kind)?;
+    let (kind, saved) = doc_to_change(tx, doc).await?;
     let instance_s = instance.to_owned();
-    let changed = tokio::task::spawn_blocking(move || {
+    let changed = blocking(move || {
         core::merge_people(doc, &saved, duplicate, keep, posync_model::doc::server_actor(&instance_s), now)
     })
-    .await
-    .map_err(|e| StoreError::Backend(format!("merge task: {e}")))??;
-    let seq = commit_server_change(tx, doc, kind, &posyandu, changed, instance, now).await?;
+    .await?;
+    let seq = commit_server_change(tx, doc, kind, posyandu.as_str(), changed, instance, now).await?;
     Ok(ResolvedConflict { doc, seq })
 }
 
@@ -873,8 +543,15 @@ macro_rules! reading {
     }};
 }
 
+impl PgStore {
+    /// The rows of one read-only statement, from one snapshot.
+    async fn read_rows(&self, s: crate::sql::Statement) -> Result<Vec<crate::sql::Row>, StoreError> {
+        reading!(self, |tx| query(&tx, &s).await?)
+    }
+}
+
 #[async_trait]
-impl Store for PgStore {
+impl SyncStore for PgStore {
     async fn push(
         &self,
         device: DeviceId,
@@ -894,14 +571,10 @@ impl Store for PgStore {
     }
 
     async fn forget_device_heads(&self, device: DeviceId, keep: Vec<DocId>) -> Result<(), StoreError> {
-        let client = self.client().await?;
-        let keep: Vec<String> = keep.iter().map(DocId::to_string).collect();
-        client
-            .execute(
-                "DELETE FROM device_docs WHERE device_id = $1 AND NOT (doc_id = ANY($2))",
-                &[&device.to_string(), &keep],
-            )
-            .await?;
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        exec(&tx, &plan::forget_heads(D, device, &keep)).await?;
+        tx.commit().await?;
         Ok(())
     }
 
@@ -927,51 +600,33 @@ impl Store for PgStore {
     }
 
     async fn get(&self, doc: DocId) -> Result<Option<StoredDoc>, StoreError> {
-        let client = self.client().await?;
-        let row = client
-            .query_opt(
-                "SELECT doc_id, kind, posyandu, seq, heads, bytes FROM docs WHERE doc_id = $1",
-                &[&doc.to_string()],
-            )
-            .await?;
-        row.map(|r| {
-            let meta = row_meta(r.try_get(0)?, r.try_get(1)?, r.try_get(2)?, r.try_get(3)?, r.try_get(4)?)?;
-            Ok(StoredDoc { meta, bytes: r.try_get(5)? })
-        })
-        .transpose()
+        let found: Option<crate::sql::Row> = self.read_rows(plan::doc_by_id(D, doc)).await?.into_iter().next();
+        found.map(|mut row| Ok(StoredDoc { meta: plan::meta(&row)?, bytes: row.take_bytes(5)? })).transpose()
     }
 
     async fn list(&self, scope: Scope) -> Result<Vec<StoredMeta>, StoreError> {
-        let client = self.client().await?;
-        let rows = client
-            .query(
-                "SELECT doc_id, kind, posyandu, seq, heads FROM docs WHERE posyandu = ANY($1) ORDER BY seq",
-                &[&scope_vec(&scope)],
-            )
-            .await?;
-        rows.iter()
-            .map(|r| row_meta(r.try_get(0)?, r.try_get(1)?, r.try_get(2)?, r.try_get(3)?, r.try_get(4)?))
-            .collect()
+        let rows: Vec<crate::sql::Row> = self.read_rows(plan::scope_docs(D, &scope)).await?;
+        rows.iter().map(plan::meta).collect()
     }
 
     async fn stats(&self) -> Result<StoreStats, StoreError> {
         let client = self.client().await?;
-        let r = client
-            .query_one(
-                "SELECT (SELECT COUNT(*) FROM docs), (SELECT COUNT(*) FROM visits), (SELECT COUNT(*) FROM people),
-                        (SELECT COUNT(*) FROM feed), (SELECT COUNT(*) FROM device_docs)",
-                &[],
-            )
-            .await?;
-        let n = |i: usize| -> Result<u64, StoreError> { Ok(r.try_get::<_, i64>(i)? as u64) };
-        Ok(StoreStats { docs: n(0)?, visits: n(1)?, people: n(2)?, feed_entries: n(3)?, device_heads: n(4)? })
+        let mut n = [0u64; 5];
+        for (slot, sql) in n.iter_mut().zip(plan::STATS) {
+            *slot = client.query_one(sql, &[]).await?.try_get::<_, i64>(0)? as u64;
+        }
+        let [docs, visits, people, feed_entries, device_heads] = n;
+        Ok(StoreStats { docs, visits, people, feed_entries, device_heads })
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
         self.client().await?.query_one("SELECT 1", &[]).await?;
         Ok(())
     }
+}
 
+#[async_trait]
+impl AccessStore for PgStore {
     async fn import_hierarchy(&self, file: HierarchyFile, audit: AuditEntry) -> Result<ImportReport, StoreError> {
         let now = audit.at;
         audited!(self, audit, |tx| access::import(&tx, &file, now).await?)
@@ -1065,7 +720,10 @@ impl Store for PgStore {
         // One snapshot: the user, the device's state and the scope agree with each other.
         reading!(self, |tx| access::device_access(&tx, device).await?)
     }
+}
 
+#[async_trait]
+impl AuditStore for PgStore {
     async fn append_audit(&self, entry: AuditEntry) -> Result<(), StoreError> {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
@@ -1086,23 +744,13 @@ impl Store for PgStore {
     ) -> Result<Vec<AuditRecord>, StoreError> {
         reading!(self, |tx| access::audit_log(&tx, after, limit, Some(&districts)).await?)
     }
+}
 
+#[async_trait]
+impl ReviewStore for PgStore {
     async fn conflicts(&self, scope: Scope, filter: ConflictFilter) -> Result<Vec<ConflictRecord>, StoreError> {
-        let client = self.client().await?;
-        let policy = rows::policy_code(filter.policy.unwrap_or(posync_model::Policy::Review));
-        let posyandu = filter.posyandu.as_ref().map(|p| p.as_str().to_owned());
-        let rows = client
-            .query(
-                &format!(
-                    "SELECT {CONFLICT_COLUMNS} FROM conflicts
-                     WHERE posyandu = ANY($1) AND policy = $2
-                       AND ($3::text IS NULL OR posyandu = $3) AND ($4::text IS NULL OR field = $4)
-                     ORDER BY opened_at, conflict_id LIMIT 1000"
-                ),
-                &[&scope_vec(&scope), &policy, &posyandu, &filter.field],
-            )
-            .await?;
-        rows.iter().map(conflict_from_row).collect()
+        let rows: Vec<crate::sql::Row> = self.read_rows(plan::conflicts_list(D, &scope, &filter)).await?;
+        rows.iter().map(plan::conflict).collect()
     }
 
     async fn conflict(&self, id: String) -> Result<Option<ConflictRecord>, StoreError> {
@@ -1121,17 +769,8 @@ impl Store for PgStore {
     }
 
     async fn duplicate_people(&self, scope: Scope) -> Result<Vec<DuplicatePair>, StoreError> {
-        let client = self.client().await?;
-        let sql = rows::duplicate_people_sql("a.posyandu = ANY($1)", "b.posyandu = ANY($1)");
-        let rows = client.query(&sql, &[&scope_vec(&scope)]).await?;
-        rows.iter()
-            .map(|r| {
-                let side = |i: usize| -> Result<rows::PersonRow, StoreError> {
-                    Ok((r.try_get(i)?, r.try_get(i + 1)?, r.try_get(i + 2)?, r.try_get(i + 3)?))
-                };
-                rows::duplicate_pair(side(0)?, side(4)?, r.try_get(8)?)
-            })
-            .collect()
+        let rows: Vec<crate::sql::Row> = self.read_rows(plan::duplicate_people(D, &scope)).await?;
+        rows.iter().map(plan::duplicate_pair).collect()
     }
 
     async fn merge_people(
@@ -1147,82 +786,25 @@ impl Store for PgStore {
     }
 
     async fn invalid_records(&self, scope: Scope) -> Result<Vec<crate::InvalidRecord>, StoreError> {
-        let client = self.client().await?;
-        let found = client.query(&rows::invalid_records_sql("posyandu = ANY($1)"), &[&scope_vec(&scope)]).await?;
-        found
-            .iter()
-            .map(|r| {
-                rows::invalid_record((
-                    r.try_get(0)?,
-                    r.try_get(1)?,
-                    r.try_get(2)?,
-                    r.try_get(3)?,
-                    r.try_get(4)?,
-                    r.try_get(5)?,
-                    r.try_get(6)?,
-                ))
-            })
-            .collect()
+        let rows: Vec<crate::sql::Row> = self.read_rows(plan::invalid_records(D, &scope)).await?;
+        rows.iter().map(plan::invalid_record).collect()
     }
+}
 
+#[async_trait]
+impl ReportStore for PgStore {
     async fn report_facts(
         &self,
         scope: Scope,
         from: time::Date,
         to: time::Date,
     ) -> Result<Vec<posync_model::report::VisitFact>, StoreError> {
-        let client = self.client().await?;
-        let rows = client
-            .query(
-                "SELECT v.posyandu, v.session_date,
-                        COALESCE((SELECT p.merged_into FROM people p WHERE p.person_id = v.person_id), v.person_id),
-                        v.name, v.sex, v.birth_date, v.life_group, v.weight_g, v.length_mm, v.lying, v.muac_mm,
-                        v.oedema, v.growth_card, v.bp_systolic, v.bp_diastolic,
-                        (SELECT string_agg(i.antigen, ',') FROM visit_immunisations i WHERE i.visit_id = v.visit_id)
-                 FROM visits v
-                 WHERE v.posyandu = ANY($1) AND v.session_date BETWEEN $2 AND $3 AND v.invalid IS NULL",
-                &[&scope_vec(&scope), &format_date(from), &format_date(to)],
-            )
-            .await?;
-        rows.iter()
-            .map(|r| {
-                rows::RawFact {
-                    posyandu: r.try_get(0)?,
-                    session_date: r.try_get(1)?,
-                    person: r.try_get(2)?,
-                    name: r.try_get(3)?,
-                    sex: r.try_get(4)?,
-                    birth_date: r.try_get(5)?,
-                    group: r.try_get(6)?,
-                    weight_g: r.try_get(7)?,
-                    length_mm: r.try_get(8)?,
-                    lying: r.try_get(9)?,
-                    muac_mm: r.try_get(10)?,
-                    oedema: r.try_get(11)?,
-                    growth_card: r.try_get(12)?,
-                    bp_systolic: r.try_get(13)?,
-                    bp_diastolic: r.try_get(14)?,
-                    immunisations: r.try_get(15)?,
-                }
-                .parse()
-            })
-            .collect()
+        let rows: Vec<crate::sql::Row> = self.read_rows(plan::report_facts(D, &scope, from, to)).await?;
+        rows.iter().map(plan::fact).collect()
     }
 
     async fn registered_people(&self, scope: Scope) -> Result<Vec<posync_model::report::RegisteredPerson>, StoreError> {
-        let client = self.client().await?;
-        let rows = client
-            .query(
-                "SELECT posyandu, person_id, birth_date, kia_book FROM people
-                 WHERE posyandu = ANY($1) AND merged_into IS NULL AND invalid IS NULL",
-                &[&scope_vec(&scope)],
-            )
-            .await?;
-        let mut out = Vec::with_capacity(rows.len());
-        for r in &rows {
-            let (p, id, b): (String, String, String) = (r.try_get(0)?, r.try_get(1)?, r.try_get(2)?);
-            out.extend(rows::registered_person(&p, &id, &b, r.try_get(3)?));
-        }
-        Ok(out)
+        let rows: Vec<crate::sql::Row> = self.read_rows(plan::registered_people(D, &scope)).await?;
+        Ok(rows.iter().filter_map(plan::registered_person).collect())
     }
 }

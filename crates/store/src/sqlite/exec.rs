@@ -1,0 +1,103 @@
+//! Running [`crate::plan`]'s statements on a SQLite connection: binding [`Value`]s and
+//! reading rows back. Nothing here decides what is written.
+
+use crate::StoreError;
+use crate::core::Projection;
+use crate::plan;
+use crate::sql::{Dialect, Insert, Row, Statement, Value};
+use posync_model::DocId;
+use rusqlite::types::{ToSqlOutput, ValueRef};
+use rusqlite::{Connection, params_from_iter};
+
+pub(super) const D: Dialect = Dialect::Sqlite;
+
+impl rusqlite::ToSql for Value {
+    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+        use rusqlite::types::Value as V;
+        Ok(match self {
+            Value::Null => ToSqlOutput::Borrowed(ValueRef::Null),
+            Value::Int(i) => ToSqlOutput::Owned(V::Integer(*i)),
+            Value::Bool(b) => ToSqlOutput::Owned(V::Integer(i64::from(*b))),
+            Value::Text(s) => ToSqlOutput::Borrowed(ValueRef::Text(s.as_bytes())),
+            Value::Bytes(b) => ToSqlOutput::Borrowed(ValueRef::Blob(b)),
+            Value::Texts(t) => ToSqlOutput::Owned(V::Text(Value::json_texts(t))),
+        })
+    }
+}
+
+fn value_of(v: ValueRef<'_>) -> Value {
+    match v {
+        ValueRef::Null => Value::Null,
+        ValueRef::Integer(i) => Value::Int(i),
+        // No column of ours holds a real; read one as text rather than lose it.
+        ValueRef::Real(f) => Value::Text(f.to_string()),
+        ValueRef::Text(t) => Value::Text(String::from_utf8_lossy(t).into_owned()),
+        ValueRef::Blob(b) => Value::Bytes(b.to_vec()),
+    }
+}
+
+pub(super) fn exec(conn: &Connection, s: &Statement) -> Result<usize, StoreError> {
+    Ok(conn.prepare_cached(&s.sql)?.execute(params_from_iter(&s.params))?)
+}
+
+pub(super) fn query(conn: &Connection, s: &Statement) -> Result<Vec<Row>, StoreError> {
+    let mut stmt = conn.prepare_cached(&s.sql)?;
+    let width = stmt.column_count();
+    let rows = stmt
+        .query_map(params_from_iter(&s.params), |r| {
+            (0..width).map(|i| r.get_ref(i).map(value_of)).collect::<rusqlite::Result<Vec<_>>>().map(Row)
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(rows)
+}
+
+pub(super) fn query_opt(conn: &Connection, s: &Statement) -> Result<Option<Row>, StoreError> {
+    Ok(query(conn, s)?.into_iter().next())
+}
+
+/// One cached single-row statement executed per row: SQLite runs in-process, so a row costs
+/// no round trip, and one statement text stays in the cache.
+pub(super) fn insert(conn: &Connection, ins: &Insert) -> Result<(), StoreError> {
+    if ins.rows.is_empty() {
+        return Ok(());
+    }
+    let mut stmt = conn.prepare_cached(&ins.sql(D, 1))?;
+    for row in &ins.rows {
+        stmt.execute(params_from_iter(row))?;
+    }
+    Ok(())
+}
+
+/// Write a document's projection ([`plan::projection`]).
+pub(super) fn write_projection(
+    conn: &Connection,
+    doc: DocId,
+    posyandu: &str,
+    p: &Projection,
+) -> Result<(), StoreError> {
+    let w = plan::projection(D, doc, posyandu, p);
+    if query_opt(conn, &w.collision)?.is_some() {
+        return Err(StoreError::IdCollision { doc, what: w.what.into() });
+    }
+    for s in &w.deletes {
+        exec(conn, s)?;
+    }
+    for i in &w.inserts {
+        insert(conn, i)?;
+    }
+    Ok(())
+}
+
+/// Re-index a document's conflicts ([`plan::conflicts_write`]).
+pub(super) fn write_conflicts(
+    conn: &Connection,
+    doc: DocId,
+    posyandu: &str,
+    conflicts: &[posync_model::FieldConflict],
+    only: Option<&[String]>,
+    now: i64,
+) -> Result<(), StoreError> {
+    let (delete, upsert) = plan::conflicts_write(D, doc, posyandu, conflicts, only, now)?;
+    exec(conn, &delete)?;
+    insert(conn, &upsert)
+}
