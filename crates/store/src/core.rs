@@ -28,11 +28,55 @@ pub enum Records {
     People(Vec<Person>),
 }
 
+/// Merges appended to a document's stored snapshot before it is saved whole again: loading
+/// a document from its snapshot and chunks stays a bounded amount of work.
+pub const CHUNKS_MAX: u32 = 64;
+
+/// How a merged document is stored: work proportional to the change, except every
+/// [`CHUNKS_MAX`] merges (and for a new document or one near its budget), when it is saved
+/// whole and its chunks dropped.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DocWrite {
+    /// The whole document (a snapshot); replaces the stored one and its chunks.
+    Whole(Vec<u8>),
+    /// The merge's new changes (change chunks), appended after what is stored.
+    Append(Vec<u8>),
+}
+
+impl DocWrite {
+    pub fn len(&self) -> usize {
+        match self {
+            DocWrite::Whole(b) | DocWrite::Append(b) => b.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// The stored form of a document: how many chunks follow its snapshot, and the bytes of both.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StoredForm {
+    pub chunks: u32,
+    pub bytes: usize,
+}
+
+impl StoredForm {
+    /// The form after `write`.
+    pub fn after(self, write: &DocWrite) -> StoredForm {
+        match write {
+            DocWrite::Whole(b) => StoredForm { chunks: 0, bytes: b.len() },
+            DocWrite::Append(b) => StoredForm { chunks: self.chunks + 1, bytes: self.bytes + b.len() },
+        }
+    }
+}
+
 /// The result of merging one push into the stored document.
 #[derive(Debug)]
 pub struct Merged {
-    /// The new saved document, or `None` if the push added nothing (a replay).
-    pub saved: Option<Vec<u8>>,
+    /// How to store the merged document, or `None` if the push added nothing (a replay).
+    pub write: Option<DocWrite>,
     pub heads: Heads,
     pub projection: Option<Projection>,
     /// The heads the device is known to have from now on.
@@ -48,7 +92,9 @@ pub struct Merged {
 pub struct Existing<'a> {
     pub kind: DocKind,
     pub posyandu: &'a PosyanduId,
+    /// The stored bytes (snapshot and chunks), read only when `loaded` is not at hand.
     pub bytes: &'a [u8],
+    pub form: StoredForm,
     /// The same document already loaded (from the cache, at the stored heads), if at hand.
     pub loaded: Option<Automerge>,
 }
@@ -99,6 +145,7 @@ pub fn merge_push(
     if push.changes.is_empty() {
         return probe(existing, push, pushed_heads, base);
     }
+    let form = existing.as_ref().map(|e| e.form);
     let mut am = match existing {
         Some(e) => {
             if e.kind != push.kind || e.posyandu != &push.posyandu {
@@ -124,7 +171,7 @@ pub fn merge_push(
     let heads = Heads::new(am.get_heads());
     if heads == before {
         return Ok(Merged {
-            saved: None,
+            write: None,
             heads,
             projection: None,
             device_heads: pushed_heads,
@@ -137,13 +184,7 @@ pub fn merge_push(
     check_authors(id, &am, &before, &meta, &rules.device)?;
     doc::check_new_values(&am, before.as_slice()).map_err(|field| StoreError::InvalidField { doc: id, field })?;
     check_doc_budget(id, &am, &rules.limits)?;
-    let saved = am.save();
-    if saved.len() > rules.limits.doc_bytes_max {
-        return Err(StoreError::DocumentTooLarge {
-            doc: id,
-            reason: format!("{} bytes saved; at most {}", saved.len(), rules.limits.doc_bytes_max),
-        });
-    }
+    let write = doc_write(id, &am, form, &before, &rules.limits)?;
     // Work proportional to the change: only the records it reached are projected again.
     let only = doc::touched_records(&am, meta.kind, &before);
     let projection = project_records(&am, &meta, rules.now, only.as_deref()).map_err(|e| layout_error(id, e))?;
@@ -156,13 +197,41 @@ pub fn merge_push(
     }
     .map_err(|e| layout_error(id, e))?;
     Ok(Merged {
-        saved: Some(saved),
+        write: Some(write),
         heads,
         projection: Some(projection),
         device_heads: pushed_heads,
         conflicts,
         doc: Some(am),
     })
+}
+
+/// How to store `am`, merged into a document stored as `form` (`None`: new) at `before`:
+/// its new changes appended while fewer than [`CHUNKS_MAX`] follow the snapshot and the
+/// appended form stays within the document budget; else saved whole, within the budget.
+fn doc_write(
+    id: DocId,
+    am: &Automerge,
+    form: Option<StoredForm>,
+    before: &Heads,
+    limits: &Limits,
+) -> Result<DocWrite, StoreError> {
+    if let Some(form) = form
+        && form.chunks + 1 < CHUNKS_MAX
+    {
+        let chunk = am.save_after(before.as_slice());
+        if form.bytes.saturating_add(chunk.len()) <= limits.doc_bytes_max {
+            return Ok(DocWrite::Append(chunk));
+        }
+    }
+    let saved = am.save();
+    if saved.len() > limits.doc_bytes_max {
+        return Err(StoreError::DocumentTooLarge {
+            doc: id,
+            reason: format!("{} bytes saved; at most {}", saved.len(), limits.doc_bytes_max),
+        });
+    }
+    Ok(DocWrite::Whole(saved))
 }
 
 /// A push with no changes asks what the server holds: after an answer was lost, the device
@@ -174,7 +243,7 @@ fn probe(existing: Option<Existing<'_>>, push: &DocPush, pushed: Heads, base: He
     let Some(e) = existing else {
         // A document the server has never seen holds nothing.
         return Ok(Merged {
-            saved: None,
+            write: None,
             heads: Heads::empty(),
             projection: None,
             device_heads: Heads::empty(),
@@ -193,7 +262,7 @@ fn probe(existing: Option<Existing<'_>>, push: &DocPush, pushed: Heads, base: He
         Heads::new(base.as_slice().iter().copied().filter(|x| am.get_change_by_hash(x).is_some()).collect())
     };
     Ok(Merged {
-        saved: None,
+        write: None,
         heads: Heads::new(am.get_heads()),
         projection: None,
         device_heads: acked,
@@ -333,18 +402,29 @@ pub fn project_records(
 /// Heads the document does not know are ignored rather than trusted: asking Automerge for
 /// changes after unknown heads would silently return the whole history anyway, so we make
 /// that fallback explicit.
+///
+/// `ends`: where each stored chunk ends in `saved`, with the heads after it. A device that
+/// holds exactly the state after a chunk lacks exactly the chunks after it: those bytes are
+/// its delta, sent as stored, without loading the document (every phone of a posyandu
+/// catching up on the same merges asks for such a suffix).
 pub fn changes_for(
     doc: DocId,
     saved: &[u8],
     stored_heads: &Heads,
     known: &Heads,
     loaded: Option<&Automerge>,
+    ends: &[(Heads, usize)],
 ) -> Result<Option<Vec<u8>>, StoreError> {
     if known.is_empty() {
         return Ok(Some(saved.to_vec()));
     }
     if stored_heads.as_slice().iter().all(|h| known.as_slice().contains(h)) {
         return Ok(None);
+    }
+    if let Some((_, end)) = ends.iter().find(|(h, _)| h == known)
+        && let Some(suffix) = saved.get(*end..)
+    {
+        return Ok(Some(suffix.to_vec()));
     }
     let parsed;
     let am = match loaded {
@@ -490,7 +570,10 @@ impl PageScan {
 /// A chosen document as stored now, with the heads the device is known to have.
 pub struct Candidate {
     pub meta: crate::StoredMeta,
+    /// The stored bytes: snapshot, then chunks.
     pub bytes: Vec<u8>,
+    /// Where each chunk ends in `bytes`, with the heads after it ([`changes_for`]).
+    pub ends: Vec<(Heads, usize)>,
     pub known: Heads,
     /// The document already loaded at the stored heads (from the cache), if at hand.
     pub loaded: Option<Automerge>,
@@ -512,7 +595,7 @@ pub fn assemble_page(
     let mut bytes_total = 0usize;
     for (doc, first) in scan.docs {
         let Some(c) = stored.remove(&doc) else { continue };
-        let changes = changes_for(doc, &c.bytes, &c.meta.heads, &c.known, c.loaded.as_ref())?;
+        let changes = changes_for(doc, &c.bytes, &c.meta.heads, &c.known, c.loaded.as_ref(), &c.ends)?;
         let size = changes.as_ref().map_or(0, Vec::len);
         if !page.docs.is_empty() && bytes_total + size > limits.bytes_max {
             page.cursor = first - 1;
@@ -566,7 +649,9 @@ pub fn assemble_ahead(
     let mut page = crate::PullPage { docs: Vec::new(), cursor, more: false };
     let mut bytes_total = 0usize;
     for (doc, c) in candidates {
-        let Some(changes) = changes_for(doc, &c.bytes, &c.meta.heads, &c.known, c.loaded.as_ref())? else { continue };
+        let Some(changes) = changes_for(doc, &c.bytes, &c.meta.heads, &c.known, c.loaded.as_ref(), &c.ends)? else {
+            continue;
+        };
         if page.docs.is_empty() && changes.len() > limits.bytes_max {
             let (mut pull, _) = piece_of(doc, &c, limits.bytes_max)?;
             pull.piece = true;
@@ -605,4 +690,58 @@ fn piece_of(doc: DocId, c: &Candidate, bytes_max: usize) -> Result<(posync_proto
         piece: !piece.complete,
     };
     Ok((pull, piece.complete))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use automerge::transaction::Transactable;
+
+    /// A document with two appended merges: its bytes as stored and where each chunk ends.
+    fn stored_in_chunks() -> (Automerge, Vec<u8>, Vec<(Heads, usize)>) {
+        let mut am = Automerge::new();
+        let mut stored = Vec::new();
+        let mut ends = Vec::new();
+        for i in 0..3i64 {
+            let before = am.get_heads();
+            let mut tx = am.transaction();
+            tx.put(automerge::ROOT, format!("k{i}"), i).expect("put");
+            tx.commit();
+            if i == 0 {
+                stored = am.save();
+            } else {
+                stored.extend_from_slice(&am.save_after(&before));
+                ends.push((Heads::new(am.get_heads()), stored.len()));
+            }
+        }
+        (am, stored, ends)
+    }
+
+    #[test]
+    fn a_device_at_a_chunk_boundary_is_sent_the_stored_suffix_without_a_load() {
+        let (am, mut stored, ends) = stored_in_chunks();
+        let doc = DocId::new_random();
+        let at_first = ends[0].0.clone();
+        let expected = stored[ends[0].1..].to_vec();
+        // Spoil the snapshot: had the delta needed a load, it would fail as corrupt.
+        stored[0] ^= 0xff;
+        let delta = changes_for(doc, &stored, &Heads::new(am.get_heads()), &at_first, None, &ends)
+            .expect("no load needed")
+            .expect("a delta");
+        assert_eq!(delta, expected);
+        let mut held = am.clone();
+        held.load_incremental(&delta).expect("applies");
+        assert_eq!(held.get_heads(), am.get_heads());
+    }
+
+    #[test]
+    fn a_device_between_boundaries_falls_back_to_a_computed_delta() {
+        let (am, stored, ends) = stored_in_chunks();
+        let doc = DocId::new_random();
+        let unknown_boundary = Heads::new(am.get_changes(&[]).first().map(|c| vec![c.hash()]).unwrap_or_default());
+        let delta = changes_for(doc, &stored, &Heads::new(am.get_heads()), &unknown_boundary, None, &ends)
+            .expect("computed from the loaded document")
+            .expect("a delta");
+        assert!(delta.len() < stored.len(), "changes after the first, not the whole document");
+    }
 }

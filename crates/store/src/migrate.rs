@@ -12,18 +12,18 @@ use posync_model::Heads;
 use rusqlite::OpenFlags;
 use rusqlite::types::Value;
 use serde::Serialize;
-use std::collections::HashMap;
 use std::path::Path;
 use tokio_postgres::types::ToSql;
 
 /// Every table a store holds, in an order that respects foreign keys.
-pub const TABLES: [&str; 13] = [
+pub const TABLES: [&str; 14] = [
     "units",
     "users",
     "user_units",
     "enrolments",
     "devices",
     "docs",
+    "doc_chunks",
     "feed",
     "device_docs",
     "visits",
@@ -35,8 +35,6 @@ pub const TABLES: [&str; 13] = [
 
 /// Rows read from SQLite before each insert.
 const BATCH_ROWS_MAX: usize = 500;
-/// Documents per read-back query while verifying.
-const VERIFY_BATCH_MAX: usize = 256;
 
 /// What a move copied and checked.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
@@ -210,32 +208,26 @@ async fn insert_batch(
     Ok(n)
 }
 
-/// Every SQLite document's heads, compared with what PostgreSQL's bytes load to.
+/// Every SQLite document's heads, compared with what PostgreSQL's stored bytes (snapshot
+/// and chunks, as the store reads them) load to.
 async fn verify(src: &rusqlite::Connection, to: &PgStore) -> Result<u64, StoreError> {
+    use crate::SyncStore;
     let mut stmt = src.prepare("SELECT doc_id, heads FROM docs ORDER BY doc_id")?;
     let expected: Vec<(String, Vec<u8>)> =
         stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<Result<_, _>>()?;
-    let client = to.pool.get().await?;
     let mut verified = 0u64;
-    for chunk in expected.chunks(VERIFY_BATCH_MAX) {
-        let ids: Vec<&str> = chunk.iter().map(|(d, _)| d.as_str()).collect();
-        let rows = client.query("SELECT doc_id, heads, bytes FROM docs WHERE doc_id = ANY($1)", &[&ids]).await?;
-        let mut got: HashMap<String, (Vec<u8>, Vec<u8>)> = HashMap::new();
-        for r in rows {
-            got.insert(r.try_get(0)?, (r.try_get(1)?, r.try_get(2)?));
+    for (doc, heads) in &expected {
+        let mismatch = |what: &str| StoreError::Backend(format!("migrate: document {doc}: {what}"));
+        let id = doc.parse().map_err(|_| mismatch("bad id"))?;
+        let got = to.get(id).await?.ok_or_else(|| mismatch("missing in the target"))?;
+        if got.meta.heads.to_bytes() != *heads {
+            return Err(mismatch("stored heads differ"));
         }
-        for (doc, heads) in chunk {
-            let mismatch = |what: &str| StoreError::Backend(format!("migrate: document {doc}: {what}"));
-            let (pg_heads, bytes) = got.get(doc).ok_or_else(|| mismatch("missing in the target"))?;
-            if pg_heads != heads {
-                return Err(mismatch("stored heads differ"));
-            }
-            let am = Automerge::load(bytes).map_err(|e| mismatch(&format!("bytes do not load: {e}")))?;
-            if Heads::new(am.get_heads()).to_bytes() != *heads {
-                return Err(mismatch("bytes load to other heads"));
-            }
-            verified += 1;
+        let am = Automerge::load(&got.bytes).map_err(|e| mismatch(&format!("bytes do not load: {e}")))?;
+        if Heads::new(am.get_heads()).to_bytes() != *heads {
+            return Err(mismatch("bytes load to other heads"));
         }
+        verified += 1;
     }
     Ok(verified)
 }

@@ -6,11 +6,13 @@
 //! Adding a visit field: its column in both schemas' migrations, and [`visit_row`] /
 //! [`VISIT_COLUMNS`] here (a service field needs only its migration column).
 
-use crate::core::{Projection, Records};
+use crate::core::{DocWrite, Projection, Records, StoredForm};
 use crate::sql::{Dialect, Insert, Row, Statement, Value};
 use crate::{ConflictFilter, ConflictRecord, ConflictValueRecord, StoreError, StoredMeta};
 use posync_model::record::{FieldKind, format_date, parse_date};
-use posync_model::{DeviceId, DocId, DocKind, Field, FieldConflict, FieldValue, Heads, Person, Policy, Scope, Visit};
+use posync_model::{
+    DeviceId, DocId, DocKind, Field, FieldConflict, FieldValue, Heads, Person, Policy, PosyanduId, Scope, Visit,
+};
 use std::collections::HashMap;
 
 fn scope_texts(scope: &Scope) -> Value {
@@ -26,20 +28,105 @@ fn texts<T: ToString>(items: &[T]) -> Value {
 /// Columns of [`meta`], in order; a query may add `bytes` after them.
 pub const META_COLUMNS: &str = "doc_id, kind, posyandu, seq, heads";
 
-/// A stored document's kind, posyandu, bytes and heads (the push and server-change path).
+/// A stored document as a merge needs it first, without its bytes (read only when no loaded
+/// copy is at hand): kind, posyandu, heads, chunks, stored bytes.
 pub fn stored_doc(d: Dialect, doc: DocId) -> Statement {
     Statement::new(
-        format!("SELECT kind, posyandu, bytes, heads FROM docs WHERE doc_id = {}", d.p(1)),
+        format!("SELECT kind, posyandu, heads, chunks, stored_bytes FROM docs WHERE doc_id = {}", d.p(1)),
         vec![doc.to_string().into()],
     )
 }
 
-/// One document's metadata and bytes.
+/// A row of [`stored_doc`].
+#[derive(Clone, Debug)]
+pub struct StoredRow {
+    pub kind: DocKind,
+    pub posyandu: PosyanduId,
+    pub heads: Heads,
+    pub form: StoredForm,
+}
+
+pub fn stored_row(doc: DocId, row: &Row) -> Result<StoredRow, StoreError> {
+    let doc_s = doc.to_string();
+    let bad = |what: &str| StoreError::Backend(format!("doc {doc_s}: bad stored {what}"));
+    Ok(StoredRow {
+        kind: parse_kind(&doc_s, &row.text(0)?)?,
+        posyandu: row.text(1)?.parse().map_err(|_| bad("posyandu"))?,
+        heads: Heads::from_bytes(&row.bytes(2)?).map_err(|_| bad("heads"))?,
+        form: StoredForm {
+            chunks: u32::try_from(row.int(3)?).map_err(|_| bad("chunks"))?,
+            bytes: usize::try_from(row.int(4)?).map_err(|_| bad("size"))?,
+        },
+    })
+}
+
+/// A document's stored bytes, in order: its snapshot, then its chunks. Concatenated they
+/// load as one document.
+pub fn doc_bytes(d: Dialect, doc: DocId) -> Statement {
+    let p1 = d.p(1);
+    Statement::new(
+        format!(
+            "SELECT 0 AS n, bytes FROM docs WHERE doc_id = {p1}
+             UNION ALL SELECT n, bytes FROM doc_chunks WHERE doc_id = {p1} ORDER BY n"
+        ),
+        vec![doc.to_string().into()],
+    )
+}
+
+/// Rows of [`doc_bytes`] as one byte stream (`None`: no such document).
+pub fn concat_bytes(rows: Vec<Row>) -> Result<Option<Vec<u8>>, StoreError> {
+    let mut rows = rows.into_iter();
+    let Some(mut first) = rows.next() else { return Ok(None) };
+    let mut bytes = first.take_bytes(1)?;
+    for mut row in rows {
+        bytes.extend_from_slice(&row.take_bytes(1)?);
+    }
+    Ok(Some(bytes))
+}
+
+/// One document's metadata and snapshot bytes (its chunks: [`chunks_of`]).
 pub fn doc_by_id(d: Dialect, doc: DocId) -> Statement {
     Statement::new(
         format!("SELECT {META_COLUMNS}, bytes FROM docs WHERE doc_id = {}", d.p(1)),
         vec![doc.to_string().into()],
     )
+}
+
+/// The chunks of `docs`, each document's in order: doc id, heads after the chunk, bytes.
+pub fn chunks_of(d: Dialect, docs: &[DocId]) -> Statement {
+    Statement::new(
+        format!("SELECT doc_id, heads, bytes FROM doc_chunks WHERE {} ORDER BY doc_id, n", d.in_list("doc_id", 1)),
+        vec![texts(docs)],
+    )
+}
+
+/// A stored document as a pull reads it: metadata, its bytes (snapshot then chunks), and
+/// where each chunk ends in them with the heads after it.
+pub struct Stream {
+    pub meta: StoredMeta,
+    pub bytes: Vec<u8>,
+    pub ends: Vec<(Heads, usize)>,
+}
+
+/// Rows of [`docs_by_ids`] (or [`doc_by_id`]) and [`chunks_of`] as [`Stream`]s.
+pub fn streams(doc_rows: Vec<Row>, chunk_rows: Vec<Row>) -> Result<Vec<Stream>, StoreError> {
+    let mut out = Vec::with_capacity(doc_rows.len());
+    let mut at: HashMap<DocId, usize> = HashMap::with_capacity(doc_rows.len());
+    for mut row in doc_rows {
+        let meta = meta(&row)?;
+        let bytes = row.take_bytes(5)?;
+        at.insert(meta.doc, out.len());
+        out.push(Stream { meta, bytes, ends: Vec::new() });
+    }
+    for mut row in chunk_rows {
+        let doc: DocId = row.text(0)?.parse().map_err(|_| StoreError::Backend("bad stored doc id".into()))?;
+        let Some(i) = at.get(&doc) else { continue };
+        let heads = parse_stored_heads(row.opt_bytes(1)?)?;
+        let s = &mut out[*i];
+        s.bytes.extend_from_slice(&row.take_bytes(2)?);
+        s.ends.push((heads, s.bytes.len()));
+    }
+    Ok(out)
 }
 
 /// Metadata and bytes of `docs` (changed after `after`, when given).
@@ -136,21 +223,95 @@ pub struct NewState {
     pub kind: &'static str,
     pub posyandu: String,
     pub heads: Vec<u8>,
-    pub bytes: Vec<u8>,
+    pub write: DocWrite,
+    /// The stored form it replaces or appends to (default for a new document).
+    pub before: StoredForm,
     /// `<device id>` or `server:<instance>`, as the feed records who wrote it.
     pub writer: String,
 }
 
 impl NewState {
-    pub fn new(doc: DocId, kind: DocKind, posyandu: &str, heads: &Heads, bytes: Vec<u8>, writer: String) -> Self {
+    pub fn new(doc: DocId, kind: DocKind, posyandu: &str, heads: &Heads, write: DocWrite, writer: String) -> Self {
         Self {
             doc: doc.to_string(),
             kind: kind.code(),
             posyandu: posyandu.to_owned(),
             heads: heads.to_bytes(),
-            bytes,
+            write,
+            before: StoredForm::default(),
             writer,
         }
+    }
+
+    /// The same state, written over a document stored as `before`.
+    pub fn after(mut self, before: StoredForm) -> Self {
+        self.before = before;
+        self
+    }
+}
+
+/// Store a document's new state at feed position `seq`: the snapshot replacing the document
+/// and its chunks, or one chunk appended, the snapshot left as it is.
+pub fn doc_write(d: Dialect, s: &NewState, seq: i64, now: i64) -> Vec<Statement> {
+    let after = s.before.after(&s.write);
+    let (chunks, stored) = (i64::from(after.chunks), i64::try_from(after.bytes).unwrap_or(i64::MAX));
+    match &s.write {
+        DocWrite::Whole(bytes) => vec![
+            Statement::new(
+                format!(
+                    "INSERT INTO docs (doc_id, kind, posyandu, seq, heads, bytes, updated_at, chunks, stored_bytes)
+                     VALUES ({})
+                     ON CONFLICT (doc_id) DO UPDATE SET seq = excluded.seq, heads = excluded.heads,
+                        bytes = excluded.bytes, updated_at = excluded.updated_at, chunks = excluded.chunks,
+                        stored_bytes = excluded.stored_bytes",
+                    (1..=9).map(|i| d.p(i)).collect::<Vec<_>>().join(", ")
+                ),
+                vec![
+                    s.doc.clone().into(),
+                    s.kind.into(),
+                    s.posyandu.clone().into(),
+                    seq.into(),
+                    s.heads.clone().into(),
+                    bytes.clone().into(),
+                    now.into(),
+                    chunks.into(),
+                    stored.into(),
+                ],
+            ),
+            Statement::new(format!("DELETE FROM doc_chunks WHERE doc_id = {}", d.p(1)), vec![s.doc.clone().into()]),
+        ],
+        DocWrite::Append(chunk) => vec![
+            Statement::new(
+                format!(
+                    "INSERT INTO doc_chunks (doc_id, n, heads, bytes) VALUES ({}, {}, {}, {})",
+                    d.p(1),
+                    d.p(2),
+                    d.p(3),
+                    d.p(4)
+                ),
+                vec![s.doc.clone().into(), chunks.into(), s.heads.clone().into(), chunk.clone().into()],
+            ),
+            Statement::new(
+                format!(
+                    "UPDATE docs SET seq = {}, heads = {}, updated_at = {}, chunks = {}, stored_bytes = {}
+                     WHERE doc_id = {}",
+                    d.p(2),
+                    d.p(3),
+                    d.p(4),
+                    d.p(5),
+                    d.p(6),
+                    d.p(1)
+                ),
+                vec![
+                    s.doc.clone().into(),
+                    seq.into(),
+                    s.heads.clone().into(),
+                    now.into(),
+                    chunks.into(),
+                    stored.into(),
+                ],
+            ),
+        ],
     }
 }
 

@@ -125,6 +125,8 @@ conformance!(
     documents_asked_for_first_come_ahead_of_the_feed_and_are_not_sent_twice,
     // per-device heads
     a_device_is_sent_only_the_changes_it_lacks,
+    // incremental storage (issue #14)
+    a_document_merged_past_its_chunk_limit_keeps_every_change_on_every_instance,
     // projection
     reports_and_registry_follow_each_documents_latest_version,
     // conflicts
@@ -927,6 +929,58 @@ async fn a_device_is_sent_only_the_changes_it_lacks(backend: Backend) {
     let whole = load(&page.docs[0].changes);
     assert_eq!(heads(&whole), heads(&am_b), "the whole document, not a delta on what a no longer has");
     assert_eq!(stats(&*store).await.device_heads, 1, "only b's acknowledged heads remain");
+}
+
+/// A document stored as a snapshot and appended chunks (compacted every `CHUNKS_MAX` merges)
+/// loses nothing: two instances take turns merging edits of one document (each other's
+/// writes are cache misses, so every other merge loads the snapshot and chunks), every stored
+/// form loads to the merged heads, and a device catching up is sent only what it lacks.
+async fn a_document_merged_past_its_chunk_limit_keeps_every_change_on_every_instance(backend: Backend) {
+    let instances = [backend.open().await, backend.open().await];
+    let s = scope(&["melati"]);
+    let (a, b) = (DeviceId::new_random(), DeviceId::new_random());
+    let mut am = session("melati", day(0), a, &[visit(a, "Sri Wahyuni", 9000)]);
+    let v = doc::visits(&am).expect("visits")[0].visit_id;
+    instances[0].push(a, s.clone(), vec![push_of(&am, &Heads::empty())], NOW).await.expect("first push");
+    let mut b_doc: Option<Automerge> = None;
+    let mut b_cursor = 0;
+    let merges = 2 * posync_store::core::CHUNKS_MAX as i64 + 20;
+    for i in 1..=merges {
+        let before = heads(&am);
+        set_weight(&mut am, v, 9000 + i, NOW + i);
+        let store = &instances[(i % 2) as usize];
+        store.push(a, s.clone(), vec![push_of(&am, &before)], NOW + i).await.expect("push an edit");
+        let other = &instances[((i + 1) % 2) as usize];
+        let stored = other.get(doc_id(&am)).await.expect("get").expect("stored");
+        assert_eq!(stored.meta.heads, heads(&am), "merge {i}: stored heads");
+        assert_eq!(heads(&load(&stored.bytes)), heads(&am), "merge {i}: the stored form loads whole");
+        if i % 7 == 0 {
+            // b catches up: the whole document first, then only what it lacks.
+            let page = other.pull(b, s.clone(), b_cursor, ALL).await.expect("pull b");
+            assert_eq!(page.docs.len(), 1, "merge {i}");
+            let changes = &page.docs[0].changes;
+            match &mut b_doc {
+                None => b_doc = Some(load(changes)),
+                Some(held) => {
+                    let lacking = am.save_after(&held.get_heads());
+                    assert!(
+                        changes.len() <= lacking.len() + 64,
+                        "merge {i}: sent {} bytes for {} bytes of changes it lacks",
+                        changes.len(),
+                        lacking.len()
+                    );
+                    held.load_incremental(changes).expect("apply the delta");
+                }
+            }
+            let held = b_doc.as_ref().expect("b holds it");
+            assert_eq!(heads(held), heads(&am), "merge {i}: b holds every change");
+            assert_eq!(doc::visits(held).expect("visits")[0].weight_g, Some(9000 + i));
+            b_cursor = page.cursor;
+        }
+    }
+    let fresh = instances[0].pull(DeviceId::new_random(), s.clone(), 0, ALL).await.expect("pull fresh");
+    assert_eq!(heads(&load(&fresh.docs[0].changes)), heads(&am), "a new device gets the whole document");
+    assert_eq!(stats(&*instances[1]).await.feed_entries, merges as u64 + 1, "one feed entry per merge");
 }
 
 // ------------------------------------------------------------------------------------------

@@ -7,7 +7,7 @@ use automerge::Automerge;
 use posync_model::doc::{self, DocMeta};
 use posync_model::{DeviceId, Field, FieldConflict, FieldValue, Heads, LifeGroup, PersonId, Sex, Visit, VisitId};
 use posync_proto::{DocPush, Limits};
-use posync_store::core::{self, Existing, Projection, Records};
+use posync_store::core::{self, DocWrite, Existing, Projection, Records, StoredForm};
 use proptest::prelude::*;
 use std::collections::BTreeMap;
 
@@ -105,6 +105,7 @@ proptest! {
         let mut phones: Vec<Automerge> = devices.iter().map(|d| genesis.fork().with_actor(d.actor())).collect();
         let mut acked: Vec<Heads> = vec![Heads::empty(); 3];
         let (mut server, mut stored): (Option<Automerge>, Vec<u8>) = (None, Vec::new());
+        let mut form = StoredForm::default();
         let mut rows = Rows::default();
         let mut n = 0;
         for s in steps {
@@ -142,17 +143,28 @@ proptest! {
                         changes: if base.is_empty() { am.save() } else { am.save_after(base.as_slice()) },
                     };
                     let rules = core::Rules { device: devices[phone], limits: Limits::default(), now: NOW };
+                    // Phone 0's pushes merge into the loaded copy, the others' into the stored
+                    // bytes (snapshot and appended chunks), as after a cache miss.
                     let existing = server.as_ref().map(|_| Existing {
                         kind: meta.kind,
                         posyandu: &meta.posyandu,
                         bytes: &stored,
-                        loaded: server.clone(),
+                        form,
+                        loaded: if phone == 0 { server.clone() } else { None },
                     });
                     let merged = core::merge_push(existing, &push, &rules, &mut Default::default()).expect("merge");
-                    if let (Some(saved), Some(p), Some(doc)) = (merged.saved, merged.projection.as_ref(), merged.doc) {
+                    if let (Some(write), Some(p), Some(doc)) = (merged.write, merged.projection.as_ref(), merged.doc) {
                         rows.apply(p, &merged.conflicts);
                         prop_assert_eq!(&rows, &Rows::rebuilt(&doc), "after a sync of phone {}", phone);
-                        stored = saved;
+                        form = form.after(&write);
+                        match write {
+                            DocWrite::Whole(bytes) => stored = bytes,
+                            DocWrite::Append(chunk) => stored.extend_from_slice(&chunk),
+                        }
+                        prop_assert_eq!(form.bytes, stored.len());
+                        prop_assert!(form.chunks < core::CHUNKS_MAX);
+                        let reloaded = Automerge::load(&stored).expect("the stored form loads");
+                        prop_assert_eq!(reloaded.get_heads(), doc.get_heads(), "stored form = merged document");
                         server = Some(doc);
                     }
                     // The phone takes what the server has.

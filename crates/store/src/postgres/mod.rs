@@ -26,7 +26,8 @@ use posync_model::guard::Usage;
 use std::time::Duration;
 
 /// Schema steps in order: step `i` takes the stored version from `i` to `i + 1`.
-const MIGRATIONS: [&str; 2] = [include_str!("schema.sql"), include_str!("schema_v2.sql")];
+const MIGRATIONS: [&str; 3] =
+    [include_str!("schema.sql"), include_str!("schema_v2.sql"), include_str!("schema_v3.sql")];
 const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 /// Any constant: instances starting together take turns migrating.
 const MIGRATION_LOCK: i64 = 0x706f_7379_6e63_0001;
@@ -170,21 +171,15 @@ async fn commit_pending(tx: &Transaction<'_>, pending: &[plan::NewState], now: i
     if pending.is_empty() {
         return Ok(Vec::new());
     }
+    // Each document's position is set below, under the clock; 0 meanwhile.
+    for state in pending {
+        for statement in plan::doc_write(D, state, 0, now) {
+            exec(tx, &statement).await?;
+        }
+    }
     let docs: Vec<&str> = pending.iter().map(|p| p.doc.as_str()).collect();
     let posyandu: Vec<&str> = pending.iter().map(|p| p.posyandu.as_str()).collect();
     let heads: Vec<&[u8]> = pending.iter().map(|p| p.heads.as_slice()).collect();
-    let kinds: Vec<&str> = pending.iter().map(|p| p.kind).collect();
-    let bytes: Vec<&[u8]> = pending.iter().map(|p| p.bytes.as_slice()).collect();
-    // A new document's position is set below, under the clock; 0 meanwhile.
-    tx.execute(
-        "INSERT INTO docs (doc_id, kind, posyandu, seq, heads, bytes, updated_at)
-         SELECT d, k, p, 0, h, b, $6
-         FROM UNNEST($1::text[], $2::text[], $3::text[], $4::bytea[], $5::bytea[]) AS t(d, k, p, h, b)
-         ON CONFLICT (doc_id) DO UPDATE
-         SET heads = EXCLUDED.heads, bytes = EXCLUDED.bytes, updated_at = EXCLUDED.updated_at",
-        &[&docs, &kinds, &posyandu, &heads, &bytes, &now],
-    )
-    .await?;
     let first = take_feed_seqs(tx, pending.len()).await?;
     let seqs: Vec<i64> = (0..pending.len() as i64).map(|i| first + i).collect();
     let writers: Vec<&str> = pending.iter().map(|p| p.writer.as_str()).collect();
@@ -202,34 +197,32 @@ async fn commit_pending(tx: &Transaction<'_>, pending: &[plan::NewState], now: i
     Ok(seqs)
 }
 
-/// A stored document's kind, posyandu, bytes and heads, read under its lock.
-type StoredDocRow = (String, String, Vec<u8>, Vec<u8>);
+async fn stored_doc(tx: &Transaction<'_>, doc: DocId) -> Result<Option<plan::StoredRow>, StoreError> {
+    query_opt(tx, &plan::stored_doc(D, doc)).await?.map(|row| plan::stored_row(doc, &row)).transpose()
+}
 
-async fn stored_doc(tx: &Transaction<'_>, doc: DocId) -> Result<Option<StoredDocRow>, StoreError> {
-    let Some(mut row) = query_opt(tx, &plan::stored_doc(D, doc)).await? else { return Ok(None) };
-    Ok(Some((row.text(0)?, row.text(1)?, row.take_bytes(2)?, row.bytes(3)?)))
+/// A stored document's bytes (snapshot, then chunks), for when no loaded copy is at hand.
+async fn doc_bytes(tx: &Transaction<'_>, doc: DocId) -> Result<Vec<u8>, StoreError> {
+    plan::concat_bytes(query(tx, &plan::doc_bytes(D, doc)).await?)?
+        .ok_or_else(|| StoreError::NotFound(format!("document {doc}")))
 }
 
 /// Merge one push on the blocking pool: Automerge work is CPU-bound.
 async fn merge_blocking(
-    stored: Option<StoredDocRow>,
+    stored: Option<(plan::StoredRow, Vec<u8>)>,
     loaded: Option<automerge::Automerge>,
     push: DocPush,
     rules: core::Rules,
     mut used: Usage,
 ) -> Result<(DocPush, Result<core::Merged, StoreError>, Usage), StoreError> {
     tokio::task::spawn_blocking(move || {
-        let merge = || match &stored {
-            Some((kind, posyandu, bytes, _)) => {
-                let doc_s = push.doc.to_string();
-                let posyandu: PosyanduId =
-                    posyandu.parse().map_err(|_| StoreError::Backend(format!("doc {doc_s}: bad posyandu")))?;
-                let kind = plan::parse_kind(&doc_s, kind)?;
-                core::merge_push(Some(Existing { kind, posyandu: &posyandu, bytes, loaded }), &push, &rules, &mut used)
+        let out = match &stored {
+            Some((row, bytes)) => {
+                let existing = Existing { kind: row.kind, posyandu: &row.posyandu, bytes, form: row.form, loaded };
+                core::merge_push(Some(existing), &push, &rules, &mut used)
             }
             None => core::merge_push(None, &push, &rules, &mut used),
         };
-        let out = merge();
         (push, out, used)
     })
     .await
@@ -263,26 +256,24 @@ async fn push_tx(
     let mut pending = Vec::new();
     for push in pushes {
         let stored = stored_doc(tx, push.doc).await?;
-        let owner: PosyanduId = match &stored {
-            Some((_, p, _, _)) => {
-                p.parse().map_err(|_| StoreError::Backend(format!("doc {}: bad posyandu", push.doc)))?
-            }
-            None => push.posyandu.clone(),
-        };
-        if !scope.allows(&owner) {
+        let owner = stored.as_ref().map_or(&push.posyandu, |row| &row.posyandu);
+        if !scope.allows(owner) {
             return Err(StoreError::Forbidden { doc: push.doc });
         }
         let exists = stored.is_some();
-        let loaded = match &stored {
-            Some((_, _, _, heads)) => cache.get(push.doc, &plan::parse_stored_heads(Some(heads.clone()))?),
+        let before = stored.as_ref().map(|row| row.form).unwrap_or_default();
+        let loaded = stored.as_ref().and_then(|row| cache.get(push.doc, &row.heads));
+        let stored = match stored {
+            Some(row) if loaded.is_none() => Some((row, doc_bytes(tx, push.doc).await?)),
+            Some(row) => Some((row, Vec::new())),
             None => None,
         };
         let (push, merged, now_used) = merge_blocking(stored, loaded, push, rules, used).await?;
         used = now_used;
         let mut merged = merged?;
-        if let Some(saved) = merged.saved {
+        if let Some(write) = merged.write.take() {
             if let Some(am) = merged.doc.take() {
-                kept.push((push.doc, am, saved.len()));
+                kept.push((push.doc, am, before.after(&write).bytes));
             }
             let posyandu = push.posyandu.as_str();
             if let Some(p) = &merged.projection {
@@ -290,7 +281,8 @@ async fn push_tx(
             }
             let only = merged.projection.as_ref().and_then(|p| p.only.as_deref());
             write_conflicts(tx, push.doc, posyandu, &merged.conflicts, only, now).await?;
-            pending.push(plan::NewState::new(push.doc, push.kind, posyandu, &merged.heads, saved, writer.clone()));
+            let state = plan::NewState::new(push.doc, push.kind, posyandu, &merged.heads, write, writer.clone());
+            pending.push(state.after(before));
         } else if !exists {
             // An empty push for a document nobody has: acknowledge it, record nothing.
             acks.push(DocAck { doc: push.doc, heads: merged.device_heads.to_bytes() });
@@ -319,13 +311,12 @@ async fn candidates(
     }
     let mut known = plan::parse_known(&query(tx, &plan::known_heads(D, docs, device, cursor)).await?)?;
     let rows = query(tx, &plan::docs_by_ids(D, docs, after)).await?;
+    let chunks = query(tx, &plan::chunks_of(D, docs)).await?;
     let mut out = Vec::with_capacity(rows.len());
-    for mut row in rows {
-        let meta = plan::meta(&row)?;
-        let bytes = row.take_bytes(5)?;
+    for plan::Stream { meta, bytes, ends } in plan::streams(rows, chunks)? {
         let known = known.remove(&meta.doc).unwrap_or_default();
         let loaded = cache.get(meta.doc, &meta.heads);
-        out.push(core::Candidate { meta, bytes, known, loaded });
+        out.push(core::Candidate { meta, bytes, ends, known, loaded });
     }
     Ok(out)
 }
@@ -402,7 +393,8 @@ async fn commit_server_change(
 ) -> Result<u64, StoreError> {
     write_projection(tx, doc, posyandu, &changed.projection).await?;
     write_conflicts(tx, doc, posyandu, &changed.conflicts, None, now).await?;
-    let pending = plan::NewState::new(doc, kind, posyandu, &changed.heads, changed.saved, format!("server:{instance}"));
+    let write = core::DocWrite::Whole(changed.saved);
+    let pending = plan::NewState::new(doc, kind, posyandu, &changed.heads, write, format!("server:{instance}"));
     let seqs = commit_pending(tx, std::slice::from_ref(&pending), now).await?;
     seqs.first().map(|s| *s as u64).ok_or_else(|| StoreError::Backend("no feed position".into()))
 }
@@ -413,9 +405,8 @@ async fn conflict_by_id(tx: &Transaction<'_>, id: &str) -> Result<Option<Conflic
 
 /// The stored document a server change applies to: its kind and bytes (read under its lock).
 async fn doc_to_change(tx: &Transaction<'_>, doc: DocId) -> Result<(DocKind, Vec<u8>), StoreError> {
-    let (kind, _, bytes, _) =
-        stored_doc(tx, doc).await?.ok_or_else(|| StoreError::NotFound(format!("document {doc}")))?;
-    Ok((plan::parse_kind(&doc.to_string(), &kind)?, bytes))
+    let row = stored_doc(tx, doc).await?.ok_or_else(|| StoreError::NotFound(format!("document {doc}")))?;
+    Ok((row.kind, doc_bytes(tx, doc).await?))
 }
 
 /// Run CPU-bound Automerge work on the blocking pool.
@@ -548,6 +539,15 @@ impl PgStore {
     async fn read_rows(&self, s: crate::sql::Statement) -> Result<Vec<crate::sql::Row>, StoreError> {
         reading!(self, |tx| query(&tx, &s).await?)
     }
+
+    /// The rows of two read-only statements, from one snapshot.
+    async fn read_two(
+        &self,
+        a: crate::sql::Statement,
+        b: crate::sql::Statement,
+    ) -> Result<(Vec<crate::sql::Row>, Vec<crate::sql::Row>), StoreError> {
+        reading!(self, |tx| (query(&tx, &a).await?, query(&tx, &b).await?))
+    }
 }
 
 #[async_trait]
@@ -600,8 +600,8 @@ impl SyncStore for PgStore {
     }
 
     async fn get(&self, doc: DocId) -> Result<Option<StoredDoc>, StoreError> {
-        let found: Option<crate::sql::Row> = self.read_rows(plan::doc_by_id(D, doc)).await?.into_iter().next();
-        found.map(|mut row| Ok(StoredDoc { meta: plan::meta(&row)?, bytes: row.take_bytes(5)? })).transpose()
+        let (rows, chunks) = self.read_two(plan::doc_by_id(D, doc), plan::chunks_of(D, &[doc])).await?;
+        Ok(plan::streams(rows, chunks)?.pop().map(|s| StoredDoc { meta: s.meta, bytes: s.bytes }))
     }
 
     async fn list(&self, scope: Scope) -> Result<Vec<StoredMeta>, StoreError> {

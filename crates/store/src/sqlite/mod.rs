@@ -175,12 +175,14 @@ impl SqliteStore {
 type Merged = Vec<(DocId, automerge::Automerge, usize)>;
 
 /// A stored document read for a merge: kind, posyandu, bytes, heads.
-/// A stored document's kind, posyandu, bytes and heads.
-type StoredDocRow = (String, String, Vec<u8>, Vec<u8>);
+fn stored_doc(conn: &Connection, doc: DocId) -> Result<Option<plan::StoredRow>, StoreError> {
+    query_opt(conn, &plan::stored_doc(D, doc))?.map(|row| plan::stored_row(doc, &row)).transpose()
+}
 
-fn stored_doc(conn: &Connection, doc: DocId) -> Result<Option<StoredDocRow>, StoreError> {
-    let Some(mut row) = query_opt(conn, &plan::stored_doc(D, doc))? else { return Ok(None) };
-    Ok(Some((row.text(0)?, row.text(1)?, row.take_bytes(2)?, row.bytes(3)?)))
+/// A stored document's bytes (snapshot, then chunks), for when no loaded copy is at hand.
+fn doc_bytes(conn: &Connection, doc: DocId) -> Result<Vec<u8>, StoreError> {
+    plan::concat_bytes(query(conn, &plan::doc_bytes(D, doc))?)?
+        .ok_or_else(|| StoreError::NotFound(format!("document {doc}")))
 }
 
 /// Append a feed row for the document's new state and store the state under that position.
@@ -191,12 +193,9 @@ fn commit_doc(tx: &Transaction<'_>, state: &plan::NewState, now: i64) -> Result<
         params![s.doc, s.posyandu, s.heads, s.writer, now],
     )?;
     let seq = tx.last_insert_rowid();
-    tx.execute(
-        "INSERT INTO docs (doc_id, kind, posyandu, seq, heads, bytes, updated_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
-         ON CONFLICT(doc_id) DO UPDATE SET seq = ?4, heads = ?5, bytes = ?6, updated_at = ?7",
-        params![s.doc, s.kind, s.posyandu, seq, s.heads, s.bytes, now],
-    )?;
+    for statement in plan::doc_write(D, s, seq, now) {
+        exec(tx, &statement)?;
+    }
     Ok(seq as u64)
 }
 
@@ -221,15 +220,15 @@ fn push_tx(
         }
         let stored = stored_doc(tx, push.doc)?;
         let mut merged = match &stored {
-            Some((kind, posyandu, bytes, heads)) => {
-                let owner =
-                    posyandu.parse().map_err(|_| StoreError::Backend(format!("doc {}: bad posyandu", push.doc)))?;
-                if !scope.allows(&owner) {
+            Some(row) => {
+                if !scope.allows(&row.posyandu) {
                     return Err(StoreError::Forbidden { doc: push.doc });
                 }
-                let kind = plan::parse_kind(&push.doc.to_string(), kind)?;
-                let loaded = cache.get(push.doc, &plan::parse_stored_heads(Some(heads.clone()))?);
-                core::merge_push(Some(Existing { kind, posyandu: &owner, bytes, loaded }), push, &rules, &mut used)?
+                let loaded = cache.get(push.doc, &row.heads);
+                let bytes = if loaded.is_some() { Vec::new() } else { doc_bytes(tx, push.doc)? };
+                let existing =
+                    Existing { kind: row.kind, posyandu: &row.posyandu, bytes: &bytes, form: row.form, loaded };
+                core::merge_push(Some(existing), push, &rules, &mut used)?
             }
             None => {
                 if !scope.allows(&push.posyandu) {
@@ -238,12 +237,14 @@ fn push_tx(
                 core::merge_push(None, push, &rules, &mut used)?
             }
         };
-        if let Some(saved) = merged.saved.take() {
+        if let Some(write) = merged.write.take() {
+            let before = stored.as_ref().map(|r| r.form).unwrap_or_default();
             if let Some(am) = merged.doc.take() {
-                kept.push((push.doc, am, saved.len()));
+                kept.push((push.doc, am, before.after(&write).bytes));
             }
             let posyandu = push.posyandu.as_str();
-            let state = plan::NewState::new(push.doc, push.kind, posyandu, &merged.heads, saved, writer.clone());
+            let state =
+                plan::NewState::new(push.doc, push.kind, posyandu, &merged.heads, write, writer.clone()).after(before);
             commit_doc(tx, &state, now)?;
             if let Some(p) = &merged.projection {
                 write_projection(tx, push.doc, posyandu, p)?;
@@ -274,7 +275,8 @@ fn commit_server_change(
     now: i64,
 ) -> Result<u64, StoreError> {
     let writer = format!("server:{instance}");
-    let seq = commit_doc(tx, &plan::NewState::new(doc, kind, posyandu, &changed.heads, changed.saved, writer), now)?;
+    let state = plan::NewState::new(doc, kind, posyandu, &changed.heads, core::DocWrite::Whole(changed.saved), writer);
+    let seq = commit_doc(tx, &state, now)?;
     write_projection(tx, doc, posyandu, &changed.projection)?;
     write_conflicts(tx, doc, posyandu, &changed.conflicts, None, now)?;
     Ok(seq)
@@ -282,8 +284,8 @@ fn commit_server_change(
 
 /// The stored document a server change applies to: its kind and bytes.
 fn doc_to_change(tx: &Transaction<'_>, doc: DocId) -> Result<(posync_model::DocKind, Vec<u8>), StoreError> {
-    let (kind, _, bytes, _) = stored_doc(tx, doc)?.ok_or_else(|| StoreError::NotFound(format!("document {doc}")))?;
-    Ok((plan::parse_kind(&doc.to_string(), &kind)?, bytes))
+    let row = stored_doc(tx, doc)?.ok_or_else(|| StoreError::NotFound(format!("document {doc}")))?;
+    Ok((row.kind, doc_bytes(tx, doc)?))
 }
 
 fn resolve_tx(
@@ -344,13 +346,13 @@ fn candidates(
         return Ok(Vec::new());
     }
     let mut known = plan::parse_known(&query(conn, &plan::known_heads(D, docs, device, cursor))?)?;
-    let mut out = Vec::with_capacity(docs.len());
-    for mut row in query(conn, &plan::docs_by_ids(D, docs, after))? {
-        let meta = plan::meta(&row)?;
-        let bytes = row.take_bytes(5)?;
+    let rows = query(conn, &plan::docs_by_ids(D, docs, after))?;
+    let chunks = query(conn, &plan::chunks_of(D, docs))?;
+    let mut out = Vec::with_capacity(rows.len());
+    for plan::Stream { meta, bytes, ends } in plan::streams(rows, chunks)? {
         let known = known.remove(&meta.doc).unwrap_or_default();
         let loaded = cache.get(meta.doc, &meta.heads);
-        out.push(core::Candidate { meta, bytes, known, loaded });
+        out.push(core::Candidate { meta, bytes, ends, known, loaded });
     }
     Ok(out)
 }
@@ -476,8 +478,9 @@ impl SyncStore for SqliteStore {
 
     async fn get(&self, doc: DocId) -> Result<Option<StoredDoc>, StoreError> {
         self.read(move |conn| {
-            let Some(mut row) = query_opt(conn, &plan::doc_by_id(D, doc))? else { return Ok(None) };
-            Ok(Some(StoredDoc { meta: plan::meta(&row)?, bytes: row.take_bytes(5)? }))
+            let rows = query(conn, &plan::doc_by_id(D, doc))?;
+            let chunks = query(conn, &plan::chunks_of(D, &[doc]))?;
+            Ok(plan::streams(rows, chunks)?.pop().map(|s| StoredDoc { meta: s.meta, bytes: s.bytes }))
         })
         .await
     }

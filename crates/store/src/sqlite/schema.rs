@@ -5,7 +5,7 @@ use crate::StoreError;
 use rusqlite::{Connection, OpenFlags, TransactionBehavior};
 use std::path::Path;
 
-pub(super) const SCHEMA_VERSION: i64 = 5;
+pub(super) const SCHEMA_VERSION: i64 = 6;
 
 const SCHEMA: &str = r#"
 CREATE TABLE docs (
@@ -172,7 +172,24 @@ pub(super) fn open_conn(path: &Path) -> Result<Connection, StoreError> {
 }
 
 /// Schema steps in order: step `i` takes `user_version` from `i` to `i + 1`.
-const MIGRATIONS: [&str; SCHEMA_VERSION as usize] = [SCHEMA, access::SCHEMA_V2, SCHEMA_V3, SCHEMA_V4, SCHEMA_V5];
+/// Schema v6: documents stored incrementally: a merge appends its changes as a chunk after
+/// the document's snapshot (`docs.bytes`), which is rewritten only every
+/// `core::CHUNKS_MAX` merges.
+const SCHEMA_V6: &str = r#"
+ALTER TABLE docs ADD COLUMN chunks INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE docs ADD COLUMN stored_bytes INTEGER NOT NULL DEFAULT 0;
+UPDATE docs SET stored_bytes = length(bytes);
+CREATE TABLE doc_chunks (
+    doc_id TEXT NOT NULL,
+    n      INTEGER NOT NULL,
+    heads  BLOB NOT NULL,
+    bytes  BLOB NOT NULL,
+    PRIMARY KEY (doc_id, n)
+) WITHOUT ROWID;
+"#;
+
+const MIGRATIONS: [&str; SCHEMA_VERSION as usize] =
+    [SCHEMA, access::SCHEMA_V2, SCHEMA_V3, SCHEMA_V4, SCHEMA_V5, SCHEMA_V6];
 
 pub(super) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
     let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
