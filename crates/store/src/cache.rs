@@ -13,12 +13,16 @@
 use automerge::Automerge;
 use posync_model::{DocId, Heads};
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 struct Entry {
     heads: Heads,
-    doc: Automerge,
-    /// Estimated memory of the loaded document.
+    /// Shared with readers (pulls read it without a copy); a merge works on its own clone.
+    doc: Arc<Automerge>,
+    /// The document saved whole at `heads`, once a pull needed it (every device that takes
+    /// the whole document is then sent the same bytes without another save).
+    whole: Option<std::sync::Arc<Vec<u8>>>,
+    /// Estimated memory of the loaded document (and of `whole`).
     bytes: usize,
     used: u64,
 }
@@ -50,6 +54,11 @@ impl DocCache {
 
     /// The document as of `heads`, if kept.
     pub fn get(&self, doc: DocId, heads: &Heads) -> Option<Automerge> {
+        self.get_shared(doc, heads).map(|am| am.as_ref().clone())
+    }
+
+    /// The kept copy of `doc` if it is at `heads`, shared: for reading only.
+    pub fn get_shared(&self, doc: DocId, heads: &Heads) -> Option<Arc<Automerge>> {
         let mut inner = self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         inner.clock += 1;
         let now = inner.clock;
@@ -61,9 +70,7 @@ impl DocCache {
         Some(entry.doc.clone())
     }
 
-    /// Keep `am` (committed, or as stored) for the next request; `saved_bytes` is the size
-    /// of its saved form, from which its memory is estimated.
-    pub fn put(&self, doc: DocId, am: &Automerge, saved_bytes: usize) {
+    pub fn put(&self, doc: DocId, am: impl Into<Arc<Automerge>>, saved_bytes: usize) {
         // A loaded document takes a few times its compressed saved size.
         let bytes = saved_bytes.saturating_mul(4).saturating_add(4096);
         if bytes > self.bytes_max / 4 {
@@ -72,8 +79,9 @@ impl DocCache {
         let mut inner = self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         inner.clock += 1;
         let used = inner.clock;
+        let am: Arc<Automerge> = am.into();
         if let Some(old) =
-            inner.entries.insert(doc, Entry { heads: Heads::new(am.get_heads()), doc: am.clone(), bytes, used })
+            inner.entries.insert(doc, Entry { heads: Heads::new(am.get_heads()), doc: am, whole: None, bytes, used })
         {
             inner.bytes -= old.bytes;
         }
@@ -87,6 +95,25 @@ impl DocCache {
     }
 
     /// Entries and their estimated bytes (metrics, tests).
+    /// The document saved whole at `heads`, if a pull kept it.
+    pub fn whole(&self, doc: DocId, heads: &Heads) -> Option<std::sync::Arc<Vec<u8>>> {
+        let inner = self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        inner.entries.get(&doc).filter(|e| &e.heads == heads).and_then(|e| e.whole.clone())
+    }
+
+    /// Keep `whole`, the document saved whole at `heads`, with its entry (if it is still
+    /// there at those heads). Counted in the bound.
+    pub fn keep_whole(&self, doc: DocId, heads: &Heads, whole: std::sync::Arc<Vec<u8>>) {
+        let mut inner = self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let Some(entry) = inner.entries.get_mut(&doc).filter(|e| &e.heads == heads && e.whole.is_none()) else {
+            return;
+        };
+        let added = whole.len();
+        entry.whole = Some(whole);
+        entry.bytes += added;
+        inner.bytes += added;
+    }
+
     pub fn usage(&self) -> (usize, usize) {
         let inner = self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         (inner.entries.len(), inner.bytes)
@@ -111,7 +138,7 @@ mod tests {
         let cache = DocCache::default();
         let id = DocId::for_registry(&"melati-01".parse().expect("id"));
         let mut am = doc_with("a");
-        cache.put(id, &am, 100);
+        cache.put(id, am.clone(), 100);
         let kept = Heads::new(am.get_heads());
         assert!(cache.get(id, &kept).is_some());
         let mut tx = am.transaction();
@@ -127,7 +154,7 @@ mod tests {
         let am = doc_with("a");
         let heads = Heads::new(am.get_heads());
         for id in &ids {
-            cache.put(*id, &am, 1024);
+            cache.put(*id, am.clone(), 1024);
             assert!(cache.get(ids[0], &heads).is_some(), "the first entry is in use and stays");
         }
         let (entries, bytes) = cache.usage();

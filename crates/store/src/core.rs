@@ -414,9 +414,10 @@ pub fn changes_for(
     known: &Heads,
     loaded: Option<&Automerge>,
     ends: &[(Heads, usize)],
+    whole: &mut dyn FnMut() -> Result<Vec<u8>, StoreError>,
 ) -> Result<Option<Vec<u8>>, StoreError> {
     if known.is_empty() {
-        return Ok(Some(saved.to_vec()));
+        return whole().map(Some);
     }
     if stored_heads.as_slice().iter().all(|h| known.as_slice().contains(h)) {
         return Ok(None);
@@ -436,11 +437,16 @@ pub fn changes_for(
     };
     let known: Vec<_> = known.as_slice().iter().copied().filter(|h| am.get_change_by_hash(h).is_some()).collect();
     if known.is_empty() {
-        return Ok(Some(saved.to_vec()));
+        return whole().map(Some);
     }
     let delta = am.save_after(&known);
-    // A delta larger than the compressed whole document is worth less than the document.
-    Ok(Some(if delta.len() > saved.len() { saved.to_vec() } else { delta }))
+    // A delta larger than the compressed whole document is worth less than the document
+    // (stored without chunks, the stored bytes are that document).
+    if ends.is_empty() {
+        return Ok(Some(if delta.len() > saved.len() { saved.to_vec() } else { delta }));
+    }
+    let whole = whole()?;
+    Ok(Some(if delta.len() > whole.len() { whole } else { delta }))
 }
 
 /// The field a resolution writes.
@@ -576,7 +582,42 @@ pub struct Candidate {
     pub ends: Vec<(Heads, usize)>,
     pub known: Heads,
     /// The document already loaded at the stored heads (from the cache), if at hand.
-    pub loaded: Option<Automerge>,
+    pub loaded: Option<std::sync::Arc<Automerge>>,
+}
+
+/// A stored document as a pull offers it to a device that holds `known` of it, with the copy
+/// kept loaded (shared, not cloned) when at the stored heads.
+pub fn candidate(stream: crate::plan::Stream, known: Heads, cache: &crate::cache::DocCache) -> Candidate {
+    let crate::plan::Stream { meta, bytes, ends } = stream;
+    let loaded = cache.get_shared(meta.doc, &meta.heads);
+    Candidate { meta, bytes, ends, known, loaded }
+}
+
+/// The document saved whole, as a device that holds none of it is sent it: the stored bytes
+/// when they are a snapshot alone; else saved from the loaded copy once per heads and kept in
+/// `cache` for every other device (snapshot and chunks would be larger on the wire).
+fn whole_of(doc: DocId, c: &Candidate, cache: &crate::cache::DocCache) -> Result<Vec<u8>, StoreError> {
+    if c.ends.is_empty() {
+        return Ok(c.bytes.clone());
+    }
+    if let Some(whole) = cache.whole(doc, &c.meta.heads) {
+        return Ok(whole.as_ref().clone());
+    }
+    let am = match &c.loaded {
+        Some(am) => am.clone(),
+        None => std::sync::Arc::new(load_or(doc, None, &c.bytes)?),
+    };
+    let whole = std::sync::Arc::new(am.save());
+    if c.loaded.is_none() {
+        cache.put(doc, am, c.bytes.len());
+    }
+    cache.keep_whole(doc, &c.meta.heads, whole.clone());
+    Ok(whole.as_ref().clone())
+}
+
+/// [`changes_for`] of a candidate.
+fn delta_of(doc: DocId, c: &Candidate, cache: &crate::cache::DocCache) -> Result<Option<Vec<u8>>, StoreError> {
+    changes_for(doc, &c.bytes, &c.meta.heads, &c.known, c.loaded.as_deref(), &c.ends, &mut || whole_of(doc, c, cache))
 }
 
 /// Fill a page with the scanned documents in order, within `limits.bytes_max` (always at
@@ -590,12 +631,13 @@ pub fn assemble_page(
     mut stored: std::collections::HashMap<DocId, Candidate>,
     feed_end: u64,
     limits: crate::PageLimits,
+    cache: &crate::cache::DocCache,
 ) -> Result<crate::PullPage, StoreError> {
     let mut page = crate::PullPage { docs: Vec::new(), cursor, more: false };
     let mut bytes_total = 0usize;
     for (doc, first) in scan.docs {
         let Some(c) = stored.remove(&doc) else { continue };
-        let changes = changes_for(doc, &c.bytes, &c.meta.heads, &c.known, c.loaded.as_ref(), &c.ends)?;
+        let changes = delta_of(doc, &c, cache)?;
         let size = changes.as_ref().map_or(0, Vec::len);
         if !page.docs.is_empty() && bytes_total + size > limits.bytes_max {
             page.cursor = first - 1;
@@ -645,11 +687,12 @@ pub fn assemble_ahead(
     cursor: u64,
     candidates: Vec<(DocId, Candidate)>,
     limits: crate::PageLimits,
+    cache: &crate::cache::DocCache,
 ) -> Result<crate::PullPage, StoreError> {
     let mut page = crate::PullPage { docs: Vec::new(), cursor, more: false };
     let mut bytes_total = 0usize;
     for (doc, c) in candidates {
-        let Some(changes) = changes_for(doc, &c.bytes, &c.meta.heads, &c.known, c.loaded.as_ref(), &c.ends)? else {
+        let Some(changes) = delta_of(doc, &c, cache)? else {
             continue;
         };
         if page.docs.is_empty() && changes.len() > limits.bytes_max {
@@ -678,9 +721,16 @@ pub fn assemble_ahead(
 /// The first changes of a stored document after what the device holds, within `bytes_max`;
 /// whether they are all of them.
 fn piece_of(doc: DocId, c: &Candidate, bytes_max: usize) -> Result<(posync_proto::DocPull, bool), StoreError> {
-    let am = load_or(doc, c.loaded.clone(), &c.bytes)?;
+    let parsed;
+    let am = match c.loaded.as_deref() {
+        Some(am) => am,
+        None => {
+            parsed = load_or(doc, None, &c.bytes)?;
+            &parsed
+        }
+    };
     let known = Heads::new(c.known.as_slice().iter().copied().filter(|h| am.get_change_by_hash(h).is_some()).collect());
-    let piece = posync_model::piece::first_changes(&am, &known, bytes_max);
+    let piece = posync_model::piece::first_changes(am, &known, bytes_max);
     let pull = posync_proto::DocPull {
         doc,
         kind: c.meta.kind,
@@ -725,7 +775,8 @@ mod tests {
         let expected = stored[ends[0].1..].to_vec();
         // Spoil the snapshot: had the delta needed a load, it would fail as corrupt.
         stored[0] ^= 0xff;
-        let delta = changes_for(doc, &stored, &Heads::new(am.get_heads()), &at_first, None, &ends)
+        let mut no_whole = || -> Result<Vec<u8>, StoreError> { panic!("no whole document needed") };
+        let delta = changes_for(doc, &stored, &Heads::new(am.get_heads()), &at_first, None, &ends, &mut no_whole)
             .expect("no load needed")
             .expect("a delta");
         assert_eq!(delta, expected);
@@ -739,9 +790,12 @@ mod tests {
         let (am, stored, ends) = stored_in_chunks();
         let doc = DocId::new_random();
         let unknown_boundary = Heads::new(am.get_changes(&[]).first().map(|c| vec![c.hash()]).unwrap_or_default());
-        let delta = changes_for(doc, &stored, &Heads::new(am.get_heads()), &unknown_boundary, None, &ends)
-            .expect("computed from the loaded document")
-            .expect("a delta");
+        let whole = am.save();
+        let mut whole_of = || Ok(whole.clone());
+        let delta =
+            changes_for(doc, &stored, &Heads::new(am.get_heads()), &unknown_boundary, None, &ends, &mut whole_of)
+                .expect("computed from the loaded document")
+                .expect("a delta");
         assert!(delta.len() < stored.len(), "changes after the first, not the whole document");
     }
 }

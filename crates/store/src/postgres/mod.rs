@@ -313,10 +313,9 @@ async fn candidates(
     let rows = query(tx, &plan::docs_by_ids(D, docs, after)).await?;
     let chunks = query(tx, &plan::chunks_of(D, docs)).await?;
     let mut out = Vec::with_capacity(rows.len());
-    for plan::Stream { meta, bytes, ends } in plan::streams(rows, chunks)? {
-        let known = known.remove(&meta.doc).unwrap_or_default();
-        let loaded = cache.get(meta.doc, &meta.heads);
-        out.push(core::Candidate { meta, bytes, ends, known, loaded });
+    for stream in plan::streams(rows, chunks)? {
+        let held = known.remove(&stream.meta.doc).unwrap_or_default();
+        out.push(core::candidate(stream, held, cache));
     }
     Ok(out)
 }
@@ -354,7 +353,7 @@ async fn pull_tx(
     let docs: Vec<DocId> = scan.docs.iter().map(|(d, _)| *d).collect();
     let stored: HashMap<_, _> =
         candidates(tx, device, &docs, None, cursor_i, cache).await?.into_iter().map(|c| (c.meta.doc, c)).collect();
-    core::assemble_page(cursor, scan, stored, feed_end as u64, limits)
+    core::assemble_page(cursor, scan, stored, feed_end as u64, limits, cache)
 }
 
 /// The documents of `docs` in `scope` changed after `cursor`, with what the device holds.
@@ -377,7 +376,7 @@ async fn pull_ahead_tx(
         .collect();
     // In the order the device asked for them.
     let candidates = docs.iter().filter_map(|d| found.remove(d).map(|c| (*d, c))).collect();
-    core::assemble_ahead(cursor, candidates, limits)
+    core::assemble_ahead(cursor, candidates, limits, cache)
 }
 
 /// Store a change the server made to a document (a resolution, a merge of people):
@@ -565,7 +564,7 @@ impl SyncStore for PgStore {
         tx.commit().await?;
         // Only what committed is kept.
         for (doc, am, saved) in merged {
-            self.cache.put(doc, &am, saved);
+            self.cache.put(doc, am, saved);
         }
         Ok(acks)
     }

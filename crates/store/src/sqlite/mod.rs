@@ -349,10 +349,9 @@ fn candidates(
     let rows = query(conn, &plan::docs_by_ids(D, docs, after))?;
     let chunks = query(conn, &plan::chunks_of(D, docs))?;
     let mut out = Vec::with_capacity(rows.len());
-    for plan::Stream { meta, bytes, ends } in plan::streams(rows, chunks)? {
-        let known = known.remove(&meta.doc).unwrap_or_default();
-        let loaded = cache.get(meta.doc, &meta.heads);
-        out.push(core::Candidate { meta, bytes, ends, known, loaded });
+    for stream in plan::streams(rows, chunks)? {
+        let held = known.remove(&stream.meta.doc).unwrap_or_default();
+        out.push(core::candidate(stream, held, cache));
     }
     Ok(out)
 }
@@ -366,7 +365,7 @@ fn pull_tx(
     cache: &DocCache,
 ) -> Result<PullPage, StoreError> {
     let tx = conn.transaction()?;
-    let feed_end: i64 = tx.query_row("SELECT COALESCE(MAX(seq), 0) FROM feed", [], |r| r.get(0))?;
+    let feed_end: i64 = tx.prepare_cached("SELECT COALESCE(MAX(seq), 0) FROM feed")?.query_row([], |r| r.get(0))?;
     // A cursor from the future (a server restored from an older backup) cannot be trusted:
     // start the device over; re-sent changes are harmless duplicates.
     let cursor = if cursor > feed_end as u64 { 0 } else { cursor };
@@ -389,7 +388,7 @@ fn pull_tx(
     let docs: Vec<DocId> = scan.docs.iter().map(|(d, _)| *d).collect();
     let stored: HashMap<_, _> =
         candidates(&tx, device, &docs, None, cursor_i, cache)?.into_iter().map(|c| (c.meta.doc, c)).collect();
-    core::assemble_page(cursor, scan, stored, feed_end as u64, limits)
+    core::assemble_page(cursor, scan, stored, feed_end as u64, limits, cache)
 }
 
 /// The documents of `docs` in `scope` changed after `cursor`, with what the device holds.
@@ -411,7 +410,7 @@ fn pull_ahead_tx(
         .collect();
     // In the order the device asked for them.
     let candidates = docs.iter().filter_map(|d| found.remove(d).map(|c| (*d, c))).collect();
-    core::assemble_ahead(cursor, candidates, limits)
+    core::assemble_ahead(cursor, candidates, limits, cache)
 }
 
 #[async_trait]
@@ -431,7 +430,7 @@ impl SyncStore for SqliteStore {
             tx.commit()?;
             // Only what committed is kept.
             for (doc, am, saved) in merged {
-                cache.put(doc, &am, saved);
+                cache.put(doc, am, saved);
             }
             Ok(acks)
         })
