@@ -398,37 +398,34 @@ pub fn project_records(
     Ok(Projection { records, invalid, only: only.map(<[String]>::to_vec) })
 }
 
-/// The changes a device lacks, given heads it is known to have. `None` when it has them all.
-/// Heads the document does not know are ignored rather than trusted: asking Automerge for
-/// changes after unknown heads would silently return the whole history anyway, so we make
-/// that fallback explicit.
+/// The changes a device lacks, given heads it is known to have (`c.known`). `None` when it
+/// has them all. Heads the document does not know are ignored rather than trusted: asking
+/// Automerge for changes after unknown heads would silently return the whole history anyway,
+/// so we make that fallback explicit.
 ///
-/// `ends`: where each stored chunk ends in `saved`, with the heads after it. A device that
-/// holds exactly the state after a chunk lacks exactly the chunks after it: those bytes are
-/// its delta, sent as stored, without loading the document (every phone of a posyandu
-/// catching up on the same merges asks for such a suffix).
+/// A device that holds exactly the state after a stored chunk lacks exactly the chunks after
+/// it: those bytes are its delta, sent as stored, without loading the document (every phone
+/// of a posyandu catching up on the same merges asks for such a suffix). `whole` gives the
+/// document saved whole, for a device that holds none of it or when a delta would be larger.
 pub fn changes_for(
     doc: DocId,
-    saved: &[u8],
-    stored_heads: &Heads,
-    known: &Heads,
-    loaded: Option<&Automerge>,
-    ends: &[(Heads, usize)],
+    c: &Candidate,
     whole: &mut dyn FnMut() -> Result<Vec<u8>, StoreError>,
 ) -> Result<Option<Vec<u8>>, StoreError> {
+    let (saved, known) = (&c.bytes, &c.known);
     if known.is_empty() {
         return whole().map(Some);
     }
-    if stored_heads.as_slice().iter().all(|h| known.as_slice().contains(h)) {
+    if c.meta.heads.as_slice().iter().all(|h| known.as_slice().contains(h)) {
         return Ok(None);
     }
-    if let Some((_, end)) = ends.iter().find(|(h, _)| h == known)
+    if let Some((_, end)) = c.ends.iter().find(|(h, _)| h == known)
         && let Some(suffix) = saved.get(*end..)
     {
         return Ok(Some(suffix.to_vec()));
     }
     let parsed;
-    let am = match loaded {
+    let am = match c.loaded.as_deref() {
         Some(am) => am,
         None => {
             parsed = Automerge::load(saved).map_err(|e| StoreError::Corrupt { doc, reason: e.to_string() })?;
@@ -440,12 +437,13 @@ pub fn changes_for(
         return whole().map(Some);
     }
     let delta = am.save_after(&known);
-    // A delta larger than the compressed whole document is worth less than the document
-    // (stored without chunks, the stored bytes are that document).
-    if ends.is_empty() {
-        return Ok(Some(if delta.len() > saved.len() { saved.to_vec() } else { delta }));
+    // A delta larger than the compressed whole document is worth less than the document.
+    // The whole document is at least its stored snapshot (an earlier state of it): a delta
+    // within that needs no save to be weighed.
+    if delta.len() <= c.snapshot_bytes {
+        return Ok(Some(delta));
     }
-    let whole = whole()?;
+    let whole = if c.ends.is_empty() { saved.clone() } else { whole()? };
     Ok(Some(if delta.len() > whole.len() { whole } else { delta }))
 }
 
@@ -580,6 +578,8 @@ pub struct Candidate {
     pub bytes: Vec<u8>,
     /// Where each chunk ends in `bytes`, with the heads after it ([`changes_for`]).
     pub ends: Vec<(Heads, usize)>,
+    /// How many of `bytes` are the snapshot.
+    pub snapshot_bytes: usize,
     pub known: Heads,
     /// The document already loaded at the stored heads (from the cache), if at hand.
     pub loaded: Option<std::sync::Arc<Automerge>>,
@@ -588,9 +588,9 @@ pub struct Candidate {
 /// A stored document as a pull offers it to a device that holds `known` of it, with the copy
 /// kept loaded (shared, not cloned) when at the stored heads.
 pub fn candidate(stream: crate::plan::Stream, known: Heads, cache: &crate::cache::DocCache) -> Candidate {
-    let crate::plan::Stream { meta, bytes, ends } = stream;
+    let crate::plan::Stream { meta, bytes, ends, snapshot_bytes } = stream;
     let loaded = cache.get_shared(meta.doc, &meta.heads);
-    Candidate { meta, bytes, ends, known, loaded }
+    Candidate { meta, bytes, ends, snapshot_bytes, known, loaded }
 }
 
 /// The document saved whole, as a device that holds none of it is sent it: the stored bytes
@@ -617,7 +617,7 @@ fn whole_of(doc: DocId, c: &Candidate, cache: &crate::cache::DocCache) -> Result
 
 /// [`changes_for`] of a candidate.
 fn delta_of(doc: DocId, c: &Candidate, cache: &crate::cache::DocCache) -> Result<Option<Vec<u8>>, StoreError> {
-    changes_for(doc, &c.bytes, &c.meta.heads, &c.known, c.loaded.as_deref(), &c.ends, &mut || whole_of(doc, c, cache))
+    changes_for(doc, c, &mut || whole_of(doc, c, cache))
 }
 
 /// Fill a page with the scanned documents in order, within `limits.bytes_max` (always at
@@ -747,11 +747,10 @@ mod tests {
     use super::*;
     use automerge::transaction::Transactable;
 
-    /// A document with two appended merges: its bytes as stored and where each chunk ends.
-    fn stored_in_chunks() -> (Automerge, Vec<u8>, Vec<(Heads, usize)>) {
+    /// A document with two appended merges, as a pull reads it for a device holding `known`.
+    fn stored_in_chunks() -> (Automerge, Candidate) {
         let mut am = Automerge::new();
-        let mut stored = Vec::new();
-        let mut ends = Vec::new();
+        let (mut stored, mut ends, mut snapshot_bytes) = (Vec::new(), Vec::new(), 0);
         for i in 0..3i64 {
             let before = am.get_heads();
             let mut tx = am.transaction();
@@ -759,26 +758,32 @@ mod tests {
             tx.commit();
             if i == 0 {
                 stored = am.save();
+                snapshot_bytes = stored.len();
             } else {
                 stored.extend_from_slice(&am.save_after(&before));
                 ends.push((Heads::new(am.get_heads()), stored.len()));
             }
         }
-        (am, stored, ends)
+        let meta = crate::StoredMeta {
+            doc: DocId::new_random(),
+            kind: DocKind::Registry,
+            posyandu: "melati".parse().expect("id"),
+            seq: 3,
+            heads: Heads::new(am.get_heads()),
+        };
+        let c = Candidate { meta, bytes: stored, ends, snapshot_bytes, known: Heads::empty(), loaded: None };
+        (am, c)
     }
 
     #[test]
     fn a_device_at_a_chunk_boundary_is_sent_the_stored_suffix_without_a_load() {
-        let (am, mut stored, ends) = stored_in_chunks();
-        let doc = DocId::new_random();
-        let at_first = ends[0].0.clone();
-        let expected = stored[ends[0].1..].to_vec();
+        let (am, mut c) = stored_in_chunks();
+        c.known = c.ends[0].0.clone();
+        let expected = c.bytes[c.ends[0].1..].to_vec();
         // Spoil the snapshot: had the delta needed a load, it would fail as corrupt.
-        stored[0] ^= 0xff;
+        c.bytes[0] ^= 0xff;
         let mut no_whole = || -> Result<Vec<u8>, StoreError> { panic!("no whole document needed") };
-        let delta = changes_for(doc, &stored, &Heads::new(am.get_heads()), &at_first, None, &ends, &mut no_whole)
-            .expect("no load needed")
-            .expect("a delta");
+        let delta = changes_for(c.meta.doc, &c, &mut no_whole).expect("no load needed").expect("a delta");
         assert_eq!(delta, expected);
         let mut held = am.clone();
         held.load_incremental(&delta).expect("applies");
@@ -787,15 +792,11 @@ mod tests {
 
     #[test]
     fn a_device_between_boundaries_falls_back_to_a_computed_delta() {
-        let (am, stored, ends) = stored_in_chunks();
-        let doc = DocId::new_random();
-        let unknown_boundary = Heads::new(am.get_changes(&[]).first().map(|c| vec![c.hash()]).unwrap_or_default());
+        let (am, mut c) = stored_in_chunks();
+        c.known = Heads::new(am.get_changes(&[]).first().map(|ch| vec![ch.hash()]).unwrap_or_default());
         let whole = am.save();
         let mut whole_of = || Ok(whole.clone());
-        let delta =
-            changes_for(doc, &stored, &Heads::new(am.get_heads()), &unknown_boundary, None, &ends, &mut whole_of)
-                .expect("computed from the loaded document")
-                .expect("a delta");
-        assert!(delta.len() < stored.len(), "changes after the first, not the whole document");
+        let delta = changes_for(c.meta.doc, &c, &mut whole_of).expect("computed").expect("a delta");
+        assert!(delta.len() < c.bytes.len(), "changes after the first, not the whole document");
     }
 }

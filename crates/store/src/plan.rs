@@ -106,6 +106,8 @@ pub struct Stream {
     pub meta: StoredMeta,
     pub bytes: Vec<u8>,
     pub ends: Vec<(Heads, usize)>,
+    /// How many of `bytes` are the snapshot.
+    pub snapshot_bytes: usize,
 }
 
 /// Rows of [`docs_by_ids`] (or [`doc_by_id`]) and [`chunks_of`] as [`Stream`]s.
@@ -116,7 +118,7 @@ pub fn streams(doc_rows: Vec<Row>, chunk_rows: Vec<Row>) -> Result<Vec<Stream>, 
         let meta = meta(&row)?;
         let bytes = row.take_bytes(5)?;
         at.insert(meta.doc, out.len());
-        out.push(Stream { meta, bytes, ends: Vec::new() });
+        out.push(Stream { meta, snapshot_bytes: bytes.len(), bytes, ends: Vec::new() });
     }
     for mut row in chunk_rows {
         let doc: DocId = row.text(0)?.parse().map_err(|_| StoreError::Backend("bad stored doc id".into()))?;
