@@ -142,6 +142,69 @@ async fn kill_9_during_a_sync_storm_loses_no_acknowledged_record() {
     eprintln!("{CRASHES} kills, {} visits from {PHONES} phones, all present", captured.len());
 }
 
+/// The server stores a document as a snapshot and appended chunks, rewriting the snapshot
+/// every `CHUNKS_MAX` merges (issue #14). One phone syncs each capture on its own, so its
+/// session document is merged one change at a time, well past two compactions, while the
+/// server is killed at random moments, between appends and at compactions: nothing
+/// acknowledged is lost, the stored form loads whole, and the file passes its check.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_while_a_document_grows_past_its_chunk_limit_loses_nothing() {
+    let dir = tempfile::tempdir().expect("dir");
+    let db: PathBuf = dir.path().join("server.sqlite");
+    let keys_path = dir.path().join("keys.json");
+    let keys = TokenKeys::generate(now());
+    keys.save(&keys_path).expect("keys");
+    let setup = SqliteStore::open(&db).expect("store");
+    let p = posyandu("crash-chunks");
+    let replica = Replica::open(dir.path().join("phone.sqlite")).expect("replica");
+    let device: DeviceId = replica.device();
+    grant(&setup, device, Role::Kader, std::slice::from_ref(&p), now());
+    drop(setup);
+    let token = keys.issue(&user_for(device), device, Role::Kader, now(), 3600).token;
+    let mut phone =
+        PhoneState { replica, token, posyandu: p, captured: BTreeSet::new(), acknowledged: BTreeSet::new() };
+    let session = phone.replica.start_session(&phone.posyandu, DAY).expect("session");
+    let merges = 2 * posync_store::core::CHUNKS_MAX as usize + 20;
+    let mut server = Some(start(&db, &keys_path));
+    let url = Arc::new(RwLock::new(server.as_ref().map(|s| s.url.clone()).unwrap_or_default()));
+    let mut rng = StdRng::seed_from_u64(64);
+    let mut g = Generator::new(64);
+    let mut kills = 0;
+    for i in 0..merges {
+        let id = phone.replica.record_visit(session, g.child_visit(), i as i64).expect("record");
+        phone.captured.insert(id.to_string());
+        if rng.random_bool(0.08) {
+            // Kill it while this sync is in flight, then bring it back on the same file.
+            let mut sync_rng = StdRng::seed_from_u64(rng.random());
+            let sync = sync_through_crashes(&mut phone, &url, &mut sync_rng);
+            let delay = Duration::from_millis(rng.random_range(0..15));
+            let killer = async {
+                tokio::time::sleep(delay).await;
+                drop(server.take()); // SIGKILL
+                let restarted = start(&db, &keys_path);
+                *url.write().expect("url") = restarted.url.clone();
+                server = Some(restarted);
+            };
+            tokio::join!(sync, killer);
+            kills += 1;
+        } else {
+            sync_through_crashes(&mut phone, &url, &mut rng).await;
+        }
+    }
+    drop(server);
+
+    let store = SqliteStore::open(&db).expect("reopen");
+    store.integrity_check().await.expect("integrity_check ok after kill -9");
+    assert!(phone.acknowledged.is_subset(&visit_ids_at_server(&db)), "no acknowledged visit lost");
+    assert_eq!(visit_ids_at_server(&db), phone.captured, "every captured visit at the server, once");
+    let stored = store.get(session).await.expect("get").expect("stored");
+    let loaded = automerge::Automerge::load(&stored.bytes).expect("the stored form loads");
+    assert_eq!(posync_model::Heads::new(loaded.get_heads()), stored.meta.heads, "to the stored heads");
+    assert_eq!(posync_model::doc::visits(&loaded).expect("visits").len(), merges);
+    assert!(kills > 3, "the server was killed {kills} times");
+    eprintln!("{merges} merges of one document, {kills} kills, all present");
+}
+
 /// A phone killed at random moments while capturing: every capture the app confirmed (the
 /// process printed the visit id, after its transaction committed) is on the phone afterwards,
 /// and the replica file passes SQLite's integrity check.
