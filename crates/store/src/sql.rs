@@ -61,6 +61,24 @@ impl Dialect {
         }
     }
 
+    /// `column` in an `ORDER BY`, compared bytewise on both backends (a PostgreSQL database
+    /// may use a locale collation that skips `-` and `_`).
+    pub fn by_bytes(self, column: &str) -> String {
+        match self {
+            Dialect::Sqlite => column.to_owned(),
+            Dialect::Postgres => format!("{column} COLLATE \"C\""),
+        }
+    }
+
+    /// Lock the rows read until commit (PostgreSQL); SQLite's single writer already holds
+    /// the whole database.
+    pub fn for_update(self) -> &'static str {
+        match self {
+            Dialect::Sqlite => "",
+            Dialect::Postgres => " FOR UPDATE",
+        }
+    }
+
     /// Most parameters one statement may bind (SQLite 32,766; PostgreSQL 65,535), with room.
     pub fn params_max(self) -> usize {
         match self {

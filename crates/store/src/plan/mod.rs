@@ -6,6 +6,8 @@
 //! Adding a visit field: its column in both schemas' migrations, and [`visit_row`] /
 //! [`VISIT_COLUMNS`] here (a service field needs only its migration column).
 
+pub mod access;
+
 use crate::core::{DocWrite, Projection, Records, StoredForm};
 use crate::sql::{Dialect, Insert, Row, Statement, Value};
 use crate::{ConflictFilter, ConflictRecord, ConflictValueRecord, StoreError, StoredMeta};
