@@ -11,7 +11,7 @@
 //! Every lock is transaction-scoped: a crashed instance's locks go with its connection.
 //!
 //! What is read and written is planned once in [`crate::plan`] for both backends; this
-//! adapter runs it ([`exec`]) and decides only what is PostgreSQL's own: the locks above,
+//! adapter runs it (`exec`) and decides only what is PostgreSQL's own: the locks above,
 //! merges on the blocking pool, and feed positions from the clock.
 
 mod access;

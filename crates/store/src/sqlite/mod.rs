@@ -5,7 +5,7 @@
 //! tokio's blocking pool, never on the async workers.
 //!
 //! What is read and written is planned once in [`crate::plan`] for both backends; this
-//! adapter runs it ([`exec`]) and decides only what is SQLite's own: one writer, and feed
+//! adapter runs it (`exec`) and decides only what is SQLite's own: one writer, and feed
 //! positions from the feed's own row ids.
 
 pub(crate) mod access;
@@ -38,7 +38,7 @@ struct Inner {
     readers: Mutex<Vec<Connection>>,
 }
 
-/// SQLite-backed [`Store`]. Cheap to clone.
+/// SQLite-backed [`crate::Store`]. Cheap to clone.
 #[derive(Clone)]
 pub struct SqliteStore {
     inner: Arc<Inner>,

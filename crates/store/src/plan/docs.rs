@@ -1,0 +1,334 @@
+//! Documents, the change feed and what each device holds: the sync path's statements.
+
+use super::{scope_texts, texts};
+use crate::StoreError;
+use crate::StoredMeta;
+use crate::core::{DocWrite, StoredForm, Stream};
+use crate::sql::{Dialect, Row, Statement};
+use posync_model::{DeviceId, DocId, DocKind, Heads, PosyanduId, Scope};
+use std::collections::HashMap;
+
+/// Columns of [`meta`], in order; a query may add `bytes` after them.
+pub const META_COLUMNS: &str = "doc_id, kind, posyandu, seq, heads";
+
+/// A stored document as a merge needs it first, without its bytes (read only when no loaded
+/// copy is at hand): kind, posyandu, heads, chunks, stored bytes.
+pub fn stored_doc(d: Dialect, doc: DocId) -> Statement {
+    Statement::new(
+        format!("SELECT kind, posyandu, heads, chunks, stored_bytes FROM docs WHERE doc_id = {}", d.p(1)),
+        vec![doc.to_string().into()],
+    )
+}
+
+/// A row of [`stored_doc`].
+#[derive(Clone, Debug)]
+pub struct StoredRow {
+    pub kind: DocKind,
+    pub posyandu: PosyanduId,
+    pub heads: Heads,
+    pub form: StoredForm,
+}
+
+pub fn stored_row(doc: DocId, row: &Row) -> Result<StoredRow, StoreError> {
+    let doc_s = doc.to_string();
+    let bad = |what: &str| StoreError::Backend(format!("doc {doc_s}: bad stored {what}"));
+    Ok(StoredRow {
+        kind: parse_kind(&doc_s, &row.text(0)?)?,
+        posyandu: row.text(1)?.parse().map_err(|_| bad("posyandu"))?,
+        heads: Heads::from_bytes(&row.bytes(2)?).map_err(|_| bad("heads"))?,
+        form: StoredForm {
+            chunks: u32::try_from(row.int(3)?).map_err(|_| bad("chunks"))?,
+            bytes: usize::try_from(row.int(4)?).map_err(|_| bad("size"))?,
+        },
+    })
+}
+
+/// A document's stored bytes, in order: its snapshot, then its chunks. Concatenated they
+/// load as one document.
+pub fn doc_bytes(d: Dialect, doc: DocId) -> Statement {
+    let p1 = d.p(1);
+    Statement::new(
+        format!(
+            "SELECT 0 AS n, bytes FROM docs WHERE doc_id = {p1}
+             UNION ALL SELECT n, bytes FROM doc_chunks WHERE doc_id = {p1} ORDER BY n"
+        ),
+        vec![doc.to_string().into()],
+    )
+}
+
+/// Rows of [`doc_bytes`] as one byte stream (`None`: no such document).
+pub fn concat_bytes(rows: Vec<Row>) -> Result<Option<Vec<u8>>, StoreError> {
+    let mut rows = rows.into_iter();
+    let Some(mut first) = rows.next() else { return Ok(None) };
+    let mut bytes = first.take_bytes(1)?;
+    for mut row in rows {
+        bytes.extend_from_slice(&row.take_bytes(1)?);
+    }
+    Ok(Some(bytes))
+}
+
+/// One document's metadata and snapshot bytes (its chunks: [`chunks_of`]).
+pub fn doc_by_id(d: Dialect, doc: DocId) -> Statement {
+    Statement::new(
+        format!("SELECT {META_COLUMNS}, bytes FROM docs WHERE doc_id = {}", d.p(1)),
+        vec![doc.to_string().into()],
+    )
+}
+
+/// The chunks of `docs`, each document's in order: doc id, heads after the chunk, bytes.
+pub fn chunks_of(d: Dialect, docs: &[DocId]) -> Statement {
+    Statement::new(
+        format!("SELECT doc_id, heads, bytes FROM doc_chunks WHERE {} ORDER BY doc_id, n", d.in_list("doc_id", 1)),
+        vec![texts(docs)],
+    )
+}
+
+/// Rows of [`docs_by_ids`] (or [`doc_by_id`]) and [`chunks_of`] as [`Stream`]s.
+pub fn streams(doc_rows: Vec<Row>, chunk_rows: Vec<Row>) -> Result<Vec<Stream>, StoreError> {
+    let mut out = Vec::with_capacity(doc_rows.len());
+    let mut at: HashMap<DocId, usize> = HashMap::with_capacity(doc_rows.len());
+    for mut row in doc_rows {
+        let meta = meta(&row)?;
+        let bytes = row.take_bytes(5)?;
+        at.insert(meta.doc, out.len());
+        out.push(Stream { meta, snapshot_bytes: bytes.len(), bytes, ends: Vec::new() });
+    }
+    for mut row in chunk_rows {
+        let doc: DocId = row.text(0)?.parse().map_err(|_| StoreError::Backend("bad stored doc id".into()))?;
+        let Some(i) = at.get(&doc) else { continue };
+        let heads = parse_stored_heads(row.opt_bytes(1)?)?;
+        let s = &mut out[*i];
+        s.bytes.extend_from_slice(&row.take_bytes(2)?);
+        s.ends.push((heads, s.bytes.len()));
+    }
+    Ok(out)
+}
+
+/// Metadata and bytes of `docs` (changed after `after`, when given).
+pub fn docs_by_ids(d: Dialect, docs: &[DocId], after: Option<i64>) -> Statement {
+    let mut sql = format!("SELECT {META_COLUMNS}, bytes FROM docs WHERE {}", d.in_list("doc_id", 1));
+    let mut params = vec![texts(docs)];
+    if let Some(after) = after {
+        sql.push_str(&format!(" AND seq > {}", d.p(2)));
+        params.push(after.into());
+    }
+    Statement::new(sql, params)
+}
+
+/// Metadata of every document of the scope, in feed order.
+pub fn scope_docs(d: Dialect, scope: &Scope) -> Statement {
+    Statement::new(
+        format!("SELECT {META_COLUMNS} FROM docs WHERE {} ORDER BY seq", d.in_list("posyandu", 1)),
+        vec![scope_texts(scope)],
+    )
+}
+
+/// A row starting with [`META_COLUMNS`].
+pub fn meta(row: &Row) -> Result<StoredMeta, StoreError> {
+    let doc_id = row.text(0)?;
+    let bad = |what: &str| StoreError::Backend(format!("doc {doc_id}: bad stored {what}"));
+    Ok(StoredMeta {
+        kind: parse_kind(&doc_id, &row.text(1)?)?,
+        posyandu: row.text(2)?.parse().map_err(|_| bad("posyandu"))?,
+        seq: u64::try_from(row.int(3)?).map_err(|_| bad("seq"))?,
+        heads: Heads::from_bytes(&row.bytes(4)?).map_err(|_| bad("heads"))?,
+        doc: doc_id.parse().map_err(|_| bad("id"))?,
+    })
+}
+
+pub fn parse_kind(doc: &str, s: &str) -> Result<DocKind, StoreError> {
+    DocKind::parse(s).ok_or_else(|| StoreError::Backend(format!("doc {doc}: unknown kind {s:?}")))
+}
+
+pub fn parse_stored_heads(b: Option<Vec<u8>>) -> Result<Heads, StoreError> {
+    b.map(|b| Heads::from_bytes(&b).map_err(|e| StoreError::Backend(e.to_string())))
+        .transpose()
+        .map(Option::unwrap_or_default)
+}
+
+/// Up to `batch` feed entries of the scope in `(from, end]`, in order.
+pub fn feed_scan(d: Dialect, scope: &Scope, from: i64, end: i64, batch: usize) -> Statement {
+    Statement::new(
+        format!(
+            "SELECT seq, doc_id FROM feed WHERE {} AND seq > {} AND seq <= {} ORDER BY seq LIMIT {}",
+            d.in_list("posyandu", 1),
+            d.p(2),
+            d.p(3),
+            d.p(4)
+        ),
+        vec![scope_texts(scope), from.into(), end.into(), (batch as i64).into()],
+    )
+}
+
+/// For each of `docs`: its heads as of feed position `cursor` (NULL if it had none yet), and
+/// the heads last acknowledged to `device`. One query for any number of documents.
+pub fn known_heads(d: Dialect, docs: &[DocId], device: DeviceId, cursor: i64) -> Statement {
+    let list = match d {
+        Dialect::Sqlite => "json_each(?1) AS t".to_owned(),
+        Dialect::Postgres => "unnest($1::text[]) AS t(value)".to_owned(),
+    };
+    Statement::new(
+        format!(
+            "SELECT t.value,
+                    (SELECT f.heads FROM feed f WHERE f.doc_id = t.value AND f.seq <= {p2} ORDER BY f.seq DESC LIMIT 1),
+                    (SELECT h.heads FROM device_docs h WHERE h.device_id = {p3} AND h.doc_id = t.value)
+             FROM {list}",
+            p2 = d.p(2),
+            p3 = d.p(3),
+        ),
+        vec![texts(docs), cursor.into(), device.to_string().into()],
+    )
+}
+
+/// Rows of [`known_heads`]: what each document's device holds, the union of both.
+pub fn parse_known(rows: &[Row]) -> Result<HashMap<DocId, Heads>, StoreError> {
+    let mut known = HashMap::with_capacity(rows.len());
+    for row in rows {
+        let doc: DocId = row.text(0)?.parse().map_err(|_| StoreError::Backend("bad stored doc id".into()))?;
+        let heads = parse_stored_heads(row.opt_bytes(1)?)?.union(&parse_stored_heads(row.opt_bytes(2)?)?);
+        known.insert(doc, heads);
+    }
+    Ok(known)
+}
+
+/// A document's new state, waiting for its feed position.
+#[derive(Clone, Debug)]
+pub struct NewState {
+    pub doc: String,
+    pub kind: &'static str,
+    pub posyandu: String,
+    pub heads: Vec<u8>,
+    pub write: DocWrite,
+    /// The stored form it replaces or appends to (default for a new document).
+    pub before: StoredForm,
+    /// `<device id>` or `server:<instance>`, as the feed records who wrote it.
+    pub writer: String,
+}
+
+impl NewState {
+    pub fn new(doc: DocId, kind: DocKind, posyandu: &str, heads: &Heads, write: DocWrite, writer: String) -> Self {
+        Self {
+            doc: doc.to_string(),
+            kind: kind.code(),
+            posyandu: posyandu.to_owned(),
+            heads: heads.to_bytes(),
+            write,
+            before: StoredForm::default(),
+            writer,
+        }
+    }
+
+    /// The same state, written over a document stored as `before`.
+    pub fn after(mut self, before: StoredForm) -> Self {
+        self.before = before;
+        self
+    }
+}
+
+/// Store a document's new state at feed position `seq`: the snapshot replacing the document
+/// and its chunks, or one chunk appended, the snapshot left as it is.
+pub fn doc_write(d: Dialect, s: &NewState, seq: i64, now: i64) -> Vec<Statement> {
+    let after = s.before.after(&s.write);
+    let (chunks, stored) = (i64::from(after.chunks), i64::try_from(after.bytes).unwrap_or(i64::MAX));
+    match &s.write {
+        DocWrite::Whole(bytes) => vec![
+            Statement::new(
+                format!(
+                    "INSERT INTO docs (doc_id, kind, posyandu, seq, heads, bytes, updated_at, chunks, stored_bytes)
+                     VALUES ({})
+                     ON CONFLICT (doc_id) DO UPDATE SET seq = excluded.seq, heads = excluded.heads,
+                        bytes = excluded.bytes, updated_at = excluded.updated_at, chunks = excluded.chunks,
+                        stored_bytes = excluded.stored_bytes",
+                    (1..=9).map(|i| d.p(i)).collect::<Vec<_>>().join(", ")
+                ),
+                vec![
+                    s.doc.clone().into(),
+                    s.kind.into(),
+                    s.posyandu.clone().into(),
+                    seq.into(),
+                    s.heads.clone().into(),
+                    bytes.clone().into(),
+                    now.into(),
+                    chunks.into(),
+                    stored.into(),
+                ],
+            ),
+            Statement::new(format!("DELETE FROM doc_chunks WHERE doc_id = {}", d.p(1)), vec![s.doc.clone().into()]),
+        ],
+        DocWrite::Append(chunk) => vec![
+            Statement::new(
+                format!(
+                    "INSERT INTO doc_chunks (doc_id, n, heads, bytes) VALUES ({}, {}, {}, {})",
+                    d.p(1),
+                    d.p(2),
+                    d.p(3),
+                    d.p(4)
+                ),
+                vec![s.doc.clone().into(), chunks.into(), s.heads.clone().into(), chunk.clone().into()],
+            ),
+            Statement::new(
+                format!(
+                    "UPDATE docs SET seq = {}, heads = {}, updated_at = {}, chunks = {}, stored_bytes = {}
+                     WHERE doc_id = {}",
+                    d.p(2),
+                    d.p(3),
+                    d.p(4),
+                    d.p(5),
+                    d.p(6),
+                    d.p(1)
+                ),
+                vec![
+                    s.doc.clone().into(),
+                    seq.into(),
+                    s.heads.clone().into(),
+                    now.into(),
+                    chunks.into(),
+                    stored.into(),
+                ],
+            ),
+        ],
+    }
+}
+
+/// Record the heads acknowledged to `device` for `doc`.
+pub fn ack(d: Dialect, device: DeviceId, doc: DocId, heads: &Heads, now: i64) -> Statement {
+    let (p3, p4) = (d.p(3), d.p(4));
+    Statement::new(
+        format!(
+            "INSERT INTO device_docs (device_id, doc_id, heads, acked_at) VALUES ({}, {}, {p3}, {p4})
+             ON CONFLICT (device_id, doc_id) DO UPDATE SET heads = {p3}, acked_at = {p4}",
+            d.p(1),
+            d.p(2)
+        ),
+        vec![device.to_string().into(), doc.to_string().into(), heads.to_bytes().into(), now.into()],
+    )
+}
+
+/// Count a push of `device`.
+pub fn device_pushed(d: Dialect, device: DeviceId, now: i64) -> Statement {
+    let p2 = d.p(2);
+    Statement::new(
+        format!(
+            "INSERT INTO devices (device_id, last_push_at, pushes) VALUES ({}, {p2}, 1)
+             ON CONFLICT (device_id) DO UPDATE SET last_push_at = {p2}, pushes = devices.pushes + 1",
+            d.p(1)
+        ),
+        vec![device.to_string().into(), now.into()],
+    )
+}
+
+/// Whether the device holds acknowledged heads of any document but `keep` (a row, or none).
+pub fn holds_other_docs(d: Dialect, device: DeviceId, keep: &[DocId]) -> Statement {
+    Statement::new(
+        format!("SELECT 1 FROM device_docs WHERE device_id = {} AND {} LIMIT 1", d.p(1), d.not_in_list("doc_id", 2)),
+        vec![device.to_string().into(), texts(keep)],
+    )
+}
+
+/// Forget the heads acknowledged to the device, but those of `keep`.
+pub fn forget_heads(d: Dialect, device: DeviceId, keep: &[DocId]) -> Statement {
+    Statement::new(
+        format!("DELETE FROM device_docs WHERE device_id = {} AND {}", d.p(1), d.not_in_list("doc_id", 2)),
+        vec![device.to_string().into(), texts(keep)],
+    )
+}

@@ -1,0 +1,164 @@
+//! What a bidan or admin reviews (conflicts, duplicate people, invalid records) and the
+//! report queries, read from the projection.
+
+use super::scope_texts;
+use crate::StoreError;
+use crate::sql::{Dialect, Row, Statement};
+use posync_model::Scope;
+use posync_model::record::{format_date, parse_date};
+
+/// The document and posyandu of a person not merged into another.
+pub fn locate_person(d: Dialect, id: posync_model::PersonId) -> Statement {
+    Statement::new(
+        format!("SELECT doc_id, posyandu FROM people WHERE person_id = {} AND merged_into IS NULL", d.p(1)),
+        vec![id.to_string().into()],
+    )
+}
+
+/// Pairs of people in the scope who look like one person registered twice.
+pub fn duplicate_people(d: Dialect, scope: &Scope) -> Statement {
+    Statement::new(
+        format!(
+            "SELECT a.person_id, a.posyandu, a.name, a.birth_date, b.person_id, b.posyandu, b.name, b.birth_date,
+                    CASE WHEN a.nik IS NOT NULL AND a.nik = b.nik THEN 'nik'
+                         WHEN a.mother_nik IS NOT NULL AND a.mother_nik = b.mother_nik AND a.birth_date = b.birth_date
+                              THEN 'mother_nik_and_birth_date'
+                         ELSE 'name_birth_date_and_mother' END
+             FROM people a JOIN people b ON a.person_id < b.person_id
+             WHERE a.merged_into IS NULL AND b.merged_into IS NULL AND {} AND {}
+               AND ((a.nik IS NOT NULL AND a.nik = b.nik)
+                 OR (a.mother_nik IS NOT NULL AND a.mother_nik = b.mother_nik AND a.birth_date = b.birth_date
+                     AND lower(trim(a.name)) = lower(trim(b.name)))
+                 OR (a.birth_date = b.birth_date AND lower(trim(a.name)) = lower(trim(b.name))
+                     AND lower(trim(a.mother_name)) = lower(trim(b.mother_name)) AND a.mother_name <> ''))
+             ORDER BY a.birth_date, a.person_id LIMIT 1000",
+            d.in_list("a.posyandu", 1),
+            d.in_list("b.posyandu", 1)
+        ),
+        vec![scope_texts(scope)],
+    )
+}
+
+/// A row of [`duplicate_people`].
+pub fn duplicate_pair(row: &Row) -> Result<crate::DuplicatePair, StoreError> {
+    let bad = |what: &str| StoreError::Backend(format!("bad people row: {what}"));
+    let person = |at: usize| -> Result<crate::PersonSummary, StoreError> {
+        Ok(crate::PersonSummary {
+            person_id: row.text(at)?.parse().map_err(|_| bad("id"))?,
+            posyandu: row.text(at + 1)?.parse().map_err(|_| bad("posyandu"))?,
+            name: row.text(at + 2)?,
+            birth_date: row.text(at + 3)?,
+        })
+    };
+    Ok(crate::DuplicatePair { reason: row.text(8)?, a: person(0)?, b: person(4)? })
+}
+
+/// Records of the scope marked invalid (at most 1,000).
+pub fn invalid_records(d: Dialect, scope: &Scope) -> Statement {
+    let in_scope = d.in_list("posyandu", 1);
+    Statement::new(
+        format!(
+            "SELECT doc_id, posyandu, 'visits', visit_id, name, session_date, invalid FROM visits
+             WHERE invalid IS NOT NULL AND {in_scope}
+             UNION ALL
+             SELECT doc_id, posyandu, 'people', person_id, name, NULL, invalid FROM people
+             WHERE invalid IS NOT NULL AND {in_scope}
+             ORDER BY 1, 4 LIMIT 1000"
+        ),
+        vec![scope_texts(scope)],
+    )
+}
+
+/// A row of [`invalid_records`].
+pub fn invalid_record(row: &Row) -> Result<crate::InvalidRecord, StoreError> {
+    Ok(crate::InvalidRecord {
+        doc: row.text(0)?.parse().map_err(|_| StoreError::Backend("bad stored doc id".into()))?,
+        posyandu: row.text(1)?.parse().map_err(|_| StoreError::Backend("bad stored posyandu".into()))?,
+        collection: row.text(2)?,
+        record_id: row.text(3)?,
+        name: row.text(4)?,
+        session_date: row.opt_text(5)?,
+        issues: serde_json::from_str(&row.text(6)?).map_err(|_| StoreError::Backend("bad stored issues".into()))?,
+    })
+}
+
+// ---- reports ----
+
+/// Visits of the scope with a session date in `from..=to`, as report facts (merged people
+/// count as the person kept; invalid records are left out).
+pub fn report_facts(d: Dialect, scope: &Scope, from: time::Date, to: time::Date) -> Statement {
+    Statement::new(
+        format!(
+            "SELECT v.posyandu, v.session_date,
+                    COALESCE((SELECT p.merged_into FROM people p WHERE p.person_id = v.person_id), v.person_id),
+                    v.name, v.sex, v.birth_date, v.life_group, v.weight_g, v.length_mm, v.lying, v.muac_mm,
+                    v.oedema, v.growth_card, v.bp_systolic, v.bp_diastolic,
+                    (SELECT {} FROM visit_immunisations i WHERE i.visit_id = v.visit_id)
+             FROM visits v
+             WHERE {} AND v.session_date BETWEEN {} AND {} AND v.invalid IS NULL",
+            d.text_agg("i.antigen"),
+            d.in_list("v.posyandu", 1),
+            d.p(2),
+            d.p(3)
+        ),
+        vec![scope_texts(scope), format_date(from).into(), format_date(to).into()],
+    )
+}
+
+/// A row of [`report_facts`].
+pub fn fact(row: &Row) -> Result<posync_model::report::VisitFact, StoreError> {
+    let bad = |what: &str| StoreError::Backend(format!("bad projected {what}"));
+    Ok(posync_model::report::VisitFact {
+        posyandu: row.text(0)?.parse().map_err(|_| bad("posyandu"))?,
+        session_date: parse_date(&row.text(1)?).ok_or_else(|| bad("session date"))?,
+        person_id: row.text(2)?.parse().map_err(|_| bad("person id"))?,
+        name: row.text(3)?,
+        sex: posync_model::Sex::parse(&row.text(4)?).ok_or_else(|| bad("sex"))?,
+        birth_date: parse_date(&row.text(5)?).ok_or_else(|| bad("birth date"))?,
+        group: posync_model::LifeGroup::parse(&row.text(6)?).ok_or_else(|| bad("life group"))?,
+        weight_g: row.opt_int(7)?,
+        length_mm: row.opt_int(8)?,
+        lying: row.opt_bool(9)?,
+        muac_mm: row.opt_int(10)?,
+        oedema: row.opt_bool(11)?.unwrap_or(false),
+        growth_card: row.opt_bool(12)?.unwrap_or(false),
+        bp_systolic: row.opt_int(13)?,
+        bp_diastolic: row.opt_int(14)?,
+        immunisations: row
+            .opt_text(15)?
+            .map(|s| s.split(',').filter(|a| !a.is_empty()).map(str::to_owned).collect())
+            .unwrap_or_default(),
+    })
+}
+
+/// People in the registries of the scope (not merged, not invalid).
+pub fn registered_people(d: Dialect, scope: &Scope) -> Statement {
+    Statement::new(
+        format!(
+            "SELECT posyandu, person_id, birth_date, kia_book FROM people
+             WHERE {} AND merged_into IS NULL AND invalid IS NULL",
+            d.in_list("posyandu", 1)
+        ),
+        vec![scope_texts(scope)],
+    )
+}
+
+/// A row of [`registered_people`]; `None` for one that does not parse (reports count what
+/// they can read).
+pub fn registered_person(row: &Row) -> Option<posync_model::report::RegisteredPerson> {
+    Some(posync_model::report::RegisteredPerson {
+        posyandu: row.text(0).ok()?.parse().ok()?,
+        person_id: row.text(1).ok()?.parse().ok()?,
+        birth_date: parse_date(&row.text(2).ok()?)?,
+        kia_book: row.bool(3).ok()?,
+    })
+}
+
+/// Counts for [`crate::StoreStats`], in its field order.
+pub const STATS: [&str; 5] = [
+    "SELECT COUNT(*) FROM docs",
+    "SELECT COUNT(*) FROM visits",
+    "SELECT COUNT(*) FROM people",
+    "SELECT COUNT(*) FROM feed",
+    "SELECT COUNT(*) FROM device_docs",
+];
