@@ -43,6 +43,9 @@ enum Cmd {
         /// Syncs worked on at once; more are answered 503 with Retry-After.
         #[arg(long, default_value_t = Limits::default().syncs_in_flight_max)]
         syncs_in_flight_max: usize,
+        /// On SIGTERM or SIGINT: seconds to let in-flight requests finish before exiting.
+        #[arg(long, default_value_t = 20, env = "POSYNC_DRAIN_SECONDS")]
+        drain_seconds: u64,
     },
     /// The server console: hierarchy, users, enrolment codes, devices, audit, keys.
     Admin {
@@ -268,15 +271,22 @@ async fn main() -> Result<()> {
         .with_writer(std::io::stderr)
         .init();
     match cli.cmd {
-        Cmd::Serve { store, addr, keys, page_bytes_max, body_bytes_max, syncs_in_flight_max } => {
+        Cmd::Serve { store, addr, keys, page_bytes_max, body_bytes_max, syncs_in_flight_max, drain_seconds } => {
             let keys = TokenKeys::load_or_create(&store.keys_path(keys)?, now())?;
             let limits = Limits { page_bytes_max, body_bytes_max, syncs_in_flight_max, ..Limits::default() };
             let opened = store.open_with(limits).await?;
             let server = posync_server::spawn(addr, opened, keys, limits, posync_server::system_clock()).await?;
             // One line on stdout so scripts can find the port when --addr used port 0.
             println!("posync listening on {} (db {})", server.url(), store.describe());
-            tokio::signal::ctrl_c().await?;
-            server.stop().await?;
+            let signal = stop_signal().await?;
+            // Stop accepting; requests in flight finish (their acknowledgements follow their
+            // commits), up to the bound. The store closes when the server's state drops.
+            tracing::info!(signal, drain_seconds, "stopping: finishing requests in flight");
+            match tokio::time::timeout(std::time::Duration::from_secs(drain_seconds), server.stop()).await {
+                Ok(stopped) => stopped?,
+                Err(_) => tracing::warn!(drain_seconds, "requests still in flight after the drain bound; exiting"),
+            }
+            tracing::info!("stopped");
         }
         Cmd::Admin { store, cmd } => admin::run(store, cmd, now()).await?,
         Cmd::Report { store, kind, month, level, csv } => report(&store, &kind, month.as_deref(), &level, csv).await?,
@@ -286,6 +296,18 @@ async fn main() -> Result<()> {
         Cmd::Demo { seed } => demo::run(seed).await?,
     }
     Ok(())
+}
+
+/// The first of SIGTERM (a service manager, `docker stop`, `kill`) and SIGINT (Ctrl-C).
+async fn stop_signal() -> Result<&'static str> {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        interrupted = tokio::signal::ctrl_c() => {
+            interrupted?;
+            Ok("SIGINT")
+        }
+        _ = term.recv() => Ok("SIGTERM"),
+    }
 }
 
 /// `KEY=VALUE` pairs into typed service fields (integers, true/false, or text).

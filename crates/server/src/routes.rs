@@ -123,6 +123,7 @@ pub fn router(state: AppState) -> Router {
         .layer(DefaultBodyLimit::max(JSON_BODY_BYTES_MAX));
     Router::new()
         .route("/healthz", get(health))
+        .route("/readyz", get(ready))
         .route("/metrics", get(metrics))
         .route("/v1/admin/telemetry", get(admin_telemetry))
         .route("/admin", get(admin_page))
@@ -203,6 +204,13 @@ fn bearer(headers: &HeaderMap) -> Result<&str, ApiError> {
 async fn health(State(state): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
     state.sync.store().ping().await?;
     Ok(Json(serde_json::json!({ "status": "ok", "protocol": posync_proto::PROTOCOL_VERSION })))
+}
+
+/// Ready to take syncs: the store answers (it is opened only after its migrations ran). A
+/// load balancer or orchestrator routes phones here only while this says 200.
+async fn ready(State(state): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
+    state.sync.store().ping().await?;
+    Ok(Json(serde_json::json!({ "ready": true, "protocol": posync_proto::PROTOCOL_VERSION })))
 }
 
 async fn not_found() -> ApiError {

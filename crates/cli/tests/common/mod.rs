@@ -30,6 +30,22 @@ impl Instance {
     }
 }
 
+impl Instance {
+    /// Send `signal` (`TERM`, `INT`) and wait for the server to exit, at most `within`.
+    pub fn signal_and_wait(mut self, signal: &str, within: std::time::Duration) -> std::process::ExitStatus {
+        let sent = Command::new("kill").arg(format!("-{signal}")).arg(self.pid().to_string()).status().expect("kill");
+        assert!(sent.success(), "kill -{signal} {}", self.pid());
+        let deadline = std::time::Instant::now() + within;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return status;
+            }
+            assert!(std::time::Instant::now() < deadline, "the server did not exit within {within:?} of SIG{signal}");
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+}
+
 impl Drop for Instance {
     fn drop(&mut self) {
         let _ = self.child.kill();
