@@ -46,6 +46,13 @@ enum Cmd {
         /// On SIGTERM or SIGINT: seconds to let in-flight requests finish before exiting.
         #[arg(long, default_value_t = 20, env = "POSYNC_DRAIN_SECONDS")]
         drain_seconds: u64,
+        /// Serve HTTPS with this certificate chain (PEM); needs --tls-key. Without both,
+        /// plain HTTP (behind a reverse proxy that terminates TLS, or on a LAN).
+        #[arg(long, env = "POSYNC_TLS_CERT", requires = "tls_key")]
+        tls_cert: Option<PathBuf>,
+        /// The certificate's private key (PEM).
+        #[arg(long, env = "POSYNC_TLS_KEY", requires = "tls_cert")]
+        tls_key: Option<PathBuf>,
     },
     /// The server console: hierarchy, users, enrolment codes, devices, audit, keys.
     Admin {
@@ -85,6 +92,10 @@ enum Cmd {
         /// A bearer token; default: the device credential stored by `kader enrol`.
         #[arg(long, env = "POSYNC_TOKEN", hide_env_values = true)]
         token: Option<String>,
+        /// PEM file of a CA to trust beside the bundled web roots (a puskesmas server with
+        /// its own certificate authority).
+        #[arg(long, env = "POSYNC_CA_FILE")]
+        ca_file: Option<PathBuf>,
     },
     /// Move a district's data from its SQLite file into PostgreSQL, in one transaction,
     /// then check every document's heads in the target.
@@ -122,6 +133,10 @@ enum KaderCmd {
         /// Shown to admins in the device list.
         #[arg(long, default_value = "")]
         label: String,
+        /// PEM file of a CA to trust beside the bundled web roots (a puskesmas server with
+        /// its own certificate authority).
+        #[arg(long, env = "POSYNC_CA_FILE")]
+        ca_file: Option<PathBuf>,
     },
     /// Record a child's visit (offline).
     Record {
@@ -182,6 +197,10 @@ enum KaderCmd {
         /// A bearer token; default: the device credential stored by `kader enrol`.
         #[arg(long, env = "POSYNC_TOKEN", hide_env_values = true)]
         token: Option<String>,
+        /// PEM file of a CA to trust beside the bundled web roots (a puskesmas server with
+        /// its own certificate authority).
+        #[arg(long, env = "POSYNC_CA_FILE")]
+        ca_file: Option<PathBuf>,
     },
     /// List visits on this phone (optionally one day), as JSON lines.
     Visits {
@@ -249,12 +268,32 @@ async fn report(store: &StoreArgs, kind: &str, month: Option<&str>, level: &str,
     Ok(())
 }
 
-async fn sync_replica(replica: &Path, server: &str, token: Option<String>) -> Result<()> {
-    let mut r = Replica::open(replica)?;
-    let report = match token {
-        Some(t) => r.sync(server, &t).await?,
-        None => r.sync_enrolled(server).await?,
+/// A certificate the phone does not trust: say what to do about it.
+fn tls_hint(e: posync_replica::ReplicaError) -> anyhow::Error {
+    let tls = match &e {
+        posync_replica::ReplicaError::Tls(_) => true,
+        posync_replica::ReplicaError::Enrolment(inner) => matches!(**inner, posync_replica::ReplicaError::Tls(_)),
+        _ => false,
     };
+    let hint = "the server's certificate is not trusted here: if the server uses its own CA (a puskesmas \
+                server), give that CA's certificate with --ca-file FILE";
+    if tls { anyhow::Error::new(e).context(hint) } else { anyhow::Error::new(e) }
+}
+
+/// `client`, also trusting the CA certificates of `ca_file` when given.
+fn with_ca(client: posync_replica::HttpSync, ca_file: Option<&Path>) -> Result<posync_replica::HttpSync> {
+    let Some(path) = ca_file else { return Ok(client) };
+    let pem = std::fs::read(path).with_context(|| format!("cannot read the CA file {}", path.display()))?;
+    Ok(client.with_ca_pem(&pem)?)
+}
+
+async fn sync_replica(replica: &Path, server: &str, token: Option<String>, ca_file: Option<PathBuf>) -> Result<()> {
+    let mut r = Replica::open(replica)?;
+    let client = match token {
+        Some(t) => posync_replica::HttpSync::new(server, &t),
+        None => posync_replica::HttpSync::enrolled(server),
+    };
+    let report = with_ca(client, ca_file.as_deref())?.sync(&mut r).await.map_err(tls_hint)?;
     println!("{}", serde_json::to_string(&report)?);
     Ok(())
 }
@@ -271,11 +310,23 @@ async fn main() -> Result<()> {
         .with_writer(std::io::stderr)
         .init();
     match cli.cmd {
-        Cmd::Serve { store, addr, keys, page_bytes_max, body_bytes_max, syncs_in_flight_max, drain_seconds } => {
+        Cmd::Serve {
+            store,
+            addr,
+            keys,
+            page_bytes_max,
+            body_bytes_max,
+            syncs_in_flight_max,
+            drain_seconds,
+            tls_cert,
+            tls_key,
+        } => {
             let keys = TokenKeys::load_or_create(&store.keys_path(keys)?, now())?;
             let limits = Limits { page_bytes_max, body_bytes_max, syncs_in_flight_max, ..Limits::default() };
             let opened = store.open_with(limits).await?;
-            let server = posync_server::spawn(addr, opened, keys, limits, posync_server::system_clock()).await?;
+            let tls = tls_cert.zip(tls_key).map(|(cert, key)| posync_server::TlsFiles { cert, key });
+            let clock = posync_server::system_clock();
+            let server = posync_server::spawn_with_tls(addr, opened, keys, limits, clock, tls).await?;
             // One line on stdout so scripts can find the port when --addr used port 0.
             println!("posync listening on {} (db {})", server.url(), store.describe());
             let signal = stop_signal().await?;
@@ -291,7 +342,7 @@ async fn main() -> Result<()> {
         Cmd::Admin { store, cmd } => admin::run(store, cmd, now()).await?,
         Cmd::Report { store, kind, month, level, csv } => report(&store, &kind, month.as_deref(), &level, csv).await?,
         Cmd::Kader { cmd } => kader(cmd).await?,
-        Cmd::Pull { replica, server, token } => sync_replica(&replica, &server, token).await?,
+        Cmd::Pull { replica, server, token, ca_file } => sync_replica(&replica, &server, token, ca_file).await?,
         Cmd::MigrateStore { from, to } => backend::migrate_store(&from, &to).await?,
         Cmd::Demo { seed } => demo::run(seed).await?,
     }
@@ -382,10 +433,11 @@ async fn kader(cmd: KaderCmd) -> Result<()> {
             };
             r.edit_visit(session, visit, f, v, now())?;
         }
-        KaderCmd::Sync { replica, server, token } => sync_replica(&replica, &server, token).await?,
-        KaderCmd::Enrol { replica, server, code, label } => {
+        KaderCmd::Sync { replica, server, token, ca_file } => sync_replica(&replica, &server, token, ca_file).await?,
+        KaderCmd::Enrol { replica, server, code, label, ca_file } => {
             let mut r = Replica::open(&replica)?;
-            let resp = posync_replica::enrol(&server, &code, &label, &mut r).await?;
+            let client = with_ca(posync_replica::HttpSync::enrolled(&server), ca_file.as_deref())?;
+            let resp = posync_replica::enrol_via(&client, &code, &label, &mut r).await.map_err(tls_hint)?;
             println!("{{\"device\":\"{}\",\"user\":\"{}\",\"role\":\"{}\"}}", r.device(), resp.user, resp.role);
         }
         KaderCmd::Visits { replica } => {

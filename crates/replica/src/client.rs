@@ -83,6 +83,9 @@ pub const RUN_SECONDS_DEFAULT: u64 = 10 * 60;
 #[derive(Clone)]
 pub struct HttpSync {
     client: reqwest::Client,
+    /// Certificates trusted beside the bundled web roots (a puskesmas server's own CA).
+    extra_roots: Vec<reqwest::Certificate>,
+    stall: Duration,
     base: String,
     url: String,
     auth: Auth,
@@ -95,14 +98,38 @@ pub struct HttpSync {
     adaptive: bool,
 }
 
-fn http_client(stall: Duration) -> reqwest::Client {
-    reqwest::Client::builder()
+/// HTTPS with rustls and the bundled web roots (a phone's system store may be old), plus
+/// `extra_roots`; plain HTTP still works for a LAN server.
+fn http_client(stall: Duration, extra_roots: &[reqwest::Certificate]) -> reqwest::Client {
+    let mut builder = reqwest::Client::builder()
+        .use_rustls_tls()
         // No fixed per-request timeout: a request fails when nothing arrives for `stall`,
         // and the run as a whole is bounded by `run_max`.
         .read_timeout(stall)
-        .connect_timeout(Duration::from_secs(10))
-        .build()
-        .unwrap_or_else(|_| reqwest::Client::new())
+        .connect_timeout(Duration::from_secs(10));
+    for root in extra_roots {
+        builder = builder.add_root_certificate(root.clone());
+    }
+    builder.build().unwrap_or_else(|_| reqwest::Client::new())
+}
+
+/// A transport error as a person can act on it: a certificate problem says so (and is not
+/// retried); anything else is a network error, with its cause (reqwest's own text names
+/// only the URL).
+fn transport_error(e: &reqwest::Error) -> ReplicaError {
+    let mut chain = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(cause) = source {
+        chain.push_str(": ");
+        chain.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    let lower = chain.to_lowercase();
+    if lower.contains("certificate") || lower.contains("unknownissuer") || lower.contains("tls handshake") {
+        ReplicaError::Tls(chain)
+    } else {
+        ReplicaError::Network(chain)
+    }
 }
 
 fn unix_now() -> i64 {
@@ -130,7 +157,9 @@ impl HttpSync {
         let base = server_url.trim_end_matches('/').to_owned();
         let adaptive = matches!(auth, Auth::Device);
         Self {
-            client: http_client(Duration::from_secs(STALL_SECONDS_DEFAULT)),
+            client: http_client(Duration::from_secs(STALL_SECONDS_DEFAULT), &[]),
+            extra_roots: Vec::new(),
+            stall: Duration::from_secs(STALL_SECONDS_DEFAULT),
             url: format!("{base}/v1/sync"),
             base,
             auth,
@@ -152,8 +181,21 @@ impl HttpSync {
 
     /// A request counts as lost when no byte arrives for `stall` (default 20 s).
     pub fn with_stall_timeout(mut self, stall: Duration) -> Self {
-        self.client = http_client(stall);
+        self.stall = stall;
+        self.client = http_client(stall, &self.extra_roots);
         self
+    }
+
+    /// Also trust the certificates of `pem` (a puskesmas server with its own CA), beside
+    /// the bundled web roots.
+    pub fn with_ca_pem(mut self, pem: &[u8]) -> Result<Self, ReplicaError> {
+        let certs = reqwest::Certificate::from_pem_bundle(pem).map_err(|e| ReplicaError::BadCaFile(e.to_string()))?;
+        if certs.is_empty() {
+            return Err(ReplicaError::BadCaFile("no PEM certificate in it".into()));
+        }
+        self.extra_roots.extend(certs);
+        self.client = http_client(self.stall, &self.extra_roots);
+        Ok(self)
     }
 
     /// Bound a whole sync run (default 10 minutes): past it the run stops with
@@ -228,9 +270,9 @@ impl HttpSync {
         url: &str,
         body: &B,
     ) -> Result<T, ReplicaError> {
-        let resp = self.client.post(url).json(body).send().await.map_err(|e| ReplicaError::Network(e.to_string()))?;
+        let resp = self.client.post(url).json(body).send().await.map_err(|e| transport_error(&e))?;
         let status = resp.status();
-        let bytes = resp.bytes().await.map_err(|e| ReplicaError::Network(e.to_string()))?;
+        let bytes = resp.bytes().await.map_err(|e| transport_error(&e))?;
         if !status.is_success() {
             return Err(server_error(status, &bytes));
         }
@@ -255,10 +297,10 @@ impl HttpSync {
         if enc.gzip {
             rb = rb.header(reqwest::header::CONTENT_ENCODING, "gzip");
         }
-        let resp = rb.body(enc.bytes).send().await.map_err(|e| ReplicaError::Network(e.to_string()))?;
+        let resp = rb.body(enc.bytes).send().await.map_err(|e| transport_error(&e))?;
         let status = resp.status();
         let gzip = resp.headers().get(reqwest::header::CONTENT_ENCODING).is_some_and(|v| v.as_bytes() == b"gzip");
-        let body = resp.bytes().await.map_err(|e| ReplicaError::Network(e.to_string()))?;
+        let body = resp.bytes().await.map_err(|e| transport_error(&e))?;
         let wire = WireBytes { up, down: body.len() as u64 };
         if !status.is_success() {
             return Err(server_error(status, &body));
@@ -439,7 +481,16 @@ pub async fn enrol(
     label: &str,
     replica: &mut Replica,
 ) -> Result<EnrolResponse, ReplicaError> {
-    let client = HttpSync::enrolled(server_url);
+    enrol_via(&HttpSync::enrolled(server_url), code, label, replica).await
+}
+
+/// [`enrol`] through a configured client (a CA to trust, timeouts).
+pub async fn enrol_via(
+    client: &HttpSync,
+    code: &str,
+    label: &str,
+    replica: &mut Replica,
+) -> Result<EnrolResponse, ReplicaError> {
     let body = EnrolRequest { code: code.to_owned(), device: replica.device(), label: label.to_owned() };
     // Safe to retry with the same code: the server gives the same device a fresh credential
     // when an earlier answer was lost on the way back.

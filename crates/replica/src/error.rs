@@ -26,6 +26,13 @@ pub enum ReplicaError {
     BadResponse(String),
     #[error("network: {0}")]
     Network(String),
+    /// The server's certificate is not trusted (unknown issuer, wrong name, expired): not
+    /// retried, since it will not change by waiting. Give the puskesmas CA (`--ca-file`).
+    #[error("TLS: {0}")]
+    Tls(String),
+    /// A certificate file given to the client does not parse.
+    #[error("CA file: {0}")]
+    BadCaFile(String),
     #[error("visit refused: {}", .0.iter().filter(|i| i.severity == posync_model::validate::Severity::Error).map(|i| format!("{}: {}", i.field, i.message_en)).collect::<Vec<_>>().join("; "))]
     Rejected(Vec<posync_model::validate::Issue>),
     #[error("document {doc} is full ({bytes} bytes, at most {max}): start a new session document")]

@@ -35,13 +35,15 @@ pub fn system_clock() -> Clock {
 /// A server running on a background task.
 pub struct RunningServer {
     pub addr: SocketAddr,
+    /// `http` or `https`.
+    scheme: &'static str,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<std::io::Result<()>>,
 }
 
 impl RunningServer {
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        format!("{}://{}", self.scheme, self.addr)
     }
 
     /// Stop accepting, finish in-flight requests, and return.
@@ -53,7 +55,7 @@ impl RunningServer {
     }
 }
 
-/// Bind `addr` (port 0 for an ephemeral port) and serve in the background.
+/// Bind `addr` (port 0 for an ephemeral port) and serve plain HTTP in the background.
 pub async fn spawn(
     addr: SocketAddr,
     store: Arc<dyn Store>,
@@ -61,16 +63,56 @@ pub async fn spawn(
     limits: Limits,
     clock: Clock,
 ) -> std::io::Result<RunningServer> {
-    let listener = tokio::net::TcpListener::bind(addr).await?;
-    let addr = listener.local_addr()?;
-    let app = router(AppState::new(store, keys, limits, clock));
+    spawn_with_tls(addr, store, keys, limits, clock, None).await
+}
+
+/// A certificate chain and its private key, PEM files, for serving HTTPS.
+#[derive(Clone, Debug)]
+pub struct TlsFiles {
+    pub cert: std::path::PathBuf,
+    pub key: std::path::PathBuf,
+}
+
+/// [`spawn`], terminating TLS itself (rustls) when `tls` is given.
+pub async fn spawn_with_tls(
+    addr: SocketAddr,
+    store: Arc<dyn Store>,
+    keys: TokenKeys,
+    limits: Limits,
+    clock: Clock,
+    tls: Option<TlsFiles>,
+) -> std::io::Result<RunningServer> {
+    let app = router(AppState::new(store, keys, limits, clock)).into_make_service_with_connect_info::<SocketAddr>();
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(async move {
-        axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
-            .with_graceful_shutdown(async {
-                let _ = rx.await;
-            })
-            .await
+    let Some(tls) = tls else {
+        let listener = tokio::net::TcpListener::bind(addr).await?;
+        let addr = listener.local_addr()?;
+        let task = tokio::spawn(async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(async {
+                    let _ = rx.await;
+                })
+                .await
+        });
+        return Ok(RunningServer { addr, scheme: "http", shutdown: Some(tx), task });
+    };
+    // ring is the one crypto provider built in; a second install (another server in the
+    // same process) is refused harmlessly.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let config = axum_server::tls_rustls::RustlsConfig::from_pem_file(&tls.cert, &tls.key).await.map_err(|e| {
+        std::io::Error::other(format!("TLS certificate or key ({}, {}): {e}", tls.cert.display(), tls.key.display()))
+    })?;
+    let listener = std::net::TcpListener::bind(addr)?;
+    listener.set_nonblocking(true)?;
+    let addr = listener.local_addr()?;
+    let handle = axum_server::Handle::new();
+    let stopper = handle.clone();
+    tokio::spawn(async move {
+        let _ = rx.await;
+        // Stop accepting; connections finish their requests in flight.
+        stopper.graceful_shutdown(None);
     });
-    Ok(RunningServer { addr, shutdown: Some(tx), task })
+    let task =
+        tokio::spawn(async move { axum_server::from_tcp_rustls(listener, config).handle(handle).serve(app).await });
+    Ok(RunningServer { addr, scheme: "https", shutdown: Some(tx), task })
 }

@@ -73,6 +73,6 @@ where
     let mut line = String::new();
     BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line).expect("listening line");
     let url = line.split_whitespace().nth(3).expect("url in the listening line").to_owned();
-    assert!(url.starts_with("http://127.0.0.1:"), "{line}");
+    assert!(url.starts_with("http://127.0.0.1:") || url.starts_with("https://127.0.0.1:"), "{line}");
     Instance { child, url }
 }
