@@ -18,8 +18,18 @@ use std::path::{Path, PathBuf};
 #[derive(Parser)]
 #[command(name = "posync", version, about = "Offline-first sync for posyandu records")]
 struct Cli {
+    /// Log lines as text (colour only on a terminal) or as JSON objects, one per line, for a
+    /// log collector. Logs go to stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "POSYNC_LOG_FORMAT")]
+    log_format: LogFormat,
     #[command(subcommand)]
     cmd: Cmd,
+}
+
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Subcommand)]
@@ -303,12 +313,13 @@ async fn main() -> Result<()> {
     let cli = Cli::parse();
     // The demo narrates on stdout; server logs would only interleave with it.
     let default_filter = if matches!(cli.cmd, Cmd::Demo { .. }) { "warn" } else { "posync=info,warn" };
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| default_filter.into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| default_filter.into());
+    let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match cli.log_format {
+        // Colour codes only where a person reads them: a log file or journal gets plain text.
+        LogFormat::Text => logs.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())).init(),
+        LogFormat::Json => logs.json().flatten_event(true).with_current_span(true).with_span_list(false).init(),
+    }
     match cli.cmd {
         Cmd::Serve {
             store,

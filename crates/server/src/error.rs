@@ -120,6 +120,10 @@ impl From<StoreError> for ApiError {
     }
 }
 
+/// The error code a response carries, for the request log.
+#[derive(Clone, Copy, Debug)]
+pub struct LoggedCode(pub &'static str);
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         crate::metrics::global().error(self.code);
@@ -130,6 +134,8 @@ impl IntoResponse for ApiError {
             error: ErrorDetail { code: self.code, message: self.message, doc: self.doc, supported_version },
         };
         let mut resp = (status, axum::Json(body)).into_response();
+        // For the request log line (`routes::request_log`): the stable code, never the message.
+        resp.extensions_mut().insert(LoggedCode(self.code.as_str()));
         if status == StatusCode::SERVICE_UNAVAILABLE || status == StatusCode::TOO_MANY_REQUESTS {
             resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
         }

@@ -120,7 +120,11 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/conflicts/{id}/resolve", post(conflict_resolve))
         .route("/v1/reports/overdue", get(report_overdue))
         .route("/v1/records/invalid", get(invalid_records))
-        .layer(DefaultBodyLimit::max(JSON_BODY_BYTES_MAX));
+        .layer(DefaultBodyLimit::max(JSON_BODY_BYTES_MAX))
+        // JSON and CSV answers gzip'd when the client accepts it (a month's overdue list is
+        // ~1 MB of CSV). The sync route compresses its CBOR itself, and request bodies are
+        // inflated only by the bounded decoder (`decode_body`), never by a layer.
+        .layer(tower_http::compression::CompressionLayer::new().gzip(true));
     Router::new()
         .route("/healthz", get(health))
         .route("/readyz", get(ready))
@@ -138,7 +142,54 @@ pub fn router(state: AppState) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .fallback(not_found)
         .layer(axum::middleware::map_response(no_sniffing))
+        .layer(request_log())
         .with_state(state)
+}
+
+/// The request log layer's type: its callbacks are plain functions.
+type RequestLog = tower_http::trace::TraceLayer<
+    tower_http::classify::SharedClassifier<tower_http::classify::ServerErrorsAsFailures>,
+    fn(&axum::http::Request<axum::body::Body>) -> tracing::Span,
+    (),
+    fn(&Response, std::time::Duration, &tracing::Span),
+    (),
+    (),
+    (),
+>;
+
+/// One log line per request: method, route template (never the path's ids), status,
+/// duration, the device when authenticated, and the error code when refused. Never a
+/// token, a query string, a body or a record's contents.
+fn request_log() -> RequestLog {
+    tower_http::trace::TraceLayer::new_for_http()
+        .make_span_with(request_span as fn(&axum::http::Request<axum::body::Body>) -> tracing::Span)
+        .on_request(())
+        .on_response(request_done as fn(&Response, std::time::Duration, &tracing::Span))
+        .on_body_chunk(())
+        .on_eos(())
+        .on_failure(())
+}
+
+fn request_span(req: &axum::http::Request<axum::body::Body>) -> tracing::Span {
+    let route = req.extensions().get::<axum::extract::MatchedPath>().map_or("(no route)", |p| p.as_str());
+    tracing::info_span!(
+        target: "posync::request",
+        "request",
+        method = %req.method(),
+        route = %route,
+        device = tracing::field::Empty,
+    )
+}
+
+fn request_done(resp: &Response, latency: std::time::Duration, _span: &tracing::Span) {
+    let status = resp.status().as_u16();
+    let ms = (latency.as_secs_f64() * 10_000.0).round() / 10.0;
+    let code = resp.extensions().get::<crate::error::LoggedCode>().map(|c| c.0);
+    match status {
+        500.. => tracing::error!(target: "posync::request", status, ms, code, "request failed"),
+        400.. => tracing::warn!(target: "posync::request", status, ms, code, "request refused"),
+        _ => tracing::info!(target: "posync::request", status, ms, "request"),
+    }
 }
 
 /// Every response: browsers must not guess a type other than the one sent.
@@ -184,6 +235,8 @@ async fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Principal
     if access.user.role != subject.role {
         return Err(unauth("role changed; refresh the token"));
     }
+    // The request's log line names the device (never a token, a record or its contents).
+    tracing::Span::current().record("device", tracing::field::display(subject.device));
     Ok(Principal { user: access.user.id, device: subject.device, role: access.user.role, scope: access.scope })
 }
 

@@ -59,6 +59,23 @@ where
     I: IntoIterator<Item = S>,
     S: AsRef<OsStr>,
 {
+    serve_with_stderr(args, Stdio::null())
+}
+
+/// [`serve`], its log (stderr) written to `log`.
+pub fn serve_logged<I, S>(args: I, log: &std::path::Path) -> Instance
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<OsStr>,
+{
+    serve_with_stderr(args, Stdio::from(std::fs::File::create(log).expect("log file")))
+}
+
+fn serve_with_stderr<I, S>(args: I, stderr: Stdio) -> Instance
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<OsStr>,
+{
     // POSYNC_BIN runs these tests against another build (an older commit, to show a
     // regression test failing before its fix).
     let bin = std::env::var_os("POSYNC_BIN").unwrap_or_else(|| env!("CARGO_BIN_EXE_posync").into());
@@ -67,7 +84,7 @@ where
         .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(stderr)
         .spawn()
         .expect("start posync serve");
     let mut line = String::new();

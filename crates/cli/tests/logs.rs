@@ -1,0 +1,107 @@
+//! The server's log, as an operator reads it (real binary): one line per request with the
+//! method, route template, status, duration, the device when known and the error code when
+//! refused; JSON lines on request, plain text without colour codes in a file; and never a
+//! child's name, a token or an enrolment code.
+
+mod common;
+
+use posync_model::{DeviceId, Role};
+use posync_replica::Replica;
+use posync_server::TokenKeys;
+use posync_store::SqliteStore;
+use posync_testkit::{DAY, Generator, grant, posyandu, user_for};
+use std::ffi::OsStr;
+use std::time::Duration;
+
+fn now() -> i64 {
+    time::OffsetDateTime::now_utc().unix_timestamp()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_request_is_logged_with_its_code_and_no_name_token_or_code_leaks() {
+    let dir = tempfile::tempdir().expect("dir");
+    let (db, keys_path) = (dir.path().join("server.sqlite"), dir.path().join("keys.json"));
+    let keys = TokenKeys::generate(now());
+    keys.save(&keys_path).expect("keys");
+    let p = posyandu("log-melati");
+    let mut phone = Replica::open(dir.path().join("phone.sqlite")).expect("replica");
+    let device: DeviceId = phone.device();
+    let setup = SqliteStore::open(&db).expect("store");
+    grant(&setup, device, Role::Kader, std::slice::from_ref(&p), now());
+    drop(setup);
+    let token = keys.issue(&user_for(device), device, Role::Kader, now(), 3600).token;
+    let session = phone.start_session(&p, DAY).expect("session");
+    let mut visit = Generator::new(7).child_visit();
+    visit.name = "Kirana Larasati Unik".into();
+    phone.record_visit(session, visit, 1).expect("record");
+
+    for format in ["json", "text"] {
+        let log = dir.path().join(format!("server-{format}.log"));
+        let server = common::serve_logged(
+            [
+                OsStr::new("--log-format"),
+                OsStr::new(format),
+                OsStr::new("--db"),
+                db.as_os_str(),
+                OsStr::new("--keys"),
+                keys_path.as_os_str(),
+            ],
+            &log,
+        );
+        let http = reqwest::Client::new();
+        // Refused: no token; a forged token; an unknown enrolment code; no such route.
+        let s = http.post(format!("{}/v1/sync", server.url)).body(vec![1, 2, 3]).send().await.expect("send");
+        assert_eq!(s.status().as_u16(), 401);
+        let s = http
+            .get(format!("{}/v1/conflicts", server.url))
+            .bearer_auth("forged.token.value")
+            .send()
+            .await
+            .expect("send");
+        assert_eq!(s.status().as_u16(), 401);
+        let code = "WXYZ-2345-QRST";
+        let s = http
+            .post(format!("{}/v1/auth/enrol", server.url))
+            .json(&serde_json::json!({ "code": code, "device": DeviceId::new_random(), "label": "hp kader" }))
+            .send()
+            .await
+            .expect("send");
+        assert!(s.status().is_client_error());
+        assert_eq!(
+            http.get(format!("{}/no/such/route", server.url)).send().await.expect("send").status().as_u16(),
+            404
+        );
+        // Accepted: a phone's sync with the visit of a named child.
+        phone.sync(&server.url, &token).await.expect("sync");
+        let status = tokio::task::spawn_blocking(move || server.signal_and_wait("TERM", Duration::from_secs(20)))
+            .await
+            .expect("wait");
+        assert!(status.success());
+
+        let text = std::fs::read_to_string(&log).expect("log");
+        for secret in ["Kirana", "Larasati", token.as_str(), code, "forged.token.value"] {
+            assert!(!text.contains(secret), "{format} log holds no name, token or code ({secret:?})");
+        }
+        assert!(!text.contains('\u{1b}'), "{format} log in a file has no colour codes");
+        let lines: Vec<&str> = text.lines().filter(|l| l.contains("request")).collect();
+        let refused_sync = lines
+            .iter()
+            .find(|l| l.contains("/v1/sync") && l.contains("401") && l.contains("unauthenticated"))
+            .unwrap_or_else(|| panic!("{format}: the refused sync is logged with its code:\n{text}"));
+        assert!(refused_sync.contains("POST"));
+        assert!(lines.iter().any(|l| l.contains("/v1/auth/enrol") && l.contains("invalid_credential")), "{text}");
+        assert!(lines.iter().any(|l| l.contains("(no route)") && l.contains("404")), "{text}");
+        let synced = lines
+            .iter()
+            .find(|l| l.contains("/v1/sync") && l.contains("200"))
+            .unwrap_or_else(|| panic!("{format}: the accepted sync is logged:\n{text}"));
+        assert!(synced.contains(&device.to_string()), "with its device: {synced}");
+        if format == "json" {
+            for line in text.lines() {
+                let v: serde_json::Value =
+                    serde_json::from_str(line).unwrap_or_else(|e| panic!("JSON line: {e}: {line}"));
+                assert!(v.get("level").is_some() && v.get("timestamp").is_some(), "{line}");
+            }
+        }
+    }
+}
