@@ -76,6 +76,17 @@ async fn sigterm_mid_storm_exits_0_and_keeps_every_acknowledged_push() {
     let server = start(&db, &keys_path);
     let ready = reqwest::get(format!("{}/readyz", server.url)).await.expect("readyz");
     assert_eq!(ready.status().as_u16(), 200, "ready once listening: the store answers");
+    let metrics = reqwest::get(format!("{}/metrics", server.url)).await.expect("metrics").text().await.expect("text");
+    for series in ["posync_build_info{version=", "process_start_time_seconds ", "process_cpu_seconds_total "] {
+        assert!(metrics.contains(series), "metrics has {series}");
+    }
+    let rss: f64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("process_resident_memory_bytes "))
+        .and_then(|v| v.parse().ok())
+        .expect("process_resident_memory_bytes");
+    assert!(rss > 1e6, "a live server's resident memory: {rss}");
+    assert!(metrics.lines().any(|l| l.starts_with("process_open_fds ")), "open fds");
     let url = Arc::new(RwLock::new(server.url.clone()));
     let mut tasks = Vec::new();
     for mut phone in phones.drain(..) {

@@ -95,12 +95,62 @@ impl Metrics {
         let _ = writeln!(out, "posync_store_seconds_bucket{{le=\"+Inf\"}} {}", g(&self.store_count));
         let _ = writeln!(out, "posync_store_seconds_sum {}", g(&self.store_micros) as f64 / 1e6);
         let _ = writeln!(out, "posync_store_seconds_count {}", g(&self.store_count));
+        render_process(&mut out);
         out
     }
+}
+
+/// Build info and the process's own series, in the names Prometheus' client libraries use
+/// (`process_*`), read from `/proc/self` (Linux; elsewhere only what is portable).
+fn render_process(out: &mut String) {
+    let _ = writeln!(
+        out,
+        "# HELP posync_build_info The running build.\n# TYPE posync_build_info gauge\n\
+         posync_build_info{{version=\"{}\",protocol=\"{}\"}} 1",
+        env!("CARGO_PKG_VERSION"),
+        posync_proto::PROTOCOL_VERSION
+    );
+    let mut gauge = |name: &str, help: &str, v: f64| {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
+    };
+    gauge("process_start_time_seconds", "Start time of the process, Unix seconds.", started_at() as f64);
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let kib = |key: &str| -> Option<f64> {
+        status.lines().find_map(|l| l.strip_prefix(key))?.trim().trim_end_matches("kB").trim().parse().ok()
+    };
+    if let Some(rss) = kib("VmRSS:") {
+        gauge("process_resident_memory_bytes", "Resident memory size, bytes.", rss * 1024.0);
+    }
+    if let Some(peak) = kib("VmHWM:") {
+        gauge("posync_process_peak_resident_memory_bytes", "Peak resident memory size, bytes.", peak * 1024.0);
+    }
+    if let Ok(fds) = std::fs::read_dir("/proc/self/fd") {
+        gauge("process_open_fds", "Open file descriptors.", fds.count() as f64);
+    }
+    if let Some(cpu) = cpu_seconds() {
+        gauge("process_cpu_seconds_total", "User and system CPU time spent, seconds.", cpu);
+    }
+}
+
+/// Unix seconds when the metrics were first used (the server's start, near enough).
+fn started_at() -> i64 {
+    static AT: std::sync::OnceLock<i64> = std::sync::OnceLock::new();
+    *AT.get_or_init(|| time::OffsetDateTime::now_utc().unix_timestamp())
+}
+
+/// utime + stime of `/proc/self/stat`, at the kernel's 100 ticks a second.
+fn cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the parenthesised command name, which may itself hold spaces.
+    let rest = stat.get(stat.rfind(')')? + 2..)?;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+    Some(ticks / 100.0)
 }
 
 /// The process's metrics. One server per process in production; tests compare deltas.
 pub fn global() -> &'static Metrics {
     static M: std::sync::OnceLock<Metrics> = std::sync::OnceLock::new();
+    started_at();
     M.get_or_init(Metrics::default)
 }
