@@ -53,6 +53,17 @@ pub enum AdminCmd {
         #[arg(long, default_value_t = 100)]
         limit: usize,
     },
+    /// Copy the store and its signing keyset into DIR while the server runs (SQLite; on
+    /// PostgreSQL use pg_dump and copy the keyset file). Restore: stop the server, copy both
+    /// files back in place, start it (README, "Backup and restore").
+    Backup {
+        /// A directory to create (or an empty one).
+        #[arg(long)]
+        to: PathBuf,
+        /// The keyset file (default: `<db>.keys.json`).
+        #[arg(long)]
+        keys: Option<PathBuf>,
+    },
     /// Add a new signing key to the keyset and sign with it from now on; keep `--keep`
     /// newest keys (older tokens verify until their keys are dropped).
     RotateKeys {
@@ -63,13 +74,60 @@ pub enum AdminCmd {
     },
 }
 
+/// `posync admin backup`: the store (one consistent copy) and its keyset, with a manifest.
+async fn backup(
+    store_args: &crate::backend::StoreArgs,
+    to: &std::path::Path,
+    keys: Option<PathBuf>,
+    now: i64,
+) -> Result<()> {
+    if store_args.database_url.is_some() {
+        bail!(
+            "on PostgreSQL, back up with pg_dump (pg_dump --format=custom DB > posync.dump) and copy the \
+             keyset file given to --keys beside it"
+        );
+    }
+    if !store_args.db.exists() {
+        bail!("no store at {}: give the server's --db", store_args.db.display());
+    }
+    std::fs::create_dir_all(to).with_context(|| format!("cannot create {}", to.display()))?;
+    if std::fs::read_dir(to)?.next().is_some() {
+        bail!("{} is not empty: back up into a new directory", to.display());
+    }
+    let keys_from = store_args.keys_path(keys)?;
+    let name = store_args.db.file_name().map_or("posync.sqlite".into(), |n| n.to_string_lossy().into_owned());
+    let store = posync_store::SqliteStore::open(&store_args.db)?;
+    let docs = store.backup_into(to.join(&name)).await?;
+    let keys_to = to.join(format!("{name}.keys.json"));
+    std::fs::copy(&keys_from, &keys_to).with_context(|| {
+        format!("copying the keyset {} (without it, every phone must enrol again)", keys_from.display())
+    })?;
+    let manifest = serde_json::json!({ "taken_at": now, "store": name, "keys": keys_to.file_name().map(|n| n.to_string_lossy().into_owned()), "docs": docs });
+    std::fs::write(to.join("backup.json"), serde_json::to_vec_pretty(&manifest)?)?;
+    let detail = serde_json::json!({ "docs": docs });
+    posync_store::AuditStore::append_audit(
+        &store,
+        posync_store::AuditEntry::new(now, &console_actor(), posync_store::AuditAction::BackupTaken, "store", detail),
+    )
+    .await?;
+    println!("{manifest}");
+    Ok(())
+}
+
 fn parse_role(s: &str) -> Result<Role, String> {
     Role::parse(s).ok_or_else(|| "kader, puskesmas_officer, district_admin or district_reporter".into())
 }
 
+fn console_name() -> String {
+    std::env::var("USER").or_else(|_| std::env::var("LOGNAME")).unwrap_or_else(|_| "unknown".into())
+}
+
 fn console() -> AdminCaller {
-    let name = std::env::var("USER").or_else(|_| std::env::var("LOGNAME")).unwrap_or_else(|_| "unknown".into());
-    AdminCaller::Console(name)
+    AdminCaller::Console(console_name())
+}
+
+fn console_actor() -> posync_store::Actor {
+    posync_store::Actor::Console { name: console_name() }
 }
 
 fn print_json<T: serde::Serialize>(items: impl IntoIterator<Item = T>) -> Result<()> {
@@ -88,6 +146,9 @@ pub async fn run(store_args: crate::backend::StoreArgs, cmd: AdminCmd, now: i64)
         set.save(&path)?;
         println!("{{\"active\":\"{kid}\",\"keys\":{}}}", serde_json::to_string(&set.kids())?);
         return Ok(());
+    }
+    if let AdminCmd::Backup { to, keys } = cmd {
+        return backup(&store_args, &to, keys, now).await;
     }
     let store: Arc<dyn Store> = store_args.open().await?;
     let admin = AdminService::new(store.clone());
@@ -120,7 +181,7 @@ pub async fn run(store_args: crate::backend::StoreArgs, cmd: AdminCmd, now: i64)
         AdminCmd::Devices => print_json(admin.devices(&caller).await?)?,
         AdminCmd::Revoke { device } => admin.revoke_device(&caller, device, now).await?,
         AdminCmd::Audit { after, limit } => print_json(admin.audit_log(&caller, after, limit).await?)?,
-        AdminCmd::RotateKeys { .. } => unreachable_rotate()?,
+        AdminCmd::RotateKeys { .. } | AdminCmd::Backup { .. } => unreachable_rotate()?,
     }
     Ok(())
 }

@@ -47,6 +47,8 @@ pub enum AuditAction {
     PeopleMerged,
     /// A report naming people (the overdue-immunisation list) was read.
     ReportRead,
+    /// A copy of the whole store was taken (`posync admin backup`).
+    BackupTaken,
 }
 
 impl AuditAction {
@@ -63,6 +65,7 @@ impl AuditAction {
             AuditAction::RecordsPulled => "records_pulled",
             AuditAction::ConflictResolved => "conflict_resolved",
             AuditAction::PeopleMerged => "people_merged",
+            AuditAction::BackupTaken => "backup_taken",
             AuditAction::ReportRead => "report_read",
         }
     }

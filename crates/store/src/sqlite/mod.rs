@@ -161,6 +161,27 @@ impl SqliteStore {
         .await
     }
 
+    /// Copy the whole store, consistent as of one moment, into a new file at `dest`, while
+    /// the server keeps serving (`VACUUM INTO` reads one snapshot; writers are not held up).
+    /// The copy is checked (`integrity_check`) before this returns.
+    pub async fn backup_into(&self, dest: PathBuf) -> Result<u64, StoreError> {
+        if dest.exists() {
+            return Err(StoreError::Invalid(format!("{} exists already; back up into a new file", dest.display())));
+        }
+        let target = dest.to_str().ok_or_else(|| StoreError::Invalid("backup path is not UTF-8".into()))?.to_owned();
+        self.read(move |conn| {
+            conn.execute("VACUUM INTO ?1", [&target])?;
+            Ok(())
+        })
+        .await?;
+        let copy = Connection::open_with_flags(&dest, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+        let check: String = copy.query_row("PRAGMA integrity_check", [], |r| r.get(0))?;
+        if check != "ok" {
+            return Err(StoreError::Backend(format!("backup integrity_check: {check}")));
+        }
+        Ok(copy.query_row("SELECT COUNT(*) FROM docs", [], |r| r.get::<_, i64>(0))? as u64)
+    }
+
     /// Run `PRAGMA integrity_check`; `Ok` only if SQLite reports "ok".
     pub async fn integrity_check(&self) -> Result<(), StoreError> {
         self.read(|c| {
