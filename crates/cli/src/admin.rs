@@ -110,7 +110,7 @@ async fn backup(
         posync_store::AuditEntry::new(now, &console_actor(), posync_store::AuditAction::BackupTaken, "store", detail),
     )
     .await?;
-    println!("{manifest}");
+    out!("{manifest}");
     Ok(())
 }
 
@@ -132,7 +132,7 @@ fn console_actor() -> posync_store::Actor {
 
 fn print_json<T: serde::Serialize>(items: impl IntoIterator<Item = T>) -> Result<()> {
     for item in items {
-        println!("{}", serde_json::to_string(&item)?);
+        out!("{}", serde_json::to_string(&item)?);
     }
     Ok(())
 }
@@ -144,7 +144,7 @@ pub async fn run(store_args: crate::backend::StoreArgs, cmd: AdminCmd, now: i64)
         let kid = set.rotate(now)?;
         set.retain_newest(keep);
         set.save(&path)?;
-        println!("{{\"active\":\"{kid}\",\"keys\":{}}}", serde_json::to_string(&set.kids())?);
+        out!("{{\"active\":\"{kid}\",\"keys\":{}}}", serde_json::to_string(&set.kids())?);
         return Ok(());
     }
     if let AdminCmd::Backup { to, keys } = cmd {
@@ -158,7 +158,7 @@ pub async fn run(store_args: crate::backend::StoreArgs, cmd: AdminCmd, now: i64)
             let text = std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
             let parsed = posync_server::parse_hierarchy(&text)?;
             let report = admin.import(&caller, parsed, now).await?;
-            println!("{}", serde_json::to_string(&report)?);
+            out!("{}", serde_json::to_string(&report)?);
         }
         AdminCmd::Units => print_json(admin.units(&caller).await?)?,
         AdminCmd::User { id, name, role, units } => {
@@ -176,7 +176,7 @@ pub async fn run(store_args: crate::backend::StoreArgs, cmd: AdminCmd, now: i64)
         }
         AdminCmd::Users => print_json(admin.users(&caller).await?)?,
         AdminCmd::Enrol { user } => {
-            println!("{}", serde_json::to_string(&admin.issue_enrolment(&caller, user, now).await?)?)
+            out!("{}", serde_json::to_string(&admin.issue_enrolment(&caller, user, now).await?)?)
         }
         AdminCmd::Devices => print_json(admin.devices(&caller).await?)?,
         AdminCmd::Revoke { device } => admin.revoke_device(&caller, device, now).await?,

@@ -98,6 +98,6 @@ pub async fn migrate_store(from: &str, to: &str) -> Result<()> {
     let report = posync_store::migrate::sqlite_to_postgres(path, &target)
         .await
         .with_context(|| format!("moving {} into {}", path.display(), redact(to)))?;
-    println!("{}", serde_json::to_string(&report)?);
+    out!("{}", serde_json::to_string(&report)?);
     Ok(())
 }

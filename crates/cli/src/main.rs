@@ -1,5 +1,13 @@
 //! `posync`: the sync server, device simulation and the demo.
 
+/// `println!` for results: a closed pipe (`posync admin units | head`) ends the program
+/// quietly with status 0, as a Unix tool does, instead of panicking.
+macro_rules! out {
+    ($($arg:tt)*) => {
+        $crate::print_line(format_args!($($arg)*))
+    };
+}
+
 mod admin;
 mod backend;
 mod demo;
@@ -238,9 +246,9 @@ async fn report(store: &StoreArgs, kind: &str, month: Option<&str>, level: &str,
         if csv {
             print!("{}", reports::overdue_csv(&list));
         } else {
-            println!("{:<28} {:<28} {:>6}  overdue doses", "posyandu", "name", "months");
+            out!("{:<28} {:<28} {:>6}  overdue doses", "posyandu", "name", "months");
             for o in list {
-                println!("{:<28} {:<28} {:>6}  {}", o.posyandu, o.name, o.age_months, o.doses.join(" "));
+                out!("{:<28} {:<28} {:>6}  {}", o.posyandu, o.name, o.age_months, o.doses.join(" "));
             }
         }
         return Ok(());
@@ -252,14 +260,25 @@ async fn report(store: &StoreArgs, kind: &str, month: Option<&str>, level: &str,
         return Ok(());
     }
     let pct = |r: posync_model::report::Ratio| r.percent().map_or("-".to_owned(), |p| format!("{p:.1}"));
-    println!("Laporan bulanan {} ({:?})", report.month, report.level);
-    println!(
+    out!("Laporan bulanan {} ({:?})", report.month, report.level);
+    out!(
         "{:<30} {:>5} {:>5} {:>5} {:>5} {:>6} {:>6} {:>8} {:>7} {:>8} {:>6} {:>7}",
-        "unit", "S", "K", "D", "N", "D/S%", "N/D%", "stunt%", "waste%", "under%", "IDL%", "KEK%"
+        "unit",
+        "S",
+        "K",
+        "D",
+        "N",
+        "D/S%",
+        "N/D%",
+        "stunt%",
+        "waste%",
+        "under%",
+        "IDL%",
+        "KEK%"
     );
     for r in &report.rows {
         let c = &r.counts;
-        println!(
+        out!(
             "{:<30} {:>5} {:>5} {:>5} {:>5} {:>6} {:>6} {:>8} {:>7} {:>8} {:>6} {:>7}",
             r.name.chars().take(30).collect::<String>(),
             c.s,
@@ -304,7 +323,7 @@ async fn sync_replica(replica: &Path, server: &str, token: Option<String>, ca_fi
         None => posync_replica::HttpSync::enrolled(server),
     };
     let report = with_ca(client, ca_file.as_deref())?.sync(&mut r).await.map_err(tls_hint)?;
-    println!("{}", serde_json::to_string(&report)?);
+    out!("{}", serde_json::to_string(&report)?);
     Ok(())
 }
 
@@ -339,7 +358,7 @@ async fn main() -> Result<()> {
             let clock = posync_server::system_clock();
             let server = posync_server::spawn_with_tls(addr, opened, keys, limits, clock, tls).await?;
             // One line on stdout so scripts can find the port when --addr used port 0.
-            println!("posync listening on {} (db {})", server.url(), store.describe());
+            out!("posync listening on {} (db {})", server.url(), store.describe());
             let signal = stop_signal().await?;
             // Stop accepting; requests in flight finish (their acknowledgements follow their
             // commits), up to the bound. The store closes when the server's state drops.
@@ -372,6 +391,19 @@ async fn stop_signal() -> Result<&'static str> {
     }
 }
 
+/// Write one line to stdout (see `out!`).
+fn print_line(args: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    if let Err(e) = writeln!(stdout, "{args}").and_then(|()| stdout.flush()) {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        eprintln!("posync: cannot write to stdout: {e}");
+        std::process::exit(1);
+    }
+}
+
 /// `KEY=VALUE` pairs into typed service fields (integers, true/false, or text).
 fn parse_services(pairs: &[String]) -> Result<std::collections::BTreeMap<Field, FieldValue>> {
     let mut out = std::collections::BTreeMap::new();
@@ -392,7 +424,7 @@ fn parse_services(pairs: &[String]) -> Result<std::collections::BTreeMap<Field, 
 
 async fn kader(cmd: KaderCmd) -> Result<()> {
     match cmd {
-        KaderCmd::Init { replica } => println!("{}", Replica::open(&replica)?.device()),
+        KaderCmd::Init { replica } => out!("{}", Replica::open(&replica)?.device()),
         KaderCmd::Record {
             replica,
             posyandu,
@@ -433,7 +465,7 @@ async fn kader(cmd: KaderCmd) -> Result<()> {
                 services: parse_services(&service)?,
             };
             let id = r.record_visit(session, visit, now())?;
-            println!("{{\"session\":\"{session}\",\"visit\":\"{id}\"}}");
+            out!("{{\"session\":\"{session}\",\"visit\":\"{id}\"}}");
         }
         KaderCmd::Edit { replica, session, visit, field, value } => {
             let mut r = Replica::open(&replica)?;
@@ -449,12 +481,12 @@ async fn kader(cmd: KaderCmd) -> Result<()> {
             let mut r = Replica::open(&replica)?;
             let client = with_ca(posync_replica::HttpSync::enrolled(&server), ca_file.as_deref())?;
             let resp = posync_replica::enrol_via(&client, &code, &label, &mut r).await.map_err(tls_hint)?;
-            println!("{{\"device\":\"{}\",\"user\":\"{}\",\"role\":\"{}\"}}", r.device(), resp.user, resp.role);
+            out!("{{\"device\":\"{}\",\"user\":\"{}\",\"role\":\"{}\"}}", r.device(), resp.user, resp.role);
         }
         KaderCmd::Visits { replica } => {
             let r = Replica::open(&replica)?;
             for v in r.all_visits()? {
-                println!("{}", serde_json::to_string(&v)?);
+                out!("{}", serde_json::to_string(&v)?);
             }
         }
     }

@@ -1,0 +1,31 @@
+//! The CLI as a Unix tool: its output piped into a reader that stops early
+//! (`posync admin units | head -1`) ends it quietly, not with a panic.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+
+#[test]
+fn a_closed_pipe_ends_the_listing_quietly() {
+    let dir = tempfile::tempdir().expect("dir");
+    let db = dir.path().join("posync.sqlite");
+    let bin = env!("CARGO_BIN_EXE_posync");
+    let fixture = concat!(env!("CARGO_MANIFEST_DIR"), "/../../fixtures/district-kota-banjar.json");
+    let imported = Command::new(bin).args(["admin", "--db"]).arg(&db).args(["import", fixture]).output().expect("run");
+    assert!(imported.status.success(), "{}", String::from_utf8_lossy(&imported.stderr));
+    let mut child = Command::new(bin)
+        .args(["admin", "--db"])
+        .arg(&db)
+        .arg("units")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let mut first = String::new();
+    BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut first).expect("a line");
+    // The reader goes away after one line, as `head -1` does.
+    assert!(first.contains("\"kind\""), "{first}");
+    let out = child.wait_with_output().expect("wait");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "no panic on a closed pipe: {stderr}");
+    assert!(out.status.success(), "exits 0: {:?} {stderr}", out.status);
+}
