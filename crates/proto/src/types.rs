@@ -32,6 +32,10 @@ pub struct SyncRequest {
     /// feed order.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pieces: Option<bool>,
+    /// The server store's incarnation the device last saw ([`SyncResponse::store`]). Absent
+    /// on a device's first sync.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub store: Option<u32>,
 }
 
 /// One document's new changes.
@@ -74,6 +78,12 @@ pub struct SyncResponse {
     pub cursor: u64,
     /// Another page is waiting: sync again right away.
     pub more: bool,
+    /// The store's incarnation, sent only when the request's `store` differs from it. It
+    /// changes when the server was restored from a backup: a device that saw another one
+    /// re-sends every document it holds (the restored server may lack what it acknowledged)
+    /// and starts over from cursor 0.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub store: Option<u32>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -107,6 +117,7 @@ pub struct DocPull {
 impl SyncRequest {
     pub fn new(device: DeviceId, cursor: u64) -> Self {
         Self {
+            store: None,
             v: PROTOCOL_VERSION,
             device,
             cursor,

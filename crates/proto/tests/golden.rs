@@ -73,6 +73,7 @@ fn request_noop() -> SyncRequest {
 
 fn request_push() -> SyncRequest {
     SyncRequest {
+        store: None,
         v: PROTOCOL_VERSION,
         device: device(),
         cursor: NOOP_CURSOR,
@@ -120,11 +121,20 @@ fn request_v2() -> SyncRequest {
 }
 
 fn response_empty() -> SyncResponse {
-    SyncResponse { v: PROTOCOL_VERSION, acks: vec![], docs: vec![], scope: None, cursor: NOOP_CURSOR, more: false }
+    SyncResponse {
+        store: None,
+        v: PROTOCOL_VERSION,
+        acks: vec![],
+        docs: vec![],
+        scope: None,
+        cursor: NOOP_CURSOR,
+        more: false,
+    }
 }
 
 fn response_ack_pull() -> SyncResponse {
     SyncResponse {
+        store: None,
         v: PROTOCOL_VERSION,
         acks: vec![DocAck { doc: doc(SESSION_DOC), heads: HASH_B.to_vec() }],
         docs: vec![DocPull {
@@ -151,6 +161,7 @@ fn response_piece() -> SyncResponse {
 
 fn response_rescope() -> SyncResponse {
     SyncResponse {
+        store: None,
         v: PROTOCOL_VERSION,
         acks: vec![],
         docs: vec![],

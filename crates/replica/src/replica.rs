@@ -181,6 +181,8 @@ pub struct ApplyReport {
     pub purged: usize,
     pub cursor: u64,
     pub more: bool,
+    /// The server said it was restored from a backup: every held document goes again.
+    pub store_restored: bool,
 }
 
 /// How long a write waits for another (a capture for a sync's short transaction, or the
@@ -688,6 +690,7 @@ impl Replica {
     pub fn prepare_round(&self, limits: &Limits, plan: &RoundPlan) -> Result<SyncRequest, ReplicaError> {
         let mut req = SyncRequest::new(self.device, self.cursor()?);
         req.scope_digest = self.scope()?.map(|s| s.digest().to_vec());
+        req.store = meta_get(&self.conn, "store")?.and_then(|s| s.parse().ok());
         req.page_bytes_max = plan.page_bytes_max;
         req.pieces = plan.pieces.then_some(true);
         if !plan.pull {
@@ -847,6 +850,19 @@ impl Replica {
                 "INSERT INTO meta (key, value) VALUES ('scope', ?1) ON CONFLICT(key) DO UPDATE SET value = ?1",
                 [json],
             )?;
+        }
+        if let Some(incarnation) = resp.store {
+            let seen = meta_get(&tx, "store")?.and_then(|s| s.parse::<u32>().ok());
+            if seen.is_some_and(|seen| seen != incarnation) {
+                // The server was restored from a backup: it may lack changes it once
+                // acknowledged, even whole documents. Everything held here goes again (the
+                // server keeps what it has, once), and the pull starts over.
+                tracing::warn!(device = %self.device, "server store restored: re-sending every held document");
+                tx.execute("UPDATE docs SET server_heads = X'', dirty = 1", [])?;
+                restart = true;
+                report.store_restored = true;
+            }
+            meta_set(&tx, "store", &incarnation.to_string())?;
         }
         for ack in &resp.acks {
             let acked = Heads::from_bytes(&ack.heads).map_err(|e| ReplicaError::BadResponse(e.to_string()))?;

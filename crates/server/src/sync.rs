@@ -72,12 +72,17 @@ impl SyncService {
             // not what it has just pushed). After the push, so a refused request changes nothing.
             self.store.forget_device_heads(who.device, acks.iter().map(|a| a.doc).collect()).await?;
         }
+        // The store's incarnation, when the device has not seen this one (first sync, or the
+        // server was restored from a backup since its last).
+        let incarnation = self.store.incarnation();
+        let store = (req.store != Some(incarnation)).then_some(incarnation);
         let digest = who.scope.digest();
         let scope_changed = req.scope_digest.as_deref() != Some(&digest[..]);
         let scope = scope_changed.then(|| who.scope.posyandu().cloned().collect::<Vec<_>>());
         // No page in this answer, only the acknowledgements (and the scope, if it changed):
         // the device syncs again at the same cursor.
         let acks_only = |acks, scope| SyncResponse {
+            store,
             v: PROTOCOL_VERSION,
             acks,
             docs: Vec::new(),
@@ -121,7 +126,15 @@ impl SyncService {
                 .concerning(page.docs.first().map(|d| &d.posyandu));
             self.store.append_audit(entry).await?;
         }
-        Ok(SyncResponse { v: PROTOCOL_VERSION, acks, docs: page.docs, scope, cursor: page.cursor, more: page.more })
+        Ok(SyncResponse {
+            store,
+            v: PROTOCOL_VERSION,
+            acks,
+            docs: page.docs,
+            scope,
+            cursor: page.cursor,
+            more: page.more,
+        })
     }
 }
 

@@ -157,6 +157,10 @@ impl<T: SyncStore + AccessStore + AuditStore + ReviewStore + ReportStore> Store 
 /// Documents, the change feed and what each device holds: the sync path.
 #[async_trait]
 pub trait SyncStore: Send + Sync + 'static {
+    /// The store's incarnation: the same for the life of its data, new once it is restored
+    /// from a backup (devices then re-send what they hold).
+    fn incarnation(&self) -> u32;
+
     /// Merge pushed documents. All or nothing: a batch with one bad or out-of-scope document
     /// stores nothing. Returns acknowledgements only after the commit is durable.
     async fn push(

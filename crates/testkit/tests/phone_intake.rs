@@ -10,7 +10,15 @@ use posync_replica::{Replica, ReplicaError};
 use posync_testkit::{DAY, Generator, hostile, posyandu};
 
 fn answer(pull: DocPull) -> SyncResponse {
-    SyncResponse { v: PROTOCOL_VERSION, acks: Vec::new(), docs: vec![pull], scope: None, cursor: 7, more: false }
+    SyncResponse {
+        store: None,
+        v: PROTOCOL_VERSION,
+        acks: Vec::new(),
+        docs: vec![pull],
+        scope: None,
+        cursor: 7,
+        more: false,
+    }
 }
 
 #[test]

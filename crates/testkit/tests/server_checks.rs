@@ -200,6 +200,7 @@ async fn a_visit_id_from_another_document_is_refused_and_the_rest_of_the_outbox_
     phone
         .replica
         .apply_response(&posync_proto::SyncResponse {
+            store: None,
             v: posync_proto::PROTOCOL_VERSION,
             acks: Vec::new(),
             docs: vec![posync_proto::DocPull {

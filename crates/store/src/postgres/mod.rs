@@ -26,8 +26,12 @@ use posync_model::guard::Usage;
 use std::time::Duration;
 
 /// Schema steps in order: step `i` takes the stored version from `i` to `i + 1`.
-const MIGRATIONS: [&str; 3] =
-    [include_str!("schema.sql"), include_str!("schema_v2.sql"), include_str!("schema_v3.sql")];
+const MIGRATIONS: [&str; 4] = [
+    include_str!("schema.sql"),
+    include_str!("schema_v2.sql"),
+    include_str!("schema_v3.sql"),
+    include_str!("schema_v4.sql"),
+];
 const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 /// Any constant: instances starting together take turns migrating.
 const MIGRATION_LOCK: i64 = 0x706f_7379_6e63_0001;
@@ -42,6 +46,7 @@ pub struct PgStore {
     /// Documents kept loaded between requests; an entry is used only at the heads this
     /// instance reads from the database, so other instances' writes are never missed.
     cache: std::sync::Arc<crate::cache::DocCache>,
+    incarnation: u32,
 }
 
 impl PgStore {
@@ -84,8 +89,13 @@ impl PgStore {
             .create_timeout(Some(Duration::from_secs(5)))
             .build()
             .map_err(|e| StoreError::Backend(format!("postgres pool: {e}")))?;
-        let store = Self { pool, limits: posync_proto::Limits::default(), cache: Default::default() };
+        let mut store =
+            Self { pool, limits: posync_proto::Limits::default(), cache: Default::default(), incarnation: 0 };
         store.migrate().await?;
+        let row =
+            store.pool.get().await?.query_one("SELECT value FROM store_meta WHERE key = 'incarnation'", &[]).await?;
+        store.incarnation = u32::try_from(row.try_get::<_, i64>(0)?)
+            .map_err(|_| StoreError::Backend("bad store incarnation".into()))?;
         Ok(store)
     }
 
@@ -551,6 +561,10 @@ impl PgStore {
 
 #[async_trait]
 impl SyncStore for PgStore {
+    fn incarnation(&self) -> u32 {
+        self.incarnation
+    }
+
     async fn push(
         &self,
         device: DeviceId,

@@ -25,7 +25,7 @@ use exec::{D, exec, query, query_opt, write_conflicts, write_projection};
 use posync_model::{DeviceId, DocId, FieldValue, HierarchyFile, PersonId, Scope, UserId, UserSpec};
 use posync_proto::{DocAck, DocPush, Limits};
 use rusqlite::{Connection, Transaction, TransactionBehavior, params};
-use schema::{migrate, open_conn};
+use schema::{incarnation, migrate, open_conn};
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -45,6 +45,7 @@ pub struct SqliteStore {
     limits: Limits,
     /// Documents kept loaded between requests.
     cache: Arc<DocCache>,
+    incarnation: u32,
 }
 
 impl SqliteStore {
@@ -53,7 +54,9 @@ impl SqliteStore {
         let path = path.as_ref().to_path_buf();
         let mut writer = open_conn(&path)?;
         migrate(&mut writer)?;
+        let incarnation = incarnation(&mut writer)?;
         Ok(Self {
+            incarnation,
             inner: Arc::new(Inner { path, writer: Mutex::new(writer), readers: Mutex::new(Vec::new()) }),
             limits: Limits::default(),
             cache: Arc::new(DocCache::default()),
@@ -174,7 +177,10 @@ impl SqliteStore {
             Ok(())
         })
         .await?;
-        let copy = Connection::open_with_flags(&dest, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+        let copy = Connection::open(&dest)?;
+        // The copy's first open as a store renews its incarnation: phones will know it was
+        // restored.
+        copy.execute("INSERT OR REPLACE INTO store_meta (key, value) VALUES ('restore_pending', 1)", [])?;
         let check: String = copy.query_row("PRAGMA integrity_check", [], |r| r.get(0))?;
         if check != "ok" {
             return Err(StoreError::Backend(format!("backup integrity_check: {check}")));
@@ -436,6 +442,10 @@ fn pull_ahead_tx(
 
 #[async_trait]
 impl SyncStore for SqliteStore {
+    fn incarnation(&self) -> u32 {
+        self.incarnation
+    }
+
     async fn push(
         &self,
         device: DeviceId,

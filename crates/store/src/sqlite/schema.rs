@@ -2,10 +2,10 @@
 
 use super::access;
 use crate::StoreError;
-use rusqlite::{Connection, OpenFlags, TransactionBehavior};
+use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior};
 use std::path::Path;
 
-pub(super) const SCHEMA_VERSION: i64 = 6;
+pub(super) const SCHEMA_VERSION: i64 = 7;
 
 const SCHEMA: &str = r#"
 CREATE TABLE docs (
@@ -188,8 +188,33 @@ CREATE TABLE doc_chunks (
 ) WITHOUT ROWID;
 "#;
 
+/// Schema v7: the store's incarnation, a random number renewed at the first open of a copy
+/// made by `posync admin backup` (`restore_pending`): phones that saw another one re-send
+/// what they hold.
+const SCHEMA_V7: &str = r#"
+CREATE TABLE store_meta (
+    key   TEXT PRIMARY KEY,
+    value INTEGER NOT NULL
+);
+INSERT INTO store_meta (key, value) VALUES ('incarnation', abs(random() % 4294967294) + 1);
+"#;
+
 const MIGRATIONS: [&str; SCHEMA_VERSION as usize] =
-    [SCHEMA, access::SCHEMA_V2, SCHEMA_V3, SCHEMA_V4, SCHEMA_V5, SCHEMA_V6];
+    [SCHEMA, access::SCHEMA_V2, SCHEMA_V3, SCHEMA_V4, SCHEMA_V5, SCHEMA_V6, SCHEMA_V7];
+
+/// The store's incarnation, renewed first if this file is a restored backup.
+pub(super) fn incarnation(conn: &mut Connection) -> Result<u32, StoreError> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let pending: Option<i64> =
+        tx.query_row("SELECT value FROM store_meta WHERE key = 'restore_pending'", [], |r| r.get(0)).optional()?;
+    if pending.is_some() {
+        tx.execute("UPDATE store_meta SET value = abs(random() % 4294967294) + 1 WHERE key = 'incarnation'", [])?;
+        tx.execute("DELETE FROM store_meta WHERE key = 'restore_pending'", [])?;
+    }
+    let value: i64 = tx.query_row("SELECT value FROM store_meta WHERE key = 'incarnation'", [], |r| r.get(0))?;
+    tx.commit()?;
+    u32::try_from(value).map_err(|_| StoreError::Backend("bad store incarnation".into()))
+}
 
 pub(super) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
     let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
