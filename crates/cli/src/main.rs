@@ -299,6 +299,12 @@ async fn report(store: &StoreArgs, kind: &str, month: Option<&str>, level: &str,
 
 /// A certificate the phone does not trust: say what to do about it.
 fn tls_hint(e: posync_replica::ReplicaError) -> anyhow::Error {
+    if let posync_replica::ReplicaError::Network(reason) = &e
+        && reason.to_lowercase().contains("connection refused")
+    {
+        let hint = "nothing answers at that address: is the server running, and are the host and port right?";
+        return anyhow::Error::new(e).context(hint);
+    }
     let tls = match &e {
         posync_replica::ReplicaError::Tls(_) => true,
         posync_replica::ReplicaError::Enrolment(inner) => matches!(**inner, posync_replica::ReplicaError::Tls(_)),
@@ -309,6 +315,18 @@ fn tls_hint(e: posync_replica::ReplicaError) -> anyhow::Error {
     if tls { anyhow::Error::new(e).context(hint) } else { anyhow::Error::new(e) }
 }
 
+/// The server URL as given, if it is one a phone can reach: `http://` or `https://`, a host.
+fn server_url(url: &str) -> Result<&str> {
+    let rest = url.strip_prefix("https://").or_else(|| url.strip_prefix("http://"));
+    match rest {
+        Some(host) if !host.is_empty() && !host.starts_with('/') => Ok(url),
+        _ => bail!(
+            "the server URL {url:?} must start with http:// or https:// and name a host, \
+             e.g. --server http://192.168.1.10:8080 or --server https://puskesmas.example"
+        ),
+    }
+}
+
 /// `client`, also trusting the CA certificates of `ca_file` when given.
 fn with_ca(client: posync_replica::HttpSync, ca_file: Option<&Path>) -> Result<posync_replica::HttpSync> {
     let Some(path) = ca_file else { return Ok(client) };
@@ -317,6 +335,7 @@ fn with_ca(client: posync_replica::HttpSync, ca_file: Option<&Path>) -> Result<p
 }
 
 async fn sync_replica(replica: &Path, server: &str, token: Option<String>, ca_file: Option<PathBuf>) -> Result<()> {
+    let server = server_url(server)?;
     let mut r = Replica::open(replica)?;
     let client = match token {
         Some(t) => posync_replica::HttpSync::new(server, &t),
@@ -479,7 +498,7 @@ async fn kader(cmd: KaderCmd) -> Result<()> {
         KaderCmd::Sync { replica, server, token, ca_file } => sync_replica(&replica, &server, token, ca_file).await?,
         KaderCmd::Enrol { replica, server, code, label, ca_file } => {
             let mut r = Replica::open(&replica)?;
-            let client = with_ca(posync_replica::HttpSync::enrolled(&server), ca_file.as_deref())?;
+            let client = with_ca(posync_replica::HttpSync::enrolled(server_url(&server)?), ca_file.as_deref())?;
             let resp = posync_replica::enrol_via(&client, &code, &label, &mut r).await.map_err(tls_hint)?;
             out!("{{\"device\":\"{}\",\"user\":\"{}\",\"role\":\"{}\"}}", r.device(), resp.user, resp.role);
         }

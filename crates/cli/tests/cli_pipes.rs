@@ -29,3 +29,28 @@ fn a_closed_pipe_ends_the_listing_quietly() {
     assert!(!stderr.contains("panicked"), "no panic on a closed pipe: {stderr}");
     assert!(out.status.success(), "exits 0: {:?} {stderr}", out.status);
 }
+
+/// A server URL without a scheme, and a server that is down, are explained, not reported
+/// as "builder error" or a bare "error sending request".
+#[test]
+fn a_bad_or_unreachable_server_url_says_what_to_fix() {
+    let dir = tempfile::tempdir().expect("dir");
+    let replica = dir.path().join("phone.sqlite");
+    let bin = env!("CARGO_BIN_EXE_posync");
+    let run = |server: &str| {
+        Command::new(bin)
+            .args(["kader", "sync", "--server", server, "--token", "t", "--replica"])
+            .arg(&replica)
+            .output()
+            .expect("run posync")
+    };
+    let no_scheme = run("192.168.1.10:8080");
+    assert!(!no_scheme.status.success());
+    let said = String::from_utf8_lossy(&no_scheme.stderr);
+    assert!(said.contains("must start with http:// or https://"), "{said}");
+    // Port 9 on loopback: nothing listens there.
+    let down = run("http://127.0.0.1:9");
+    assert!(!down.status.success());
+    let said = String::from_utf8_lossy(&down.stderr);
+    assert!(said.contains("is the server running") && said.contains("127.0.0.1:9"), "{said}");
+}
