@@ -343,6 +343,15 @@ async fn sync_replica(replica: &Path, server: &str, token: Option<String>, ca_fi
     };
     let report = with_ca(client, ca_file.as_deref())?.sync(&mut r).await.map_err(tls_hint)?;
     out!("{}", serde_json::to_string(&report)?);
+    if !report.rejected.is_empty() {
+        let which: Vec<String> = report.rejected.iter().map(|(doc, code)| format!("{doc} ({code})")).collect();
+        bail!(
+            "the server refused {} document(s): {}. They stay on this phone and are not sent again; \
+             show this to your puskesmas or district admin",
+            which.len(),
+            which.join(", ")
+        );
+    }
     Ok(())
 }
 
