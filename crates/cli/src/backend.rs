@@ -20,10 +20,22 @@ pub struct StoreArgs {
     /// Memory for documents kept loaded between requests, MiB (estimated; 0: none).
     #[arg(long, default_value_t = 64, env = "POSYNC_DOC_CACHE_MIB")]
     pub doc_cache_mib: usize,
+    /// Create the SQLite file if it does not exist (`serve` always does; other commands
+    /// refuse a missing file, so a mistyped --db is not a new empty store).
+    #[arg(long)]
+    pub create: bool,
 }
 
 impl StoreArgs {
+    /// Open an existing store (or create it with `--create`): for the console and reports.
     pub async fn open(&self) -> Result<Arc<dyn Store>> {
+        if self.database_url.is_none() && !self.create && !self.db.exists() {
+            bail!(
+                "no store at {}: give the --db the server uses (the file `posync serve` created), \
+                 or add --create to start a new one",
+                self.db.display()
+            );
+        }
         self.open_with(posync_proto::Limits::default()).await
     }
 

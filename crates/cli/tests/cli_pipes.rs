@@ -10,7 +10,8 @@ fn a_closed_pipe_ends_the_listing_quietly() {
     let db = dir.path().join("posync.sqlite");
     let bin = env!("CARGO_BIN_EXE_posync");
     let fixture = concat!(env!("CARGO_MANIFEST_DIR"), "/../../fixtures/district-kota-banjar.json");
-    let imported = Command::new(bin).args(["admin", "--db"]).arg(&db).args(["import", fixture]).output().expect("run");
+    let imported =
+        Command::new(bin).args(["admin", "--create", "--db"]).arg(&db).args(["import", fixture]).output().expect("run");
     assert!(imported.status.success(), "{}", String::from_utf8_lossy(&imported.stderr));
     let mut child = Command::new(bin)
         .args(["admin", "--db"])
@@ -53,4 +54,20 @@ fn a_bad_or_unreachable_server_url_says_what_to_fix() {
     assert!(!down.status.success());
     let said = String::from_utf8_lossy(&down.stderr);
     assert!(said.contains("is the server running") && said.contains("127.0.0.1:9"), "{said}");
+}
+
+/// A mistyped --db is an error for the console and reports, not a new empty store whose
+/// report is an empty table.
+#[test]
+fn a_missing_store_file_is_an_error_outside_serve() {
+    let dir = tempfile::tempdir().expect("dir");
+    let missing = dir.path().join("posnyc.sqlite");
+    let bin = env!("CARGO_BIN_EXE_posync");
+    for args in [vec!["report", "monthly", "--month", "2026-01"], vec!["admin", "units"]] {
+        let out = Command::new(bin).args(&args[..1]).arg("--db").arg(&missing).args(&args[1..]).output().expect("run");
+        assert!(!out.status.success(), "{args:?} on a missing file fails");
+        let said = String::from_utf8_lossy(&out.stderr);
+        assert!(said.contains("no store at") && said.contains("--create"), "{said}");
+        assert!(!missing.exists(), "{args:?} created no file");
+    }
 }
