@@ -13,43 +13,62 @@ use std::sync::Arc;
 #[derive(Subcommand)]
 pub enum AdminCmd {
     /// Load a hierarchy file (units and users), e.g. fixtures/district-kota-banjar.json.
-    Import { file: PathBuf },
+    Import {
+        /// The hierarchy file (JSON).
+        file: PathBuf,
+    },
     /// List the hierarchy's units.
     Units,
     /// Create or update a user with a role and units (repeat --unit).
     User {
+        /// The user's id, e.g. kader-0001.
         id: UserId,
+        /// The person's name.
         #[arg(long)]
         name: String,
+        /// kader, puskesmas_officer, district_admin or district_reporter.
         #[arg(long, value_parser = parse_role)]
         role: Role,
+        /// A unit the user works in (repeat for several).
         #[arg(long = "unit", required = true)]
         units: Vec<UnitId>,
     },
     /// Re-assign a user to other units (a kader moving posyandu). Keeps name and role.
     Assign {
+        /// The user's id.
         id: UserId,
+        /// A unit the user works in (repeat for several).
         #[arg(long = "unit", required = true)]
         units: Vec<UnitId>,
     },
     /// Move a unit under another parent (a posyandu to another village or puskesmas).
     Move {
+        /// The unit to move.
         unit: UnitId,
+        /// The new parent unit.
         #[arg(long)]
         to: UnitId,
     },
     /// List users.
     Users,
     /// Issue a one-time enrolment code for a user's phone (printed once, stored hashed).
-    Enrol { user: UserId },
+    Enrol {
+        /// The user whose phone enrols.
+        user: UserId,
+    },
     /// List enrolled devices.
     Devices,
     /// Revoke a device (a lost phone).
-    Revoke { device: DeviceId },
+    Revoke {
+        /// The device id (`posync admin devices` lists them).
+        device: DeviceId,
+    },
     /// Print audit entries after a position, oldest first, as JSON lines.
     Audit {
+        /// Audit position to list after (0: from the start).
         #[arg(long, default_value_t = 0)]
         after: u64,
+        /// Most entries to print.
         #[arg(long, default_value_t = 100)]
         limit: usize,
     },
@@ -67,8 +86,10 @@ pub enum AdminCmd {
     /// Add a new signing key to the keyset and sign with it from now on; keep `--keep`
     /// newest keys (older tokens verify until their keys are dropped).
     RotateKeys {
+        /// The signing keyset file (default: <db>.keys.json).
         #[arg(long)]
         keys: Option<PathBuf>,
+        /// How many of the newest keys to keep.
         #[arg(long, default_value_t = 2)]
         keep: usize,
     },

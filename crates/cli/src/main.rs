@@ -46,6 +46,7 @@ enum Cmd {
     Serve {
         #[command(flatten)]
         store: StoreArgs,
+        /// Address and port to listen on (use 0.0.0.0:PORT to serve the LAN).
         #[arg(long, default_value = "127.0.0.1:8080", env = "POSYNC_ADDR")]
         addr: SocketAddr,
         /// Signing keyset (Ed25519, by key id). Default: `<db>.keys.json`, created on first
@@ -103,8 +104,10 @@ enum Cmd {
     },
     /// A puskesmas tablet: pull every document of its posyandu.
     Pull {
+        /// The phone's replica file (created if missing).
         #[arg(long)]
         replica: PathBuf,
+        /// The sync server, http://HOST:PORT or https://HOST[:PORT].
         #[arg(long, default_value = "http://127.0.0.1:8080")]
         server: String,
         /// A bearer token; default: the device credential stored by `kader enrol`.
@@ -137,15 +140,19 @@ enum Cmd {
 enum KaderCmd {
     /// Create the replica if needed and print its device id.
     Init {
+        /// The phone's replica file (created if missing).
         #[arg(long)]
         replica: PathBuf,
     },
     /// Enrol this device with a one-time code from an admin (`posync admin enrol USER`).
     Enrol {
+        /// The phone's replica file (created if missing).
         #[arg(long)]
         replica: PathBuf,
+        /// The sync server, http://HOST:PORT or https://HOST[:PORT].
         #[arg(long, default_value = "http://127.0.0.1:8080")]
         server: String,
+        /// The one-time enrolment code the admin gave you.
         #[arg(long)]
         code: String,
         /// Shown to admins in the device list.
@@ -158,28 +165,37 @@ enum KaderCmd {
     },
     /// Record a child's visit (offline).
     Record {
+        /// The phone's replica file (created if missing).
         #[arg(long)]
         replica: PathBuf,
+        /// The posyandu of the session (its id, e.g. pos-hegarsari-melati-1).
         #[arg(long)]
         posyandu: PosyanduId,
         /// Session day, YYYY-MM-DD (default: today).
         #[arg(long)]
         date: Option<String>,
+        /// The person's name.
         #[arg(long)]
         name: String,
         /// F or M (P or L).
         #[arg(long)]
         sex: String,
+        /// Birth date, YYYY-MM-DD.
         #[arg(long)]
         birth_date: String,
+        /// Weight in grams.
         #[arg(long)]
         weight_g: Option<i64>,
+        /// Length (under 2 years, lying) or height, in millimetres.
         #[arg(long)]
         length_mm: Option<i64>,
+        /// Head circumference in millimetres.
         #[arg(long)]
         head_circ_mm: Option<i64>,
+        /// Mid-upper arm circumference (LILA) in millimetres.
         #[arg(long)]
         muac_mm: Option<i64>,
+        /// Free-text notes for the visit.
         #[arg(long, default_value = "")]
         notes: String,
         /// Life-cycle group (balita, ibu_hamil, ibu_nifas, usia_sekolah, remaja,
@@ -193,10 +209,13 @@ enum KaderCmd {
     },
     /// Change one field of a visit (offline).
     Edit {
+        /// The phone's replica file (created if missing).
         #[arg(long)]
         replica: PathBuf,
+        /// The session document id (as `kader record` printed it).
         #[arg(long)]
         session: posync_model::DocId,
+        /// The visit id (as `kader record` printed it).
         #[arg(long)]
         visit: posync_model::VisitId,
         /// Field key, e.g. weight_g.
@@ -208,8 +227,10 @@ enum KaderCmd {
     },
     /// Sync with the server.
     Sync {
+        /// The phone's replica file (created if missing).
         #[arg(long)]
         replica: PathBuf,
+        /// The sync server, http://HOST:PORT or https://HOST[:PORT].
         #[arg(long, default_value = "http://127.0.0.1:8080")]
         server: String,
         /// A bearer token; default: the device credential stored by `kader enrol`.
@@ -222,6 +243,7 @@ enum KaderCmd {
     },
     /// List visits on this phone (optionally one day), as JSON lines.
     Visits {
+        /// The phone's replica file (created if missing).
         #[arg(long)]
         replica: PathBuf,
     },

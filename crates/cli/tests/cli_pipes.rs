@@ -71,3 +71,54 @@ fn a_missing_store_file_is_an_error_outside_serve() {
         assert!(!missing.exists(), "{args:?} created no file");
     }
 }
+
+/// Every option and argument of every command says what it is for in `--help`.
+#[test]
+fn every_flag_has_help_text() {
+    let bin = env!("CARGO_BIN_EXE_posync");
+    let help = |args: &[&str]| -> String {
+        let out = Command::new(bin).args(args).arg("--help").output().expect("run posync --help");
+        assert!(out.status.success(), "{args:?} --help");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    // Subcommands are listed under "Commands:" as "  name  description".
+    let commands = |text: &str| -> Vec<String> {
+        text.split("Commands:")
+            .nth(1)
+            .map(|rest| rest.split("\n\n").next().unwrap_or(""))
+            .unwrap_or("")
+            .lines()
+            .filter_map(|l| l.split_whitespace().next().map(str::to_owned))
+            .filter(|c| c != "help")
+            .collect()
+    };
+    let mut todo: Vec<Vec<String>> = vec![Vec::new()];
+    let mut checked = 0;
+    while let Some(path) = todo.pop() {
+        let args: Vec<&str> = path.iter().map(String::as_str).collect();
+        let text = help(&args);
+        let lines: Vec<&str> = text.lines().collect();
+        for (i, line) in lines.iter().enumerate() {
+            let t = line.trim_start();
+            let is_item = line.starts_with("  ") && (t.starts_with('-') || t.starts_with('<') || t.starts_with('['));
+            if !is_item {
+                continue;
+            }
+            // "--flag <VALUE>  what it is", or the help on the next, deeper-indented line.
+            let indent = line.len() - t.len();
+            let same_line = t.split("  ").filter(|p| !p.trim().is_empty()).count() >= 2;
+            let next_line = lines.get(i + 1).is_some_and(|n| {
+                let nt = n.trim_start();
+                !nt.is_empty() && n.len() - nt.len() > indent && !nt.starts_with('-')
+            });
+            assert!(same_line || next_line, "posync {} --help: no help text for `{t}`", args.join(" "));
+            checked += 1;
+        }
+        for c in commands(&text) {
+            let mut next = path.clone();
+            next.push(c);
+            todo.push(next);
+        }
+    }
+    assert!(checked > 60, "checked {checked} options and arguments");
+}
