@@ -107,9 +107,10 @@ enum Cmd {
         /// The phone's replica file (created if missing).
         #[arg(long)]
         replica: PathBuf,
-        /// The sync server, http://HOST:PORT or https://HOST[:PORT].
-        #[arg(long, default_value = "http://127.0.0.1:8080")]
-        server: String,
+        /// The sync server, http://HOST:PORT or https://HOST[:PORT]. Default: the one this phone
+        /// enrolled with, else http://127.0.0.1:8080.
+        #[arg(long, env = "POSYNC_SERVER")]
+        server: Option<String>,
         /// A bearer token; default: the device credential stored by `kader enrol`.
         #[arg(long, env = "POSYNC_TOKEN", hide_env_values = true)]
         token: Option<String>,
@@ -150,7 +151,7 @@ enum KaderCmd {
         #[arg(long)]
         replica: PathBuf,
         /// The sync server, http://HOST:PORT or https://HOST[:PORT].
-        #[arg(long, default_value = "http://127.0.0.1:8080")]
+        #[arg(long, default_value = "http://127.0.0.1:8080", env = "POSYNC_SERVER")]
         server: String,
         /// The one-time enrolment code the admin gave you.
         #[arg(long)]
@@ -230,9 +231,10 @@ enum KaderCmd {
         /// The phone's replica file (created if missing).
         #[arg(long)]
         replica: PathBuf,
-        /// The sync server, http://HOST:PORT or https://HOST[:PORT].
-        #[arg(long, default_value = "http://127.0.0.1:8080")]
-        server: String,
+        /// The sync server, http://HOST:PORT or https://HOST[:PORT]. Default: the one this phone
+        /// enrolled with, else http://127.0.0.1:8080.
+        #[arg(long, env = "POSYNC_SERVER")]
+        server: Option<String>,
         /// A bearer token; default: the device credential stored by `kader enrol`.
         #[arg(long, env = "POSYNC_TOKEN", hide_env_values = true)]
         token: Option<String>,
@@ -356,9 +358,19 @@ fn with_ca(client: posync_replica::HttpSync, ca_file: Option<&Path>) -> Result<p
     Ok(client.with_ca_pem(&pem)?)
 }
 
-async fn sync_replica(replica: &Path, server: &str, token: Option<String>, ca_file: Option<PathBuf>) -> Result<()> {
-    let server = server_url(server)?;
+async fn sync_replica(
+    replica: &Path,
+    server: Option<String>,
+    token: Option<String>,
+    ca_file: Option<PathBuf>,
+) -> Result<()> {
     let mut r = Replica::open(replica)?;
+    // --server (or POSYNC_SERVER), else the server this phone enrolled with.
+    let server = match server {
+        Some(s) => s,
+        None => r.server_url()?.unwrap_or_else(|| "http://127.0.0.1:8080".to_owned()),
+    };
+    let server = server_url(&server)?;
     let client = match token {
         Some(t) => posync_replica::HttpSync::new(server, &t),
         None => posync_replica::HttpSync::enrolled(server),
@@ -422,7 +434,7 @@ async fn main() -> Result<()> {
         Cmd::Admin { store, cmd } => admin::run(store, cmd, now()).await?,
         Cmd::Report { store, kind, month, level, csv } => report(&store, &kind, month.as_deref(), &level, csv).await?,
         Cmd::Kader { cmd } => kader(cmd).await?,
-        Cmd::Pull { replica, server, token, ca_file } => sync_replica(&replica, &server, token, ca_file).await?,
+        Cmd::Pull { replica, server, token, ca_file } => sync_replica(&replica, server, token, ca_file).await?,
         Cmd::MigrateStore { from, to } => backend::migrate_store(&from, &to).await?,
         Cmd::Demo { seed } => demo::run(seed).await?,
     }
@@ -526,11 +538,12 @@ async fn kader(cmd: KaderCmd) -> Result<()> {
             };
             r.edit_visit(session, visit, f, v, now())?;
         }
-        KaderCmd::Sync { replica, server, token, ca_file } => sync_replica(&replica, &server, token, ca_file).await?,
+        KaderCmd::Sync { replica, server, token, ca_file } => sync_replica(&replica, server, token, ca_file).await?,
         KaderCmd::Enrol { replica, server, code, label, ca_file } => {
             let mut r = Replica::open(&replica)?;
             let client = with_ca(posync_replica::HttpSync::enrolled(server_url(&server)?), ca_file.as_deref())?;
             let resp = posync_replica::enrol_via(&client, &code, &label, &mut r).await.map_err(tls_hint)?;
+            r.set_server_url(&server)?;
             out!("{{\"device\":\"{}\",\"user\":\"{}\",\"role\":\"{}\"}}", r.device(), resp.user, resp.role);
         }
         KaderCmd::Visits { replica } => {

@@ -953,6 +953,16 @@ impl Replica {
         Ok(report)
     }
 
+    /// The server this device enrolled with, if it remembers one.
+    pub fn server_url(&self) -> Result<Option<String>, ReplicaError> {
+        meta_get(&self.conn, "server")
+    }
+
+    /// Remember the server this device enrolled with (the next syncs go there).
+    pub fn set_server_url(&self, url: &str) -> Result<(), ReplicaError> {
+        meta_set(&self.conn, "server", url)
+    }
+
     /// The scope (posyandu) the server last told this device it has; `None` before the
     /// first sync.
     pub fn scope(&self) -> Result<Option<Scope>, ReplicaError> {
