@@ -329,6 +329,13 @@ fn tls_hint(e: posync_replica::ReplicaError) -> anyhow::Error {
         let hint = "nothing answers at that address: is the server running, and are the host and port right?";
         return anyhow::Error::new(e).context(hint);
     }
+    if let posync_replica::ReplicaError::Enrolment(inner) = &e
+        && let posync_replica::ReplicaError::Server { code: posync_proto::ErrorCode::InvalidCredential, .. } = &**inner
+    {
+        let hint = "the enrolment code is unknown, already used by another phone, or expired: \
+                    ask your puskesmas or district admin for a new one (posync admin enrol USER)";
+        return anyhow::Error::new(e).context(hint);
+    }
     let tls = match &e {
         posync_replica::ReplicaError::Tls(_) => true,
         posync_replica::ReplicaError::Enrolment(inner) => matches!(**inner, posync_replica::ReplicaError::Tls(_)),

@@ -40,6 +40,21 @@ fn a_phone_syncs_with_the_server_it_enrolled_with() {
         OsStr::new(&code),
     ]);
     assert!(enrolled.status.success(), "{}", String::from_utf8_lossy(&enrolled.stderr));
+    // The same code again, from another phone: refused, and the kader is told what to do.
+    let other = dir.path().join("other.sqlite");
+    let reused = run(&[
+        OsStr::new("kader"),
+        OsStr::new("enrol"),
+        OsStr::new("--replica"),
+        other.as_os_str(),
+        OsStr::new("--server"),
+        OsStr::new(&server.url),
+        OsStr::new("--code"),
+        OsStr::new(&code),
+    ]);
+    assert!(!reused.status.success());
+    let said = String::from_utf8_lossy(&reused.stderr);
+    assert!(said.contains("enrolment code") && said.contains("ask your puskesmas"), "{said}");
     // No --server: the enrolled one (nothing listens on the old default in this test).
     let synced = Command::new(bin)
         .args(["kader", "sync", "--replica"])
