@@ -321,8 +321,8 @@ async fn report(store: &StoreArgs, kind: &str, month: Option<&str>, level: &str,
     Ok(())
 }
 
-/// A certificate the phone does not trust: say what to do about it.
-fn tls_hint(e: posync_replica::ReplicaError) -> anyhow::Error {
+/// A transport or enrolment failure a person can act on: say what to do about it.
+fn hint(e: posync_replica::ReplicaError) -> anyhow::Error {
     if let posync_replica::ReplicaError::Network(reason) = &e
         && reason.to_lowercase().contains("connection refused")
     {
@@ -382,7 +382,7 @@ async fn sync_replica(
         Some(t) => posync_replica::HttpSync::new(server, &t),
         None => posync_replica::HttpSync::enrolled(server),
     };
-    let report = with_ca(client, ca_file.as_deref())?.sync(&mut r).await.map_err(tls_hint)?;
+    let report = with_ca(client, ca_file.as_deref())?.sync(&mut r).await.map_err(hint)?;
     out!("{}", serde_json::to_string(&report)?);
     if !report.rejected.is_empty() {
         let which: Vec<String> = report.rejected.iter().map(|(doc, code)| format!("{doc} ({code})")).collect();
@@ -549,7 +549,7 @@ async fn kader(cmd: KaderCmd) -> Result<()> {
         KaderCmd::Enrol { replica, server, code, label, ca_file } => {
             let mut r = Replica::open(&replica)?;
             let client = with_ca(posync_replica::HttpSync::enrolled(server_url(&server)?), ca_file.as_deref())?;
-            let resp = posync_replica::enrol_via(&client, &code, &label, &mut r).await.map_err(tls_hint)?;
+            let resp = posync_replica::enrol_via(&client, &code, &label, &mut r).await.map_err(hint)?;
             r.set_server_url(&server)?;
             out!("{{\"device\":\"{}\",\"user\":\"{}\",\"role\":\"{}\"}}", r.device(), resp.user, resp.role);
         }

@@ -67,13 +67,10 @@ async fn a_backup_taken_while_phones_sync_restores_with_their_acknowledged_visit
     });
     let backup_dir = dir.path().join("backup-1");
     let bin = env!("CARGO_BIN_EXE_posync");
-    let taken = Command::new(bin)
-        .args(["admin", "--db"])
-        .arg(&db)
-        .args(["backup", "--to"])
-        .arg(&backup_dir)
-        .output()
-        .expect("run");
+    let backup = |to: &Path| {
+        Command::new(bin).args(["admin", "--db"]).arg(&db).args(["backup", "--to"]).arg(to).output().expect("run")
+    };
+    let taken = backup(&backup_dir);
     assert!(taken.status.success(), "backup: {}", String::from_utf8_lossy(&taken.stderr));
     let mut later = syncing.await.expect("phone");
     // After the backup: a whole new session document, acknowledged by the live server.
@@ -91,13 +88,7 @@ async fn a_backup_taken_while_phones_sync_restores_with_their_acknowledged_visit
     assert!(backup_dir.join("server.sqlite.keys.json").exists() && backup_dir.join("backup.json").exists());
     let in_copy = visits_in(&copy);
     assert!(acknowledged.is_subset(&in_copy), "every visit acknowledged before the backup is in it");
-    let again = Command::new(bin)
-        .args(["admin", "--db"])
-        .arg(&db)
-        .args(["backup", "--to"])
-        .arg(&backup_dir)
-        .output()
-        .expect("run");
+    let again = backup(&backup_dir);
     assert!(!again.status.success(), "a non-empty directory is refused");
     assert!(String::from_utf8_lossy(&again.stderr).contains("not empty"));
     let audit = Command::new(bin).args(["admin", "--db"]).arg(&db).arg("audit").output().expect("run");

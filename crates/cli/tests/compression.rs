@@ -4,28 +4,15 @@
 mod common;
 
 use posync_model::{DeviceId, Role};
-use posync_server::TokenKeys;
-use posync_store::SqliteStore;
-use posync_testkit::{grant, posyandu, user_for};
-use std::ffi::OsStr;
-
-fn now() -> i64 {
-    time::OffsetDateTime::now_utc().unix_timestamp()
-}
+use posync_testkit::posyandu;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn json_and_csv_reports_are_gzipped_when_accepted() {
     let dir = tempfile::tempdir().expect("dir");
-    let (db, keys_path) = (dir.path().join("server.sqlite"), dir.path().join("keys.json"));
-    let keys = TokenKeys::generate(now());
-    keys.save(&keys_path).expect("keys");
-    let device = DeviceId::new_random();
-    let setup = SqliteStore::open(&db).expect("store");
-    let sites = [posyandu("gz-melati"), posyandu("gz-mawar")];
-    grant(&setup, device, Role::PuskesmasOfficer, &sites, now());
-    drop(setup);
-    let token = keys.issue(&user_for(device), device, Role::PuskesmasOfficer, now(), 3600).token;
-    let server = common::serve([OsStr::new("--db"), db.as_os_str(), OsStr::new("--keys"), keys_path.as_os_str()]);
+    let site = common::Site::new(dir.path());
+    let token =
+        site.grant(DeviceId::new_random(), Role::PuskesmasOfficer, &[posyandu("gz-melati"), posyandu("gz-mawar")]);
+    let server = site.serve(&[]);
     let http = reqwest::Client::new();
     for path in ["/v1/reports/monthly?month=2026-01", "/v1/reports/overdue?month=2026-01&format=csv"] {
         let url = format!("{}{path}", server.url);

@@ -7,29 +7,18 @@ mod common;
 
 use posync_model::{DeviceId, Role};
 use posync_replica::Replica;
-use posync_server::TokenKeys;
-use posync_store::SqliteStore;
-use posync_testkit::{DAY, Generator, grant, posyandu, user_for};
+use posync_testkit::{DAY, Generator, posyandu};
 use std::ffi::OsStr;
 use std::time::Duration;
-
-fn now() -> i64 {
-    time::OffsetDateTime::now_utc().unix_timestamp()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_request_is_logged_with_its_code_and_no_name_token_or_code_leaks() {
     let dir = tempfile::tempdir().expect("dir");
-    let (db, keys_path) = (dir.path().join("server.sqlite"), dir.path().join("keys.json"));
-    let keys = TokenKeys::generate(now());
-    keys.save(&keys_path).expect("keys");
+    let site = common::Site::new(dir.path());
     let p = posyandu("log-melati");
     let mut phone = Replica::open(dir.path().join("phone.sqlite")).expect("replica");
     let device: DeviceId = phone.device();
-    let setup = SqliteStore::open(&db).expect("store");
-    grant(&setup, device, Role::Kader, std::slice::from_ref(&p), now());
-    drop(setup);
-    let token = keys.issue(&user_for(device), device, Role::Kader, now(), 3600).token;
+    let token = site.grant(device, Role::Kader, std::slice::from_ref(&p));
     let session = phone.start_session(&p, DAY).expect("session");
     let mut visit = Generator::new(7).child_visit();
     visit.name = "Kirana Larasati Unik".into();
@@ -37,17 +26,7 @@ async fn every_request_is_logged_with_its_code_and_no_name_token_or_code_leaks()
 
     for format in ["json", "text"] {
         let log = dir.path().join(format!("server-{format}.log"));
-        let server = common::serve_logged(
-            [
-                OsStr::new("--log-format"),
-                OsStr::new(format),
-                OsStr::new("--db"),
-                db.as_os_str(),
-                OsStr::new("--keys"),
-                keys_path.as_os_str(),
-            ],
-            &log,
-        );
+        let server = site.serve_logged(&[OsStr::new("--log-format"), OsStr::new(format)], &log);
         let http = reqwest::Client::new();
         // Refused: no token; a forged token; an unknown enrolment code; no such route.
         let s = http.post(format!("{}/v1/sync", server.url)).body(vec![1, 2, 3]).send().await.expect("send");

@@ -5,18 +5,12 @@
 
 mod common;
 
-use posync_model::{DeviceId, Role};
+use posync_model::Role;
 use posync_replica::{HttpSync, Replica, ReplicaError};
-use posync_server::TokenKeys;
-use posync_store::SqliteStore;
-use posync_testkit::{DAY, Generator, grant, posyandu, user_for, visit_ids};
+use posync_testkit::{DAY, Generator, posyandu, visit_ids};
 use std::ffi::OsStr;
 use std::path::Path;
 use std::process::Command;
-
-fn now() -> i64 {
-    time::OffsetDateTime::now_utc().unix_timestamp()
-}
 
 /// A CA and a certificate it signed for 127.0.0.1 and localhost: (CA PEM, cert PEM, key PEM).
 fn puskesmas_ca_and_server_cert() -> (String, String, String) {
@@ -45,29 +39,14 @@ async fn a_phone_syncs_over_https_trusting_the_puskesmas_ca_and_no_other() {
     let (other_ca_pem, _, _) = puskesmas_ca_and_server_cert();
     let (cert, key) = (write(dir.path(), "server.pem", &cert_pem), write(dir.path(), "server.key", &key_pem));
     let ca_file = write(dir.path(), "ca.pem", &ca_pem);
-    let (db, keys_path) = (dir.path().join("server.sqlite"), dir.path().join("keys.json"));
-    let keys = TokenKeys::generate(now());
-    keys.save(&keys_path).expect("keys");
+    let site = common::Site::new(dir.path());
     let p = posyandu("tls-melati");
     let mut phone = Replica::open(dir.path().join("phone.sqlite")).expect("replica");
-    let device: DeviceId = phone.device();
-    let setup = SqliteStore::open(&db).expect("store");
-    grant(&setup, device, Role::Kader, std::slice::from_ref(&p), now());
-    drop(setup);
-    let token = keys.issue(&user_for(device), device, Role::Kader, now(), 3600).token;
+    let token = site.grant(phone.device(), Role::Kader, std::slice::from_ref(&p));
     let session = phone.start_session(&p, DAY).expect("session");
     let visit = phone.record_visit(session, Generator::new(443).child_visit(), 1).expect("record").to_string();
 
-    let server = common::serve([
-        OsStr::new("--db"),
-        db.as_os_str(),
-        OsStr::new("--keys"),
-        keys_path.as_os_str(),
-        OsStr::new("--tls-cert"),
-        cert.as_os_str(),
-        OsStr::new("--tls-key"),
-        key.as_os_str(),
-    ]);
+    let server = site.serve(&[OsStr::new("--tls-cert"), cert.as_os_str(), OsStr::new("--tls-key"), key.as_os_str()]);
     assert!(server.url.starts_with("https://127.0.0.1:"), "serves HTTPS: {}", server.url);
 
     // Not trusting the puskesmas CA, or trusting another one: a TLS error, nothing sent.
@@ -113,7 +92,7 @@ async fn a_phone_syncs_over_https_trusting_the_puskesmas_ca_and_no_other() {
     assert!(phone.outbox().expect("outbox").is_empty(), "the visit was acknowledged");
     assert!(visit_ids(&phone).contains(&visit));
     drop(server);
-    let conn = rusqlite::Connection::open(&db).expect("db");
+    let conn = rusqlite::Connection::open(&site.db).expect("db");
     let at_server: i64 =
         conn.query_row("SELECT COUNT(*) FROM visits WHERE visit_id = ?1", [&visit], |r| r.get(0)).expect("count");
     assert_eq!(at_server, 1, "the visit is at the server, once");

@@ -2,8 +2,11 @@
 //! The real `posync serve` as a child process on an ephemeral loopback port, shared by the
 //! binary's tests.
 
+use posync_model::{DeviceId, PosyanduId, Role};
+use posync_server::TokenKeys;
 use std::ffi::OsStr;
 use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
 /// A running server. Dropping it kills the child (SIGKILL: no graceful shutdown, no flush).
@@ -92,4 +95,48 @@ where
     let url = line.split_whitespace().nth(3).expect("url in the listening line").to_owned();
     assert!(url.starts_with("http://127.0.0.1:") || url.starts_with("https://127.0.0.1:"), "{line}");
     Instance { child, url }
+}
+
+pub fn now() -> i64 {
+    time::OffsetDateTime::now_utc().unix_timestamp()
+}
+
+/// A server's files in a test directory: its SQLite store (created) and signing keyset.
+pub struct Site {
+    pub db: PathBuf,
+    pub keys_path: PathBuf,
+    pub keys: TokenKeys,
+}
+
+impl Site {
+    pub fn new(dir: &Path) -> Self {
+        let (db, keys_path) = (dir.join("server.sqlite"), dir.join("server.sqlite.keys.json"));
+        let keys = TokenKeys::generate(now());
+        keys.save(&keys_path).expect("keys");
+        drop(posync_store::SqliteStore::open(&db).expect("store"));
+        Self { db, keys_path, keys }
+    }
+
+    /// Give `device` a user with `role` over `posyandu`; its access token.
+    pub fn grant(&self, device: DeviceId, role: Role, posyandu: &[PosyanduId]) -> String {
+        let store = posync_store::SqliteStore::open(&self.db).expect("store");
+        posync_testkit::grant(&store, device, role, posyandu, now());
+        self.keys.issue(&posync_testkit::user_for(device), device, role, now(), 3600).token
+    }
+
+    /// `posync serve` on this store and keyset, with `extra` arguments.
+    pub fn serve(&self, extra: &[&OsStr]) -> Instance {
+        let mut args: Vec<&OsStr> =
+            vec![OsStr::new("--db"), self.db.as_os_str(), OsStr::new("--keys"), self.keys_path.as_os_str()];
+        args.extend_from_slice(extra);
+        serve(args)
+    }
+
+    /// [`Site::serve`], its log written to `log`.
+    pub fn serve_logged(&self, extra: &[&OsStr], log: &Path) -> Instance {
+        let mut args: Vec<&OsStr> =
+            vec![OsStr::new("--db"), self.db.as_os_str(), OsStr::new("--keys"), self.keys_path.as_os_str()];
+        args.extend_from_slice(extra);
+        serve_logged(args, log)
+    }
 }
