@@ -2,6 +2,7 @@
 //! server's machine, by someone who could read that file anyway), through the same admin
 //! service as the HTTP admin API, and audits every change as `console:<OS user>`.
 
+use crate::output::{print_json, print_one};
 use anyhow::{Context, Result, bail};
 use clap::Subcommand;
 use posync_model::{DeviceId, Role, Unit, UnitId, UserId, UserSpec};
@@ -131,7 +132,7 @@ async fn backup(
         posync_store::AuditEntry::new(now, &console_actor(), posync_store::AuditAction::BackupTaken, "store", detail),
     )
     .await?;
-    out!("{manifest}");
+    print_one(&manifest)?;
     Ok(())
 }
 
@@ -149,13 +150,6 @@ fn console() -> AdminCaller {
 
 fn console_actor() -> posync_store::Actor {
     posync_store::Actor::Console { name: console_name() }
-}
-
-fn print_json<T: serde::Serialize>(items: impl IntoIterator<Item = T>) -> Result<()> {
-    for item in items {
-        out!("{}", serde_json::to_string(&item)?);
-    }
-    Ok(())
 }
 
 pub async fn run(store_args: crate::backend::StoreArgs, cmd: AdminCmd, now: i64) -> Result<()> {
@@ -196,9 +190,7 @@ pub async fn run(store_args: crate::backend::StoreArgs, cmd: AdminCmd, now: i64)
             admin.put_unit(&caller, moved, now).await?;
         }
         AdminCmd::Users => print_json(admin.users(&caller).await?)?,
-        AdminCmd::Enrol { user } => {
-            out!("{}", serde_json::to_string(&admin.issue_enrolment(&caller, user, now).await?)?)
-        }
+        AdminCmd::Enrol { user } => print_one(&admin.issue_enrolment(&caller, user, now).await?)?,
         AdminCmd::Devices => print_json(admin.devices(&caller).await?)?,
         AdminCmd::Revoke { device } => admin.revoke_device(&caller, device, now).await?,
         AdminCmd::Audit { after, limit } => print_json(admin.audit_log(&caller, after, limit).await?)?,

@@ -1,6 +1,8 @@
 //! Which store a command works on: the embedded SQLite file (default) or PostgreSQL.
 
+use crate::progress::Progress;
 use anyhow::{Context, Result, bail};
+use posync_store::migrate::MoveProgress;
 use posync_store::{PgStore, SqliteStore, Store};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -107,9 +109,18 @@ pub async fn migrate_store(from: &str, to: &str) -> Result<()> {
         bail!("{} does not exist", path.display());
     }
     let target = PgStore::connect(to).await.with_context(|| format!("connecting to {}", redact(to)))?;
-    let report = posync_store::migrate::sqlite_to_postgres(path, &target)
+    let shown = Progress::bar(0, "Memindahkan / moving rows");
+    let progress = |step: MoveProgress| match step {
+        MoveProgress::Copying { rows_done, rows_total } => shown.set(rows_done, rows_total),
+        MoveProgress::Verifying { docs_done, docs_total } => {
+            shown.say("Memeriksa / verifying documents".into());
+            shown.set(docs_done, docs_total);
+        }
+    };
+    let report = posync_store::migrate::sqlite_to_postgres_with(path, &target, &progress)
         .await
         .with_context(|| format!("moving {} into {}", path.display(), redact(to)))?;
+    shown.done(format!("Selesai / done: {} documents verified", report.docs_verified));
     out!("{}", serde_json::to_string(&report)?);
     Ok(())
 }

@@ -303,6 +303,24 @@ pub struct Measurement {
     pub oedema: bool,
 }
 
+impl Measurement {
+    /// What a visit measured, at the child's age on the session date; oedema from the
+    /// visit's services (bilateral pitting oedema makes weight-based z-scores meaningless).
+    pub fn of_visit(v: &crate::record::Visit, session_date: time::Date) -> Self {
+        use crate::record::{Field, FieldValue};
+        Measurement {
+            sex: v.sex,
+            age_days: Some(crate::record::age_days(v.birth_date, session_date)),
+            weight_g: v.weight_g,
+            length_mm: v.length_mm,
+            lying: v.lying,
+            head_circ_mm: v.head_circ_mm,
+            muac_mm: v.muac_mm,
+            oedema: matches!(v.services.get(&Field::Oedema), Some(FieldValue::Bool(true))),
+        }
+    }
+}
+
 /// One measurement in WHO's units (kg, cm), e.g. from an instrument or a survey file.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct MeasurementMetric {
@@ -438,6 +456,14 @@ impl WeightForAgeStatus {
             Self::RiskOfOverweight => "Risiko berat badan lebih",
         }
     }
+    pub fn label_en(self) -> &'static str {
+        match self {
+            Self::SeverelyUnderweight => "Severely underweight",
+            Self::Underweight => "Underweight",
+            Self::Normal => "Normal weight",
+            Self::RiskOfOverweight => "Risk of overweight",
+        }
+    }
 }
 
 /// Length/height-for-age status (PB/U, TB/U), Permenkes 2/2020.
@@ -480,6 +506,14 @@ impl HeightForAgeStatus {
             Self::Stunted => "Pendek",
             Self::Normal => "Normal",
             Self::Tall => "Tinggi",
+        }
+    }
+    pub fn label_en(self) -> &'static str {
+        match self {
+            Self::SeverelyStunted => "Severely stunted",
+            Self::Stunted => "Stunted",
+            Self::Normal => "Normal height",
+            Self::Tall => "Tall",
         }
     }
 }
@@ -537,6 +571,16 @@ impl WeightForHeightStatus {
             Self::PossibleRiskOfOverweight => "Berisiko gizi lebih",
             Self::Overweight => "Gizi lebih",
             Self::Obese => "Obesitas",
+        }
+    }
+    pub fn label_en(self) -> &'static str {
+        match self {
+            Self::SeverelyWasted => "Severely wasted",
+            Self::Wasted => "Wasted",
+            Self::Normal => "Normal",
+            Self::PossibleRiskOfOverweight => "Possible risk of overweight",
+            Self::Overweight => "Overweight",
+            Self::Obese => "Obese",
         }
     }
 }

@@ -89,6 +89,35 @@ impl std::fmt::Display for Month {
     }
 }
 
+/// A weighing against the child's weighing of the previous calendar month (SKDN's N and T).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+pub enum WeightGain {
+    /// Naik: gained at least the minimum for the child's age.
+    N,
+    /// Tidak naik: gained less, or lost weight.
+    T,
+}
+
+/// N or T for a child born on `birth` weighing `weight_g` on `on`, given its weighing
+/// `previous` (date, grams); `None` when that weighing is not from the previous calendar
+/// month (the monthly report then counts neither).
+pub fn weight_gain(
+    birth: time::Date,
+    on: time::Date,
+    weight_g: i64,
+    previous: (time::Date, i64),
+) -> Option<WeightGain> {
+    let (before, before_g) = previous;
+    if !Month::of(on).previous().contains(before) {
+        return None;
+    }
+    Some(if gained_enough(birth, on, weight_g - before_g) { WeightGain::N } else { WeightGain::T })
+}
+
+fn gained_enough(birth: time::Date, on: time::Date, gain_g: i64) -> bool {
+    gain_g >= kbm_g(age_months(birth, on))
+}
+
 /// Minimum weight gain (Kenaikan Berat badan Minimal) in grams for a child of this many
 /// completed months, from the KMS (Permenkes 155/2010): below it a child is "T".
 pub fn kbm_g(age_months: i64) -> i64 {
@@ -297,7 +326,7 @@ fn posyandu_row(month: Month, facts: &[&VisitFact], registered: &[&RegisteredPer
         match last.get(id) {
             Some(before) => {
                 let gain = f.weight_g.unwrap_or(0) - before.weight_g.unwrap_or(0);
-                if gain >= kbm_g(age_months(f.birth_date, f.session_date)) {
+                if gained_enough(f.birth_date, f.session_date, gain) {
                     row.n += 1;
                 } else {
                     row.t += 1;

@@ -3,7 +3,7 @@
 //! carries a message in Indonesian and in English. Rules are data below, per life-cycle group.
 
 use crate::growth::{self, Measurement};
-use crate::record::{Field, FieldValue, LifeGroup, Visit, age_days, age_months};
+use crate::record::{Field, FieldValue, LifeGroup, Visit, age_months};
 use serde::Serialize;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -204,16 +204,7 @@ fn check_vitamin_a(v: &Visit, on: time::Date, out: &mut Vec<Issue>) {
 /// A child's measurements against the WHO standards: beyond WHO's implausibility limits is an
 /// error (a 40 kg infant), beyond +-3 SD a warning.
 fn check_growth(v: &Visit, session_date: time::Date, out: &mut Vec<Issue>) {
-    let m = Measurement {
-        sex: v.sex,
-        age_days: Some(age_days(v.birth_date, session_date)),
-        weight_g: v.weight_g,
-        length_mm: v.length_mm,
-        lying: v.lying,
-        head_circ_mm: v.head_circ_mm,
-        muac_mm: v.muac_mm,
-        oedema: matches!(v.services.get(&Field::Oedema), Some(FieldValue::Bool(true))),
-    };
+    let m = Measurement::of_visit(v, session_date);
     let z = growth::zscores(&m);
     let checks = [
         ("wfa", Field::WeightG, z.wfa, "berat badan menurut umur", "weight-for-age"),

@@ -96,7 +96,12 @@ pub struct HttpSync {
     /// Shape requests for the link (budgets that shrink and grow, probes after a lost
     /// answer); off: everything at once, as tools and tests on a good link want.
     adaptive: bool,
+    /// Told the run's totals after every round that went through (a progress display).
+    progress: Option<Progress>,
 }
+
+/// A callback told a sync's totals so far, after each round.
+pub type Progress = std::sync::Arc<dyn Fn(&SyncReport) + Send + Sync>;
 
 /// HTTPS with rustls and the bundled web roots (a phone's system store may be old), plus
 /// `extra_roots`; plain HTTP still works for a LAN server.
@@ -167,7 +172,14 @@ impl HttpSync {
             retry,
             run_max: Duration::from_secs(RUN_SECONDS_DEFAULT),
             adaptive,
+            progress: None,
         }
+    }
+
+    /// Tell `progress` the run's totals after every round that went through.
+    pub fn with_progress(mut self, progress: Progress) -> Self {
+        self.progress = Some(progress);
+        self
     }
 
     /// Shape requests for the link (on for enrolled phones, off for bearer-token tools):
@@ -436,6 +448,9 @@ impl HttpSync {
             let applied = replica.apply_response(&resp)?;
             report.pulled_docs += applied.pulled;
             report.cursor = applied.cursor;
+            if let Some(progress) = &self.progress {
+                progress(&report);
+            }
             let outbox_left = !replica.outbox()?.is_empty() && !req.push.is_empty();
             if !applied.more && !outbox_left {
                 return Ok(report);

@@ -16,7 +16,9 @@ mod link;
 mod replica;
 mod stored;
 
-pub use client::{HttpSync, RetryPolicy, SyncReport, WireBytes, enrol, enrol_via, probe_of, refuses_document};
+pub use client::{
+    HttpSync, Progress, RetryPolicy, SyncReport, WireBytes, enrol, enrol_via, probe_of, refuses_document,
+};
 pub use error::ReplicaError;
 pub use link::{PAGE_BUDGET_MIN, RoundPlan};
-pub use replica::{ApplyReport, Credential, NewPerson, NewVisit, Replica, SyncLock, VisitRow, marker_path};
+pub use replica::{ApplyReport, Credential, NewPerson, NewVisit, PersonRow, Replica, SyncLock, VisitRow, marker_path};

@@ -173,6 +173,18 @@ pub struct VisitRow {
     pub services: String,
 }
 
+/// A registered person as the app's lists show them (the registry's projection).
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct PersonRow {
+    pub person_id: String,
+    pub posyandu: String,
+    pub name: String,
+    pub sex: String,
+    pub birth_date: String,
+    pub mother_name: String,
+    pub nik: Option<String>,
+}
+
 /// What one applied response did.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ApplyReport {
@@ -496,9 +508,10 @@ impl Replica {
         })
     }
 
-    /// Add a person to the posyandu's registry (created on first use).
+    /// Add a person to the posyandu's registry (created on first use). A registration the
+    /// server would mark invalid (a malformed NIK, a child with neither its own NIK nor its
+    /// mother's, a birth date ahead of `now`) is refused before it is captured (`doc`).
     pub fn register_person(&mut self, posyandu: &PosyanduId, p: NewPerson, now: i64) -> Result<PersonId, ReplicaError> {
-        let registry = self.ensure_doc(DocMeta::registry(posyandu.clone()))?;
         let person = Person {
             person_id: PersonId::new_random(),
             name: p.name,
@@ -516,6 +529,7 @@ impl Replica {
             registered_by: self.device,
             registered_at: now,
         };
+        let registry = self.ensure_doc(DocMeta::registry(posyandu.clone()))?;
         let id = person.person_id;
         self.mutate(registry, |_, am| {
             doc::register_person(am, &person, now)?;
@@ -583,6 +597,52 @@ impl Replica {
 
     pub fn all_visits(&self) -> Result<Vec<VisitRow>, ReplicaError> {
         self.query_visits("", [])
+    }
+
+    /// The visits of one person, oldest session first.
+    pub fn visits_of(&self, person: PersonId) -> Result<Vec<VisitRow>, ReplicaError> {
+        let mut rows = self.query_visits("WHERE person_id = ?1", [person.to_string()])?;
+        rows.sort_by(|a, b| a.session_date.cmp(&b.session_date));
+        Ok(rows)
+    }
+
+    /// The person's latest measurement on this device before `date` (what a capture is
+    /// checked against).
+    pub fn previous_measurement(&self, person: PersonId, date: time::Date) -> Result<Option<Previous>, ReplicaError> {
+        previous_in(&self.conn, person, date)
+    }
+
+    /// A registered person on this device, if any.
+    pub fn person(&self, id: PersonId) -> Result<Option<PersonRow>, ReplicaError> {
+        Ok(self.query_people("WHERE person_id = ?1", [id.to_string()])?.into_iter().next())
+    }
+
+    /// The people registered at a posyandu (every posyandu on this device with `None`), by name.
+    pub fn people(&self, posyandu: Option<&PosyanduId>) -> Result<Vec<PersonRow>, ReplicaError> {
+        match posyandu {
+            Some(p) => self.query_people("WHERE posyandu = ?1", [p.to_string()]),
+            None => self.query_people("", []),
+        }
+    }
+
+    fn query_people<P: rusqlite::Params>(&self, filter: &str, p: P) -> Result<Vec<PersonRow>, ReplicaError> {
+        let sql = format!(
+            "SELECT person_id, posyandu, name, sex, birth_date, mother_name, nik
+             FROM people {filter} ORDER BY name, person_id"
+        );
+        let mut stmt = self.conn.prepare(&sql)?;
+        let rows = stmt.query_map(p, |r| {
+            Ok(PersonRow {
+                person_id: r.get(0)?,
+                posyandu: r.get(1)?,
+                name: r.get(2)?,
+                sex: r.get(3)?,
+                birth_date: r.get(4)?,
+                mother_name: r.get(5)?,
+                nik: r.get(6)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
     }
 
     fn query_visits<P: rusqlite::Params>(&self, filter: &str, p: P) -> Result<Vec<VisitRow>, ReplicaError> {

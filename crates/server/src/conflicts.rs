@@ -5,7 +5,6 @@
 use crate::auth::Principal;
 use crate::error::ApiError;
 use posync_model::growth::{self, Measurement};
-use posync_model::record::age_days;
 use posync_model::{Field, FieldValue, PosyanduId, Role};
 use posync_proto::ErrorCode;
 use posync_store::{Actor, AuditAction, AuditEntry, ConflictFilter, ConflictRecord, ResolvedConflict, Store};
@@ -133,16 +132,7 @@ pub async fn detail(store: &dyn Store, who: &Principal, id: &str) -> Result<Conf
 /// The z-score a candidate value gives the child, for the growth fields.
 fn candidate_z(v: &posync_model::Visit, date: time::Date, field: Option<Field>, value: &FieldValue) -> Option<f64> {
     let FieldValue::Int(x) = value else { return None };
-    let mut m = Measurement {
-        sex: v.sex,
-        age_days: Some(age_days(v.birth_date, date)),
-        weight_g: v.weight_g,
-        length_mm: v.length_mm,
-        lying: v.lying,
-        head_circ_mm: v.head_circ_mm,
-        muac_mm: v.muac_mm,
-        oedema: false,
-    };
+    let mut m = Measurement::of_visit(v, date);
     let z = match field? {
         Field::WeightG => {
             m.weight_g = Some(*x);

@@ -86,8 +86,26 @@ fn convert(v: Value, t: ColType) -> Param {
     }
 }
 
+/// How far a move has come, for a progress display.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MoveProgress {
+    /// Rows copied so far, of every table's rows.
+    Copying { rows_done: u64, rows_total: u64 },
+    /// Documents checked in the target so far, of all of them.
+    Verifying { docs_done: u64, docs_total: u64 },
+}
+
 /// Copy everything in the SQLite store at `from` into `to`, then verify every document.
 pub async fn sqlite_to_postgres(from: &Path, to: &PgStore) -> Result<MigrationReport, StoreError> {
+    sqlite_to_postgres_with(from, to, &|_| {}).await
+}
+
+/// [`sqlite_to_postgres`], telling `progress` after every batch of rows and every document.
+pub async fn sqlite_to_postgres_with(
+    from: &Path,
+    to: &PgStore,
+    progress: &(dyn Fn(MoveProgress) + Sync),
+) -> Result<MigrationReport, StoreError> {
     // Opening through the store brings an older file up to the current schema first.
     drop(crate::SqliteStore::open(from)?);
     let src = rusqlite::Connection::open_with_flags(from, OpenFlags::SQLITE_OPEN_READ_ONLY)?;
@@ -98,8 +116,17 @@ pub async fn sqlite_to_postgres(from: &Path, to: &PgStore) -> Result<MigrationRe
     let feed_offset = clock(&tx, "feed").await?;
     let audit_offset = clock(&tx, "audit").await?;
     let mut report = MigrationReport { feed_offset, audit_offset, ..Default::default() };
+    let mut rows_total = 0u64;
     for table in TABLES {
-        let n = copy_table(&src, &tx, table, feed_offset, audit_offset).await?;
+        rows_total += src.query_row(&format!("SELECT COUNT(*) FROM {table}"), [], |r| r.get::<_, i64>(0))? as u64;
+    }
+    let mut rows_done = 0u64;
+    for table in TABLES {
+        let mut copied = |n: u64| {
+            rows_done += n;
+            progress(MoveProgress::Copying { rows_done, rows_total });
+        };
+        let n = copy_table(&src, &tx, table, feed_offset, audit_offset, &mut copied).await?;
         report.rows.push((table.to_owned(), n));
     }
     tx.execute(
@@ -113,7 +140,7 @@ pub async fn sqlite_to_postgres(from: &Path, to: &PgStore) -> Result<MigrationRe
     )
     .await?;
     tx.commit().await?;
-    report.docs_verified = verify(&src, to).await?;
+    report.docs_verified = verify(&src, to, progress).await?;
     Ok(report)
 }
 
@@ -139,6 +166,7 @@ async fn copy_table(
     table: &str,
     feed_offset: i64,
     audit_offset: i64,
+    copied_rows: &mut (dyn FnMut(u64) + Send),
 ) -> Result<u64, StoreError> {
     let cols = columns(tx, table).await?;
     let names: Vec<&str> = cols.iter().map(|(n, _)| n.as_str()).collect();
@@ -171,10 +199,14 @@ async fn copy_table(
         }
         batch.push(values);
         if batch.len() == BATCH_ROWS_MAX {
-            copied += insert_batch(tx, table, &names, std::mem::take(&mut batch)).await?;
+            let n = insert_batch(tx, table, &names, std::mem::take(&mut batch)).await?;
+            copied_rows(n);
+            copied += n;
         }
     }
-    copied += insert_batch(tx, table, &names, batch).await?;
+    let n = insert_batch(tx, table, &names, batch).await?;
+    copied_rows(n);
+    copied += n;
     for (unit, parent) in parents {
         tx.execute("UPDATE units SET parent_id = $2 WHERE unit_id = $1 AND parent_id IS NULL", &[&unit, &parent])
             .await?;
@@ -210,7 +242,11 @@ async fn insert_batch(
 
 /// Every SQLite document's heads, compared with what PostgreSQL's stored bytes (snapshot
 /// and chunks, as the store reads them) load to.
-async fn verify(src: &rusqlite::Connection, to: &PgStore) -> Result<u64, StoreError> {
+async fn verify(
+    src: &rusqlite::Connection,
+    to: &PgStore,
+    progress: &(dyn Fn(MoveProgress) + Sync),
+) -> Result<u64, StoreError> {
     use crate::SyncStore;
     let mut stmt = src.prepare("SELECT doc_id, heads FROM docs ORDER BY doc_id")?;
     let expected: Vec<(String, Vec<u8>)> =
@@ -228,6 +264,7 @@ async fn verify(src: &rusqlite::Connection, to: &PgStore) -> Result<u64, StoreEr
             return Err(mismatch("bytes load to other heads"));
         }
         verified += 1;
+        progress(MoveProgress::Verifying { docs_done: verified, docs_total: expected.len() as u64 });
     }
     Ok(verified)
 }

@@ -140,3 +140,66 @@ impl Site {
         serve_logged(args, log)
     }
 }
+
+/// `posync ARGS` run in `dir`, without POSYNC_* settings from the caller's environment.
+pub fn posync_in(dir: &Path, args: &[&str]) -> std::process::Output {
+    let bin = std::env::var_os("POSYNC_BIN").unwrap_or_else(|| env!("CARGO_BIN_EXE_posync").into());
+    let mut cmd = Command::new(bin);
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with("POSYNC_") {
+            cmd.env_remove(key);
+        }
+    }
+    cmd.current_dir(dir).args(args).stdin(Stdio::null()).output().expect("run posync")
+}
+
+/// [`posync_in`], which must succeed; its stdout.
+pub fn posync_ok(dir: &Path, args: &[&str]) -> String {
+    let out = posync_in(dir, args);
+    assert!(
+        out.status.success(),
+        "posync {args:?} failed: {}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(&out.stdout)
+    );
+    String::from_utf8(out.stdout).expect("utf-8 stdout")
+}
+
+/// The shipped district fixture (Kota Banjar: 40 posyandu, 308 users) imported into
+/// `posync.sqlite` in a directory, its server running.
+pub struct District {
+    pub dir: tempfile::TempDir,
+    pub server: Instance,
+}
+
+impl District {
+    pub fn start() -> Self {
+        let dir = tempfile::tempdir().expect("dir");
+        let fixture = concat!(env!("CARGO_MANIFEST_DIR"), "/../../fixtures/district-kota-banjar.json");
+        posync_ok(dir.path(), &["admin", "--create", "--db", "posync.sqlite", "import", fixture]);
+        let server = serve([OsStr::new("--db"), dir.path().join("posync.sqlite").as_os_str()]);
+        Self { dir, server }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// `posync ARGS` in the district's directory; must succeed; its stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        posync_ok(self.path(), args)
+    }
+
+    /// `posync ARGS` in the district's directory, as it went.
+    pub fn run(&self, args: &[&str]) -> std::process::Output {
+        posync_in(self.path(), args)
+    }
+
+    /// A phone (`replica`, in the directory) enrolled as `user` with a fresh code.
+    pub fn enrol(&self, user: &str, replica: &str) {
+        let issued: serde_json::Value =
+            serde_json::from_str(&self.ok(&["admin", "--db", "posync.sqlite", "enrol", user])).expect("code json");
+        let code = issued["code"].as_str().expect("code");
+        self.ok(&["kader", "enrol", "--replica", replica, "--server", &self.server.url, "--code", code]);
+    }
+}
