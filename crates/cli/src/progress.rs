@@ -37,9 +37,13 @@ impl Progress {
         self.0.set_message(message);
     }
 
-    /// Leave the last state on screen with `message`.
+    /// Clear the bar and leave `message` on its own line (at a terminal only).
     pub fn done(&self, message: String) {
-        self.0.finish_with_message(message);
+        let shown = !self.0.is_hidden();
+        self.0.finish_and_clear();
+        if shown {
+            eprintln!("{message}");
+        }
     }
 }
 

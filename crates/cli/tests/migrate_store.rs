@@ -21,8 +21,22 @@ fn migrate(sqlite: &Path, url: &str) -> serde_json::Value {
         .args(["--to", url])
         .output()
         .expect("run posync migrate-store");
-    assert!(out.status.success(), "migrate-store failed: {}", String::from_utf8_lossy(&out.stderr));
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "migrate-store failed: {log}");
+    assert!(!log.contains("Memindahkan"), "progress drawn into a pipe: {log}");
     serde_json::from_slice(&out.stdout).expect("a JSON report")
+}
+
+/// [`migrate`] at a terminal (a pseudo-terminal from `script`): it shows its progress.
+fn migrate_at_a_terminal(sqlite: &Path, url: &str) -> serde_json::Value {
+    let line =
+        format!("'{}' migrate-store --from 'sqlite:{}' --to '{url}'", env!("CARGO_BIN_EXE_posync"), sqlite.display());
+    let out = Command::new("script").env("TERM", "xterm").args(["-qec", &line, "/dev/null"]).output().expect("script");
+    let seen = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "migrate-store failed: {seen}");
+    assert!(seen.contains("Memindahkan") && seen.contains("documents verified"), "no progress at a terminal: {seen:?}");
+    let json = seen.lines().find_map(|l| l.find("{\"").map(|at| &l[at..])).expect("the report line");
+    serde_json::from_str(json).expect("a JSON report")
 }
 
 async fn everything(store: &dyn Store) -> Scope {
@@ -127,7 +141,7 @@ async fn a_district_moves_from_sqlite_to_postgres_with_nothing_lost() {
     let other_stats = other.store.stats().await.expect("stats");
     let before = pg.stats().await.expect("stats");
     let other_path = other.dir.path().join("server.sqlite");
-    let report = migrate(&other_path, &url);
+    let report = migrate_at_a_terminal(&other_path, &url);
     assert_eq!(report["feed_offset"], before.feed_entries, "the second district's feed follows the first's");
     assert_eq!(report["docs_verified"], other_stats.docs);
     let after = pg.stats().await.expect("stats");

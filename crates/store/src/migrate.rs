@@ -89,7 +89,7 @@ fn convert(v: Value, t: ColType) -> Param {
 /// How far a move has come, for a progress display.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum MoveProgress {
-    /// Rows copied so far, of every table's rows.
+    /// Rows read and sent so far, of every table's rows.
     Copying { rows_done: u64, rows_total: u64 },
     /// Documents checked in the target so far, of all of them.
     Verifying { docs_done: u64, docs_total: u64 },
@@ -166,7 +166,7 @@ async fn copy_table(
     table: &str,
     feed_offset: i64,
     audit_offset: i64,
-    copied_rows: &mut (dyn FnMut(u64) + Send),
+    read_rows: &mut (dyn FnMut(u64) + Send),
 ) -> Result<u64, StoreError> {
     let cols = columns(tx, table).await?;
     let names: Vec<&str> = cols.iter().map(|(n, _)| n.as_str()).collect();
@@ -199,14 +199,12 @@ async fn copy_table(
         }
         batch.push(values);
         if batch.len() == BATCH_ROWS_MAX {
-            let n = insert_batch(tx, table, &names, std::mem::take(&mut batch)).await?;
-            copied_rows(n);
-            copied += n;
+            read_rows(BATCH_ROWS_MAX as u64);
+            copied += insert_batch(tx, table, &names, std::mem::take(&mut batch)).await?;
         }
     }
-    let n = insert_batch(tx, table, &names, batch).await?;
-    copied_rows(n);
-    copied += n;
+    read_rows(batch.len() as u64);
+    copied += insert_batch(tx, table, &names, batch).await?;
     for (unit, parent) in parents {
         tx.execute("UPDATE units SET parent_id = $2 WHERE unit_id = $1 AND parent_id IS NULL", &[&unit, &parent])
             .await?;
