@@ -4,7 +4,7 @@
 //! flag day. The algorithm is pinned: `none`, HMAC and anything else are refused.
 //!
 //! A token only says who is calling. What they may touch is resolved per request from the
-//! server's own data (device not revoked, user's role and units): see `routes::authenticate`.
+//! server's own data (device not revoked, user's role and units): see `routes::authenticate` (`routes/mod.rs`).
 
 use crate::error::ApiError;
 use ed25519_dalek::SigningKey;

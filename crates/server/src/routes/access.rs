@@ -1,0 +1,177 @@
+//! Enrolment, token refresh and the admin console over HTTP (hierarchy, users, devices, audit).
+
+use super::*;
+
+/// Longest device label an admin sees.
+pub(super) const LABEL_CHARS_MAX: usize = 64;
+
+pub(super) async fn enrol(
+    State(state): State<AppState>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<EnrolResponse>, ApiError> {
+    let req: EnrolRequest = json_body(body)?;
+    if !req.device.is_assignable() {
+        return Err(ApiError::new(ErrorCode::InvalidRequest, "this device id is reserved; generate a random one"));
+    }
+    let now = state.now();
+    let refresh_token = auth::new_refresh_token();
+    let label: String = req.label.chars().filter(|c| !c.is_control()).take(LABEL_CHARS_MAX).collect();
+    let credential = NewCredential {
+        device: req.device,
+        label,
+        refresh_hash: auth::secret_hash(&refresh_token),
+        refresh_expires_at: now + auth::REFRESH_IDLE_SECONDS,
+    };
+    let normalised = auth::normalise_code(&req.code);
+    state.auth_limiter.code(&normalised)?;
+    let code_hash = auth::secret_hash(&normalised);
+    let user = state.store().redeem_enrolment(code_hash, credential, now).await?;
+    tracing::info!(device = %req.device, user = %user.id, "device enrolled");
+    let access = state.keys.issue(&user.id, req.device, user.role, now, auth::ACCESS_TTL_SECONDS);
+    Ok(Json(EnrolResponse {
+        user: user.id,
+        role: user.role,
+        refresh_token,
+        refresh_expires_at: now + auth::REFRESH_IDLE_SECONDS,
+        access,
+    }))
+}
+
+pub(super) async fn refresh(
+    State(state): State<AppState>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<AccessToken>, ApiError> {
+    let req: RefreshRequest = json_body(body)?;
+    state.auth_limiter.device(req.device)?;
+    let now = state.now();
+    let hash = auth::secret_hash(&req.refresh_token);
+    let user = state.store().refresh_device(req.device, hash, now + auth::REFRESH_IDLE_SECONDS, now).await?;
+    Ok(Json(state.keys.issue(&user.id, req.device, user.role, now, auth::ACCESS_TTL_SECONDS)))
+}
+
+// ---- admin ----
+
+pub(super) async fn admin_caller(state: &AppState, headers: &HeaderMap) -> Result<AdminCaller, ApiError> {
+    let who = authenticate(state, headers).await?;
+    if !who.role.is_admin() {
+        return Err(ApiError::new(ErrorCode::Forbidden, "only a district admin may use the admin API"));
+    }
+    Ok(AdminCaller::Admin(who))
+}
+
+pub(super) async fn admin_units(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Json<Vec<Unit>>, ApiError> {
+    let caller = admin_caller(&state, &headers).await?;
+    Ok(Json(state.admin.units(&caller).await?))
+}
+
+#[derive(serde::Deserialize)]
+pub(super) struct PutUnit {
+    kind: posync_model::UnitKind,
+    parent: UnitId,
+    name: String,
+}
+
+pub(super) async fn admin_put_unit(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<StatusCode, ApiError> {
+    let caller = admin_caller(&state, &headers).await?;
+    let id: UnitId = parse_path(&id, "unit")?;
+    let body: PutUnit = json_body(body)?;
+    let unit = Unit { id, kind: body.kind, parent: Some(body.parent), name: body.name };
+    state.admin.put_unit(&caller, unit, state.now()).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+pub(super) async fn admin_users(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Json<Vec<posync_store::UserRecord>>, ApiError> {
+    let caller = admin_caller(&state, &headers).await?;
+    Ok(Json(state.admin.users(&caller).await?))
+}
+
+#[derive(serde::Deserialize)]
+pub(super) struct PutUser {
+    name: String,
+    role: Role,
+    units: Vec<UnitId>,
+}
+
+pub(super) async fn admin_put_user(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<StatusCode, ApiError> {
+    let caller = admin_caller(&state, &headers).await?;
+    let id: UserId = parse_path(&id, "user")?;
+    let body: PutUser = json_body(body)?;
+    let user = UserSpec { id, name: body.name, role: body.role, units: body.units };
+    state.admin.save_user(&caller, user, state.now()).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+pub(super) async fn admin_enrol(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<crate::admin::IssuedCode>, ApiError> {
+    let caller = admin_caller(&state, &headers).await?;
+    let id: UserId = parse_path(&id, "user")?;
+    Ok(Json(state.admin.issue_enrolment(&caller, id, state.now()).await?))
+}
+
+pub(super) async fn admin_devices(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Json<Vec<posync_store::DeviceRecord>>, ApiError> {
+    let caller = admin_caller(&state, &headers).await?;
+    Ok(Json(state.admin.devices(&caller).await?))
+}
+
+pub(super) async fn admin_revoke(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let caller = admin_caller(&state, &headers).await?;
+    let device: DeviceId = parse_path(&id, "device")?;
+    state.admin.revoke_device(&caller, device, state.now()).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(serde::Deserialize)]
+pub(super) struct AuditQuery {
+    #[serde(default)]
+    after: u64,
+    #[serde(default = "audit_limit_default")]
+    limit: usize,
+}
+
+pub(super) fn audit_limit_default() -> usize {
+    100
+}
+
+pub(super) async fn admin_audit(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    query: Result<axum::extract::Query<AuditQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Vec<posync_store::AuditRecord>>, ApiError> {
+    let caller = admin_caller(&state, &headers).await?;
+    let axum::extract::Query(q) =
+        query.map_err(|_| ApiError::new(ErrorCode::MalformedBody, "query must be after=<seq>&limit=<n>"))?;
+    Ok(Json(state.admin.audit_log(&caller, q.after, q.limit).await?))
+}
+
+/// Parse a hierarchy file for the console import.
+pub fn parse_hierarchy(json: &str) -> Result<HierarchyFile, ApiError> {
+    HierarchyFile::parse(json).map_err(|e| ApiError::new(ErrorCode::InvalidRequest, e.to_string()))
+}
+
+// ---- reports ----
