@@ -22,10 +22,27 @@ pub struct ValueView {
     pub value: FieldValue,
     pub device: Option<String>,
     pub user: Option<String>,
+    /// The user's name, for people reading the queue.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user_name: Option<String>,
     pub winner: bool,
     /// The z-score this value would give, for a child's measurement.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub z: Option<f64>,
+    /// Which indicator `z` is of (`wfa`, `lhfa`, `hcfa`, `muacfa`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub z_indicator: Option<&'static str>,
+    /// What `z` means, by Permenkes 2/2020 (weight- and length-for-age only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub z_status: Option<StatusView>,
+}
+
+/// A nutrition status in words.
+#[derive(Clone, Debug, Serialize)]
+pub struct StatusView {
+    pub code: &'static str,
+    pub id: &'static str,
+    pub en: &'static str,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -33,6 +50,14 @@ pub struct ConflictView {
     pub id: String,
     pub doc: String,
     pub posyandu: PosyanduId,
+    /// The posyandu's name (`Posyandu Melati 1`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub posyandu_name: Option<String>,
+    /// Whom the record is about: the visit's child or the registered person.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub subject_name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub subject_birth_date: Option<String>,
     pub collection: String,
     pub record_id: String,
     pub field: String,
@@ -46,15 +71,40 @@ pub struct ConflictView {
     pub history: Vec<serde_json::Value>,
 }
 
-async fn users_by_device(store: &dyn Store) -> Result<BTreeMap<String, String>, ApiError> {
-    Ok(store.devices().await?.into_iter().filter_map(|d| Some((d.device.to_string(), d.user?.to_string()))).collect())
+/// Names for ids, so a person reads "Posyandu Melati 1" and "Euis Nurhayati", not ids.
+struct Names {
+    /// Device → (user id, user name).
+    users: BTreeMap<String, (String, String)>,
+    units: BTreeMap<String, String>,
 }
 
-fn view(c: ConflictRecord, users: &BTreeMap<String, String>) -> ConflictView {
+impl Names {
+    async fn load(store: &dyn Store) -> Result<Self, ApiError> {
+        let user_names: BTreeMap<String, String> =
+            store.users().await?.into_iter().map(|u| (u.id.to_string(), u.name)).collect();
+        let users = store
+            .devices()
+            .await?
+            .into_iter()
+            .filter_map(|d| {
+                let user = d.user?.to_string();
+                let name = user_names.get(&user).cloned().unwrap_or_default();
+                Some((d.device.to_string(), (user, name)))
+            })
+            .collect();
+        let units = store.unit_tree().await?.units.into_iter().map(|u| (u.id.to_string(), u.name)).collect();
+        Ok(Names { users, units })
+    }
+}
+
+fn view(c: ConflictRecord, names: &Names) -> ConflictView {
     ConflictView {
         id: c.id,
         doc: c.doc.to_string(),
+        posyandu_name: names.units.get(c.posyandu.as_str()).cloned(),
         posyandu: c.posyandu,
+        subject_name: c.subject_name,
+        subject_birth_date: c.subject_birth_date,
         collection: c.collection,
         record_id: c.record_id,
         field: c.field,
@@ -63,8 +113,17 @@ fn view(c: ConflictRecord, users: &BTreeMap<String, String>) -> ConflictView {
             .into_iter()
             .map(|v| {
                 let device = v.device.map(|d| d.to_string());
-                let user = device.as_ref().and_then(|d| users.get(d).cloned());
-                ValueView { value: v.value, device, user, winner: v.winner, z: None }
+                let who = device.as_ref().and_then(|d| names.users.get(d));
+                ValueView {
+                    value: v.value,
+                    user: who.map(|(id, _)| id.clone()),
+                    user_name: who.map(|(_, name)| name.clone()).filter(|n| !n.is_empty()),
+                    device,
+                    winner: v.winner,
+                    z: None,
+                    z_indicator: None,
+                    z_status: None,
+                }
             })
             .collect(),
         opened_at: c.opened_at,
@@ -74,8 +133,8 @@ fn view(c: ConflictRecord, users: &BTreeMap<String, String>) -> ConflictView {
 }
 
 pub async fn list(store: &dyn Store, who: &Principal, filter: ConflictFilter) -> Result<Vec<ConflictView>, ApiError> {
-    let users = users_by_device(store).await?;
-    Ok(store.conflicts(who.scope.clone(), filter).await?.into_iter().map(|c| view(c, &users)).collect())
+    let names = Names::load(store).await?;
+    Ok(store.conflicts(who.scope.clone(), filter).await?.into_iter().map(|c| view(c, &names)).collect())
 }
 
 async fn in_scope(store: &dyn Store, who: &Principal, id: &str) -> Result<ConflictRecord, ApiError> {
@@ -90,7 +149,7 @@ async fn in_scope(store: &dyn Store, who: &Principal, id: &str) -> Result<Confli
 /// One conflict with its context.
 pub async fn detail(store: &dyn Store, who: &Principal, id: &str) -> Result<ConflictView, ApiError> {
     let c = in_scope(store, who, id).await?;
-    let users = users_by_device(store).await?;
+    let names = Names::load(store).await?;
     let stored = store.get(c.doc).await?.ok_or_else(|| ApiError::new(ErrorCode::NotFound, "document gone"))?;
     let am = automerge::Automerge::load(&stored.bytes)
         .map_err(|_| ApiError::new(ErrorCode::Internal, "stored document does not load"))?;
@@ -99,11 +158,15 @@ pub async fn detail(store: &dyn Store, who: &Principal, id: &str) -> Result<Conf
         .into_iter()
         .find(|v| v.visit_id.to_string() == c.record_id);
     let session_date = posync_model::doc::read_meta(&am).ok().and_then(|m| m.date);
-    let mut out = view(c, &users);
+    let mut out = view(c, &names);
     if let (Some(v), Some(date)) = (&visit, session_date) {
         let field = Field::from_key(&out.field);
         for value in &mut out.values {
-            value.z = candidate_z(v, date, field, &value.value);
+            if let Some((indicator, z)) = candidate_z(v, date, field, &value.value) {
+                value.z = Some((z * 100.0).round() / 100.0);
+                value.z_indicator = Some(indicator);
+                value.z_status = status_of(indicator, z);
+            }
         }
         out.record = Some(serde_json::json!({
             "visit_id": v.visit_id.to_string(), "person_id": v.person_id.to_string(), "name": v.name,
@@ -129,30 +192,50 @@ pub async fn detail(store: &dyn Store, who: &Principal, id: &str) -> Result<Conf
     Ok(out)
 }
 
-/// The z-score a candidate value gives the child, for the growth fields.
-fn candidate_z(v: &posync_model::Visit, date: time::Date, field: Option<Field>, value: &FieldValue) -> Option<f64> {
+/// The indicator and z-score a candidate value gives the child, for the growth fields.
+fn candidate_z(
+    v: &posync_model::Visit,
+    date: time::Date,
+    field: Option<Field>,
+    value: &FieldValue,
+) -> Option<(&'static str, f64)> {
     let FieldValue::Int(x) = value else { return None };
     let mut m = Measurement::of_visit(v, date);
-    let z = match field? {
+    let (indicator, z) = match field? {
         Field::WeightG => {
             m.weight_g = Some(*x);
-            growth::zscores(&m).wfa
+            ("wfa", growth::zscores(&m).wfa)
         }
         Field::LengthMm => {
             m.length_mm = Some(*x);
-            growth::zscores(&m).lhfa
+            ("lhfa", growth::zscores(&m).lhfa)
         }
         Field::HeadCircMm => {
             m.head_circ_mm = Some(*x);
-            growth::zscores(&m).hcfa
+            ("hcfa", growth::zscores(&m).hcfa)
         }
         Field::MuacMm => {
             m.muac_mm = Some(*x);
-            growth::zscores(&m).muacfa
+            ("muacfa", growth::zscores(&m).muacfa)
+        }
+        _ => return None,
+    };
+    Some((indicator, z?))
+}
+
+/// The Permenkes 2/2020 status of a weight- or length-for-age z-score, in words.
+fn status_of(indicator: &str, z: f64) -> Option<StatusView> {
+    match indicator {
+        "wfa" => {
+            let s = growth::WeightForAgeStatus::from_z(z);
+            Some(StatusView { code: s.code(), id: s.label_id(), en: s.label_en() })
+        }
+        "lhfa" => {
+            let s = growth::HeightForAgeStatus::from_z(z);
+            Some(StatusView { code: s.code(), id: s.label_id(), en: s.label_en() })
         }
         _ => None,
-    };
-    z.map(|z| (z * 100.0).round() / 100.0)
+    }
 }
 
 /// Decide conflict `id` with `value` (one of the values or a corrected one).

@@ -71,7 +71,20 @@ pub struct ConflictFilter {
     pub field: Option<String>,
     /// Default: review only.
     pub policy: Option<posync_model::Policy>,
+    /// Only conflicts about a person (or their visit) born on or after this day.
+    pub born_from: Option<time::Date>,
+    /// Only conflicts about a person (or their visit) born before this day.
+    pub born_before: Option<time::Date>,
+    /// Only conflicts open since this time or earlier (Unix seconds): the oldest first.
+    pub opened_before: Option<i64>,
+    /// Conflicts to skip (paging), oldest first.
+    pub offset: u64,
+    /// At most this many (default and bound: [`CONFLICTS_PAGE_MAX`]).
+    pub limit: Option<u32>,
 }
+
+/// The most conflicts one list answer holds.
+pub const CONFLICTS_PAGE_MAX: u32 = 1000;
 
 /// One value of a conflict and who wrote it.
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -95,6 +108,11 @@ pub struct ConflictRecord {
     pub values: Vec<ConflictValueRecord>,
     pub opened_at: i64,
     pub updated_at: i64,
+    /// The name of the person the conflicting record is about (the visit's child or the
+    /// registered person), when the projection holds it.
+    pub subject_name: Option<String>,
+    /// Their birth date, `YYYY-MM-DD`.
+    pub subject_birth_date: Option<String>,
 }
 
 /// A person as the duplicate list shows them.

@@ -20,6 +20,22 @@ impl Dialect {
         }
     }
 
+    /// Parameter `n` where its type must be known without context (`IS NULL` of a text).
+    pub fn text_p(self, n: usize) -> String {
+        match self {
+            Dialect::Sqlite => format!("?{n}"),
+            Dialect::Postgres => format!("${n}::text"),
+        }
+    }
+
+    /// Parameter `n` as an integer whose type must be known without context.
+    pub fn int_p(self, n: usize) -> String {
+        match self {
+            Dialect::Sqlite => format!("?{n}"),
+            Dialect::Postgres => format!("${n}::bigint"),
+        }
+    }
+
     /// `column` is one of the texts of parameter `n` (a [`Value::Texts`]).
     pub fn in_list(self, column: &str, n: usize) -> String {
         match self {

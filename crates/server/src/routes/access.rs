@@ -51,6 +51,39 @@ pub(super) async fn refresh(
 
 // ---- admin ----
 
+/// `POST /v1/auth/logout`: the caller's own device is revoked (a browser signing out), so
+/// its refresh token and every access token it holds stop working at once, and the device
+/// list does not fill with forgotten browsers. Audited as a revocation by the user.
+pub(super) async fn logout(State(state): State<AppState>, headers: HeaderMap) -> Result<StatusCode, ApiError> {
+    let who = authenticate(&state, &headers).await?;
+    let actor = Actor::User { user: who.user.clone(), device: who.device };
+    let detail = serde_json::json!({ "user": who.user, "reason": "signed_out" });
+    let audit = AuditEntry::new(state.now(), &actor, AuditAction::DeviceRevoked, who.device, detail)
+        .concerning(who.scope.posyandu().next());
+    state.store().revoke_device(who.device, audit).await?;
+    tracing::info!(device = %who.device, "device signed out and revoked");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `GET /v1/me`: who the caller is and the units they see (their posyandu and every unit
+/// above them, with names), for the web app's navigation. From server data only.
+pub(super) async fn me(State(state): State<AppState>, headers: HeaderMap) -> Result<Json<serde_json::Value>, ApiError> {
+    let who = authenticate(&state, &headers).await?;
+    let name = state.store().user(who.user.clone()).await?.map(|u| u.name).unwrap_or_default();
+    let tree = state.store().unit_tree().await?;
+    let mut seen = std::collections::BTreeSet::new();
+    let mut units: Vec<&Unit> = Vec::new();
+    for p in who.scope.posyandu() {
+        for u in tree.ancestors(&UnitId::from(p.clone())) {
+            if seen.insert(u.id.clone()) {
+                units.push(u);
+            }
+        }
+    }
+    units.sort_by(|a, b| (a.kind, &a.name).cmp(&(b.kind, &b.name)));
+    Ok(Json(serde_json::json!({ "user": who.user, "name": name, "role": who.role, "units": units })))
+}
+
 pub(super) async fn admin_caller(state: &AppState, headers: &HeaderMap) -> Result<AdminCaller, ApiError> {
     let who = authenticate(state, headers).await?;
     if !who.role.is_admin() {

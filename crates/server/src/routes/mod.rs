@@ -119,6 +119,8 @@ pub fn router(state: AppState) -> Router {
         .layer(axum::middleware::from_fn_with_state(state.clone(), limit_by_address))
         .layer(DefaultBodyLimit::max(JSON_BODY_BYTES_MAX));
     let json_routes = Router::new()
+        .route("/v1/auth/logout", post(logout))
+        .route("/v1/me", get(me))
         .route("/v1/admin/units", get(admin_units))
         .route("/v1/admin/units/{id}", axum::routing::put(admin_put_unit))
         .route("/v1/admin/users", get(admin_users))
@@ -146,8 +148,7 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(metrics))
         .route("/v1/admin/telemetry", get(admin_telemetry))
         .route("/admin", get(admin_page))
-        .route("/admin/admin.js", get(admin_script))
-        .route("/admin/admin.css", get(admin_style))
+        .route("/admin/{file}", get(app_file))
         .route("/v1/sync", post(sync))
         .route("/{version}/sync", post(other_version))
         .route("/v1/docs/{doc}", get(get_doc))

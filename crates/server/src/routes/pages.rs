@@ -2,11 +2,17 @@
 
 use super::*;
 
-/// The conflict admin page: one self-contained file compiled into the binary (no build step,
-/// no assets fetched at run time). It signs in with an enrolment code like a phone does.
-pub(super) const ADMIN_PAGE: &str = include_str!("../../assets/admin.html");
-pub(super) const ADMIN_SCRIPT: &str = include_str!("../../assets/admin.js");
-pub(super) const ADMIN_STYLE: &str = include_str!("../../assets/admin.css");
+/// The puskesmas web app: plain files compiled into the binary (no build step, nothing
+/// fetched at run time), ES modules under one CSP. It signs in with an enrolment code like a
+/// phone does.
+const APP_FILES: [(&str, &str, &str); 6] = [
+    ("index.html", include_str!("../../assets/app/index.html"), "text/html; charset=utf-8"),
+    ("app.css", include_str!("../../assets/app/app.css"), "text/css; charset=utf-8"),
+    ("main.js", include_str!("../../assets/app/main.js"), "text/javascript; charset=utf-8"),
+    ("api.js", include_str!("../../assets/app/api.js"), "text/javascript; charset=utf-8"),
+    ("i18n.js", include_str!("../../assets/app/i18n.js"), "text/javascript; charset=utf-8"),
+    ("conflicts.js", include_str!("../../assets/app/conflicts.js"), "text/javascript; charset=utf-8"),
+];
 
 /// Scripts and styles only from this server's own files: no inline code, so an injected
 /// value can never run.
@@ -22,16 +28,17 @@ pub(super) fn admin_asset(body: &'static str, content_type: &'static str) -> Res
     r
 }
 
+/// `/admin`: the app's page.
 pub(super) async fn admin_page() -> Response {
-    admin_asset(ADMIN_PAGE, "text/html; charset=utf-8")
+    app_file(Path("index.html".to_owned())).await
 }
 
-pub(super) async fn admin_script() -> Response {
-    admin_asset(ADMIN_SCRIPT, "text/javascript; charset=utf-8")
-}
-
-pub(super) async fn admin_style() -> Response {
-    admin_asset(ADMIN_STYLE, "text/css; charset=utf-8")
+/// `/admin/{file}`: one of the app's files; anything else is 404.
+pub(super) async fn app_file(Path(name): Path<String>) -> Response {
+    match APP_FILES.iter().find(|(n, _, _)| *n == name) {
+        Some((_, body, content_type)) => admin_asset(body, content_type),
+        None => ApiError::new(ErrorCode::NotFound, "no such file").into_response(),
+    }
 }
 
 // ---- semantic duplicates ----

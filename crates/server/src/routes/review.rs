@@ -10,6 +10,24 @@ pub(super) struct ConflictQuery {
     policy: Option<String>,
     /// Only conflicts open for at least this many days (the oldest need attention first).
     older_than_days: Option<u32>,
+    /// Only conflicts about a child at least this many months old today.
+    age_months_min: Option<u32>,
+    /// Only conflicts about a child younger than this many months today.
+    age_months_max: Option<u32>,
+    /// Conflicts to skip (paging).
+    #[serde(default)]
+    offset: u64,
+    /// At most this many (1..=1000; default 1000).
+    limit: Option<u32>,
+}
+
+/// The day `months` whole months before `day` (the last day of a shorter month).
+fn months_before(day: time::Date, months: u32) -> time::Date {
+    let total = day.year() * 12 + i32::from(u8::from(day.month())) - 1 - i32::try_from(months).unwrap_or(i32::MAX / 2);
+    let (year, month0) = (total.div_euclid(12), total.rem_euclid(12));
+    let month = time::Month::try_from(u8::try_from(month0 + 1).unwrap_or(1)).unwrap_or(time::Month::January);
+    let last = time::util::days_in_month(month, year);
+    time::Date::from_calendar_date(year, month, day.day().min(last)).unwrap_or(time::Date::MIN)
 }
 
 pub(super) async fn conflicts_list(
@@ -29,6 +47,16 @@ pub(super) async fn conflicts_list(
             Some("auto") => Some(posync_model::Policy::Auto),
             Some(_) => return Err(invalid("policy (review or auto)")),
         },
+        // A child is at least N months old when born on or before the day N months ago.
+        born_before: q.age_months_min.map(|m| months_before(today(&state), m) + time::Duration::days(1)),
+        born_from: q.age_months_max.map(|m| months_before(today(&state), m) + time::Duration::days(1)),
+        opened_before: q.older_than_days.map(|days| state.now() - i64::from(days) * 86_400),
+        offset: q.offset,
+        limit: match q.limit {
+            Some(n @ 1..=posync_store::CONFLICTS_PAGE_MAX) => Some(n),
+            Some(_) => return Err(invalid("limit (1 to 1000)")),
+            None => None,
+        },
     };
     let mut who = who;
     if let Some(pkm) = q.puskesmas {
@@ -43,12 +71,7 @@ pub(super) async fn conflicts_list(
             .collect();
         who.scope = posync_model::Scope::new(under);
     }
-    let mut list = crate::conflicts::list(state.store().as_ref(), &who, filter).await?;
-    if let Some(days) = q.older_than_days {
-        let cutoff = state.now() - i64::from(days) * 86_400;
-        list.retain(|c| c.opened_at <= cutoff);
-    }
-    Ok(Json(list))
+    Ok(Json(crate::conflicts::list(state.store().as_ref(), &who, filter).await?))
 }
 
 pub(super) async fn conflict_detail(

@@ -3,7 +3,7 @@
 use super::scope_texts;
 use crate::core::{Projection, Records};
 use crate::sql::{Dialect, Insert, Row, Statement, Value};
-use crate::{ConflictFilter, ConflictRecord, ConflictValueRecord, StoreError};
+use crate::{CONFLICTS_PAGE_MAX, ConflictFilter, ConflictRecord, ConflictValueRecord, StoreError};
 use posync_model::record::{FieldKind, format_date};
 use posync_model::{DeviceId, DocId, Field, FieldConflict, FieldValue, Person, Policy, Scope, Visit};
 
@@ -269,33 +269,59 @@ pub fn conflicts_write(
     Ok((delete, upsert))
 }
 
+/// The conflict index's columns, in the order a conflict row is written.
 const CONFLICT_COLUMNS: &str =
     "conflict_id, doc_id, posyandu, collection, record_id, field, policy, vals, opened_at, updated_at";
 
-/// Open conflicts of the scope, filtered, oldest first (at most 1,000).
+/// A conflict with the name and birth date of whom it is about (its visit's child, or the
+/// registered person), for a reviewer's list.
+const CONFLICT_FROM: &str = "SELECT c.conflict_id, c.doc_id, c.posyandu, c.collection, c.record_id, c.field, c.policy,
+        c.vals, c.opened_at, c.updated_at, COALESCE(v.name, p.name), COALESCE(v.birth_date, p.birth_date)
+     FROM conflicts c
+     LEFT JOIN visits v ON v.visit_id = c.record_id
+     LEFT JOIN people p ON p.person_id = c.record_id";
+
+/// Open conflicts of the scope, filtered, oldest first, one page (at most 1,000).
 pub fn conflicts_list(d: Dialect, scope: &Scope, filter: &ConflictFilter) -> Statement {
     let policy = policy_code(filter.policy.unwrap_or(Policy::Review));
+    let limit = filter.limit.unwrap_or(CONFLICTS_PAGE_MAX).clamp(1, CONFLICTS_PAGE_MAX);
+    let born = "COALESCE(v.birth_date, p.birth_date)";
     Statement::new(
         format!(
-            "SELECT {CONFLICT_COLUMNS} FROM conflicts
-             WHERE {} AND policy = {} AND {} AND {}
-             ORDER BY opened_at, conflict_id LIMIT 1000",
-            d.in_list("posyandu", 1),
+            "{CONFLICT_FROM}
+             WHERE {} AND c.policy = {} AND {} AND {}
+               AND ({} IS NULL OR {born} >= {}) AND ({} IS NULL OR {born} < {})
+               AND ({} IS NULL OR c.opened_at <= {})
+             ORDER BY c.opened_at, c.conflict_id LIMIT {} OFFSET {}",
+            d.in_list("c.posyandu", 1),
             d.p(2),
-            d.eq_or_all("posyandu", 3),
-            d.eq_or_all("field", 4)
+            d.eq_or_all("c.posyandu", 3),
+            d.eq_or_all("c.field", 4),
+            d.text_p(5),
+            d.p(5),
+            d.text_p(6),
+            d.p(6),
+            d.int_p(7),
+            d.p(7),
+            d.p(8),
+            d.p(9),
         ),
         vec![
             scope_texts(scope),
             policy.into(),
             filter.posyandu.as_ref().map(|p| p.as_str()).into(),
             filter.field.clone().into(),
+            filter.born_from.map(format_date).into(),
+            filter.born_before.map(format_date).into(),
+            filter.opened_before.into(),
+            i64::from(limit).into(),
+            i64::try_from(filter.offset).unwrap_or(i64::MAX).into(),
         ],
     )
 }
 
 pub fn conflict_by_id(d: Dialect, id: &str) -> Statement {
-    Statement::new(format!("SELECT {CONFLICT_COLUMNS} FROM conflicts WHERE conflict_id = {}", d.p(1)), vec![id.into()])
+    Statement::new(format!("{CONFLICT_FROM} WHERE c.conflict_id = {}", d.p(1)), vec![id.into()])
 }
 
 /// A row of [`conflicts_list`] or [`conflict_by_id`].
@@ -312,5 +338,7 @@ pub fn conflict(row: &Row) -> Result<ConflictRecord, StoreError> {
         values: serde_json::from_str(&row.text(7)?).map_err(|_| bad("values"))?,
         opened_at: row.int(8)?,
         updated_at: row.int(9)?,
+        subject_name: row.opt_text(10)?,
+        subject_birth_date: row.opt_text(11)?,
     })
 }

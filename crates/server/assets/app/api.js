@@ -1,0 +1,66 @@
+// The server's API as this browser uses it: enrolled like a phone (a device id and a refresh
+// token kept in localStorage), access tokens refreshed before they expire.
+"use strict";
+
+/// A random UUID (v4) from `crypto.getRandomValues`, which every browser offers, also on a
+/// page opened by a LAN name over plain HTTP (`crypto.randomUUID` is for secure contexts only).
+export function uuid() {
+  const b = crypto.getRandomValues(new Uint8Array(16));
+  b[6] = (b[6] & 0x0f) | 0x40;
+  b[8] = (b[8] & 0x3f) | 0x80;
+  const h = Array.from(b, (x) => x.toString(16).padStart(2, "0")).join("");
+  return `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20)}`;
+}
+
+export const cred = () => JSON.parse(localStorage.getItem("posync.cred") || "null");
+
+async function send(method, path, body, token) {
+  const headers = {};
+  if (body !== undefined) headers["content-type"] = "application/json";
+  if (token) headers.authorization = "Bearer " + token;
+  const r = await fetch(path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
+  if (r.status === 204) return null;
+  const j = await r.json().catch(() => null);
+  if (!r.ok) {
+    const e = new Error((j && j.error && j.error.message) || "HTTP " + r.status);
+    e.code = j && j.error && j.error.code;
+    throw e;
+  }
+  return j;
+}
+
+async function token() {
+  const c = cred();
+  if (!c) throw new Error("not signed in");
+  if (c.access && c.access.expires_at * 1000 > Date.now() + 60000) return c.access.token;
+  c.access = await send("POST", "/v1/auth/token", { device: c.device, refresh_token: c.refresh_token });
+  localStorage.setItem("posync.cred", JSON.stringify(c));
+  return c.access.token;
+}
+
+export async function get(path) {
+  return send("GET", path, undefined, await token());
+}
+
+export async function post(path, body) {
+  return send("POST", path, body, await token());
+}
+
+/// Enrol this browser with a one-time code.
+export async function signIn(code) {
+  const device = uuid();
+  const label = "browser " + (navigator.platform || "");
+  const r = await send("POST", "/v1/auth/enrol", { code, device, label });
+  localStorage.setItem("posync.cred", JSON.stringify({ device, user: r.user, role: r.role, refresh_token: r.refresh_token, access: r.access }));
+  return r;
+}
+
+/// Revoke this browser's device on the server, then forget it here (even if the server
+/// could not be reached: the credential must not stay behind on a shared tablet).
+export async function signOut() {
+  try {
+    if (cred()) await post("/v1/auth/logout", undefined);
+  } finally {
+    localStorage.removeItem("posync.cred");
+  }
+}

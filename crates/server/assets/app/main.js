@@ -1,0 +1,69 @@
+// The puskesmas web app: sign-in, navigation by the address (#/conflicts, #/conflicts/ID),
+// language switch, sign-out that revokes this browser's device.
+"use strict";
+import { cred, get, signIn, signOut } from "./api.js";
+import { t, translate, getLang, setLang } from "./i18n.js";
+import { bindQueue, saveDecision, setUnits, showConflict, showQueue } from "./conflicts.js";
+
+const $ = (id) => document.getElementById(id);
+const VIEWS = ["login", "queue", "resolve"];
+
+function show(id) {
+  for (const v of VIEWS) $(v).classList.toggle("hidden", v !== id);
+  $("logout").classList.toggle("hidden", id === "login");
+  $("nav").classList.toggle("hidden", id === "login");
+}
+
+async function route() {
+  if (!cred()) { show("login"); return; }
+  const [, view, id] = (location.hash || "#/conflicts").split("/");
+  try {
+    if (view === "conflicts" && id) await showConflict(show, decodeURIComponent(id));
+    else await showQueue(show);
+  } catch (e) {
+    if (e.code === "unauthenticated" || e.code === "invalid_credential" || e.code === "device_revoked") {
+      localStorage.removeItem("posync.cred");
+      show("login");
+    } else {
+      $("app-error").textContent = e.message;
+    }
+  }
+}
+
+async function loadMe() {
+  const me = await get("/v1/me");
+  setUnits(me.units);
+  $("who").textContent = me.name || me.user;
+}
+
+$("login-form").addEventListener("submit", async (e) => {
+  e.preventDefault();
+  $("login-error").textContent = "";
+  try {
+    await signIn($("code").value);
+    $("code").value = "";
+    await loadMe();
+    location.hash = "#/conflicts";
+    await route();
+  } catch (err) { $("login-error").textContent = err.message; }
+});
+$("lang").addEventListener("click", () => {
+  setLang(getLang() === "id" ? "en" : "id");
+  translate();
+  $("lang").textContent = t("lang");
+  route();
+});
+$("logout").addEventListener("click", async () => {
+  await signOut().catch(() => {});
+  $("who").textContent = "";
+  show("login");
+  $("login-error").textContent = t("signed_out");
+});
+$("back").addEventListener("click", () => { location.hash = "#/conflicts"; });
+$("save").addEventListener("click", () => saveDecision(() => { location.hash = "#/conflicts"; }));
+window.addEventListener("hashchange", route);
+bindQueue(route);
+
+translate();
+$("lang").textContent = t("lang");
+if (cred()) loadMe().then(route, () => show("login")); else show("login");
