@@ -6,6 +6,7 @@
 
 pub mod admin;
 pub mod auth;
+pub mod charts;
 pub mod conflicts;
 mod error;
 pub mod metrics;
