@@ -129,7 +129,8 @@ pub async fn detail(store: &dyn Store, who: &Principal, id: &str) -> Result<Conf
     Ok(out)
 }
 
-/// The z-score a candidate value gives the child, for the growth fields.
+/// The z-score a candidate value gives the child, for the growth fields, rounded to 2 decimals as
+/// WHO rounds it (the value its class is decided on).
 fn candidate_z(v: &posync_model::Visit, date: time::Date, field: Option<Field>, value: &FieldValue) -> Option<f64> {
     let FieldValue::Int(x) = value else { return None };
     let mut m = Measurement::of_visit(v, date);
@@ -152,7 +153,7 @@ fn candidate_z(v: &posync_model::Visit, date: time::Date, field: Option<Field>, 
         }
         _ => None,
     };
-    z.map(|z| (z * 100.0).round() / 100.0)
+    z.map(growth::who_rounded)
 }
 
 /// Decide conflict `id` with `value` (one of the values or a corrected one).
