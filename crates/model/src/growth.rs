@@ -18,7 +18,10 @@
 //!   the 2–3 SD gap);
 //! - with bilateral pitting oedema the weight-based wfa, wflh and bmifa are not computed;
 //! - implausible values are flagged (lhfa < −6 or > 6; wfa < −6 or > 5; the others < −5 or > 5)
-//!   but still returned.
+//!   but still returned;
+//! - a z-score is rounded to 2 decimals ([`who_rounded`]) before it is flagged or classified, as
+//!   WHO's `anthro` R package does (`round(zscore, digits = 2L)` in `R/z-score-helper.R`), so a
+//!   class or flag is the one WHO Anthro gives. The z-scores themselves are returned unrounded.
 
 use crate::record::Sex;
 use serde::Serialize;
@@ -104,10 +107,33 @@ impl Indicator {
         }
     }
 
+    /// Whether `z` is beyond [`Self::flag_limits`] once rounded as WHO rounds it.
     fn is_flagged(self, z: f64) -> bool {
         let (lo, hi) = self.flag_limits();
+        let z = who_rounded(z);
         z < lo || z > hi
     }
+}
+
+/// `z` rounded to 2 decimals exactly as R's `round(z, 2)` (R ≥ 4.0.0, `src/nmath/fround.c`),
+/// which WHO's `anthro` package applies to every z-score before its flags and cut-offs: of the
+/// two neighbouring hundredths the one nearer `z` in double arithmetic, on a tie the even one.
+///
+/// Not `(z * 100.0).round() / 100.0`: the product can round onto a half and then go away from
+/// zero, e.g. the double nearest −2.005 (just above it) gives −2.01 that way but −2.00 in R, a
+/// different class exactly at a cut-off. Same as R for |z| < 10^13 (R leaves larger values as
+/// they are), which covers every z-score.
+pub fn who_rounded(z: f64) -> f64 {
+    if !z.is_finite() || z == 0.0 {
+        return z;
+    }
+    let x = z.abs();
+    let hundredths = x * 100.0;
+    let below = hundredths.floor();
+    let (down, up) = (below / 100.0, hundredths.ceil() / 100.0);
+    let (to_up, to_down) = (up - x, x - down);
+    let round_up = to_up < to_down || (to_up == to_down && below % 2.0 == 1.0);
+    (if round_up { up } else { down }).copysign(z)
 }
 
 /// One row's Box-Cox power L, median M and coefficient of variation S.
@@ -351,6 +377,8 @@ impl From<&Measurement> for MeasurementMetric {
     }
 }
 
+/// The z-scores at full precision; compare one with a cut-off only through [`who_rounded`] (as
+/// [`classify`] and the flags do), or a class may differ from WHO Anthro's.
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct ZScores {
     pub wfa: Option<f64>,
@@ -362,7 +390,8 @@ pub struct ZScores {
     /// length/height after WHO's 0.7 cm correction, cm
     pub corrected_length_cm: Option<f64>,
     pub bmi: Option<f64>,
-    /// WHO implausible-value flags by indicator name ("wfa", "lhfa", "wflh", "bmifa", "hcfa", "muacfa")
+    /// WHO implausible-value flags by indicator name ("wfa", "lhfa", "wflh", "bmifa", "hcfa", "muacfa"),
+    /// decided on the rounded z-score
     pub flags: Vec<&'static str>,
 }
 
@@ -429,7 +458,9 @@ pub enum WeightForAgeStatus {
 }
 
 impl WeightForAgeStatus {
+    /// The status of `z` rounded as WHO rounds it ([`who_rounded`]).
     pub fn from_z(z: f64) -> Self {
+        let z = who_rounded(z);
         if z < -3.0 {
             Self::SeverelyUnderweight
         } else if z < -2.0 {
@@ -481,7 +512,9 @@ pub enum HeightForAgeStatus {
 }
 
 impl HeightForAgeStatus {
+    /// The status of `z` rounded as WHO rounds it ([`who_rounded`]).
     pub fn from_z(z: f64) -> Self {
+        let z = who_rounded(z);
         if z < -3.0 {
             Self::SeverelyStunted
         } else if z < -2.0 {
@@ -538,7 +571,9 @@ pub enum WeightForHeightStatus {
 }
 
 impl WeightForHeightStatus {
+    /// The status of `z` rounded as WHO rounds it ([`who_rounded`]).
     pub fn from_z(z: f64) -> Self {
+        let z = who_rounded(z);
         if z < -3.0 {
             Self::SeverelyWasted
         } else if z < -2.0 {
@@ -594,8 +629,8 @@ pub struct Classification {
     pub bmifa: Option<WeightForHeightStatus>,
 }
 
-/// Classifies the z-scores at full precision (not rounded to 2 decimals); a flagged
-/// (implausible) indicator is left unclassified.
+/// Classifies the z-scores as WHO Anthro does, on each z-score rounded to 2 decimals
+/// ([`who_rounded`]); a flagged (implausible) indicator is left unclassified.
 pub fn classify(z: &ZScores) -> Classification {
     let ok = |v: Option<f64>, code: &str| v.filter(|v| v.is_finite() && !z.is_flagged(code));
     Classification {
@@ -848,7 +883,8 @@ mod tests {
         use HeightForAgeStatus as H;
         use WeightForAgeStatus as W;
         use WeightForHeightStatus as B;
-        let eps = 1e-9;
+        // WHO classifies on hundredths: the next hundredth beyond a cut-off changes the class.
+        let eps = 0.01;
         let wfa = [(-3.0 - eps, W::SeverelyUnderweight), (-3.0, W::Underweight), (-2.0 - eps, W::Underweight)];
         let wfa2 = [(-2.0, W::Normal), (1.0, W::Normal), (1.0 + eps, W::RiskOfOverweight), (3.0, W::RiskOfOverweight)];
         for (z, want) in wfa.into_iter().chain(wfa2) {
@@ -883,6 +919,11 @@ mod tests {
             assert_eq!(B::from_z(z), want, "wflh {z}");
         }
 
+        // Less than half a hundredth beyond a cut-off rounds onto it.
+        assert_eq!(W::from_z(-2.004), W::Normal);
+        assert_eq!(H::from_z(3.004), H::Normal);
+        assert_eq!(B::from_z(-3.0049), B::Wasted);
+
         let zs = ZScores { wfa: Some(-2.0), lhfa: Some(-3.0), wflh: Some(2.0), bmifa: Some(3.5), ..ZScores::default() };
         let c = classify(&zs);
         assert_eq!(c.wfa, Some(W::Normal));
@@ -890,6 +931,26 @@ mod tests {
         assert_eq!(c.wflh, Some(B::PossibleRiskOfOverweight));
         assert_eq!(c.bmifa, Some(B::Obese));
         assert_eq!(classify(&ZScores::default()), Classification::default());
+    }
+
+    #[test]
+    fn who_rounded_is_r_round_to_2_decimals() {
+        // The double nearest c ± 0.005 lies just inside c, and R rounds it to c. Multiplying by
+        // 100 lands exactly on the half, so (z * 100).round() would go past the cut-off instead.
+        let at_cut_offs = [(-6.005, -6.0), (-5.005, -5.0), (-3.005, -3.0), (-2.005, -2.0), (2.005, 2.0)];
+        for (z, want) in at_cut_offs.into_iter().chain([(3.005, 3.0), (5.005, 5.0), (6.005, 6.0)]) {
+            assert_eq!(who_rounded(z), want, "{z}");
+            assert_ne!((z * 100.0).round() / 100.0, want, "{z}: the naive rounding agrees, drop it");
+        }
+        // Exact binary halves go to the even hundredth, as R's round() does.
+        assert_eq!((who_rounded(0.125), who_rounded(0.375), who_rounded(-2.125)), (0.12, 0.38, -2.12));
+        // Nearest hundredth otherwise; rounded values stay put; NaN and infinities pass through.
+        assert_eq!((who_rounded(-2.0043), who_rounded(-2.0055), who_rounded(4.999)), (-2.0, -2.01, 5.0));
+        for z in [-2.01, -2.0, 1.01, 2.99, 3.01, 5.01] {
+            assert_eq!(who_rounded(z), z);
+        }
+        assert!(who_rounded(f64::NAN).is_nan());
+        assert_eq!(who_rounded(f64::INFINITY), f64::INFINITY);
     }
 
     #[test]

@@ -348,12 +348,13 @@ fn posyandu_row(month: Month, facts: &[&VisitFact], registered: &[&RegisteredPer
             muac_mm: f.muac_mm,
             oedema: f.oedema,
         });
+        // The cut-offs apply to the z-score rounded as WHO rounds it, as in WHO Anthro's prevalences.
         let count = |r: &mut Ratio, code: &str, v: Option<f64>, hit: fn(f64) -> bool| {
             if let Some(v) = v
                 && !z.is_flagged(code)
             {
                 r.of += 1;
-                r.n += u64::from(hit(v));
+                r.n += u64::from(hit(growth::who_rounded(v)));
             }
         };
         count(&mut row.stunting, "lhfa", z.lhfa, |v| v < -2.0);

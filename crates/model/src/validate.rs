@@ -202,7 +202,8 @@ fn check_vitamin_a(v: &Visit, on: time::Date, out: &mut Vec<Issue>) {
 }
 
 /// A child's measurements against the WHO standards: beyond WHO's implausibility limits is an
-/// error (a 40 kg infant), beyond +-3 SD a warning.
+/// error (a 40 kg infant), beyond +-3 SD a warning; both on the z-score rounded as WHO rounds it,
+/// so a z of 3.004 is no more unusual here than in WHO Anthro.
 fn check_growth(v: &Visit, session_date: time::Date, out: &mut Vec<Issue>) {
     let m = Measurement::of_visit(v, session_date);
     let z = growth::zscores(&m);
@@ -223,7 +224,7 @@ fn check_growth(v: &Visit, session_date: time::Date, out: &mut Vec<Issue>) {
                 format!("Nilai {id} tidak mungkin (z = {zv:.1}); periksa ulang pengukuran"),
                 format!("Implausible {en} (z = {zv:.1}); check the measurement"),
             ));
-        } else if zv.abs() > 3.0 {
+        } else if growth::who_rounded(zv).abs() > 3.0 {
             out.push(Issue::new(
                 Severity::Warning,
                 field,

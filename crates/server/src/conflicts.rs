@@ -163,7 +163,8 @@ pub async fn detail(store: &dyn Store, who: &Principal, id: &str) -> Result<Conf
         let field = Field::from_key(&out.field);
         for value in &mut out.values {
             if let Some((indicator, z)) = candidate_z(v, date, field, &value.value) {
-                value.z = Some((z * 100.0).round() / 100.0);
+                // Shown as WHO rounds it: the value its class is decided on.
+                value.z = Some(growth::who_rounded(z));
                 value.z_indicator = Some(indicator);
                 value.z_status = status_of(indicator, z);
             }
