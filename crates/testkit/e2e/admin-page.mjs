@@ -1,48 +1,124 @@
-// Drives the conflict admin page in a real headless Chromium, as a puskesmas officer on a
-// tablet-sized screen: sign in with an enrolment code, see the queue, open the conflict,
-// choose a value, save, see the queue empty; then switch to English.
+// Drives the puskesmas web app in a real headless Chromium, as a bidan on a tablet reaching
+// the server by a LAN name over plain HTTP (no secure context): sign in with an enrolment
+// code, read the conflict queue (names, exact values), resolve a weight by typing it in kg
+// with a decimal comma, switch to English, check accessibility with axe-core, sign out.
+// Screenshots of each page at tablet and phone width go to SHOT_DIR.
 //
-//   node admin-page.mjs <server-url> <enrolment-code> <value-to-choose> <screenshot.png>
+//   node admin-page.mjs <server-url> <enrolment-code> <shot-dir>
 //
+// Environment: CHROMIUM (default /usr/bin/chromium), LAN_HOST (default puskesmas.lan).
 // Exits 0 and prints "ok" when every step held; prints the failing step and exits 1.
 import { chromium } from "playwright-core";
+import { createRequire } from "node:module";
+import { mkdirSync } from "node:fs";
 
-const [url, code, value, shot] = process.argv.slice(2);
+const require = createRequire(import.meta.url);
+const AXE = require.resolve("axe-core/axe.min.js");
+const [serverUrl, code, shotDir] = process.argv.slice(2);
 const fail = (msg) => {
   console.error("FAIL: " + msg);
   process.exit(1);
 };
-if (!url || !code || !value || !shot) fail("usage: admin-page.mjs URL CODE VALUE SCREENSHOT");
+if (!serverUrl || !code || !shotDir) fail("usage: admin-page.mjs URL CODE SHOT_DIR");
+mkdirSync(shotDir, { recursive: true });
+const lanHost = process.env.LAN_HOST || "puskesmas.lan";
+const port = new URL(serverUrl).port;
+const url = `http://${lanHost}:${port}`;
 
 const browser = await chromium.launch({
   executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
   args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync"],
+    "--disable-component-update", "--disable-sync", `--host-resolver-rules=MAP ${lanHost} 127.0.0.1`],
 });
-const timer = setTimeout(() => fail("timed out after 90 s"), 90_000);
+const timer = setTimeout(() => fail("timed out after 120 s"), 120_000);
+
+/// Serious or critical accessibility violations on the page as it stands.
+async function axe(page, where) {
+  await page.addScriptTag({ path: AXE });
+  const found = await page.evaluate(async () => {
+    const r = await window.axe.run(document, { resultTypes: ["violations"] });
+    return r.violations.filter((v) => v.impact === "serious" || v.impact === "critical")
+      .map((v) => v.id + ": " + v.nodes.map((n) => n.target.join(" ")).join(", "));
+  });
+  if (found.length) fail(`accessibility (${where}): ${found.join("; ")}`);
+}
+
+const text = async (page, sel) => (await page.textContent(sel)) || "";
+
 try {
-  const page = await browser.newPage({ viewport: { width: 1024, height: 768 } });
+  // bypassCSP only lets the test inject axe-core; the app itself runs under its CSP.
+  const context = await browser.newContext({ viewport: { width: 1280, height: 800 }, bypassCSP: true });
+  const page = await context.newPage();
+  const errors = [];
+  page.on("pageerror", (e) => errors.push(e.message));
   await page.goto(url + "/admin");
-  if ((await page.textContent("h1")) !== "Konflik data posyandu") fail("the page opens in Indonesian");
+  if (await page.evaluate(() => window.isSecureContext)) fail("the page should be opened outside a secure context");
+  if ((await text(page, "h1")) !== "posync — Posyandu") fail("the page opens");
+  if ((await page.getAttribute("html", "lang")) !== "id") fail("the page opens in Indonesian");
+  await axe(page, "sign-in");
+  await page.screenshot({ path: `${shotDir}/signin-1280.png` });
   await page.fill("#code", code);
   await page.click("#login-form button[type=submit]");
   await page.waitForSelector("#queue-rows tr.row", { timeout: 15_000 });
+  if (errors.length) fail("script errors: " + errors.join("; "));
+
+  // The queue names people, not ids, and shows values that round alike with every digit.
   const rows = await page.$$("#queue-rows tr.row");
-  if (rows.length !== 1) fail(`one conflict in the queue, saw ${rows.length}`);
-  const rowText = await rows[0].textContent();
-  if (!rowText.includes("Berat badan")) fail("the row names the field in Indonesian: " + rowText);
-  await rows[0].click();
-  await page.waitForSelector("#resolve-values .value", { timeout: 15_000 });
-  const values = await page.$$("#resolve-values .value");
-  if (values.length !== 2) fail(`two values side by side, saw ${values.length}`);
-  await page.screenshot({ path: shot.replace(/\.png$/, "-resolve.png") });
-  await page.click(`#resolve-values .value[data-value="${value}"]`);
-  await page.click("#save");
+  if (rows.length !== 2) fail(`two conflicts in the queue, saw ${rows.length}`);
+  const queue = await text(page, "#queue-rows");
+  for (const want of ["Posyandu Melati 1", "Berat badan", "Euis Nurhayati", "Nining Supriatin", "7,167 kg", "7,181 kg", "9,8 kg", "8,9 kg"]) {
+    if (!queue.includes(want)) fail(`the queue shows ${want}: ${queue}`);
+  }
+  if (/pos-hegarsari|kader-000/.test(queue)) fail("the queue shows ids: " + queue);
+  if (!(await text(page, "#who")).includes("bidan") && (await text(page, "#who")).trim() === "") fail("the signed-in user is named");
+  await axe(page, "queue");
+  await page.screenshot({ path: `${shotDir}/conflicts-1280.png`, fullPage: true });
+
+  // A filter that matches nothing, then back.
+  await page.selectOption("#f-field", "length_mm");
   await page.waitForSelector("#queue-empty:not(.hidden)", { timeout: 15_000 });
-  if ((await page.$$("#queue-rows tr.row")).length !== 0) fail("the resolved conflict is gone from the queue");
+  await page.selectOption("#f-field", "");
+  await page.waitForSelector("#queue-rows tr.row", { timeout: 15_000 });
+
+  // Open the 9,8 / 8,9 kg conflict; a wrong entry is refused in words, "9,35" kg is taken.
+  const row = page.locator("#queue-rows tr.row", { hasText: "9,8 kg" });
+  await row.locator("a").click();
+  await page.waitForSelector("#resolve-values .value", { timeout: 15_000 });
+  if ((await page.$$("#resolve-values .value")).length !== 2) fail("two values side by side");
+  const detail = await text(page, "#resolve");
+  if (!detail.includes("BB/U") || !/z = -?\d+,\d\d/.test(detail)) fail("z named by its indicator, in Indonesian: " + detail);
+  if (!detail.includes("Posyandu Melati 1")) fail("the posyandu named in the detail: " + detail);
+  await axe(page, "conflict");
+  await page.screenshot({ path: `${shotDir}/conflict-1280.png`, fullPage: true });
+  await page.fill("#other", "9,3,5");
+  await page.click("#save");
+  if (!(await text(page, "#resolve-error")).includes("kg")) fail("a malformed number is explained in kg");
+  await page.fill("#other", "9,35");
+  await page.click("#save");
+  await page.waitForSelector("#queue-rows tr.row", { timeout: 15_000 });
+  if ((await page.$$("#queue-rows tr.row")).length !== 1) fail("the decided conflict left the queue");
+
+  // English, and a phone-sized screen.
   await page.click("#lang");
-  if ((await page.textContent("h1")) !== "Posyandu data conflicts") fail("English is available");
-  await page.screenshot({ path: shot });
+  await page.waitForFunction(() => document.documentElement.lang === "en");
+  if (!(await text(page, "#queue h2")).includes("Conflict queue")) fail("English is available");
+  await page.waitForFunction(() => document.querySelector("#queue-rows").textContent.includes("Weight"));
+  await axe(page, "queue (en)");
+  await page.setViewportSize({ width: 390, height: 844 });
+  await page.screenshot({ path: `${shotDir}/conflicts-390-en.png`, fullPage: true });
+  const overflow = await page.evaluate(() => document.documentElement.scrollWidth > window.innerWidth + 1);
+  if (overflow) fail("the page scrolls sideways at 390 px");
+  await page.click("#lang");
+  await page.waitForFunction(() => document.documentElement.lang === "id");
+  await page.screenshot({ path: `${shotDir}/conflicts-390.png`, fullPage: true });
+
+  // Sign out: the credential is gone here, and the server refuses this device from now on.
+  const device = await page.evaluate(() => JSON.parse(localStorage.getItem("posync.cred")).device);
+  await page.click("#logout");
+  await page.waitForSelector("#login:not(.hidden)", { timeout: 15_000 });
+  if (await page.evaluate(() => localStorage.getItem("posync.cred"))) fail("the credential stays after sign-out");
+  if (errors.length) fail("script errors: " + errors.join("; "));
+  console.log("device " + device);
   console.log("ok");
 } catch (e) {
   fail(e.stack || String(e));

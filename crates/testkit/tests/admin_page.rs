@@ -1,7 +1,10 @@
-//! The conflict admin page in a real headless Chromium (Debian's `chromium`, driven by
-//! playwright-core from npm; `.ci/run` installs both). Two kader phones disagree on a
-//! child's weight; an officer signs in on the page with an enrolment code, resolves the
-//! conflict, sees it gone; the kader's phone then syncs and holds the decided value.
+//! The puskesmas web app in a real headless Chromium (Debian's `chromium`, driven by
+//! playwright-core and checked with axe-core from npm; `.ci/run` installs them). Two kader
+//! phones disagree on two children's weights; a bidan opens the app by a LAN name over plain
+//! HTTP, signs in with an enrolment code, reads the queue by names, types a corrected weight
+//! in kg with a decimal comma, and signs out; the kader's phone then syncs and holds the
+//! decided value, and the browser's device is revoked. Screenshots of each page at tablet
+//! and phone width are written to `target/screenshots/web/`.
 
 use posync_model::{Field, FieldValue, PosyanduId};
 use posync_testkit::{DAY, Generator, console, district_server, enrolled};
@@ -26,26 +29,30 @@ async fn an_officer_resolves_a_conflict_in_the_browser_and_the_phone_gets_it() {
     let mut b = enrolled(&server, &admin, "kader-0002", &dir).await;
     let session = a.start_session(&p, DAY).expect("session");
     let visit = a.record_visit(session, Generator::new(4).child_visit(), 1).expect("record");
+    let close = a.record_visit(session, Generator::new(5).child_visit(), 1).expect("record");
     a.sync_enrolled(&server.url()).await.expect("sync");
     b.sync_enrolled(&server.url()).await.expect("sync");
     a.edit_visit(session, visit, Field::WeightG, FieldValue::Int(9_800), 2).expect("edit");
     b.edit_visit(session, visit, Field::WeightG, FieldValue::Int(8_900), 3).expect("edit");
+    // Two weights that both read "7,2 kg" when rounded to 100 g.
+    a.edit_visit(session, close, Field::WeightG, FieldValue::Int(7_167), 2).expect("edit");
+    b.edit_visit(session, close, Field::WeightG, FieldValue::Int(7_181), 3).expect("edit");
     a.sync_enrolled(&server.url()).await.expect("sync");
     b.sync_enrolled(&server.url()).await.expect("sync");
     a.sync_enrolled(&server.url()).await.expect("sync");
-    assert_eq!(a.under_review(session).expect("review").len(), 1);
+    assert_eq!(a.under_review(session).expect("review").len(), 2);
 
     let code =
         admin.issue_enrolment(&console(), "bidan-0001".parse().expect("id"), server.clock.now()).await.expect("code");
-    let shot = std::env::temp_dir().join(format!("posync-admin-page-{}.png", std::process::id()));
+    let shots = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/screenshots/web");
     let url = server.url();
     let script = e2e_dir().join("admin-page.mjs");
-    let shot_arg = shot.clone();
+    let shots_arg = shots.clone();
     let out = tokio::task::spawn_blocking(move || {
         Command::new("node")
             .arg(script)
-            .args([url.as_str(), code.code.as_str(), "9800"])
-            .arg(&shot_arg)
+            .args([url.as_str(), code.code.as_str()])
+            .arg(&shots_arg)
             .env("CHROMIUM", chromium)
             .output()
     })
@@ -55,14 +62,24 @@ async fn an_officer_resolves_a_conflict_in_the_browser_and_the_phone_gets_it() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success() && stdout.contains("ok"), "browser test failed:\n{stdout}\n{stderr}");
-    assert!(shot.exists(), "a screenshot of the page was taken");
+    for page in ["signin-1280", "conflicts-1280", "conflict-1280", "conflicts-390", "conflicts-390-en"] {
+        assert!(shots.join(format!("{page}.png")).exists(), "a screenshot of {page}");
+    }
+
+    // Signing out revoked the browser's device on the server.
+    let device = stdout.lines().find_map(|l| l.strip_prefix("device ")).expect("the browser's device id");
+    let devices = posync_store::AccessStore::devices(&server.store).await.expect("devices");
+    let browser = devices.iter().find(|d| d.device.to_string() == device).expect("the browser was enrolled");
+    assert!(browser.revoked_at.is_some(), "signing out revokes the device: {browser:?}");
 
     // The decision reaches the kader's phone at its next sync.
     b.sync_enrolled(&server.url()).await.expect("sync");
-    let weight = b.visits(session).expect("visits")[0].weight_g;
-    assert_eq!(weight, Some(9_800));
-    assert!(b.under_review(session).expect("review").is_empty());
+    let visits = b.visits(session).expect("visits");
+    let decided = visits.iter().find(|v| v.visit_id == visit.to_string()).expect("the visit");
+    assert_eq!(decided.weight_g, Some(9_350), "9,35 kg typed in the browser");
+    assert_eq!(b.under_review(session).expect("review").len(), 1, "the 7,167/7,181 kg conflict is still open");
     let log = posync_store::AuditStore::audit_log(&server.store, 0, 1000).await.expect("audit");
     assert!(log.iter().any(|e| e.action == "conflict_resolved" && e.actor.starts_with("user:bidan-0001@")));
+    assert!(log.iter().any(|e| e.action == "device_revoked" && e.actor.starts_with("user:bidan-0001@")));
     server.stop().await;
 }
