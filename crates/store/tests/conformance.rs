@@ -1110,6 +1110,18 @@ async fn concurrent_edits_of_one_field_open_one_conflict_until_resolved(backend:
     assert_eq!(by(ConflictFilter { posyandu: Some(p("melati")), ..Default::default() }).await, 1);
     assert_eq!(by(ConflictFilter { posyandu: Some(p("mawar")), ..Default::default() }).await, 0);
     assert_eq!(by(ConflictFilter { policy: Some(posync_model::Policy::Auto), ..Default::default() }).await, 0);
+    // The child's name and birth date come with the conflict; paging and the web app's filters.
+    assert_eq!(conflict.subject_name.as_deref(), Some(v.name.as_str()));
+    assert_eq!(conflict.subject_birth_date, Some(posync_model::record::format_date(v.birth_date)));
+    let born = v.birth_date;
+    assert_eq!(by(ConflictFilter { born_from: Some(born), ..Default::default() }).await, 1);
+    assert_eq!(by(ConflictFilter { born_from: Some(born + time::Duration::days(1)), ..Default::default() }).await, 0);
+    assert_eq!(by(ConflictFilter { born_before: Some(born), ..Default::default() }).await, 0);
+    assert_eq!(by(ConflictFilter { born_before: Some(born + time::Duration::days(1)), ..Default::default() }).await, 1);
+    assert_eq!(by(ConflictFilter { opened_before: Some(NOW + 1), ..Default::default() }).await, 0);
+    assert_eq!(by(ConflictFilter { opened_before: Some(NOW + 2), ..Default::default() }).await, 1);
+    assert_eq!(by(ConflictFilter { limit: Some(1), ..Default::default() }).await, 1);
+    assert_eq!(by(ConflictFilter { offset: 1, ..Default::default() }).await, 0);
     assert!(store.conflicts(scope(&["mawar"]), ConflictFilter::default()).await.expect("conflicts").is_empty());
 
     // The resolution is a server change: a new feed entry, the conflict gone.

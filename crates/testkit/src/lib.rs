@@ -177,6 +177,27 @@ pub fn access_token(replica: &Replica) -> String {
     replica.credential().expect("read credential").and_then(|c| c.access).expect("enrolled").token
 }
 
+/// One JSON call to the server's HTTP API with a bearer token: the status and the body
+/// (null when it is not JSON).
+pub async fn api(
+    server: &TestServer,
+    method: &str,
+    token: &str,
+    path: &str,
+    body: Option<serde_json::Value>,
+) -> (u16, serde_json::Value) {
+    let client = reqwest::Client::new();
+    let url = format!("{}{path}", server.url());
+    let mut rb = if method == "POST" { client.post(url) } else { client.get(url) };
+    rb = rb.bearer_auth(token);
+    if let Some(b) = body {
+        rb = rb.json(&b);
+    }
+    let resp = rb.send().await.expect("send");
+    let status = resp.status().as_u16();
+    (status, resp.json().await.unwrap_or(serde_json::Value::Null))
+}
+
 /// The user the test helpers create for a device.
 pub fn user_for(device: DeviceId) -> UserId {
     format!("t-{device}").parse().expect("a uuid makes a valid user id")
