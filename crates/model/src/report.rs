@@ -406,7 +406,7 @@ fn posyandu_row(month: Month, facts: &[&VisitFact], registered: &[&RegisteredPer
     row
 }
 
-fn overdue_doses<'a>(age_months: i64, given: &'a BTreeSet<&str>) -> impl Iterator<Item = &'static str> + 'a {
+pub fn overdue_doses<'a>(age_months: i64, given: &'a BTreeSet<&str>) -> impl Iterator<Item = &'static str> + 'a {
     SCHEDULE
         .iter()
         .filter(move |(dose, due)| age_months >= due + OVERDUE_GRACE_MONTHS && !given.contains(dose))

@@ -10,6 +10,7 @@ pub mod charts;
 pub mod conflicts;
 mod error;
 pub mod metrics;
+pub mod people;
 pub mod ratelimit;
 pub mod reports;
 mod routes;

@@ -124,6 +124,18 @@ pub struct PersonSummary {
     pub birth_date: String,
 }
 
+/// A person seen at a posyandu, as a search lists them.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct PersonSeen {
+    pub person_id: posync_model::PersonId,
+    pub name: String,
+    pub sex: String,
+    pub birth_date: String,
+    pub posyandu: PosyanduId,
+    /// The last session date they were seen, `YYYY-MM-DD`.
+    pub last_visit: String,
+}
+
 /// Two registrations that look like one person, and why.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct DuplicatePair {
@@ -332,6 +344,16 @@ pub trait ReportStore: Send + Sync + 'static {
 
     /// People in the registries of posyandu in `scope`.
     async fn registered_people(&self, scope: Scope) -> Result<Vec<posync_model::report::RegisteredPerson>, StoreError>;
+
+    /// Every valid visit of `person` (and of people merged into them) in `scope`, oldest first.
+    async fn person_facts(
+        &self,
+        scope: Scope,
+        person: posync_model::PersonId,
+    ) -> Result<Vec<posync_model::report::VisitFact>, StoreError>;
+
+    /// People seen at the posyandu of `scope`, by name (containing `name`), at most `limit`.
+    async fn people_seen(&self, scope: Scope, name: Option<String>, limit: u32) -> Result<Vec<PersonSeen>, StoreError>;
 }
 
 /// The append-only audit log.

@@ -90,6 +90,37 @@ try {
   if (!detail.includes("Posyandu Melati 1")) fail("the posyandu named in the detail: " + detail);
   await axe(page, "conflict");
   await page.screenshot({ path: `${shotDir}/conflict-1280.png`, fullPage: true });
+  // The child's page, from the name: identity, three WHO charts with points, visits, status.
+  const childName = await text(page, "#resolve-title a");
+  if (!childName) fail("the child's name links to their page");
+  await page.click("#resolve-title a");
+  await page.waitForSelector("#child-charts svg", { timeout: 15_000 });
+  if ((await page.$$("#child-charts svg")).length !== 3) fail("three growth charts");
+  if ((await page.$$("#child-charts svg circle.point")).length < 3) fail("the child's measurements on the charts");
+  const child = await text(page, "#child");
+  for (const want of [childName, "Posyandu Melati 1", "BB/U", "Grafik pertumbuhan", "Terlambat"]) {
+    if (!child.includes(want)) fail(`the child's page shows ${want}: ${child}`);
+  }
+  if ((await page.$$("#child-visits tr")).length < 1) fail("the child's visits are listed");
+  await axe(page, "child");
+  await page.screenshot({ path: `${shotDir}/child-1280.png`, fullPage: true });
+  await page.setViewportSize({ width: 390, height: 844 });
+  await page.screenshot({ path: `${shotDir}/child-390.png`, fullPage: true });
+  if (await page.evaluate(() => document.documentElement.scrollWidth > window.innerWidth + 1)) fail("the child's page scrolls sideways at 390 px");
+  await page.setViewportSize({ width: 1280, height: 800 });
+  // Found again by searching part of the name.
+  await page.click("nav a[href='#/people']");
+  await page.fill("#people-q", childName.split(" ")[0].toLowerCase());
+  await page.click("#people-form button[type=submit]");
+  await page.waitForSelector("#people-rows tr", { timeout: 15_000 });
+  if (!(await text(page, "#people-rows")).includes(childName)) fail("the search finds the child");
+  await axe(page, "search");
+  await page.screenshot({ path: `${shotDir}/people-1280.png`, fullPage: true });
+  await page.goBack();
+  await page.goBack();
+  await page.goBack();
+  await page.waitForSelector("#resolve-values .value", { timeout: 15_000 });
+
   await page.fill("#other", "9,3,5");
   await page.click("#save");
   if (!(await text(page, "#resolve-error")).includes("kg")) fail("a malformed number is explained in kg");

@@ -62,7 +62,16 @@ async fn an_officer_resolves_a_conflict_in_the_browser_and_the_phone_gets_it() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success() && stdout.contains("ok"), "browser test failed:\n{stdout}\n{stderr}");
-    for page in ["signin-1280", "conflicts-1280", "conflict-1280", "conflicts-390", "conflicts-390-en"] {
+    for page in [
+        "signin-1280",
+        "conflicts-1280",
+        "conflict-1280",
+        "child-1280",
+        "child-390",
+        "people-1280",
+        "conflicts-390",
+        "conflicts-390-en",
+    ] {
         assert!(shots.join(format!("{page}.png")).exists(), "a screenshot of {page}");
     }
 

@@ -109,7 +109,10 @@ export async function showConflict(show, id) {
   $("other").value = "";
   const rec = c.record || {};
   const name = rec.name || c.subject_name;
-  $("resolve-title").textContent = fieldName(c.field) + (name ? " — " + name : "");
+  const title = $("resolve-title");
+  title.textContent = fieldName(c.field) + (name ? " — " : "");
+  const personId = rec.person_id || (c.collection === "people" ? c.record_id : null);
+  if (name) title.append(personId ? el("a", { href: "#/people/" + personId, textContent: name }) : name);
   const born = rec.birth_date || c.subject_birth_date;
   const parts = [c.posyandu_name || c.posyandu];
   if (born) parts.push(t("born") + " " + date(born) + " (" + age(born) + ")");

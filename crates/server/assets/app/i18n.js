@@ -17,6 +17,11 @@ const T = {
     age_0_11: "0–11 bulan", age_12_23: "12–23 bulan", age_24_59: "24–59 bulan", age_60: "5 tahun ke atas",
     bad_number: "Tulis angka dalam {unit}, misalnya {example}.", months: "bulan", years: "tahun",
     session: "Sesi", signed_out: "Anda sudah keluar. Perangkat ini tidak dapat dipakai lagi tanpa kode baru.",
+    nav_people: "Anak", people: "Cari anak", people_help: "Ketik sebagian nama anak.", search: "Cari",
+    people_empty: "Tidak ada anak dengan nama itu.", last_visit: "Kunjungan terakhir", girl: "Perempuan", boy: "Laki-laki",
+    growth: "Grafik pertumbuhan (standar WHO)", visits: "Kunjungan", date: "Tanggal", weight: "Berat", length: "Panjang/tinggi",
+    ind_wfa: "BB/U", ind_lhfa: "PB/U", ind_wflh: "BB/PB", immunisation: "Imunisasi", given: "Sudah diberikan",
+    overdue: "Terlambat", none_overdue: "Tidak ada yang terlambat", now_status: "Status gizi terakhir",
   },
   en: {
     title: "posync — Posyandu", logout: "Sign out", login: "Sign in", lang: "Bahasa Indonesia",
@@ -32,6 +37,11 @@ const T = {
     age_0_11: "0–11 months", age_12_23: "12–23 months", age_24_59: "24–59 months", age_60: "5 years and over",
     bad_number: "Write a number in {unit}, e.g. {example}.", months: "months", years: "years",
     session: "Session", signed_out: "You are signed out. This device cannot be used again without a new code.",
+    nav_people: "Children", people: "Find a child", people_help: "Type part of the child's name.", search: "Search",
+    people_empty: "No child with that name.", last_visit: "Last visit", girl: "Girl", boy: "Boy",
+    growth: "Growth charts (WHO standards)", visits: "Visits", date: "Date", weight: "Weight", length: "Length/height",
+    ind_wfa: "Weight-for-age", ind_lhfa: "Length-for-age", ind_wflh: "Weight-for-length", immunisation: "Immunisation", given: "Given",
+    overdue: "Overdue", none_overdue: "Nothing overdue", now_status: "Latest nutrition status",
   },
 };
 

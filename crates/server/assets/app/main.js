@@ -4,9 +4,10 @@
 import { cred, get, signIn, signOut } from "./api.js";
 import { t, translate, getLang, setLang } from "./i18n.js";
 import { bindQueue, saveDecision, setUnits, showConflict, showQueue } from "./conflicts.js";
+import { bindSearch, setUnitNames, showChild, showSearch } from "./child.js";
 
 const $ = (id) => document.getElementById(id);
-const VIEWS = ["login", "queue", "resolve"];
+const VIEWS = ["login", "queue", "resolve", "people", "child"];
 
 function show(id) {
   for (const v of VIEWS) $(v).classList.toggle("hidden", v !== id);
@@ -16,9 +17,13 @@ function show(id) {
 
 async function route() {
   if (!cred()) { show("login"); return; }
-  const [, view, id] = (location.hash || "#/conflicts").split("/");
+  const [path, query] = (location.hash || "#/conflicts").split("?");
+  const [, view, id] = path.split("/");
+  $("app-error").textContent = "";
   try {
     if (view === "conflicts" && id) await showConflict(show, decodeURIComponent(id));
+    else if (view === "people" && id) await showChild(show, decodeURIComponent(id));
+    else if (view === "people") await showSearch(show, new URLSearchParams(query || "").get("q") || "");
     else await showQueue(show);
   } catch (e) {
     if (e.code === "unauthenticated" || e.code === "invalid_credential" || e.code === "device_revoked") {
@@ -33,6 +38,7 @@ async function route() {
 async function loadMe() {
   const me = await get("/v1/me");
   setUnits(me.units);
+  setUnitNames(me.units);
   $("who").textContent = me.name || me.user;
 }
 
@@ -63,6 +69,7 @@ $("back").addEventListener("click", () => { location.hash = "#/conflicts"; });
 $("save").addEventListener("click", () => saveDecision(() => { location.hash = "#/conflicts"; }));
 window.addEventListener("hashchange", route);
 bindQueue(route);
+bindSearch();
 
 translate();
 $("lang").textContent = t("lang");

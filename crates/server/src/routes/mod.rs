@@ -3,6 +3,7 @@
 mod access;
 mod ops;
 mod pages;
+mod people;
 mod reports;
 mod review;
 mod sync;
@@ -11,6 +12,7 @@ pub use access::parse_hierarchy;
 use access::*;
 use ops::*;
 use pages::*;
+use people::*;
 use reports::*;
 use review::*;
 use sync::*;
@@ -121,6 +123,8 @@ pub fn router(state: AppState) -> Router {
     let json_routes = Router::new()
         .route("/v1/auth/logout", post(logout))
         .route("/v1/me", get(me))
+        .route("/v1/people", get(people_search))
+        .route("/v1/people/{id}", get(person_page))
         .route("/v1/admin/units", get(admin_units))
         .route("/v1/admin/units/{id}", axum::routing::put(admin_put_unit))
         .route("/v1/admin/users", get(admin_users))

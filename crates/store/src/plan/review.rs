@@ -89,20 +89,75 @@ pub fn invalid_record(row: &Row) -> Result<crate::InvalidRecord, StoreError> {
 pub fn report_facts(d: Dialect, scope: &Scope, from: time::Date, to: time::Date) -> Statement {
     Statement::new(
         format!(
-            "SELECT v.posyandu, v.session_date,
-                    COALESCE((SELECT p.merged_into FROM people p WHERE p.person_id = v.person_id), v.person_id),
-                    v.name, v.sex, v.birth_date, v.life_group, v.weight_g, v.length_mm, v.lying, v.muac_mm,
-                    v.oedema, v.growth_card, v.bp_systolic, v.bp_diastolic,
-                    (SELECT {} FROM visit_immunisations i WHERE i.visit_id = v.visit_id)
-             FROM visits v
-             WHERE {} AND v.session_date BETWEEN {} AND {} AND v.invalid IS NULL",
-            d.text_agg("i.antigen"),
+            "{} WHERE {} AND v.session_date BETWEEN {} AND {} AND v.invalid IS NULL",
+            fact_select(d),
             d.in_list("v.posyandu", 1),
             d.p(2),
             d.p(3)
         ),
         vec![scope_texts(scope), format_date(from).into(), format_date(to).into()],
     )
+}
+
+/// The report facts of one person in the scope (and of anyone merged into them), oldest first.
+pub fn person_facts(d: Dialect, scope: &Scope, person: posync_model::PersonId) -> Statement {
+    Statement::new(
+        format!(
+            "{} WHERE {} AND v.invalid IS NULL
+               AND (v.person_id = {p} OR v.person_id IN (SELECT m.person_id FROM people m WHERE m.merged_into = {p}))
+             ORDER BY v.session_date, v.visit_id",
+            fact_select(d),
+            d.in_list("v.posyandu", 1),
+            p = d.p(2),
+        ),
+        vec![scope_texts(scope), person.to_string().into()],
+    )
+}
+
+/// The columns of a report fact, by visit (`v`); the person a duplicate was merged into.
+fn fact_select(d: Dialect) -> String {
+    format!(
+        "SELECT v.posyandu, v.session_date,
+                COALESCE((SELECT p.merged_into FROM people p WHERE p.person_id = v.person_id), v.person_id),
+                v.name, v.sex, v.birth_date, v.life_group, v.weight_g, v.length_mm, v.lying, v.muac_mm,
+                v.oedema, v.growth_card, v.bp_systolic, v.bp_diastolic,
+                (SELECT {} FROM visit_immunisations i WHERE i.visit_id = v.visit_id)
+         FROM visits v",
+        d.text_agg("i.antigen")
+    )
+}
+
+/// People seen at the scope's posyandu (by their visits), whose name contains `name` if
+/// given, by name; at most `limit`.
+pub fn people_seen(d: Dialect, scope: &Scope, name: Option<&str>, limit: u32) -> Statement {
+    let pattern = name.map(|n| format!("%{}%", n.to_lowercase().replace(['%', '_', '\\'], "")));
+    Statement::new(
+        format!(
+            "SELECT v.person_id, MAX(v.name), MAX(v.sex), MAX(v.birth_date), MAX(v.posyandu), MAX(v.session_date)
+             FROM visits v
+             WHERE {} AND ({} IS NULL OR LOWER(v.name) LIKE {})
+               AND v.person_id NOT IN (SELECT m.person_id FROM people m WHERE m.merged_into IS NOT NULL)
+             GROUP BY v.person_id ORDER BY MAX(v.name), v.person_id LIMIT {}",
+            d.in_list("v.posyandu", 1),
+            d.text_p(2),
+            d.p(2),
+            d.p(3)
+        ),
+        vec![scope_texts(scope), pattern.into(), i64::from(limit).into()],
+    )
+}
+
+/// A row of [`people_seen`].
+pub fn person_seen(row: &Row) -> Result<crate::PersonSeen, StoreError> {
+    let bad = |what: &str| StoreError::Backend(format!("bad projected {what}"));
+    Ok(crate::PersonSeen {
+        person_id: row.text(0)?.parse().map_err(|_| bad("person id"))?,
+        name: row.text(1)?,
+        sex: row.text(2)?,
+        birth_date: row.text(3)?,
+        posyandu: row.text(4)?.parse().map_err(|_| bad("posyandu"))?,
+        last_visit: row.text(5)?,
+    })
 }
 
 /// A row of [`report_facts`].

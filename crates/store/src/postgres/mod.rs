@@ -820,4 +820,23 @@ impl ReportStore for PgStore {
         let rows: Vec<crate::sql::Row> = self.read_rows(plan::registered_people(D, &scope)).await?;
         Ok(rows.iter().filter_map(plan::registered_person).collect())
     }
+
+    async fn person_facts(
+        &self,
+        scope: Scope,
+        person: posync_model::PersonId,
+    ) -> Result<Vec<posync_model::report::VisitFact>, StoreError> {
+        let rows: Vec<crate::sql::Row> = self.read_rows(plan::person_facts(D, &scope, person)).await?;
+        rows.iter().map(plan::fact).collect()
+    }
+
+    async fn people_seen(
+        &self,
+        scope: Scope,
+        name: Option<String>,
+        limit: u32,
+    ) -> Result<Vec<crate::PersonSeen>, StoreError> {
+        let rows: Vec<crate::sql::Row> = self.read_rows(plan::people_seen(D, &scope, name.as_deref(), limit)).await?;
+        rows.iter().map(plan::person_seen).collect()
+    }
 }

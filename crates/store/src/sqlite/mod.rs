@@ -723,4 +723,25 @@ impl ReportStore for SqliteStore {
         })
         .await
     }
+
+    async fn person_facts(
+        &self,
+        scope: Scope,
+        person: posync_model::PersonId,
+    ) -> Result<Vec<posync_model::report::VisitFact>, StoreError> {
+        self.read(move |conn| query(conn, &plan::person_facts(D, &scope, person))?.iter().map(plan::fact).collect())
+            .await
+    }
+
+    async fn people_seen(
+        &self,
+        scope: Scope,
+        name: Option<String>,
+        limit: u32,
+    ) -> Result<Vec<crate::PersonSeen>, StoreError> {
+        self.read(move |conn| {
+            query(conn, &plan::people_seen(D, &scope, name.as_deref(), limit))?.iter().map(plan::person_seen).collect()
+        })
+        .await
+    }
 }
