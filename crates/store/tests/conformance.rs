@@ -1057,6 +1057,25 @@ async fn reports_and_registry_follow_each_documents_latest_version(backend: Back
     let mawar_facts = store.report_facts(scope(&["mawar"]), day(0), day(100)).await.expect("facts");
     assert_eq!(mawar_facts.iter().map(|f| f.person_id).collect::<Vec<_>>(), vec![v3.person_id]);
     assert!(store.registered_people(scope(&["mawar"])).await.expect("people").is_empty());
+
+    // One person's visits and the name search read the same projection, within the scope.
+    let own = store.person_facts(both.clone(), v1.person_id).await.expect("person facts");
+    assert_eq!(own.iter().map(|f| (f.person_id, f.weight_g)).collect::<Vec<_>>(), vec![(v1.person_id, Some(9100))]);
+    assert!(store.person_facts(scope(&["mawar"]), v1.person_id).await.expect("facts").is_empty(), "out of scope");
+    let seen = store.people_seen(both.clone(), Some("LESTARI".into()), 50).await.expect("search");
+    assert_eq!(seen.iter().map(|p| p.name.as_str()).collect::<Vec<_>>(), vec!["Dewi Lestari"]);
+    assert_eq!(seen[0].last_visit, posync_model::record::format_date(day(3)));
+    assert_eq!(store.people_seen(both.clone(), None, 50).await.expect("all").len(), 3);
+    assert_eq!(store.people_seen(both.clone(), None, 2).await.expect("bounded").len(), 2);
+    assert_eq!(
+        store
+            .people_seen(melati.clone(), Some("%".into()), 50)
+            .await
+            .expect("a typed % is dropped, like an empty search")
+            .len(),
+        2
+    );
+    assert!(store.people_seen(scope(&["mawar"]), Some("lestari".into()), 50).await.expect("scope").is_empty());
 }
 
 // ------------------------------------------------------------------------------------------
