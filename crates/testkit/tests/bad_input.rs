@@ -1148,9 +1148,13 @@ async fn credential_routes_are_rate_limited_per_address_per_code_and_per_device(
 async fn the_admin_page_runs_no_inline_code_and_nothing_is_sniffed() {
     let server = TestServer::start().await;
     let client = reqwest::Client::new();
-    for (path, ctype) in
-        [("/admin", "text/html"), ("/admin/admin.js", "text/javascript"), ("/admin/admin.css", "text/css")]
-    {
+    for (path, ctype) in [
+        ("/admin", "text/html"),
+        ("/admin/main.js", "text/javascript"),
+        ("/admin/conflicts.js", "text/javascript"),
+        ("/admin/child.js", "text/javascript"),
+        ("/admin/app.css", "text/css"),
+    ] {
         let resp = client.get(format!("{}{path}", server.url())).send().await.expect("send");
         assert_eq!(resp.status().as_u16(), 200, "{path}");
         let h = resp.headers();
@@ -1164,6 +1168,8 @@ async fn the_admin_page_runs_no_inline_code_and_nothing_is_sniffed() {
             assert!(!has_inline_handler(&body), "no inline event handlers");
         }
     }
+    let missing = client.get(format!("{}/admin/..%2Fsecret.js", server.url())).send().await.expect("send");
+    assert_eq!(missing.status().as_u16(), 404, "only the app's own files are served");
     for path in ["/healthz", "/no/such/route"] {
         let resp = client.get(format!("{}{path}", server.url())).send().await.expect("send");
         assert_eq!(resp.headers().get("x-content-type-options").and_then(|v| v.to_str().ok()), Some("nosniff"));
