@@ -21,9 +21,11 @@ pub async fn run(store: &StoreArgs, kind: &str, month: Option<&str>, level: &str
         if csv {
             print!("{}", reports::overdue_csv(&list));
         } else {
-            out!("{:<28} {:<28} {:>6}  overdue doses", "posyandu", "name", "months");
-            for o in list {
-                out!("{:<28} {:<28} {:>6}  {}", o.posyandu, o.name, o.age_months, o.doses.join(" "));
+            out!("{:<28} {:<28} {:>6}  {:<32} overdue doses", "posyandu", "name", "months", "address");
+            for h in list {
+                let o = &h.overdue;
+                let address = h.address.as_deref().unwrap_or("-").chars().take(32).collect::<String>();
+                out!("{:<28} {:<28} {:>6}  {:<32} {}", o.posyandu, o.name, o.age_months, address, o.doses.join(" "));
             }
         }
         return Ok(());

@@ -32,6 +32,9 @@ pub struct VisitLine {
     /// Permenkes 2/2020 status by indicator, in words.
     pub status: BTreeMap<&'static str, StatusView>,
     pub immunisations: Vec<String>,
+    /// The server found an impossible value in it: listed, but left out of the charts, the
+    /// status and the reports until someone corrects it.
+    pub invalid: bool,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -67,14 +70,15 @@ pub async fn child(
     today: time::Date,
     lang: Lang,
 ) -> Result<ChildView, ApiError> {
-    let facts = store.person_facts(who.scope.clone(), person).await?;
-    let Some(latest) = facts.last() else {
+    let visits = store.person_facts(who.scope.clone(), person).await?;
+    let Some(latest) = visits.last().map(|v| &v.fact) else {
         return Err(ApiError::new(ErrorCode::NotFound, "no such person in your scope"));
     };
     let posyandu_name =
         store.unit_tree().await?.get(&posync_model::UnitId::from(latest.posyandu.clone())).map(|u| u.name.clone());
+    let valid: Vec<VisitFact> = visits.iter().filter(|v| !v.invalid).map(|v| v.fact.clone()).collect();
     let mut given = BTreeMap::new();
-    for f in &facts {
+    for f in &valid {
         for antigen in &f.immunisations {
             given.entry(antigen.clone()).or_insert_with(|| format_date(f.session_date));
         }
@@ -89,14 +93,14 @@ pub async fn child(
         age_months: months_now,
         posyandu: latest.posyandu.to_string(),
         posyandu_name,
-        visits: facts.iter().map(visit_line).collect(),
+        visits: visits.iter().map(|v| visit_line(&v.fact, v.invalid)).collect(),
         immunisations_overdue: if months_now < 60 {
             overdue_doses(months_now, &given_codes).collect()
         } else {
             Vec::new()
         },
         immunisations_given: given,
-        charts: charts(&facts, latest.sex, lang),
+        charts: charts(&valid, latest.sex, lang),
     })
 }
 
@@ -113,8 +117,8 @@ fn measurement(f: &VisitFact) -> Measurement {
     }
 }
 
-fn visit_line(f: &VisitFact) -> VisitLine {
-    let z = growth::zscores(&measurement(f));
+fn visit_line(f: &VisitFact, invalid: bool) -> VisitLine {
+    let z = if invalid { growth::ZScores::default() } else { growth::zscores(&measurement(f)) };
     let class = growth::classify(&z);
     let mut zs = BTreeMap::new();
     for (key, v) in [("wfa", z.wfa), ("lhfa", z.lhfa), ("wflh", z.wflh)] {
@@ -142,6 +146,7 @@ fn visit_line(f: &VisitFact) -> VisitLine {
         z: zs,
         status,
         immunisations: f.immunisations.clone(),
+        invalid,
     }
 }
 

@@ -102,23 +102,57 @@ pub async fn monthly(store: &dyn Store, scope: &Scope, month: Month, level: Leve
 }
 
 /// Children with overdue doses in `scope`, for home follow-up.
-pub async fn overdue(store: &dyn Store, scope: &Scope, month: Month) -> Result<Vec<Overdue>, ApiError> {
-    let from = month.last_day() - time::Duration::days(5 * 366);
-    let facts = store.report_facts(scope.clone(), from, month.last_day()).await?;
-    Ok(report::overdue(month, &facts))
+/// A child to visit at home: the overdue doses, and where the family lives when the child
+/// is registered.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct HomeVisit {
+    #[serde(flatten)]
+    pub overdue: Overdue,
+    pub mother_name: Option<String>,
+    pub address: Option<String>,
+    pub rt: Option<i64>,
+    pub rw: Option<i64>,
 }
 
-pub fn overdue_csv(list: &[Overdue]) -> String {
-    let mut out = String::from("posyandu,person_id,name,birth_date,age_months,overdue_doses\n");
-    for o in list {
+pub async fn overdue(store: &dyn Store, scope: &Scope, month: Month) -> Result<Vec<HomeVisit>, ApiError> {
+    let from = month.last_day() - time::Duration::days(5 * 366);
+    let facts = store.report_facts(scope.clone(), from, month.last_day()).await?;
+    let list = report::overdue(month, &facts);
+    let contacts: std::collections::BTreeMap<_, _> =
+        store.people_contacts(scope.clone()).await?.into_iter().map(|c| (c.person_id, c)).collect();
+    Ok(list
+        .into_iter()
+        .map(|o| {
+            let c = contacts.get(&o.person_id);
+            HomeVisit {
+                mother_name: c.map(|c| c.mother_name.clone()).filter(|m| !m.is_empty()),
+                address: c.map(|c| c.address.clone()).filter(|a| !a.is_empty()),
+                rt: c.and_then(|c| c.rt),
+                rw: c.and_then(|c| c.rw),
+                overdue: o,
+            }
+        })
+        .collect())
+}
+
+pub fn overdue_csv(list: &[HomeVisit]) -> String {
+    let mut out =
+        String::from("posyandu,person_id,name,birth_date,age_months,overdue_doses,mother_name,address,rt,rw\n");
+    let opt = |v: Option<i64>| v.map(|v| v.to_string()).unwrap_or_default();
+    for h in list {
+        let o = &h.overdue;
         out.push_str(&format!(
-            "{},{},{},{},{},{}\n",
+            "{},{},{},{},{},{},{},{},{},{}\n",
             o.posyandu,
             o.person_id,
             report::csv_text(&o.name),
             o.birth_date,
             o.age_months,
-            report::csv_text(&o.doses.join(" "))
+            report::csv_text(&o.doses.join(" ")),
+            report::csv_text(h.mother_name.as_deref().unwrap_or_default()),
+            report::csv_text(h.address.as_deref().unwrap_or_default()),
+            opt(h.rt),
+            opt(h.rw)
         ));
     }
     out

@@ -136,6 +136,23 @@ pub struct PersonSeen {
     pub last_visit: String,
 }
 
+/// One visit of a person, and whether the server found it invalid (kept, left out of reports).
+#[derive(Clone, Debug, PartialEq)]
+pub struct PersonVisit {
+    pub fact: posync_model::report::VisitFact,
+    pub invalid: bool,
+}
+
+/// Where a registered person lives, for a home visit.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct PersonContact {
+    pub person_id: posync_model::PersonId,
+    pub mother_name: String,
+    pub address: String,
+    pub rt: Option<i64>,
+    pub rw: Option<i64>,
+}
+
 /// Two registrations that look like one person, and why.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct DuplicatePair {
@@ -345,15 +362,14 @@ pub trait ReportStore: Send + Sync + 'static {
     /// People in the registries of posyandu in `scope`.
     async fn registered_people(&self, scope: Scope) -> Result<Vec<posync_model::report::RegisteredPerson>, StoreError>;
 
-    /// Every valid visit of `person` (and of people merged into them) in `scope`, oldest first.
-    async fn person_facts(
-        &self,
-        scope: Scope,
-        person: posync_model::PersonId,
-    ) -> Result<Vec<posync_model::report::VisitFact>, StoreError>;
+    /// Every visit of `person` (and of people merged into them) in `scope`, oldest first.
+    async fn person_facts(&self, scope: Scope, person: posync_model::PersonId) -> Result<Vec<PersonVisit>, StoreError>;
 
     /// People seen at the posyandu of `scope`, by name (containing `name`), at most `limit`.
     async fn people_seen(&self, scope: Scope, name: Option<String>, limit: u32) -> Result<Vec<PersonSeen>, StoreError>;
+
+    /// Addresses and mothers of the people registered in `scope` (not merged).
+    async fn people_contacts(&self, scope: Scope) -> Result<Vec<PersonContact>, StoreError>;
 }
 
 /// The append-only audit log.

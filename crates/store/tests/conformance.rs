@@ -1060,7 +1060,8 @@ async fn reports_and_registry_follow_each_documents_latest_version(backend: Back
 
     // One person's visits and the name search read the same projection, within the scope.
     let own = store.person_facts(both.clone(), v1.person_id).await.expect("person facts");
-    assert_eq!(own.iter().map(|f| (f.person_id, f.weight_g)).collect::<Vec<_>>(), vec![(v1.person_id, Some(9100))]);
+    let own: Vec<_> = own.iter().map(|v| (v.fact.person_id, v.fact.weight_g, v.invalid)).collect();
+    assert_eq!(own, vec![(v1.person_id, Some(9100), false)]);
     assert!(store.person_facts(scope(&["mawar"]), v1.person_id).await.expect("facts").is_empty(), "out of scope");
     let seen = store.people_seen(both.clone(), Some("LESTARI".into()), 50).await.expect("search");
     assert_eq!(seen.iter().map(|p| p.name.as_str()).collect::<Vec<_>>(), vec!["Dewi Lestari"]);

@@ -44,11 +44,13 @@ async function axe(page, where) {
 }
 
 const text = async (page, sel) => (await page.textContent(sel)) || "";
+let current = null;
 
 try {
   // bypassCSP only lets the test inject axe-core; the app itself runs under its CSP.
   const context = await browser.newContext({ viewport: { width: 1280, height: 800 }, bypassCSP: true });
   const page = await context.newPage();
+  current = page;
   const errors = [];
   page.on("pageerror", (e) => errors.push(e.message));
   await page.goto(url + "/admin");
@@ -66,7 +68,7 @@ try {
   const rows = await page.$$("#queue-rows tr.row");
   if (rows.length !== 2) fail(`two conflicts in the queue, saw ${rows.length}`);
   const queue = await text(page, "#queue-rows");
-  for (const want of ["Posyandu Melati 1", "Berat badan", "Euis Nurhayati", "Nining Supriatin", "7,167 kg", "7,181 kg", "9,8 kg", "8,9 kg"]) {
+  for (const want of ["Posyandu Melati 1", "Berat badan", "Euis Nurhayati", "Nining Supriatin", "7,167 kg", "7,181 kg", "12,8 kg", "11,9 kg"]) {
     if (!queue.includes(want)) fail(`the queue shows ${want}: ${queue}`);
   }
   if (/pos-hegarsari|kader-000/.test(queue)) fail("the queue shows ids: " + queue);
@@ -80,8 +82,8 @@ try {
   await page.selectOption("#f-field", "");
   await page.waitForSelector("#queue-rows tr.row", { timeout: 15_000 });
 
-  // Open the 9,8 / 8,9 kg conflict; a wrong entry is refused in words, "9,35" kg is taken.
-  const row = page.locator("#queue-rows tr.row", { hasText: "9,8 kg" });
+  // Open the 12,8 / 11,9 kg conflict; a wrong entry is refused in words, "12,35" kg is taken.
+  const row = page.locator("#queue-rows tr.row", { hasText: "12,8 kg" });
   await row.locator("a").click();
   await page.waitForSelector("#resolve-values .value", { timeout: 15_000 });
   if ((await page.$$("#resolve-values .value")).length !== 2) fail("two values side by side");
@@ -91,6 +93,7 @@ try {
   await axe(page, "conflict");
   await page.screenshot({ path: `${shotDir}/conflict-1280.png`, fullPage: true });
   // The child's page, from the name: identity, three WHO charts with points, visits, status.
+  const conflictUrl = page.url();
   const childName = await text(page, "#resolve-title a");
   if (!childName) fail("the child's name links to their page");
   await page.click("#resolve-title a");
@@ -116,18 +119,50 @@ try {
   if (!(await text(page, "#people-rows")).includes(childName)) fail("the search finds the child");
   await axe(page, "search");
   await page.screenshot({ path: `${shotDir}/people-1280.png`, fullPage: true });
-  await page.goBack();
-  await page.goBack();
-  await page.goBack();
+  await page.goto(conflictUrl);
   await page.waitForSelector("#resolve-values .value", { timeout: 15_000 });
 
-  await page.fill("#other", "9,3,5");
+  await page.fill("#other", "12,3,5");
   await page.click("#save");
   if (!(await text(page, "#resolve-error")).includes("kg")) fail("a malformed number is explained in kg");
-  await page.fill("#other", "9,35");
+  await page.fill("#other", "12,35");
   await page.click("#save");
+  await page.waitForFunction(() => !document.querySelector("#queue").classList.contains("hidden")
+    && document.querySelectorAll("#queue-rows tr.row").length === 1, null, { timeout: 15_000 })
+    .catch(() => fail("the decided conflict left the queue"));
+
+  // Duplicates: the same girl registered twice (one NIK); keep one, merge the other.
+  await page.click("nav a[href='#/duplicates']");
+  await page.waitForSelector("#duplicate-list .pair", { timeout: 15_000 });
+  const pairs = await page.$$("#duplicate-list .pair");
+  if (pairs.length !== 1) fail(`one pair of duplicates, saw ${pairs.length}`);
+  const pair = await text(page, "#duplicate-list");
+  for (const want of ["NIK sama", "Siti Aisyah", "SITI AISYAH", "Posyandu Melati 1"]) {
+    if (!pair.includes(want)) fail(`the duplicates show ${want}: ${pair}`);
+  }
+  await axe(page, "duplicates");
+  await page.screenshot({ path: `${shotDir}/duplicates-1280.png`, fullPage: true });
+  await page.click("#duplicate-list .pair button.primary");
+  if (!(await text(page, "#duplicate-list")).includes("Pilih data yang disimpan")) fail("merging asks which record to keep");
+  await page.check("#duplicate-list .pair input[type=radio] >> nth=0");
+  await page.click("#duplicate-list .pair button.primary");
+  await page.waitForSelector("#duplicates-empty:not(.hidden)", { timeout: 15_000 });
+
+  // Home visits: children behind on their doses, with where they live, printable.
+  await page.evaluate(() => { location.hash = "#/overdue?month=2026-11"; });
+  await page.waitForSelector("#overdue-list table", { timeout: 15_000 });
+  const overdue = await text(page, "#overdue-list");
+  for (const want of ["Posyandu Melati 1", "Rina Marlina", "Yati Rostika", "Jl. Melati 3", "RT 2", "RW 5", "BCG"]) {
+    if (!overdue.includes(want)) fail(`the home-visit list shows ${want}: ${overdue}`);
+  }
+  await axe(page, "overdue");
+  await page.screenshot({ path: `${shotDir}/overdue-1280.png`, fullPage: true });
+  await page.emulateMedia({ media: "print" });
+  if (await page.isVisible("nav")) fail("the printed list leaves out the menu");
+  await page.screenshot({ path: `${shotDir}/overdue-print.png`, fullPage: true });
+  await page.emulateMedia({ media: "screen" });
+  await page.click("nav a[href='#/conflicts']");
   await page.waitForSelector("#queue-rows tr.row", { timeout: 15_000 });
-  if ((await page.$$("#queue-rows tr.row")).length !== 1) fail("the decided conflict left the queue");
 
   // English, and a phone-sized screen.
   await page.click("#lang");
@@ -152,7 +187,9 @@ try {
   console.log("device " + device);
   console.log("ok");
 } catch (e) {
-  fail(e.stack || String(e));
+  const state = current ? await current.evaluate(() => location.hash + " | error: " + document.getElementById("app-error").textContent
+    + " | visible: " + [...document.querySelectorAll("main > section:not(.hidden)")].map((s) => s.id).join(",")).catch(() => "") : "";
+  fail((e.stack || String(e)) + "\npage: " + state);
 } finally {
   clearTimeout(timer);
   await browser.close();

@@ -32,11 +32,50 @@ async fn an_officer_resolves_a_conflict_in_the_browser_and_the_phone_gets_it() {
     let close = a.record_visit(session, Generator::new(5).child_visit(), 1).expect("record");
     a.sync_enrolled(&server.url()).await.expect("sync");
     b.sync_enrolled(&server.url()).await.expect("sync");
-    a.edit_visit(session, visit, Field::WeightG, FieldValue::Int(9_800), 2).expect("edit");
-    b.edit_visit(session, visit, Field::WeightG, FieldValue::Int(8_900), 3).expect("edit");
+    a.edit_visit(session, visit, Field::WeightG, FieldValue::Int(12_800), 2).expect("edit");
+    b.edit_visit(session, visit, Field::WeightG, FieldValue::Int(11_900), 3).expect("edit");
     // Two weights that both read "7,2 kg" when rounded to 100 g.
     a.edit_visit(session, close, Field::WeightG, FieldValue::Int(7_167), 2).expect("edit");
     b.edit_visit(session, close, Field::WeightG, FieldValue::Int(7_181), 3).expect("edit");
+    // The same girl registered on both phones (one NIK), and a registered child with an
+    // address who is behind on her doses: the duplicates queue and the home-visit list.
+    let twin = |name: &str| posync_replica::NewPerson {
+        name: name.into(),
+        sex: posync_model::Sex::Female,
+        birth_date: DAY - time::Duration::days(300),
+        mother_name: "Euis".into(),
+        nik: Some("3279015002250001".into()),
+        mother_nik: None,
+        address: String::new(),
+        rt: None,
+        rw: None,
+        pregnant: false,
+        kia_book: true,
+    };
+    let now = server.clock.now();
+    a.register_person(&p, twin("Siti Aisyah"), now).expect("register");
+    b.register_person(&p, twin("SITI AISYAH"), now).expect("register");
+    let rina = posync_replica::NewPerson {
+        name: "Rina Marlina".into(),
+        nik: None,
+        mother_nik: Some("3279014106900001".into()),
+        mother_name: "Yati Rostika".into(),
+        address: "Jl. Melati 3".into(),
+        rt: Some(2),
+        rw: Some(5),
+        ..twin("Rina Marlina")
+    };
+    let rina = a.register_person(&p, rina, now).expect("register");
+    let mut visit_of_rina = Generator::new(6).child_visit();
+    visit_of_rina.person_id = rina;
+    visit_of_rina.name = "Rina Marlina".into();
+    visit_of_rina.sex = posync_model::Sex::Female;
+    visit_of_rina.birth_date = DAY - time::Duration::days(300);
+    (visit_of_rina.weight_g, visit_of_rina.length_mm) = (Some(8_200), Some(700));
+    (visit_of_rina.head_circ_mm, visit_of_rina.muac_mm) = (None, None);
+    visit_of_rina.immunisations.clear();
+    visit_of_rina.vitamin_a = None;
+    a.record_visit(session, visit_of_rina, now).expect("record");
     a.sync_enrolled(&server.url()).await.expect("sync");
     b.sync_enrolled(&server.url()).await.expect("sync");
     a.sync_enrolled(&server.url()).await.expect("sync");
@@ -85,10 +124,11 @@ async fn an_officer_resolves_a_conflict_in_the_browser_and_the_phone_gets_it() {
     b.sync_enrolled(&server.url()).await.expect("sync");
     let visits = b.visits(session).expect("visits");
     let decided = visits.iter().find(|v| v.visit_id == visit.to_string()).expect("the visit");
-    assert_eq!(decided.weight_g, Some(9_350), "9,35 kg typed in the browser");
+    assert_eq!(decided.weight_g, Some(12_350), "12,35 kg typed in the browser");
     assert_eq!(b.under_review(session).expect("review").len(), 1, "the 7,167/7,181 kg conflict is still open");
     let log = posync_store::AuditStore::audit_log(&server.store, 0, 1000).await.expect("audit");
     assert!(log.iter().any(|e| e.action == "conflict_resolved" && e.actor.starts_with("user:bidan-0001@")));
     assert!(log.iter().any(|e| e.action == "device_revoked" && e.actor.starts_with("user:bidan-0001@")));
+    assert!(log.iter().any(|e| e.action == "people_merged" && e.actor.starts_with("user:bidan-0001@")));
     server.stop().await;
 }

@@ -69,3 +69,31 @@ async fn a_bidan_reads_a_childs_visits_status_doses_and_charts_in_scope_only() {
     assert!(!text.contains("Siti Aminah") && !text.contains("amin"), "no name or query in the audit log");
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_child_whose_only_visit_is_invalid_still_has_a_page_with_the_visit_marked() {
+    let (server, admin) = district_server(posync_proto::Limits::default()).await;
+    let dir = tempfile::tempdir().expect("dir");
+    let p: PosyanduId = "pos-hegarsari-melati-1".parse().expect("id");
+    let mut kader = enrolled(&server, &admin, "kader-0001", &dir).await;
+    let mut v = Generator::new(22).child_visit();
+    v.birth_date = DAY - time::Duration::days(400);
+    (v.weight_g, v.length_mm, v.head_circ_mm, v.muac_mm) = (Some(9_000), Some(760), None, None);
+    let person = v.person_id;
+    let session = kader.start_session(&p, DAY).expect("session");
+    let visit = kader.record_visit(session, v, 1).expect("record");
+    // Two phones disagreeing can leave an implausible value standing; here one edit does.
+    kader
+        .edit_visit(session, visit, posync_model::Field::WeightG, posync_model::FieldValue::Int(2_000), 2)
+        .expect("edit");
+    kader.sync_enrolled(&server.url()).await.expect("sync");
+    let bidan = access_token(&enrolled(&server, &admin, "bidan-0001", &dir).await);
+    let (status, child) = api(&server, "GET", &bidan, &format!("/v1/people/{person}"), None).await;
+    assert_eq!(status, 200, "{child}");
+    let visits = child["visits"].as_array().expect("visits");
+    assert_eq!(visits.len(), 1);
+    assert_eq!(visits[0]["invalid"], true, "{child}");
+    assert!(visits[0]["status"].as_object().is_some_and(|s| s.is_empty()), "no status from an impossible value");
+    assert_eq!(child["charts"]["wfa"].as_str().map(|s| s.matches("class=\"point\"").count()), Some(0));
+    server.stop().await;
+}

@@ -44,6 +44,7 @@ export function bindSearch() {
 }
 
 function statusCell(v, key) {
+  if (v.invalid) return t("invalid_visit");
   const z = v.z[key];
   if (z === undefined) return "—";
   const s = v.status[key];

@@ -62,9 +62,9 @@ function valuesLine(c) {
 }
 
 export async function showQueue(show) {
-  show("queue");
   fillFilters();
   const list = await get("/v1/conflicts?" + filterQuery());
+  show("queue");
   const more = list.length > PAGE;
   const body = $("queue-rows");
   body.textContent = "";

@@ -5,17 +5,24 @@ import { cred, get, signIn, signOut } from "./api.js";
 import { t, translate, getLang, setLang } from "./i18n.js";
 import { bindQueue, saveDecision, setUnits, showConflict, showQueue } from "./conflicts.js";
 import { bindSearch, setUnitNames, showChild, showSearch } from "./child.js";
+import { setDuplicateUnits, showDuplicates } from "./duplicates.js";
+import { bindOverdue, setOverdueUnits, showOverdue } from "./overdue.js";
 
 const $ = (id) => document.getElementById(id);
-const VIEWS = ["login", "queue", "resolve", "people", "child"];
+const VIEWS = ["login", "queue", "resolve", "people", "child", "duplicates", "overdue"];
 
-function show(id) {
+function showView(id) {
   for (const v of VIEWS) $(v).classList.toggle("hidden", v !== id);
   $("logout").classList.toggle("hidden", id === "login");
   $("nav").classList.toggle("hidden", id === "login");
 }
 
+// A route whose answer comes after a newer route's must not show itself over it.
+let routeSeq = 0;
+
 async function route() {
+  const mine = ++routeSeq;
+  const show = (id) => { if (mine === routeSeq) showView(id); };
   if (!cred()) { show("login"); return; }
   const [path, query] = (location.hash || "#/conflicts").split("?");
   const [, view, id] = path.split("/");
@@ -24,11 +31,13 @@ async function route() {
     if (view === "conflicts" && id) await showConflict(show, decodeURIComponent(id));
     else if (view === "people" && id) await showChild(show, decodeURIComponent(id));
     else if (view === "people") await showSearch(show, new URLSearchParams(query || "").get("q") || "");
+    else if (view === "duplicates") await showDuplicates(show);
+    else if (view === "overdue") await showOverdue(show, new URLSearchParams(query || "").get("month"));
     else await showQueue(show);
   } catch (e) {
     if (e.code === "unauthenticated" || e.code === "invalid_credential" || e.code === "device_revoked") {
       localStorage.removeItem("posync.cred");
-      show("login");
+      showView("login");
     } else {
       $("app-error").textContent = e.message;
     }
@@ -39,6 +48,8 @@ async function loadMe() {
   const me = await get("/v1/me");
   setUnits(me.units);
   setUnitNames(me.units);
+  setDuplicateUnits(me.units);
+  setOverdueUnits(me.units);
   $("who").textContent = me.name || me.user;
 }
 
@@ -62,7 +73,7 @@ $("lang").addEventListener("click", () => {
 $("logout").addEventListener("click", async () => {
   await signOut().catch(() => {});
   $("who").textContent = "";
-  show("login");
+  showView("login");
   $("login-error").textContent = t("signed_out");
 });
 $("back").addEventListener("click", () => { location.hash = "#/conflicts"; });
@@ -70,7 +81,8 @@ $("save").addEventListener("click", () => saveDecision(() => { location.hash = "
 window.addEventListener("hashchange", route);
 bindQueue(route);
 bindSearch();
+bindOverdue();
 
 translate();
 $("lang").textContent = t("lang");
-if (cred()) loadMe().then(route, () => show("login")); else show("login");
+if (cred()) loadMe().then(route, () => showView("login")); else showView("login");

@@ -90,7 +90,7 @@ pub fn report_facts(d: Dialect, scope: &Scope, from: time::Date, to: time::Date)
     Statement::new(
         format!(
             "{} WHERE {} AND v.session_date BETWEEN {} AND {} AND v.invalid IS NULL",
-            fact_select(d),
+            fact_select(d, ""),
             d.in_list("v.posyandu", 1),
             d.p(2),
             d.p(3)
@@ -99,14 +99,15 @@ pub fn report_facts(d: Dialect, scope: &Scope, from: time::Date, to: time::Date)
     )
 }
 
-/// The report facts of one person in the scope (and of anyone merged into them), oldest first.
+/// Every visit of one person in the scope (and of anyone merged into them) as report facts,
+/// with whether the server found it invalid (column 16), oldest first.
 pub fn person_facts(d: Dialect, scope: &Scope, person: posync_model::PersonId) -> Statement {
+    let select = fact_select(d, ", v.invalid IS NOT NULL");
     Statement::new(
         format!(
-            "{} WHERE {} AND v.invalid IS NULL
+            "{select} WHERE {}
                AND (v.person_id = {p} OR v.person_id IN (SELECT m.person_id FROM people m WHERE m.merged_into = {p}))
              ORDER BY v.session_date, v.visit_id",
-            fact_select(d),
             d.in_list("v.posyandu", 1),
             p = d.p(2),
         ),
@@ -114,14 +115,20 @@ pub fn person_facts(d: Dialect, scope: &Scope, person: posync_model::PersonId) -
     )
 }
 
-/// The columns of a report fact, by visit (`v`); the person a duplicate was merged into.
-fn fact_select(d: Dialect) -> String {
+/// A row of [`person_facts`].
+pub fn person_visit(row: &Row) -> Result<crate::PersonVisit, StoreError> {
+    Ok(crate::PersonVisit { fact: fact(row)?, invalid: row.opt_bool(16)?.unwrap_or(false) })
+}
+
+/// The columns of a report fact, by visit (`v`), then `extra` columns; the person a duplicate
+/// was merged into.
+fn fact_select(d: Dialect, extra: &str) -> String {
     format!(
         "SELECT v.posyandu, v.session_date,
                 COALESCE((SELECT p.merged_into FROM people p WHERE p.person_id = v.person_id), v.person_id),
                 v.name, v.sex, v.birth_date, v.life_group, v.weight_g, v.length_mm, v.lying, v.muac_mm,
                 v.oedema, v.growth_card, v.bp_systolic, v.bp_diastolic,
-                (SELECT {} FROM visit_immunisations i WHERE i.visit_id = v.visit_id)
+                (SELECT {} FROM visit_immunisations i WHERE i.visit_id = v.visit_id){extra}
          FROM visits v",
         d.text_agg("i.antigen")
     )
@@ -145,6 +152,28 @@ pub fn people_seen(d: Dialect, scope: &Scope, name: Option<&str>, limit: u32) ->
         ),
         vec![scope_texts(scope), pattern.into(), i64::from(limit).into()],
     )
+}
+
+/// Where the scope's registered people live and who their mother is (for home visits).
+pub fn people_contacts(d: Dialect, scope: &Scope) -> Statement {
+    Statement::new(
+        format!(
+            "SELECT person_id, mother_name, address, rt, rw FROM people WHERE {} AND merged_into IS NULL",
+            d.in_list("posyandu", 1)
+        ),
+        vec![scope_texts(scope)],
+    )
+}
+
+/// A row of [`people_contacts`].
+pub fn person_contact(row: &Row) -> Result<crate::PersonContact, StoreError> {
+    Ok(crate::PersonContact {
+        person_id: row.text(0)?.parse().map_err(|_| StoreError::Backend("bad projected person id".into()))?,
+        mother_name: row.text(1)?,
+        address: row.text(2)?,
+        rt: row.opt_int(3)?,
+        rw: row.opt_int(4)?,
+    })
 }
 
 /// A row of [`people_seen`].

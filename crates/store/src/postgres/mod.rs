@@ -825,9 +825,9 @@ impl ReportStore for PgStore {
         &self,
         scope: Scope,
         person: posync_model::PersonId,
-    ) -> Result<Vec<posync_model::report::VisitFact>, StoreError> {
+    ) -> Result<Vec<crate::PersonVisit>, StoreError> {
         let rows: Vec<crate::sql::Row> = self.read_rows(plan::person_facts(D, &scope, person)).await?;
-        rows.iter().map(plan::fact).collect()
+        rows.iter().map(plan::person_visit).collect()
     }
 
     async fn people_seen(
@@ -838,5 +838,10 @@ impl ReportStore for PgStore {
     ) -> Result<Vec<crate::PersonSeen>, StoreError> {
         let rows: Vec<crate::sql::Row> = self.read_rows(plan::people_seen(D, &scope, name.as_deref(), limit)).await?;
         rows.iter().map(plan::person_seen).collect()
+    }
+
+    async fn people_contacts(&self, scope: Scope) -> Result<Vec<crate::PersonContact>, StoreError> {
+        let rows: Vec<crate::sql::Row> = self.read_rows(plan::people_contacts(D, &scope)).await?;
+        rows.iter().map(plan::person_contact).collect()
     }
 }

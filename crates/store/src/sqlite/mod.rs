@@ -728,9 +728,11 @@ impl ReportStore for SqliteStore {
         &self,
         scope: Scope,
         person: posync_model::PersonId,
-    ) -> Result<Vec<posync_model::report::VisitFact>, StoreError> {
-        self.read(move |conn| query(conn, &plan::person_facts(D, &scope, person))?.iter().map(plan::fact).collect())
-            .await
+    ) -> Result<Vec<crate::PersonVisit>, StoreError> {
+        self.read(move |conn| {
+            query(conn, &plan::person_facts(D, &scope, person))?.iter().map(plan::person_visit).collect()
+        })
+        .await
     }
 
     async fn people_seen(
@@ -741,6 +743,13 @@ impl ReportStore for SqliteStore {
     ) -> Result<Vec<crate::PersonSeen>, StoreError> {
         self.read(move |conn| {
             query(conn, &plan::people_seen(D, &scope, name.as_deref(), limit))?.iter().map(plan::person_seen).collect()
+        })
+        .await
+    }
+
+    async fn people_contacts(&self, scope: Scope) -> Result<Vec<crate::PersonContact>, StoreError> {
+        self.read(move |conn| {
+            query(conn, &plan::people_contacts(D, &scope))?.iter().map(plan::person_contact).collect()
         })
         .await
     }
