@@ -261,23 +261,44 @@ pub struct Registered {
 /// The monthly row of every posyandu that has facts or registered people, for `month`.
 /// `facts` must cover at least the 12 months up to `month` (earlier visits are ignored).
 pub fn monthly(month: Month, facts: &[VisitFact], registered: &Registered) -> BTreeMap<PosyanduId, MonthlyRow> {
-    let end = month.last_day();
-    let window_start = Month::of(end - time::Duration::days(365)).next().first_day();
-    let facts: Vec<&VisitFact> =
-        facts.iter().filter(|f| f.session_date <= end && f.session_date >= window_start).collect();
-    let mut by_posyandu: BTreeMap<&PosyanduId, Vec<&VisitFact>> = BTreeMap::new();
-    for f in &facts {
-        by_posyandu.entry(&f.posyandu).or_default().push(f);
+    MonthlySeries::new(facts, registered).month(month)
+}
+
+/// Facts and registry grouped by posyandu once, for the monthly rows of several months (a
+/// trend) without loading or regrouping them for each month. Each month's rows are exactly
+/// what [`monthly`] gives for it over the same facts.
+pub struct MonthlySeries<'a> {
+    by_posyandu: BTreeMap<&'a PosyanduId, (Vec<&'a VisitFact>, Vec<&'a RegisteredPerson>)>,
+}
+
+impl<'a> MonthlySeries<'a> {
+    pub fn new(facts: &'a [VisitFact], registered: &'a Registered) -> Self {
+        let mut by_posyandu: BTreeMap<&PosyanduId, (Vec<&VisitFact>, Vec<&RegisteredPerson>)> = BTreeMap::new();
+        for f in facts {
+            by_posyandu.entry(&f.posyandu).or_default().0.push(f);
+        }
+        for r in &registered.people {
+            by_posyandu.entry(&r.posyandu).or_default().1.push(r);
+        }
+        Self { by_posyandu }
     }
-    let mut out = BTreeMap::new();
-    let posyandu: BTreeSet<&PosyanduId> =
-        by_posyandu.keys().copied().chain(registered.people.iter().map(|r| &r.posyandu)).collect();
-    for p in posyandu {
-        let facts = by_posyandu.get(p).map(Vec::as_slice).unwrap_or(&[]);
-        let reg: Vec<&RegisteredPerson> = registered.people.iter().filter(|r| &r.posyandu == p).collect();
-        out.insert(p.clone(), posyandu_row(month, facts, &reg));
+
+    /// The rows of `month`: every posyandu with registered people or facts in the 12 months
+    /// up to it. The facts must cover those 12 months.
+    pub fn month(&self, month: Month) -> BTreeMap<PosyanduId, MonthlyRow> {
+        let end = month.last_day();
+        let window_start = Month::of(end - time::Duration::days(365)).next().first_day();
+        let mut out = BTreeMap::new();
+        for (p, (facts, reg)) in &self.by_posyandu {
+            let facts: Vec<&VisitFact> =
+                facts.iter().copied().filter(|f| f.session_date <= end && f.session_date >= window_start).collect();
+            if facts.is_empty() && reg.is_empty() {
+                continue;
+            }
+            out.insert((*p).clone(), posyandu_row(month, &facts, reg));
+        }
+        out
     }
-    out
 }
 
 fn is_balita(birth: time::Date, on: time::Date) -> bool {
@@ -574,6 +595,27 @@ mod tests {
         unit,name,S,K,D,N,T,O,D/S %,N/D %,stunting %,severe stunting %,wasting %,underweight %,overweight %,basic immunisation 12-23m %,children with overdue doses,pregnant KEK %,adults high BP %
         "melati-01","Posyandu ""Melati"" 1",4,1,3,1,1,1,75.0,33.3,0.0,0.0,0.0,0.0,0.0,0.0,4,,
         "#);
+    }
+
+    /// A series over several months gives, for each, the rows `monthly` gives alone.
+    #[test]
+    fn a_series_month_equals_the_monthly_rows_of_that_month() {
+        let (p, q): (PosyanduId, PosyanduId) = ("melati-01".parse().expect("id"), "mawar-02".parse().expect("id"));
+        let (a, b) = (PersonId::new_random(), PersonId::new_random());
+        let facts = vec![
+            kid(&p, a, date!(2026 - 09 - 10), 8_700),
+            kid(&p, a, date!(2026 - 10 - 10), 9_000),
+            kid(&q, b, date!(2026 - 10 - 12), 9_000),
+            kid(&q, b, date!(2026 - 11 - 12), 9_050),
+        ];
+        let registered = Registered::default();
+        let series = MonthlySeries::new(&facts, &registered);
+        let mut m = Month::parse("2026-08").expect("m");
+        for _ in 0..5 {
+            assert_eq!(series.month(m), monthly(m, &facts, &registered), "{m}");
+            m = m.next();
+        }
+        assert!(series.month(Month::parse("2026-08").expect("m")).is_empty(), "before any visit");
     }
 
     #[test]

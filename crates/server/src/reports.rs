@@ -4,7 +4,7 @@
 
 use crate::error::ApiError;
 use posync_model::report::{self, Month, MonthlyRow, Overdue, Registered};
-use posync_model::{PosyanduId, Scope, UnitId, UnitKind};
+use posync_model::{PosyanduId, Scope, Unit, UnitId, UnitKind};
 use posync_proto::ErrorCode;
 use posync_store::{Store, UnitTree};
 use serde::Serialize;
@@ -41,10 +41,17 @@ impl Level {
     }
 }
 
+/// One row: the unit it is for (with what a page needs to drill down) and its figures.
 #[derive(Clone, Debug, Serialize)]
 pub struct ReportRow {
     pub unit: String,
     pub name: String,
+    /// The unit's kind: the report's level.
+    pub kind: UnitKind,
+    /// The unit one drill-down step up (the nearest ancestor that is a report level:
+    /// posyandu > village > puskesmas > district, the sub-district skipped); `None` for a
+    /// district or a unit missing from the hierarchy.
+    pub parent: Option<String>,
     #[serde(flatten)]
     pub counts: MonthlyRow,
     pub d_over_s_percent: Option<f64>,
@@ -66,39 +73,177 @@ impl MonthlyReport {
     }
 }
 
-/// The unit of `level` a posyandu rolls up to, with its name.
-fn roll_up_unit(tree: &UnitTree, posyandu: &PosyanduId, level: Level) -> (String, String) {
-    let id = UnitId::from(posyandu.clone());
-    tree.ancestors(&id)
-        .into_iter()
-        .find(|u| u.kind == level.kind())
-        .map(|u| (u.id.to_string(), u.name.clone()))
-        .unwrap_or_else(|| (format!("(no {})", level.kind()), String::new()))
+/// A unit as a report row or trend names it. Ordered by id first, so rows sort by unit id.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct RowUnit {
+    id: String,
+    name: String,
+    kind: UnitKind,
+    parent: Option<String>,
+}
+
+fn is_report_level(kind: UnitKind) -> bool {
+    matches!(kind, UnitKind::Posyandu | UnitKind::Village | UnitKind::Puskesmas | UnitKind::District)
+}
+
+/// `chain[at]` as a row unit, its parent the nearest report level above it in `chain` (a
+/// unit and its ancestors, nearest first).
+fn row_unit(chain: &[&Unit], at: usize) -> Option<RowUnit> {
+    let unit = chain.get(at)?;
+    let parent = chain.iter().skip(at + 1).find(|u| is_report_level(u.kind)).map(|u| u.id.to_string());
+    Some(RowUnit { id: unit.id.to_string(), name: unit.name.clone(), kind: unit.kind, parent })
+}
+
+/// The unit of `level` a posyandu rolls up to.
+fn roll_up_unit(tree: &UnitTree, posyandu: &PosyanduId, level: Level) -> RowUnit {
+    let chain = tree.ancestors(&UnitId::from(posyandu.clone()));
+    chain.iter().position(|u| u.kind == level.kind()).and_then(|at| row_unit(&chain, at)).unwrap_or_else(|| RowUnit {
+        id: format!("(no {})", level.kind()),
+        name: String::new(),
+        kind: level.kind(),
+        parent: None,
+    })
+}
+
+/// What a report covers: the caller's scope, or the part of it under one unit.
+pub struct Coverage {
+    pub tree: UnitTree,
+    pub scope: Scope,
+    unit: Option<RowUnit>,
+}
+
+/// The posyandu of `scope` under `unit` (given), with the hierarchy. A unit with none of the
+/// caller's posyandu under it (outside the scope, or unknown) is `404 not_found`, the same
+/// answer either way, so a caller learns nothing about units outside its scope.
+pub async fn coverage(store: &dyn Store, scope: &Scope, unit: Option<&UnitId>) -> Result<Coverage, ApiError> {
+    let tree = store.unit_tree().await?;
+    let Some(unit) = unit else {
+        return Ok(Coverage { tree, scope: scope.clone(), unit: None });
+    };
+    let under = |p: &&PosyanduId| tree.ancestors(&UnitId::from((*p).clone())).iter().any(|u| &u.id == unit);
+    let narrowed = Scope::new(scope.posyandu().filter(under).cloned());
+    let row = row_unit(&tree.ancestors(unit), 0);
+    match row {
+        Some(row) if !narrowed.is_empty() => Ok(Coverage { scope: narrowed, unit: Some(row), tree }),
+        _ => Err(unit_not_found()),
+    }
+}
+
+pub fn unit_not_found() -> ApiError {
+    ApiError::new(ErrorCode::NotFound, "no such unit in your scope")
 }
 
 /// The monthly report of every posyandu in `scope` (zeros where nothing was recorded).
 pub async fn monthly(store: &dyn Store, scope: &Scope, month: Month, level: Level) -> Result<MonthlyReport, ApiError> {
+    monthly_in(store, &coverage(store, scope, None).await?, month, level).await
+}
+
+/// The monthly report over what `coverage` covers, rolled up to `level`.
+pub async fn monthly_in(
+    store: &dyn Store,
+    coverage: &Coverage,
+    month: Month,
+    level: Level,
+) -> Result<MonthlyReport, ApiError> {
+    let scope = &coverage.scope;
     let from = month.first_day() - time::Duration::days(400);
     let facts = store.report_facts(scope.clone(), from, month.last_day()).await?;
     let registered = Registered { people: store.registered_people(scope.clone()).await? };
     let per_posyandu = report::monthly(month, &facts, &registered);
-    let tree = store.unit_tree().await?;
-    let mut rolled: BTreeMap<(String, String), MonthlyRow> = BTreeMap::new();
+    let mut rolled: BTreeMap<RowUnit, MonthlyRow> = BTreeMap::new();
     for p in scope.posyandu() {
         let row = per_posyandu.get(p).cloned().unwrap_or_default();
-        rolled.entry(roll_up_unit(&tree, p, level)).or_default().add(&row);
+        rolled.entry(roll_up_unit(&coverage.tree, p, level)).or_default().add(&row);
     }
     let rows = rolled
         .into_iter()
-        .map(|((unit, name), counts)| ReportRow {
+        .map(|(u, counts)| ReportRow {
             d_over_s_percent: counts.d_over_s().percent(),
             n_over_d_percent: counts.n_over_d().percent(),
-            unit,
-            name,
+            unit: u.id,
+            name: u.name,
+            kind: u.kind,
+            parent: u.parent,
             counts,
         })
         .collect();
     Ok(MonthlyReport { month: month.to_string(), level, rows })
+}
+
+/// Longest trend a request may ask for, in months.
+pub const TREND_MONTHS_MAX: u32 = 24;
+
+/// One month of a trend: the figures of a monthly row.
+#[derive(Clone, Debug, Serialize)]
+pub struct TrendPoint {
+    pub month: String,
+    #[serde(flatten)]
+    pub counts: MonthlyRow,
+    pub d_over_s_percent: Option<f64>,
+    pub n_over_d_percent: Option<f64>,
+}
+
+/// The figures of one unit (or the caller's whole scope) month by month, oldest first.
+#[derive(Clone, Debug, Serialize)]
+pub struct Trend {
+    /// The last month of the series.
+    pub month: String,
+    pub months: u32,
+    /// The unit, as in a report row; all `None` for the caller's whole scope.
+    pub unit: Option<String>,
+    pub name: Option<String>,
+    pub kind: Option<UnitKind>,
+    pub parent: Option<String>,
+    pub series: Vec<TrendPoint>,
+}
+
+/// The `months` months ending at `last`, oldest first.
+pub fn months_ending(last: Month, months: u32) -> Vec<Month> {
+    let mut out = vec![last];
+    for _ in 1..months {
+        let Some(earliest) = out.last() else { break };
+        out.push(earliest.previous());
+    }
+    out.reverse();
+    out
+}
+
+/// The trend over what `coverage` covers: the facts of the whole window are loaded once,
+/// and each month is computed from them exactly as [`monthly_in`] computes it alone.
+pub async fn trend(store: &dyn Store, coverage: &Coverage, last: Month, months: u32) -> Result<Trend, ApiError> {
+    let window = months_ending(last, months);
+    let first = window.first().copied().unwrap_or(last);
+    let scope = &coverage.scope;
+    let from = first.first_day() - time::Duration::days(400);
+    let facts = store.report_facts(scope.clone(), from, last.last_day()).await?;
+    let registered = Registered { people: store.registered_people(scope.clone()).await? };
+    let series = report::MonthlySeries::new(&facts, &registered);
+    let points = window
+        .into_iter()
+        .map(|m| {
+            let per_posyandu = series.month(m);
+            let mut counts = MonthlyRow::default();
+            for row in scope.posyandu().filter_map(|p| per_posyandu.get(p)) {
+                counts.add(row);
+            }
+            TrendPoint {
+                month: m.to_string(),
+                d_over_s_percent: counts.d_over_s().percent(),
+                n_over_d_percent: counts.n_over_d().percent(),
+                counts,
+            }
+        })
+        .collect();
+    let unit = coverage.unit.clone();
+    Ok(Trend {
+        month: last.to_string(),
+        months,
+        kind: unit.as_ref().map(|u| u.kind),
+        name: unit.as_ref().map(|u| u.name.clone()),
+        parent: unit.as_ref().and_then(|u| u.parent.clone()),
+        unit: unit.map(|u| u.id),
+        series: points,
+    })
 }
 
 /// Children with overdue doses in `scope`, for home follow-up.

@@ -134,6 +134,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/admin/devices/{id}/revoke", post(admin_revoke))
         .route("/v1/admin/audit", get(admin_audit))
         .route("/v1/reports/monthly", get(report_monthly))
+        .route("/v1/reports/trend", get(report_trend))
         .route("/v1/conflicts", get(conflicts_list))
         .route("/v1/duplicates", get(duplicates_list))
         .route("/v1/duplicates/merge", post(duplicates_merge))

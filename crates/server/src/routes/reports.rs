@@ -7,6 +7,7 @@ pub(super) struct ReportQuery {
     month: Option<String>,
     level: Option<String>,
     format: Option<String>,
+    unit: Option<String>,
 }
 
 pub(super) fn wants_csv(q: &ReportQuery, headers: &HeaderMap) -> bool {
@@ -32,6 +33,11 @@ pub(super) fn report_query(
         .map_err(|_| ApiError::new(ErrorCode::MalformedBody, "query must be month=YYYY-MM&level=...&format=json|csv"))
 }
 
+/// The unit a report is narrowed to, if any: an id that does not parse is no unit in scope.
+fn report_unit(unit: Option<&str>) -> Result<Option<UnitId>, ApiError> {
+    unit.map(|u| u.parse().map_err(|_| crate::reports::unit_not_found())).transpose()
+}
+
 /// SKDN, nutrition, immunisation and adult figures per posyandu or rolled up; every role,
 /// over its own scope.
 pub(super) async fn report_monthly(
@@ -48,8 +54,59 @@ pub(super) async fn report_monthly(
             ApiError::new(ErrorCode::InvalidRequest, "level must be posyandu, village, puskesmas or district")
         })?,
     };
-    let report = crate::reports::monthly(state.store().as_ref(), &who.scope, month, level).await?;
+    let unit = report_unit(q.unit.as_deref())?;
+    let store = state.store().as_ref();
+    let coverage = crate::reports::coverage(store, &who.scope, unit.as_ref()).await?;
+    let report = crate::reports::monthly_in(store, &coverage, month, level).await?;
     Ok(if wants_csv(&q, &headers) { csv_response(report.csv()) } else { Json(report).into_response() })
+}
+
+#[derive(serde::Deserialize)]
+pub(super) struct TrendQuery {
+    month: Option<String>,
+    unit: Option<String>,
+    months: Option<String>,
+}
+
+/// `months`: 1 to [`crate::reports::TREND_MONTHS_MAX`], 12 when absent.
+fn trend_months(months: Option<&str>) -> Result<u32, ApiError> {
+    let max = crate::reports::TREND_MONTHS_MAX;
+    match months.map(str::parse::<u32>) {
+        None => Ok(12),
+        Some(Ok(n)) if (1..=max).contains(&n) => Ok(n),
+        Some(_) => {
+            Err(ApiError::new(ErrorCode::InvalidRequest, format!("months must be a whole number from 1 to {max}")))
+        }
+    }
+}
+
+/// The monthly figures of a unit (or the caller's whole scope) for the last `months` months:
+/// for a page's trend. Counts only; audited as a report read.
+pub(super) async fn report_trend(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    query: Result<axum::extract::Query<TrendQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<crate::reports::Trend>, ApiError> {
+    let who = authenticate(&state, &headers).await?;
+    let axum::extract::Query(q) =
+        query.map_err(|_| ApiError::new(ErrorCode::MalformedBody, "query must be unit=...&month=YYYY-MM&months=N"))?;
+    let month = crate::reports::parse_month(q.month.as_deref(), today(&state))?;
+    let months = trend_months(q.months.as_deref())?;
+    let unit = report_unit(q.unit.as_deref())?;
+    let store = state.store().as_ref();
+    let coverage = crate::reports::coverage(store, &who.scope, unit.as_ref()).await?;
+    let trend = crate::reports::trend(store, &coverage, month, months).await?;
+    let actor = Actor::User { user: who.user.clone(), device: who.device };
+    let detail = serde_json::json!({
+        "report": "trend", "month": month.to_string(), "months": months, "unit": trend.unit,
+    });
+    let concerns = trend.unit.clone().or_else(|| who.scope.posyandu().next().map(ToString::to_string));
+    store
+        .append_audit(
+            AuditEntry::new(state.now(), &actor, AuditAction::ReportRead, who.device, detail).concerning(concerns),
+        )
+        .await?;
+    Ok(Json(trend))
 }
 
 /// Children with overdue doses, by name: for the kader's home visits. Audited (names).
