@@ -195,6 +195,47 @@ pub struct Trend {
     pub kind: Option<UnitKind>,
     pub parent: Option<String>,
     pub series: Vec<TrendPoint>,
+    /// Line charts (SVG) of the series, when asked for: `skdn`, `nutrition`, `care`.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub charts: BTreeMap<&'static str, String>,
+}
+
+/// The trend's three charts: SKDN ratios, nutrition prevalence, and care (immunisation
+/// coverage, KEK, high blood pressure), in percent by month.
+pub fn trend_charts(trend: &Trend, lang: crate::charts::Lang) -> BTreeMap<&'static str, String> {
+    use crate::charts::trend::{Line, trend_svg};
+    let months: Vec<String> = trend.series.iter().map(|p| p.month.clone()).collect();
+    let id = lang == crate::charts::Lang::Id;
+    let pick = |label_id: &str, label_en: &str, f: &dyn Fn(&TrendPoint) -> Option<f64>| Line {
+        label: if id { label_id } else { label_en }.to_owned(),
+        values: trend.series.iter().map(f).collect(),
+    };
+    let skdn = [pick("D/S", "D/S", &|p| p.d_over_s_percent), pick("N/D", "N/D", &|p| p.n_over_d_percent)];
+    let nutrition = [
+        pick("Stunting", "Stunting", &|p| p.counts.stunting.percent()),
+        pick("Wasting", "Wasting", &|p| p.counts.wasting.percent()),
+        pick("Underweight", "Underweight", &|p| p.counts.underweight.percent()),
+        pick("Overweight", "Overweight", &|p| p.counts.overweight.percent()),
+    ];
+    let care = [
+        pick("IDL 12–23 bln", "Basic immunisation 12–23 m", &|p| p.counts.basic_immunisation_12_23m.percent()),
+        pick("Bumil KEK", "Pregnant KEK", &|p| p.counts.pregnant_kek.percent()),
+        pick("Hipertensi", "High blood pressure", &|p| p.counts.adults_high_bp.percent()),
+    ];
+    let (t_skdn, t_nut, t_care) = if id {
+        ("SKDN: partisipasi (D/S) dan naik berat badan (N/D)", "Status gizi balita", "Imunisasi, KEK dan hipertensi")
+    } else {
+        (
+            "SKDN: participation (D/S) and weight gain (N/D)",
+            "Nutrition of children under five",
+            "Immunisation, KEK and hypertension",
+        )
+    };
+    BTreeMap::from([
+        ("skdn", trend_svg("trend-skdn", t_skdn, &months, &skdn, lang)),
+        ("nutrition", trend_svg("trend-nutrition", t_nut, &months, &nutrition, lang)),
+        ("care", trend_svg("trend-care", t_care, &months, &care, lang)),
+    ])
 }
 
 /// The `months` months ending at `last`, oldest first.
@@ -243,6 +284,7 @@ pub async fn trend(store: &dyn Store, coverage: &Coverage, last: Month, months: 
         parent: unit.as_ref().and_then(|u| u.parent.clone()),
         unit: unit.map(|u| u.id),
         series: points,
+        charts: BTreeMap::new(),
     })
 }
 

@@ -365,3 +365,37 @@ proptest! {
         prop_assert!(svg.len() < 40_000);
     }
 }
+
+mod trend {
+    use posync_server::charts::Lang;
+    use posync_server::charts::trend::{Line, trend_svg};
+
+    fn months() -> Vec<String> {
+        (1..=12).map(|m| format!("2026-{m:02}")).collect()
+    }
+
+    #[test]
+    fn a_month_without_a_value_breaks_the_line_and_every_value_has_a_dot() {
+        let mut values: Vec<Option<f64>> = (0..12).map(|i| Some(10.0 + f64::from(i))).collect();
+        values[5] = None;
+        let svg = trend_svg("t", "D/S", &months(), &[Line { label: "D/S".into(), values }], Lang::Id);
+        let doc = roxmltree::Document::parse(&svg).expect("well-formed SVG");
+        let path = doc.descendants().find(|n| n.attribute("class") == Some("trend")).expect("the line");
+        let d = path.attribute("d").expect("d");
+        assert_eq!(d.matches('M').count(), 2, "two runs around the missing month: {d}");
+        assert_eq!(doc.descendants().filter(|n| n.attribute("class") == Some("value")).count(), 11);
+        assert!(svg.contains("Agu 26") && svg.contains("lang=\"id\""), "Indonesian month labels");
+    }
+
+    #[test]
+    fn labels_are_escaped_and_the_chart_names_itself() {
+        let line = Line { label: "<b>&".into(), values: vec![Some(1.0); 12] };
+        let svg = trend_svg("x", "Tom & <Jerry>", &months(), &[line], Lang::En);
+        let doc = roxmltree::Document::parse(&svg).expect("well-formed SVG");
+        let root = doc.root_element();
+        assert_eq!(root.attribute("role"), Some("img"));
+        assert_eq!(root.attribute("aria-labelledby"), Some("x-title x-desc"));
+        let title = doc.descendants().find(|n| n.has_tag_name("title")).and_then(|n| n.text());
+        assert_eq!(title, Some("Tom & <Jerry>"));
+    }
+}

@@ -61,8 +61,59 @@ try {
   await page.screenshot({ path: `${shotDir}/signin-1280.png` });
   await page.fill("#code", code);
   await page.click("#login-form button[type=submit]");
-  await page.waitForSelector("#queue-rows tr.row", { timeout: 15_000 });
+
+  // The month of her puskesmas first: the figures are the report API's, with a year's charts.
+  await page.waitForSelector("#month-summary table", { timeout: 15_000 });
   if (errors.length) fail("script errors: " + errors.join("; "));
+  await page.evaluate(() => { location.hash = "#/month?month=2026-11"; });
+  await page.waitForFunction(() => document.querySelector("#month-title").textContent.includes("November 2026"), null, { timeout: 15_000 });
+  if (!(await text(page, "#month-title")).includes("Puskesmas Banjar 1")) fail("the month opens at her puskesmas: " + await text(page, "#month-title"));
+  if ((await page.$$("#month-charts svg")).length !== 3) fail("three trend charts");
+  const mismatch = await page.evaluate(async () => {
+    const c = JSON.parse(localStorage.getItem("posync.cred"));
+    const get = async (u) => (await fetch(u, { headers: { authorization: "Bearer " + c.access.token } })).json();
+    const pct = (r) => (r.of ? (100 * r.n) / r.of : null);
+    const expect = (r) => ({ s: r.s, k: r.k, d: r.d, n: r.n, d_over_s: r.d_over_s_percent, n_over_d: r.n_over_d_percent,
+      stunting: pct(r.stunting), wasting: pct(r.wasting), underweight: pct(r.underweight), overweight: pct(r.overweight),
+      idl: pct(r.basic_immunisation_12_23m), overdue: r.children_with_overdue_doses, kek: pct(r.pregnant_kek), high_bp: pct(r.adults_high_bp) });
+    const bad = [];
+    const check = (tr, row) => {
+      const want = expect(row);
+      for (const td of tr.querySelectorAll("td[data-key]")) {
+        const w = want[td.dataset.key];
+        const got = td.dataset.value === "" ? null : Number(td.dataset.value);
+        if (!(w === got || (w !== null && got !== null && Math.abs(w - got) < 1e-9))) bad.push(`${row.unit} ${td.dataset.key}: page ${got}, API ${w}`);
+      }
+    };
+    const own = await get("/v1/reports/monthly?month=2026-11&level=puskesmas&unit=pkm-banjar-1");
+    check(document.querySelector("#month-summary tr[data-unit]"), own.rows[0]);
+    const villages = await get("/v1/reports/monthly?month=2026-11&level=village&unit=pkm-banjar-1");
+    const rows = document.querySelectorAll("#month-rows tbody tr");
+    if (rows.length !== villages.rows.length) bad.push(`rows: page ${rows.length}, API ${villages.rows.length}`);
+    for (const r of villages.rows) {
+      const tr = document.querySelector(`#month-rows tbody tr[data-unit="${r.unit}"]`);
+      if (tr) check(tr, r); else bad.push("no row for " + r.unit);
+    }
+    if (own.rows[0].d < 1) bad.push("the seeded visits are weighed this month");
+    return bad;
+  });
+  if (mismatch.length) fail("the month differs from the report API: " + mismatch.join("; "));
+  await axe(page, "month");
+  await page.screenshot({ path: `${shotDir}/month-1280.png`, fullPage: true });
+  await page.setViewportSize({ width: 390, height: 844 });
+  await page.screenshot({ path: `${shotDir}/month-390.png`, fullPage: true });
+  if (await page.evaluate(() => document.documentElement.scrollWidth > window.innerWidth + 1)) fail("the month page scrolls sideways at 390 px");
+  await page.setViewportSize({ width: 1280, height: 800 });
+  // Drill down to the village, then its posyandu; the trail leads back.
+  await page.click("#month-rows tbody tr[data-unit='kel-hegarsari'] a");
+  await page.waitForFunction(() => document.querySelector("#month-trail a") && document.querySelector("#month-rows tbody tr[data-unit='pos-hegarsari-melati-1']"), null, { timeout: 15_000 });
+  await page.click("#month-rows tbody tr[data-unit='pos-hegarsari-melati-1'] a");
+  await page.waitForFunction(() => document.querySelector("#month-title").textContent.includes("Posyandu Melati 1"), null, { timeout: 15_000 });
+  if (!(await page.isHidden("#month-below"))) fail("a posyandu has nothing below it");
+  if (!(await text(page, "#month-trail")).includes("Puskesmas Banjar 1")) fail("the trail leads back to the puskesmas");
+
+  await page.click("nav a[href='#/conflicts']");
+  await page.waitForSelector("#queue-rows tr.row", { timeout: 15_000 });
 
   // The queue names people, not ids, and shows values that round alike with every digit.
   const rows = await page.$$("#queue-rows tr.row");
@@ -129,7 +180,9 @@ try {
   await page.click("#save");
   await page.waitForFunction(() => !document.querySelector("#queue").classList.contains("hidden")
     && document.querySelectorAll("#queue-rows tr.row").length === 1, null, { timeout: 15_000 })
-    .catch(() => fail("the decided conflict left the queue"));
+    .catch(async () => fail("the decided conflict left the queue: " + await page.evaluate(() => location.hash + " rows "
+      + document.querySelectorAll("#queue-rows tr.row").length + " error " + document.getElementById("resolve-error").textContent
+      + " app " + document.getElementById("app-error").textContent)));
 
   // Duplicates: the same girl registered twice (one NIK); keep one, merge the other.
   await page.click("nav a[href='#/duplicates']");

@@ -103,6 +103,8 @@ async fn an_officer_resolves_a_conflict_in_the_browser_and_the_phone_gets_it() {
     assert!(out.status.success() && stdout.contains("ok"), "browser test failed:\n{stdout}\n{stderr}");
     for page in [
         "signin-1280",
+        "month-1280",
+        "month-390",
         "conflicts-1280",
         "conflict-1280",
         "child-1280",

@@ -362,6 +362,24 @@ async fn trend_months_out_of_bounds_are_refused_with_invalid_request() {
 }
 
 #[tokio::test]
+async fn a_trend_asked_with_charts_carries_three_svg_charts_in_that_language() {
+    let (server, admin) = district_server(posync_proto::Limits::default()).await;
+    let dir = tempfile::tempdir().expect("dir");
+    let s = Seeded { server, admin, dir, names: BTreeSet::new() };
+    let officer = s.token("bidan-0001").await;
+    let plain = s.ok(&officer, "/v1/reports/trend?unit=pkm-banjar-1&month=2026-11").await;
+    assert!(plain.get("charts").is_none(), "no charts unless asked");
+    let with = s.ok(&officer, "/v1/reports/trend?unit=pkm-banjar-1&month=2026-11&charts=en").await;
+    for key in ["skdn", "nutrition", "care"] {
+        let svg = with["charts"][key].as_str().unwrap_or_else(|| panic!("a {key} chart: {with}"));
+        assert!(svg.starts_with("<svg") && svg.contains("lang=\"en\"") && svg.contains("Nov 26"), "{key}");
+    }
+    let (status, body) = s.get(&officer, "/v1/reports/trend?unit=pkm-banjar-1&charts=fr").await;
+    assert_eq!((status, error_code(&body)), (400, "invalid_request"), "{body}");
+    s.server.stop().await;
+}
+
+#[tokio::test]
 async fn a_trend_read_is_audited_with_report_month_and_unit_and_no_names() {
     let s = Seeded::new().await;
     let officer = s.token("bidan-0001").await;

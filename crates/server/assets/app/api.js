@@ -29,13 +29,37 @@ async function send(method, path, body, token) {
   return j;
 }
 
+/// How long an access token lives, from its own claims (`exp - iat`), so that a tablet whose
+/// clock is off still refreshes when the token is near its end, not on every call.
+function lifetimeMs(jwt) {
+  try {
+    const b64 = jwt.split(".")[1].replace(/-/g, "+").replace(/_/g, "/");
+    const claims = JSON.parse(atob(b64 + "=".repeat((4 - (b64.length % 4)) % 4)));
+    return Math.max(0, (claims.exp - claims.iat) * 1000);
+  } catch {
+    return 0;
+  }
+}
+
+function keep(c, access) {
+  c.access = access;
+  c.access_until = Date.now() + lifetimeMs(access.token) - 60000;
+  localStorage.setItem("posync.cred", JSON.stringify(c));
+}
+
+let refreshing = null;
+
+/// A valid access token: the one held, or one refresh shared by every call that needs it.
 async function token() {
   const c = cred();
   if (!c) throw new Error("not signed in");
-  if (c.access && c.access.expires_at * 1000 > Date.now() + 60000) return c.access.token;
-  c.access = await send("POST", "/v1/auth/token", { device: c.device, refresh_token: c.refresh_token });
-  localStorage.setItem("posync.cred", JSON.stringify(c));
-  return c.access.token;
+  if (c.access && c.access_until > Date.now()) return c.access.token;
+  if (!refreshing) {
+    refreshing = send("POST", "/v1/auth/token", { device: c.device, refresh_token: c.refresh_token })
+      .then((access) => { keep(c, access); return access.token; })
+      .finally(() => { refreshing = null; });
+  }
+  return refreshing;
 }
 
 export async function get(path) {
@@ -51,7 +75,7 @@ export async function signIn(code) {
   const device = uuid();
   const label = "browser " + (navigator.platform || "");
   const r = await send("POST", "/v1/auth/enrol", { code, device, label });
-  localStorage.setItem("posync.cred", JSON.stringify({ device, user: r.user, role: r.role, refresh_token: r.refresh_token, access: r.access }));
+  keep({ device, user: r.user, role: r.role, refresh_token: r.refresh_token }, r.access);
   return r;
 }
 

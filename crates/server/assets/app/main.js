@@ -7,9 +7,10 @@ import { bindQueue, saveDecision, setUnits, showConflict, showQueue } from "./co
 import { bindSearch, setUnitNames, showChild, showSearch } from "./child.js";
 import { setDuplicateUnits, showDuplicates } from "./duplicates.js";
 import { bindOverdue, setOverdueUnits, showOverdue } from "./overdue.js";
+import { bindMonth, setMonthUnits, showMonth } from "./month.js";
 
 const $ = (id) => document.getElementById(id);
-const VIEWS = ["login", "queue", "resolve", "people", "child", "duplicates", "overdue"];
+const VIEWS = ["login", "queue", "resolve", "people", "child", "duplicates", "overdue", "month"];
 
 function showView(id) {
   for (const v of VIEWS) $(v).classList.toggle("hidden", v !== id);
@@ -24,15 +25,17 @@ async function route() {
   const mine = ++routeSeq;
   const show = (id) => { if (mine === routeSeq) showView(id); };
   if (!cred()) { show("login"); return; }
-  const [path, query] = (location.hash || "#/conflicts").split("?");
+  const [path, query] = (location.hash || "#/month").split("?");
+  const params = new URLSearchParams(query || "");
   const [, view, id] = path.split("/");
   $("app-error").textContent = "";
   try {
     if (view === "conflicts" && id) await showConflict(show, decodeURIComponent(id));
     else if (view === "people" && id) await showChild(show, decodeURIComponent(id));
-    else if (view === "people") await showSearch(show, new URLSearchParams(query || "").get("q") || "");
+    else if (view === "people") await showSearch(show, params.get("q") || "");
+    else if (view === "month") await showMonth(show, params.get("unit"), params.get("month"));
     else if (view === "duplicates") await showDuplicates(show);
-    else if (view === "overdue") await showOverdue(show, new URLSearchParams(query || "").get("month"));
+    else if (view === "overdue") await showOverdue(show, params.get("month"));
     else await showQueue(show);
   } catch (e) {
     if (e.code === "unauthenticated" || e.code === "invalid_credential" || e.code === "device_revoked") {
@@ -50,6 +53,7 @@ async function loadMe() {
   setUnitNames(me.units);
   setDuplicateUnits(me.units);
   setOverdueUnits(me.units);
+  setMonthUnits(me.units);
   $("who").textContent = me.name || me.user;
 }
 
@@ -60,8 +64,7 @@ $("login-form").addEventListener("submit", async (e) => {
     await signIn($("code").value);
     $("code").value = "";
     await loadMe();
-    location.hash = "#/conflicts";
-    await route();
+    if (location.hash === "#/month") await route(); else location.hash = "#/month";
   } catch (err) { $("login-error").textContent = err.message; }
 });
 $("lang").addEventListener("click", () => {
@@ -82,6 +85,7 @@ window.addEventListener("hashchange", route);
 bindQueue(route);
 bindSearch();
 bindOverdue();
+bindMonth();
 
 translate();
 $("lang").textContent = t("lang");

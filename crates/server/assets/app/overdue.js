@@ -55,7 +55,7 @@ export async function showOverdue(show, month) {
     }
     box.append(el("section", { class: "posyandu-block" },
       el("h3", { textContent: (unitNames[p] || p) + " — " + rows.length + " " + t("children") }),
-      el("div", { class: "table-wrap" }, el("table", {},
+      el("div", { class: "table-wrap", tabIndex: 0 }, el("table", {},
         el("thead", {}, el("tr", {}, ...["person", "mother", "address", "born", "doses"].map((k) => el("th", { textContent: t("col_" + k) })))),
         body))));
   }

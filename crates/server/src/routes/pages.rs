@@ -5,7 +5,7 @@ use super::*;
 /// The puskesmas web app: plain files compiled into the binary (no build step, nothing
 /// fetched at run time), ES modules under one CSP. It signs in with an enrolment code like a
 /// phone does.
-const APP_FILES: [(&str, &str, &str); 9] = [
+const APP_FILES: [(&str, &str, &str); 10] = [
     ("index.html", include_str!("../../assets/app/index.html"), "text/html; charset=utf-8"),
     ("app.css", include_str!("../../assets/app/app.css"), "text/css; charset=utf-8"),
     ("main.js", include_str!("../../assets/app/main.js"), "text/javascript; charset=utf-8"),
@@ -15,6 +15,7 @@ const APP_FILES: [(&str, &str, &str); 9] = [
     ("child.js", include_str!("../../assets/app/child.js"), "text/javascript; charset=utf-8"),
     ("duplicates.js", include_str!("../../assets/app/duplicates.js"), "text/javascript; charset=utf-8"),
     ("overdue.js", include_str!("../../assets/app/overdue.js"), "text/javascript; charset=utf-8"),
+    ("month.js", include_str!("../../assets/app/month.js"), "text/javascript; charset=utf-8"),
 ];
 
 /// Scripts and styles only from this server's own files: no inline code, so an injected

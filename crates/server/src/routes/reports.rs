@@ -66,6 +66,8 @@ pub(super) struct TrendQuery {
     month: Option<String>,
     unit: Option<String>,
     months: Option<String>,
+    /// `id` or `en`: add the series' line charts (SVG) in that language.
+    charts: Option<String>,
 }
 
 /// `months`: 1 to [`crate::reports::TREND_MONTHS_MAX`], 12 when absent.
@@ -95,7 +97,13 @@ pub(super) async fn report_trend(
     let unit = report_unit(q.unit.as_deref())?;
     let store = state.store().as_ref();
     let coverage = crate::reports::coverage(store, &who.scope, unit.as_ref()).await?;
-    let trend = crate::reports::trend(store, &coverage, month, months).await?;
+    let mut trend = crate::reports::trend(store, &coverage, month, months).await?;
+    match q.charts.as_deref() {
+        None => {}
+        Some("id") => trend.charts = crate::reports::trend_charts(&trend, crate::charts::Lang::Id),
+        Some("en") => trend.charts = crate::reports::trend_charts(&trend, crate::charts::Lang::En),
+        Some(_) => return Err(ApiError::new(ErrorCode::InvalidRequest, "charts must be id or en")),
+    }
     let actor = Actor::User { user: who.user.clone(), device: who.device };
     let detail = serde_json::json!({
         "report": "trend", "month": month.to_string(), "months": months, "unit": trend.unit,

@@ -35,6 +35,8 @@ use posync_model::growth::{Indicator, lms};
 use std::fmt::{self, Display, Write as _};
 use time::Date;
 
+pub mod trend;
+
 /// The language of a chart's text. Indonesian first: kader and puskesmas staff read it.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum Lang {
@@ -579,7 +581,7 @@ fn date_text(d: Date, lang: Lang) -> String {
 }
 
 /// A number as the reader writes it: Indonesian with a decimal comma (`9,2`).
-fn decimal(v: f64, decimals: usize, lang: Lang) -> String {
+pub(crate) fn decimal(v: f64, decimals: usize, lang: Lang) -> String {
     let s = format!("{v:.decimals$}");
     match lang {
         Lang::Id => s.replace('.', ","),
@@ -589,7 +591,7 @@ fn decimal(v: f64, decimals: usize, lang: Lang) -> String {
 
 /// A coordinate with at most one decimal and no trailing `.0` (`12`, `-3.5`, never `-0`):
 /// keeps the output small and the same bytes on every platform.
-struct N(f64);
+pub(crate) struct N(pub(crate) f64);
 
 impl Display for N {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -604,7 +606,7 @@ impl Display for N {
 }
 
 /// Escapes text for XML content and double- or single-quoted attributes.
-fn escape(s: &str) -> String {
+pub(crate) fn escape(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
         match c {
