@@ -39,3 +39,41 @@ pub struct AccessToken {
     /// Unix seconds.
     pub expires_at: i64,
 }
+
+/// `POST /v1/auth/pin`: the signed-in caller sets or replaces their sign-in PIN.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PinRequest {
+    /// 6 to 12 digits.
+    pub pin: String,
+}
+
+/// `POST /v1/auth/signin`: a browser that signed out signs in again with the user's PIN
+/// instead of a new enrolment code. Answered like [`EnrolRequest`], with an
+/// [`EnrolResponse`] for the new device.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SigninRequest {
+    pub user: UserId,
+    pub pin: String,
+    /// A new random id for this browser (a signed-out one was revoked).
+    pub device: DeviceId,
+    #[serde(default)]
+    pub label: String,
+}
+
+// A PIN never reaches a log through `{:?}`.
+impl std::fmt::Debug for PinRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PinRequest").field("pin", &"<redacted>").finish()
+    }
+}
+
+impl std::fmt::Debug for SigninRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SigninRequest")
+            .field("user", &self.user)
+            .field("pin", &"<redacted>")
+            .field("device", &self.device)
+            .field("label", &self.label)
+            .finish()
+    }
+}

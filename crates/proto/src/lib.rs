@@ -14,7 +14,7 @@ mod error;
 mod limits;
 mod types;
 
-pub use auth::{AccessToken, EnrolRequest, EnrolResponse, RefreshRequest};
+pub use auth::{AccessToken, EnrolRequest, EnrolResponse, PinRequest, RefreshRequest, SigninRequest};
 pub use codec::{
     COMPRESS_THRESHOLD_BYTES, CONTENT_TYPE, DecodeError, Encoded, decode_request, decode_response, encode, encode_body,
     gunzip_bounded, gzip,

@@ -11,6 +11,7 @@ pub mod conflicts;
 mod error;
 pub mod metrics;
 pub mod people;
+pub mod pin;
 pub mod ratelimit;
 pub mod reports;
 mod routes;

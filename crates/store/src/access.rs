@@ -49,6 +49,12 @@ pub enum AuditAction {
     ReportRead,
     /// A copy of the whole store was taken (`posync admin backup`).
     BackupTaken,
+    /// A user set or replaced their sign-in PIN (never the PIN or its hash in the entry).
+    PinSet,
+    /// A user signed in with their PIN on a new device credential.
+    SignedIn,
+    /// Too many wrong PINs in a row: the user's PIN sign-in is locked for a while.
+    PinLocked,
 }
 
 impl AuditAction {
@@ -67,6 +73,9 @@ impl AuditAction {
             AuditAction::PeopleMerged => "people_merged",
             AuditAction::BackupTaken => "backup_taken",
             AuditAction::ReportRead => "report_read",
+            AuditAction::PinSet => "pin_set",
+            AuditAction::SignedIn => "signed_in",
+            AuditAction::PinLocked => "pin_locked",
         }
     }
 }
@@ -160,6 +169,47 @@ pub struct NewCredential {
     pub label: String,
     pub refresh_hash: [u8; 32],
     pub refresh_expires_at: i64,
+}
+
+/// A user's sign-in PIN as stored: an Argon2id PHC string (salt and parameters inside),
+/// never the PIN.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PinRecord {
+    pub user: UserId,
+    pub pin_hash: String,
+    /// Attempts counted since the last success (a wrong PIN, or one still being checked).
+    pub failures: u32,
+    /// Sign-in with the PIN is refused until then (Unix seconds).
+    pub locked_until: Option<i64>,
+    pub set_at: i64,
+}
+
+/// How many PIN attempts in a row without a success lock a user out, and for how long.
+/// The server's policy; the store applies it atomically, so it holds across instances.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PinLockout {
+    pub failures_max: u32,
+    pub lock_seconds: i64,
+}
+
+/// What a PIN sign-in attempt may go on with ([`crate::AccessStore::pin_attempt`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PinAttempt {
+    /// The user has no PIN (or does not exist): nothing to check against.
+    NoPin,
+    /// Too many wrong PINs: refused until then, without looking at the PIN.
+    Locked { until: i64 },
+    /// The attempt is counted (as a failure until [`crate::AccessStore::pin_succeeded`]):
+    /// check the PIN against `pin_hash`. `failures` includes this attempt; when it reached
+    /// the lockout's maximum the lock is already set.
+    Verify { pin_hash: String, failures: u32 },
+}
+
+/// The audit entry of a PIN sign-in: the user on the new device, its label; never the PIN.
+pub(crate) fn signed_in_audit(user: &UserRecord, cred: &NewCredential, now: i64) -> AuditEntry {
+    let actor = Actor::User { user: user.id.clone(), device: cred.device };
+    let detail = serde_json::json!({ "user": user.id, "label": cred.label });
+    AuditEntry::new(now, &actor, AuditAction::SignedIn, cred.device, detail).concerning(user.units.first())
 }
 
 /// A one-time enrolment code to store, by hash.

@@ -18,7 +18,7 @@ pub mod sqlite;
 
 pub use access::{
     Actor, AuditAction, AuditEntry, AuditRecord, DeviceAccess, DeviceRecord, ImportReport, NewCredential, NewEnrolment,
-    UnitTree, UserRecord,
+    PinAttempt, PinLockout, PinRecord, UnitTree, UserRecord,
 };
 pub use error::StoreError;
 pub use postgres::PgStore;
@@ -306,6 +306,31 @@ pub trait AccessStore: Send + Sync + 'static {
     /// The device's user, whether it is revoked, and the user's scope as of now. `None` for
     /// a device that was never enrolled.
     async fn device_access(&self, device: DeviceId) -> Result<Option<DeviceAccess>, StoreError>;
+
+    /// Set or replace `user`'s sign-in PIN (`pin_hash`: a PHC string, never the PIN) at
+    /// `audit.at`, clearing any failures and lock, together with `audit`.
+    async fn set_pin(&self, user: UserId, pin_hash: String, audit: AuditEntry) -> Result<(), StoreError>;
+
+    /// `user`'s PIN as stored, if set.
+    async fn pin_of(&self, user: UserId) -> Result<Option<PinRecord>, StoreError>;
+
+    /// Start a PIN sign-in: unless locked, count the attempt *before* the PIN is checked (so
+    /// attempts racing in parallel, on any instance, cannot get past the lockout) and hand
+    /// back the hash to check. The attempt that reaches `lockout.failures_max` sets the lock
+    /// (`now + lock_seconds`); the first attempt after a lock expired counts from 1 again.
+    async fn pin_attempt(&self, user: UserId, now: i64, lockout: PinLockout) -> Result<PinAttempt, StoreError>;
+
+    /// The PIN checked against `pin_hash` was right: reset the count and lock and bind
+    /// `credential.device` to the user as [`AccessStore::redeem_enrolment`] does (a device of
+    /// another user, or a revoked one, is refused). Audited as `signed_in`. Refused as
+    /// `InvalidCredential` if the user is disabled or the PIN was replaced meanwhile.
+    async fn pin_succeeded(
+        &self,
+        user: UserId,
+        pin_hash: String,
+        credential: NewCredential,
+        now: i64,
+    ) -> Result<UserRecord, StoreError>;
 }
 
 /// Conflicts (indexed after every merge of the documents a sync touched), duplicate people

@@ -16,11 +16,12 @@ use std::path::Path;
 use tokio_postgres::types::ToSql;
 
 /// Every table a store holds, in an order that respects foreign keys.
-pub const TABLES: [&str; 14] = [
+pub const TABLES: [&str; 15] = [
     "units",
     "users",
     "user_units",
     "enrolments",
+    "user_pins",
     "devices",
     "docs",
     "doc_chunks",

@@ -16,8 +16,8 @@ use posync_model::{
 };
 use posync_proto::{DocAck, DocPull, DocPush};
 use posync_store::{
-    Actor, AuditAction, AuditEntry, ConflictFilter, NewCredential, NewEnrolment, PageLimits, PgStore, SqliteStore,
-    Store, StoreError, StoreStats, StoredMeta, UnitTree, UserRecord,
+    Actor, AuditAction, AuditEntry, ConflictFilter, NewCredential, NewEnrolment, PageLimits, PgStore, PinAttempt,
+    PinLockout, PinRecord, SqliteStore, Store, StoreError, StoreStats, StoredMeta, UnitTree, UserRecord,
 };
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
@@ -139,6 +139,10 @@ conformance!(
     a_device_id_belongs_to_its_first_user_and_a_revoked_device_stays_revoked,
     a_device_whose_enrolment_answer_was_lost_redeems_its_code_again,
     a_district_admin_reads_her_districts_audit_entries_only,
+    // sign-in PINs (issue #16)
+    a_pin_counts_attempts_locks_after_the_maximum_and_a_success_starts_over,
+    a_pin_sign_in_binds_a_device_like_an_enrolment,
+    parallel_pin_attempts_on_two_instances_never_pass_the_lockout,
     // what devices may push (issue #12)
     hostile_changes_are_refused_before_anything_is_stored,
     record_ids_are_unique_across_documents,
@@ -1946,4 +1950,165 @@ async fn a_device_whose_enrolment_answer_was_lost_redeems_its_code_again(backend
     // Revoked meanwhile: the code does not bring it back.
     store.revoke_device(phone, audit(NOW + 5, AuditAction::DeviceRevoked, phone)).await.expect("revoke");
     assert_err!(store.redeem_enrolment([41; 32], credential(phone, 5), NOW + 6).await, StoreError::DeviceRevoked);
+}
+
+// ------------------------------------------------------------------------------------------
+// Sign-in PINs (issue #16)
+// ------------------------------------------------------------------------------------------
+
+/// The server's policy: 5 attempts without a success, then 15 minutes.
+const LOCKOUT: PinLockout = PinLockout { failures_max: 5, lock_seconds: 900 };
+
+/// A stand-in for a PHC string: the store keeps whatever hash the server hands it.
+const PIN_HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHRzYWx0$aGFzaGhhc2hoYXNoaGFzaA";
+
+async fn set_pin(store: &dyn Store, user: &str, hash: &str, at: i64) {
+    store.set_pin(user_id(user), hash.into(), audit(at, AuditAction::PinSet, user)).await.expect("set PIN");
+}
+
+async fn pin(store: &dyn Store, user: &str) -> PinRecord {
+    store.pin_of(user_id(user)).await.expect("read PIN").expect("a PIN is set")
+}
+
+async fn attempt(store: &dyn Store, user: &str, at: i64) -> PinAttempt {
+    store.pin_attempt(user_id(user), at, LOCKOUT).await.expect("attempt")
+}
+
+async fn a_pin_counts_attempts_locks_after_the_maximum_and_a_success_starts_over(backend: Backend) {
+    let store = backend.open().await;
+    store.import_hierarchy(fixture(), audit(NOW, AuditAction::HierarchyImported, "f")).await.expect("import");
+    assert_eq!(store.pin_of(user_id("bidan-0001")).await.expect("read"), None);
+    assert_eq!(attempt(&*store, "bidan-0001", NOW).await, PinAttempt::NoPin);
+    assert_eq!(attempt(&*store, "nobody-at-all", NOW).await, PinAttempt::NoPin);
+    assert_err!(
+        store.set_pin(user_id("nobody-at-all"), PIN_HASH.into(), audit(NOW, AuditAction::PinSet, "x")).await,
+        StoreError::NotFound(_)
+    );
+
+    set_pin(&*store, "bidan-0001", PIN_HASH, NOW).await;
+    let expected = PinRecord {
+        user: user_id("bidan-0001"),
+        pin_hash: PIN_HASH.into(),
+        failures: 0,
+        locked_until: None,
+        set_at: NOW,
+    };
+    assert_eq!(pin(&*store, "bidan-0001").await, expected);
+
+    // Each attempt is counted before the PIN is checked; the fifth sets the lock.
+    for n in 1..=4u32 {
+        let got = attempt(&*store, "bidan-0001", NOW + i64::from(n)).await;
+        assert_eq!(got, PinAttempt::Verify { pin_hash: PIN_HASH.into(), failures: n });
+        assert_eq!(pin(&*store, "bidan-0001").await.locked_until, None);
+    }
+    let fifth = attempt(&*store, "bidan-0001", NOW + 5).await;
+    assert_eq!(fifth, PinAttempt::Verify { pin_hash: PIN_HASH.into(), failures: 5 });
+    let until = NOW + 5 + 900;
+    assert_eq!(pin(&*store, "bidan-0001").await.locked_until, Some(until));
+    // Locked: refused without counting, on this instance and another.
+    assert_eq!(attempt(&*store, "bidan-0001", NOW + 6).await, PinAttempt::Locked { until });
+    let other = backend.open().await;
+    assert_eq!(attempt(&*other, "bidan-0001", until - 1).await, PinAttempt::Locked { until });
+    assert_eq!(pin(&*store, "bidan-0001").await.failures, 5);
+    // Another user is not affected.
+    set_pin(&*store, "kader-0001", PIN_HASH, NOW).await;
+    assert_eq!(
+        attempt(&*store, "kader-0001", NOW + 7).await,
+        PinAttempt::Verify { pin_hash: PIN_HASH.into(), failures: 1 }
+    );
+
+    // Once the lock ends the count starts over.
+    let after = attempt(&*other, "bidan-0001", until).await;
+    assert_eq!(after, PinAttempt::Verify { pin_hash: PIN_HASH.into(), failures: 1 });
+    assert_eq!(pin(&*store, "bidan-0001").await.locked_until, None);
+
+    // A success resets the count; a success against a replaced PIN changes nothing.
+    let device = DeviceId::new_random();
+    assert_err!(
+        store.pin_succeeded(user_id("bidan-0001"), "another hash".into(), credential(device, 1), until + 1).await,
+        StoreError::InvalidCredential
+    );
+    assert_eq!(pin(&*store, "bidan-0001").await.failures, 1);
+    assert!(store.device_access(device).await.expect("access").is_none(), "no device bound by the refusal");
+    store
+        .pin_succeeded(user_id("bidan-0001"), PIN_HASH.into(), credential(device, 1), until + 2)
+        .await
+        .expect("success");
+    assert_eq!(pin(&*store, "bidan-0001").await, PinRecord { failures: 0, locked_until: None, ..expected.clone() });
+
+    // Setting a new PIN (from a signed-in device) clears a lock.
+    for n in 1..=5 {
+        attempt(&*store, "bidan-0001", until + 10 + n).await;
+    }
+    assert!(matches!(attempt(&*store, "bidan-0001", until + 20).await, PinAttempt::Locked { .. }));
+    set_pin(&*store, "bidan-0001", "$argon2id$new", until + 30).await;
+    let replaced = pin(&*store, "bidan-0001").await;
+    assert_eq!((replaced.pin_hash.as_str(), replaced.failures, replaced.locked_until), ("$argon2id$new", 0, None));
+    assert_eq!(replaced.set_at, until + 30);
+    let actions: Vec<String> = store.audit_log(0, 1000).await.expect("audit").into_iter().map(|e| e.action).collect();
+    assert_eq!(actions.iter().filter(|a| *a == "pin_set").count(), 3, "each PIN set is audited: {actions:?}");
+    assert_eq!(actions.iter().filter(|a| *a == "signed_in").count(), 1);
+}
+
+async fn a_pin_sign_in_binds_a_device_like_an_enrolment(backend: Backend) {
+    let store = backend.open().await;
+    store.import_hierarchy(fixture(), audit(NOW, AuditAction::HierarchyImported, "f")).await.expect("import");
+    set_pin(&*store, "bidan-0001", PIN_HASH, NOW).await;
+    let sign_in = |device: DeviceId, refresh: u8, at: i64| {
+        let store = store.clone();
+        async move {
+            attempt(&*store, "bidan-0001", at).await;
+            store.pin_succeeded(user_id("bidan-0001"), PIN_HASH.into(), credential(device, refresh), at).await
+        }
+    };
+    let browser = DeviceId::new_random();
+    let user = sign_in(browser, 1, NOW + 1).await.expect("signed in");
+    assert_eq!(user.id, user_id("bidan-0001"));
+    let access = store.device_access(browser).await.expect("access").expect("bound");
+    assert_eq!((access.user.id.clone(), access.revoked), (user_id("bidan-0001"), false));
+    assert_eq!(access.scope, posyandu_under(&fixture(), "pkm-banjar-1"));
+    store.refresh_device(browser, [1; 32], NOW + 86_400, NOW + 2).await.expect("its refresh credential works");
+    let entry = store.audit_log(0, 1000).await.expect("audit").into_iter().find(|e| e.action == "signed_in");
+    let entry = entry.expect("the sign-in is audited");
+    assert_eq!(entry.target, browser.to_string());
+    assert_eq!(entry.actor, format!("user:bidan-0001@{browser}"));
+    assert_eq!(entry.district.as_deref(), Some("kota-banjar"));
+    assert!(!entry.detail.to_string().contains("argon2"), "no hash in the log: {}", entry.detail);
+
+    // A device id of another user is refused, and so is a revoked one (as enrolment does);
+    // nothing of the refused sign-in stays.
+    let kaders = enrol(&*store, "kader-0001", 51, 52).await;
+    assert_err!(sign_in(kaders, 3, NOW + 3).await, StoreError::DeviceTaken);
+    assert_eq!(store.device_access(kaders).await.expect("access").expect("bound").user.id, user_id("kader-0001"));
+    assert_eq!(pin(&*store, "bidan-0001").await.failures, 1, "the refused success did not reset the count");
+    store.revoke_device(browser, audit(NOW + 4, AuditAction::DeviceRevoked, browser)).await.expect("sign out");
+    assert_err!(sign_in(browser, 4, NOW + 5).await, StoreError::DeviceRevoked);
+    // A new browser id after signing out works.
+    sign_in(DeviceId::new_random(), 5, NOW + 6).await.expect("signed in again");
+}
+
+async fn parallel_pin_attempts_on_two_instances_never_pass_the_lockout(backend: Backend) {
+    let a = backend.open().await;
+    let b = backend.open().await;
+    a.import_hierarchy(fixture(), audit(NOW, AuditAction::HierarchyImported, "f")).await.expect("import");
+    set_pin(&*a, "bidan-0001", PIN_HASH, NOW).await;
+    let tries = (0..16).map(|i| {
+        let store = if i % 2 == 0 { a.clone() } else { b.clone() };
+        tokio::spawn(async move { attempt(&*store, "bidan-0001", NOW + 1).await })
+    });
+    let mut counted = Vec::new();
+    let mut locked = 0;
+    for t in tries {
+        match t.await.expect("task") {
+            PinAttempt::Verify { failures, .. } => counted.push(failures),
+            PinAttempt::Locked { until } => {
+                assert_eq!(until, NOW + 1 + 900);
+                locked += 1;
+            }
+            PinAttempt::NoPin => panic!("the PIN is set"),
+        }
+    }
+    counted.sort_unstable();
+    assert_eq!(counted, vec![1, 2, 3, 4, 5], "each attempt saw the one before it");
+    assert_eq!(locked, 11);
 }

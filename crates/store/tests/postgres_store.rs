@@ -67,3 +67,31 @@ async fn instances_starting_together_migrate_once() {
     let store = PgStore::connect(&url).await.expect("connect again");
     assert_eq!(store.stats().await.expect("stats"), posync_store::StoreStats::default());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sign_in_pins_move_from_sqlite_with_their_count_and_lock() {
+    use posync_store::{Actor, AuditAction, AuditEntry, PinLockout, SqliteStore};
+    let Some(url) = fresh_schema("pg_migrate_pins").await else { return };
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("posync.sqlite");
+    let sqlite = SqliteStore::open(&path).expect("open SQLite");
+    let audit =
+        |action| AuditEntry::new(0, &Actor::Console { name: "test".into() }, action, "t", serde_json::json!({}));
+    let file = posync_model::HierarchyFile::parse(include_str!("../../../fixtures/district-kota-banjar.json"))
+        .expect("fixture");
+    sqlite.import_hierarchy(file, audit(AuditAction::HierarchyImported)).await.expect("import");
+    let bidan: posync_model::UserId = "bidan-0001".parse().expect("id");
+    sqlite.set_pin(bidan.clone(), "$argon2id$v=19$x".into(), audit(AuditAction::PinSet)).await.expect("set PIN");
+    let lockout = PinLockout { failures_max: 2, lock_seconds: 900 };
+    for at in [10, 11] {
+        sqlite.pin_attempt(bidan.clone(), at, lockout).await.expect("attempt");
+    }
+    let before = sqlite.pin_of(bidan.clone()).await.expect("read").expect("set");
+    assert_eq!((before.failures, before.locked_until), (2, Some(911)));
+    drop(sqlite);
+
+    let pg = PgStore::connect(&url).await.expect("connect");
+    let report = posync_store::migrate::sqlite_to_postgres(&path, &pg).await.expect("move");
+    assert!(report.rows.contains(&("user_pins".to_owned(), 1)), "{:?}", report.rows);
+    assert_eq!(pg.pin_of(bidan).await.expect("read").expect("moved"), before);
+}

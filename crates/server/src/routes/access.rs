@@ -1,4 +1,4 @@
-//! Enrolment, token refresh and the admin console over HTTP (hierarchy, users, devices, audit).
+//! Enrolment, PIN sign-in, token refresh and the admin console over HTTP (hierarchy, users, devices, audit).
 
 use super::*;
 
@@ -10,31 +10,130 @@ pub(super) async fn enrol(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<EnrolResponse>, ApiError> {
     let req: EnrolRequest = json_body(body)?;
-    if !req.device.is_assignable() {
-        return Err(ApiError::new(ErrorCode::InvalidRequest, "this device id is reserved; generate a random one"));
-    }
+    check_device_id(req.device)?;
     let now = state.now();
-    let refresh_token = auth::new_refresh_token();
-    let label: String = req.label.chars().filter(|c| !c.is_control()).take(LABEL_CHARS_MAX).collect();
-    let credential = NewCredential {
-        device: req.device,
-        label,
-        refresh_hash: auth::secret_hash(&refresh_token),
-        refresh_expires_at: now + auth::REFRESH_IDLE_SECONDS,
-    };
+    let (refresh_token, credential) = new_credential(req.device, &req.label, now);
     let normalised = auth::normalise_code(&req.code);
     state.auth_limiter.code(&normalised)?;
     let code_hash = auth::secret_hash(&normalised);
     let user = state.store().redeem_enrolment(code_hash, credential, now).await?;
     tracing::info!(device = %req.device, user = %user.id, "device enrolled");
-    let access = state.keys.issue(&user.id, req.device, user.role, now, auth::ACCESS_TTL_SECONDS);
-    Ok(Json(EnrolResponse {
-        user: user.id,
+    Ok(Json(credential_answer(&state, &user, req.device, refresh_token, now)))
+}
+
+fn check_device_id(device: DeviceId) -> Result<(), ApiError> {
+    if !device.is_assignable() {
+        return Err(ApiError::new(ErrorCode::InvalidRequest, "this device id is reserved; generate a random one"));
+    }
+    Ok(())
+}
+
+/// A fresh refresh token for `device` and the credential to store (its hash only).
+fn new_credential(device: DeviceId, label: &str, now: i64) -> (String, NewCredential) {
+    let refresh_token = auth::new_refresh_token();
+    let label: String = label.chars().filter(|c| !c.is_control()).take(LABEL_CHARS_MAX).collect();
+    let credential = NewCredential {
+        device,
+        label,
+        refresh_hash: auth::secret_hash(&refresh_token),
+        refresh_expires_at: now + auth::REFRESH_IDLE_SECONDS,
+    };
+    (refresh_token, credential)
+}
+
+/// What an enrolment and a PIN sign-in both answer: the device's refresh token and a first
+/// access token.
+fn credential_answer(
+    state: &AppState,
+    user: &posync_store::UserRecord,
+    device: DeviceId,
+    refresh_token: String,
+    now: i64,
+) -> EnrolResponse {
+    EnrolResponse {
+        user: user.id.clone(),
         role: user.role,
         refresh_token,
         refresh_expires_at: now + auth::REFRESH_IDLE_SECONDS,
-        access,
-    }))
+        access: state.keys.issue(&user.id, device, user.role, now, auth::ACCESS_TTL_SECONDS),
+    }
+}
+
+/// `POST /v1/auth/pin`: the caller sets or replaces their own sign-in PIN. Audited as
+/// `pin_set`, without the PIN.
+pub(super) async fn set_pin(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<StatusCode, ApiError> {
+    let who = authenticate(&state, &headers).await?;
+    let req: PinRequest = json_body(body)?;
+    crate::pin::check_format(&req.pin)?;
+    let pin_hash = crate::pin::hash(req.pin).await?;
+    let actor = Actor::User { user: who.user.clone(), device: who.device };
+    let detail = serde_json::json!({ "user": who.user });
+    let audit = AuditEntry::new(state.now(), &actor, AuditAction::PinSet, &who.user, detail)
+        .concerning(who.scope.posyandu().next());
+    state.store().set_pin(who.user.clone(), pin_hash, audit).await?;
+    tracing::info!(device = %who.device, "sign-in PIN set");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `POST /v1/auth/signin`: user and PIN for a new device credential, answered as an
+/// enrolment. Every failure that could tell whether the user exists or has a PIN is the
+/// same `401 invalid_credential`; a locked user is `429` until the lock ends.
+pub(super) async fn signin(
+    State(state): State<AppState>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<EnrolResponse>, ApiError> {
+    let req: SigninRequest = json_body(body)?;
+    check_device_id(req.device)?;
+    crate::pin::check_format(&req.pin)?;
+    let now = state.now();
+    let pin_hash = checked_pin(&state, &req, now).await?;
+    let (refresh_token, credential) = new_credential(req.device, &req.label, now);
+    let user = match state.store().pin_succeeded(req.user.clone(), pin_hash, credential, now).await {
+        Ok(user) => user,
+        // A disabled user, or a PIN replaced meanwhile: the same answer as a wrong PIN.
+        Err(posync_store::StoreError::InvalidCredential) => return Err(crate::pin::refused()),
+        Err(e) => return Err(e.into()),
+    };
+    tracing::info!(device = %req.device, user = %user.id, "signed in with a PIN");
+    Ok(Json(credential_answer(&state, &user, req.device, refresh_token, now)))
+}
+
+/// Count the attempt in the store, then check the PIN: the hash it matched, or the refusal.
+async fn checked_pin(state: &AppState, req: &SigninRequest, now: i64) -> Result<String, ApiError> {
+    let lockout = crate::pin::LOCKOUT;
+    match state.store().pin_attempt(req.user.clone(), now, lockout).await? {
+        PinAttempt::NoPin => {
+            // As long as a wrong PIN takes: the timing does not tell who has a PIN.
+            crate::pin::verify_against_nothing(req.pin.clone()).await?;
+            Err(crate::pin::refused())
+        }
+        PinAttempt::Locked { until } => Err(crate::pin::locked(until - now)),
+        PinAttempt::Verify { pin_hash, failures } => {
+            if crate::pin::verify(req.pin.clone(), pin_hash.clone()).await? {
+                return Ok(pin_hash);
+            }
+            if failures >= lockout.failures_max {
+                audit_lockout(state, req, failures, now).await?;
+            }
+            Err(crate::pin::refused())
+        }
+    }
+}
+
+/// The attempt that locked a user out, in the audit log of their district.
+async fn audit_lockout(state: &AppState, req: &SigninRequest, failures: u32, now: i64) -> Result<(), ApiError> {
+    tracing::warn!(device = %req.device, "PIN sign-in locked after too many attempts");
+    let unit = state.store().user(req.user.clone()).await?.and_then(|u| u.units.first().cloned());
+    let actor = Actor::Device { device: req.device };
+    let detail =
+        serde_json::json!({ "user": req.user, "failures": failures, "locked_for": crate::pin::LOCKOUT.lock_seconds });
+    let entry = AuditEntry::new(now, &actor, AuditAction::PinLocked, &req.user, detail).concerning(unit);
+    state.store().append_audit(entry).await?;
+    Ok(())
 }
 
 pub(super) async fn refresh(

@@ -30,10 +30,10 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use posync_model::{DeviceId, DocId, HierarchyFile, Role, Unit, UnitId, UserId, UserSpec, conflicts, doc};
-use posync_proto::{AccessToken, EnrolRequest, EnrolResponse, RefreshRequest};
+use posync_proto::{AccessToken, EnrolRequest, EnrolResponse, PinRequest, RefreshRequest, SigninRequest};
 use posync_proto::{CONTENT_TYPE, DecodeError, ErrorCode, Limits, decode_request, encode_body, gunzip_bounded};
 use posync_store::Store;
-use posync_store::{Actor, AuditAction, AuditEntry, NewCredential};
+use posync_store::{Actor, AuditAction, AuditEntry, NewCredential, PinAttempt};
 use serde::de::DeserializeOwned;
 use std::sync::Arc;
 
@@ -118,6 +118,9 @@ pub fn router(state: AppState) -> Router {
     let auth_routes = Router::new()
         .route("/v1/auth/enrol", post(enrol))
         .route("/v1/auth/token", post(refresh))
+        .route("/v1/auth/signin", post(signin))
+        // Needs a token, but hashes a PIN (tens of ms, 19 MiB): limited like the others.
+        .route("/v1/auth/pin", post(set_pin))
         .layer(axum::middleware::from_fn_with_state(state.clone(), limit_by_address))
         .layer(DefaultBodyLimit::max(JSON_BODY_BYTES_MAX));
     let json_routes = Router::new()

@@ -4,7 +4,9 @@
 //! `access::code_redeemable`, `access::may_enrol`, `check_refresh`) are shared functions.
 
 use crate::StoreError;
-use crate::access::{AuditEntry, AuditRecord, DeviceRecord, NewCredential, NewEnrolment, UserRecord};
+use crate::access::{
+    AuditEntry, AuditRecord, DeviceRecord, NewCredential, NewEnrolment, PinAttempt, PinLockout, PinRecord, UserRecord,
+};
 use crate::sql::{Dialect, Row, Statement, Value};
 use posync_model::{DeviceId, Role, Unit, UnitId, UnitKind, UserId, UserSpec};
 
@@ -373,4 +375,85 @@ pub fn device_record(row: &Row) -> Result<DeviceRecord, StoreError> {
         last_seen_at: row.opt_int(5)?,
         last_push_at: row.opt_int(6)?,
     })
+}
+
+// ---- sign-in PINs ----
+
+/// Set or replace a user's PIN: a new PIN starts with no failures and no lock.
+pub fn set_pin(d: Dialect, user: &UserId, pin_hash: &str, now: i64) -> Statement {
+    let (p2, p3) = (d.p(2), d.p(3));
+    Statement::new(
+        format!(
+            "INSERT INTO user_pins (user_id, pin_hash, failures, locked_until, set_at) VALUES ({}, {p2}, 0, NULL, {p3})
+             ON CONFLICT (user_id) DO UPDATE SET pin_hash = {p2}, failures = 0, locked_until = NULL, set_at = {p3}",
+            d.p(1)
+        ),
+        vec![user.as_str().into(), pin_hash.into(), now.into()],
+    )
+}
+
+pub fn pin_of(d: Dialect, user: &UserId) -> Statement {
+    Statement::new(
+        format!("SELECT pin_hash, failures, locked_until, set_at FROM user_pins WHERE user_id = {}", d.p(1)),
+        vec![user.as_str().into()],
+    )
+}
+
+/// A row of [`pin_of`].
+pub fn pin_record(user: &UserId, row: &Row) -> Result<PinRecord, StoreError> {
+    Ok(PinRecord {
+        user: user.clone(),
+        pin_hash: row.text(0)?,
+        failures: u32::try_from(row.int(1)?).map_err(|_| bad("PIN failures"))?,
+        locked_until: row.opt_int(2)?,
+        set_at: row.int(3)?,
+    })
+}
+
+/// Count one attempt of a user who is not locked, in one statement (atomic on both
+/// backends: PostgreSQL holds the row from the check to commit, so parallel attempts each
+/// see the previous one's count). A lock that has run out starts the count over; the attempt
+/// that reaches the maximum sets the lock. No row: no PIN, or locked.
+pub fn count_pin_attempt(d: Dialect, user: &UserId, now: i64, lockout: PinLockout) -> Statement {
+    let (now_p, max_p, lock_p) = (d.int_p(2), d.int_p(3), d.int_p(4));
+    let expired = format!("(locked_until IS NOT NULL AND locked_until <= {now_p})");
+    // UPDATE's right-hand sides all read the row as it was: write the new count once here.
+    let counted = format!("(CASE WHEN {expired} THEN 1 ELSE failures + 1 END)");
+    Statement::new(
+        format!(
+            "UPDATE user_pins SET failures = {counted},
+                 locked_until = CASE WHEN {counted} >= {max_p} THEN {now_p} + {lock_p} ELSE NULL END
+             WHERE user_id = {} AND (locked_until IS NULL OR locked_until <= {now_p})
+             RETURNING pin_hash, failures",
+            d.p(1)
+        ),
+        vec![user.as_str().into(), now.into(), i64::from(lockout.failures_max).into(), lockout.lock_seconds.into()],
+    )
+}
+
+/// What an attempt goes on with: the counted row of [`count_pin_attempt`] if there was one,
+/// else the PIN as read after it ([`pin_of`]).
+pub fn pin_attempt(counted: Option<&Row>, current: Option<&Row>, now: i64) -> Result<PinAttempt, StoreError> {
+    if let Some(row) = counted {
+        let failures = u32::try_from(row.int(1)?).map_err(|_| bad("PIN failures"))?;
+        return Ok(PinAttempt::Verify { pin_hash: row.text(0)?, failures });
+    }
+    match current.map(|r| r.opt_int(2)).transpose()?.flatten() {
+        Some(until) if until > now => Ok(PinAttempt::Locked { until }),
+        // No PIN (a PIN set after the count looked is for the next attempt).
+        _ => Ok(PinAttempt::NoPin),
+    }
+}
+
+/// A verified PIN's success: the count and lock start over. Only if the PIN is still the
+/// one checked (0 rows: replaced meanwhile).
+pub fn reset_pin_failures(d: Dialect, user: &UserId, pin_hash: &str) -> Statement {
+    Statement::new(
+        format!(
+            "UPDATE user_pins SET failures = 0, locked_until = NULL WHERE user_id = {} AND pin_hash = {}",
+            d.p(1),
+            d.p(2)
+        ),
+        vec![user.as_str().into(), pin_hash.into()],
+    )
 }

@@ -7,8 +7,8 @@
 use super::exec::{D, exec, query, query_opt};
 use crate::StoreError;
 use crate::access::{
-    AuditEntry, AuditRecord, DeviceAccess, DeviceRecord, ImportReport, NewCredential, NewEnrolment, UnitTree,
-    UserRecord,
+    AuditEntry, AuditRecord, DeviceAccess, DeviceRecord, ImportReport, NewCredential, NewEnrolment, PinAttempt,
+    PinLockout, PinRecord, UnitTree, UserRecord,
 };
 use crate::plan::access as plan;
 use deadpool_postgres::Transaction;
@@ -211,4 +211,50 @@ pub async fn device_access(tx: &Transaction<'_>, device: DeviceId) -> Result<Opt
     let Some(user) = user(tx, &user_id).await? else { return Ok(None) };
     let scope = scope_of(tx, &user_id).await?;
     Ok(Some(DeviceAccess { device, user, revoked, scope }))
+}
+
+/// Set or replace a user's PIN ([`plan::set_pin`]); the user must exist.
+pub async fn set_pin(tx: &Transaction<'_>, user_id: &UserId, pin_hash: &str, now: i64) -> Result<(), StoreError> {
+    if user(tx, user_id).await?.is_none() {
+        return Err(StoreError::NotFound(format!("user {user_id}")));
+    }
+    exec(tx, &plan::set_pin(D, user_id, pin_hash, now)).await?;
+    Ok(())
+}
+
+pub async fn pin_of(tx: &Transaction<'_>, user: &UserId) -> Result<Option<PinRecord>, StoreError> {
+    query_opt(tx, &plan::pin_of(D, user)).await?.map(|row| plan::pin_record(user, &row)).transpose()
+}
+
+/// Count an attempt unless locked ([`plan::count_pin_attempt`]). The `UPDATE` locks the
+/// row until commit: an attempt on another instance waits, then counts on top of this one.
+pub async fn pin_attempt(
+    tx: &Transaction<'_>,
+    user: &UserId,
+    now: i64,
+    lockout: PinLockout,
+) -> Result<PinAttempt, StoreError> {
+    let counted = query_opt(tx, &plan::count_pin_attempt(D, user, now, lockout)).await?;
+    let current = if counted.is_none() { query_opt(tx, &plan::pin_of(D, user)).await? } else { None };
+    plan::pin_attempt(counted.as_ref(), current.as_ref(), now)
+}
+
+/// A right PIN: start the count over and bind the device to the user as an enrolment does
+/// (the device row locked from the check to commit, as there).
+pub async fn pin_succeeded(
+    tx: &Transaction<'_>,
+    user_id: &UserId,
+    pin_hash: &str,
+    cred: &NewCredential,
+    now: i64,
+) -> Result<UserRecord, StoreError> {
+    if exec(tx, &plan::reset_pin_failures(D, user_id, pin_hash)).await? == 0 {
+        return Err(StoreError::InvalidCredential);
+    }
+    let user = active_user(tx, user_id.as_str()).await?;
+    let holder =
+        query_opt(tx, &plan::device_holder(D, cred.device, true)).await?.map(|r| plan::holder(&r)).transpose()?;
+    crate::access::may_enrol(holder.flatten().as_ref().map(|(u, revoked)| (u.as_str(), *revoked)), &user.id)?;
+    register_device(tx, &user.id, cred, now).await?;
+    Ok(user)
 }

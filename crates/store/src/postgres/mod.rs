@@ -26,11 +26,12 @@ use posync_model::guard::Usage;
 use std::time::Duration;
 
 /// Schema steps in order: step `i` takes the stored version from `i` to `i + 1`.
-const MIGRATIONS: [&str; 4] = [
+const MIGRATIONS: [&str; 5] = [
     include_str!("schema.sql"),
     include_str!("schema_v2.sql"),
     include_str!("schema_v3.sql"),
     include_str!("schema_v4.sql"),
+    include_str!("schema_v5.sql"),
 ];
 const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 /// Any constant: instances starting together take turns migrating.
@@ -129,8 +130,9 @@ use crate::core::{self, Existing};
 use crate::plan;
 use crate::{
     AccessStore, AuditAction, AuditEntry, AuditRecord, AuditStore, ConflictFilter, ConflictRecord, DeviceAccess,
-    DeviceRecord, DuplicatePair, ImportReport, NewCredential, NewEnrolment, PageLimits, PullPage, ReportStore,
-    ResolvedConflict, ReviewStore, StoreStats, StoredDoc, StoredMeta, SyncStore, UnitTree, UserRecord,
+    DeviceRecord, DuplicatePair, ImportReport, NewCredential, NewEnrolment, PageLimits, PinAttempt, PinLockout,
+    PinRecord, PullPage, ReportStore, ResolvedConflict, ReviewStore, StoreStats, StoredDoc, StoredMeta, SyncStore,
+    UnitTree, UserRecord,
 };
 use async_trait::async_trait;
 use deadpool_postgres::Transaction;
@@ -732,6 +734,38 @@ impl AccessStore for PgStore {
     async fn device_access(&self, device: DeviceId) -> Result<Option<DeviceAccess>, StoreError> {
         // One snapshot: the user, the device's state and the scope agree with each other.
         reading!(self, |tx| access::device_access(&tx, device).await?)
+    }
+
+    async fn set_pin(&self, user: UserId, pin_hash: String, audit: AuditEntry) -> Result<(), StoreError> {
+        let now = audit.at;
+        audited!(self, audit, |tx| access::set_pin(&tx, &user, &pin_hash, now).await?)
+    }
+
+    async fn pin_of(&self, user: UserId) -> Result<Option<PinRecord>, StoreError> {
+        reading!(self, |tx| access::pin_of(&tx, &user).await?)
+    }
+
+    async fn pin_attempt(&self, user: UserId, now: i64, lockout: PinLockout) -> Result<PinAttempt, StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        let attempt = access::pin_attempt(&tx, &user, now, lockout).await?;
+        tx.commit().await?;
+        Ok(attempt)
+    }
+
+    async fn pin_succeeded(
+        &self,
+        user: UserId,
+        pin_hash: String,
+        credential: NewCredential,
+        now: i64,
+    ) -> Result<UserRecord, StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        let record = access::pin_succeeded(&tx, &user, &pin_hash, &credential, now).await?;
+        access::append_audit(&tx, &crate::access::signed_in_audit(&record, &credential, now)).await?;
+        tx.commit().await?;
+        Ok(record)
     }
 }
 

@@ -5,8 +5,8 @@
 use super::exec::{D, exec, query, query_opt};
 use crate::StoreError;
 use crate::access::{
-    AuditEntry, AuditRecord, DeviceAccess, DeviceRecord, ImportReport, NewCredential, NewEnrolment, UnitTree,
-    UserRecord,
+    AuditEntry, AuditRecord, DeviceAccess, DeviceRecord, ImportReport, NewCredential, NewEnrolment, PinAttempt,
+    PinLockout, PinRecord, UnitTree, UserRecord,
 };
 use crate::plan::access as plan;
 use posync_model::hierarchy::check_parent;
@@ -69,6 +69,19 @@ CREATE TABLE audit (
 );
 CREATE TRIGGER audit_no_update BEFORE UPDATE ON audit BEGIN SELECT RAISE(ABORT, 'audit log is append-only'); END;
 CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit BEGIN SELECT RAISE(ABORT, 'audit log is append-only'); END;
+"#;
+
+/// Schema v8: a user's sign-in PIN, so a browser that signed out signs in again without a
+/// new enrolment code. Argon2id PHC strings only; `failures` counts attempts since the last
+/// success and `locked_until` refuses sign-in until then.
+pub const SCHEMA_V8: &str = r#"
+CREATE TABLE user_pins (
+    user_id      TEXT PRIMARY KEY REFERENCES users(user_id),
+    pin_hash     TEXT NOT NULL,
+    failures     INTEGER NOT NULL DEFAULT 0,
+    locked_until INTEGER,
+    set_at       INTEGER NOT NULL
+);
 "#;
 
 pub fn append_audit(tx: &Connection, e: &AuditEntry) -> Result<(), StoreError> {
@@ -243,6 +256,45 @@ pub fn device_access(conn: &Connection, device: DeviceId) -> Result<Option<Devic
     let Some(user) = user(conn, &user_id)? else { return Ok(None) };
     let scope = scope_of(conn, &user_id)?;
     Ok(Some(DeviceAccess { device, user, revoked, scope }))
+}
+
+/// Set or replace a user's PIN ([`plan::set_pin`]); the user must exist.
+pub fn set_pin(tx: &Connection, user_id: &UserId, pin_hash: &str, now: i64) -> Result<(), StoreError> {
+    if user(tx, user_id)?.is_none() {
+        return Err(StoreError::NotFound(format!("user {user_id}")));
+    }
+    exec(tx, &plan::set_pin(D, user_id, pin_hash, now))?;
+    Ok(())
+}
+
+pub fn pin_of(conn: &Connection, user: &UserId) -> Result<Option<PinRecord>, StoreError> {
+    query_opt(conn, &plan::pin_of(D, user))?.map(|row| plan::pin_record(user, &row)).transpose()
+}
+
+/// Count an attempt unless locked ([`plan::count_pin_attempt`]); the single writer makes
+/// it atomic.
+pub fn pin_attempt(tx: &Connection, user: &UserId, now: i64, lockout: PinLockout) -> Result<PinAttempt, StoreError> {
+    let counted = query_opt(tx, &plan::count_pin_attempt(D, user, now, lockout))?;
+    let current = if counted.is_none() { query_opt(tx, &plan::pin_of(D, user))? } else { None };
+    plan::pin_attempt(counted.as_ref(), current.as_ref(), now)
+}
+
+/// A right PIN: start the count over and bind the device to the user as an enrolment does.
+pub fn pin_succeeded(
+    tx: &Connection,
+    user_id: &UserId,
+    pin_hash: &str,
+    cred: &NewCredential,
+    now: i64,
+) -> Result<UserRecord, StoreError> {
+    if exec(tx, &plan::reset_pin_failures(D, user_id, pin_hash))? == 0 {
+        return Err(StoreError::InvalidCredential);
+    }
+    let user = active_user(tx, user_id.as_str())?;
+    let holder = query_opt(tx, &plan::device_holder(D, cred.device, true))?.map(|r| plan::holder(&r)).transpose()?;
+    crate::access::may_enrol(holder.flatten().as_ref().map(|(u, revoked)| (u.as_str(), *revoked)), &user.id)?;
+    register_device(tx, &user.id, cred, now)?;
+    Ok(user)
 }
 
 #[cfg(test)]

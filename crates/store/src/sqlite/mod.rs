@@ -17,8 +17,8 @@ use crate::core::{self, Existing};
 use crate::plan;
 use crate::{
     AccessStore, AuditAction, AuditEntry, AuditRecord, AuditStore, DeviceAccess, DeviceRecord, ImportReport,
-    NewCredential, NewEnrolment, PageLimits, PullPage, ReportStore, ReviewStore, StoreError, StoreStats, StoredDoc,
-    StoredMeta, SyncStore, UnitTree, UserRecord,
+    NewCredential, NewEnrolment, PageLimits, PinAttempt, PinLockout, PinRecord, PullPage, ReportStore, ReviewStore,
+    StoreError, StoreStats, StoredDoc, StoredMeta, SyncStore, UnitTree, UserRecord,
 };
 use async_trait::async_trait;
 use exec::{D, exec, query, query_opt, write_conflicts, write_projection};
@@ -624,6 +624,42 @@ impl AccessStore for SqliteStore {
             // One snapshot: the user, the device's state and the scope agree with each other.
             let tx = conn.transaction()?;
             access::device_access(&tx, device)
+        })
+        .await
+    }
+
+    async fn set_pin(&self, user: UserId, pin_hash: String, audit: AuditEntry) -> Result<(), StoreError> {
+        let now = audit.at;
+        self.write_audited(audit, move |tx| access::set_pin(tx, &user, &pin_hash, now)).await
+    }
+
+    async fn pin_of(&self, user: UserId) -> Result<Option<PinRecord>, StoreError> {
+        self.read(move |conn| access::pin_of(conn, &user)).await
+    }
+
+    async fn pin_attempt(&self, user: UserId, now: i64, lockout: PinLockout) -> Result<PinAttempt, StoreError> {
+        self.write(move |conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let attempt = access::pin_attempt(&tx, &user, now, lockout)?;
+            tx.commit()?;
+            Ok(attempt)
+        })
+        .await
+    }
+
+    async fn pin_succeeded(
+        &self,
+        user: UserId,
+        pin_hash: String,
+        credential: NewCredential,
+        now: i64,
+    ) -> Result<UserRecord, StoreError> {
+        self.write(move |conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let record = access::pin_succeeded(&tx, &user, &pin_hash, &credential, now)?;
+            access::append_audit(&tx, &crate::access::signed_in_audit(&record, &credential, now))?;
+            tx.commit()?;
+            Ok(record)
         })
         .await
     }
