@@ -231,13 +231,39 @@ try {
   await page.waitForFunction(() => document.documentElement.lang === "id");
   await page.screenshot({ path: `${shotDir}/conflicts-390.png`, fullPage: true });
 
+  // A PIN, so that signing in again needs no new code.
+  if (!(await page.isVisible("#pin-banner"))) fail("a user without a PIN is offered to set one");
+  await page.click("#pin-banner a");
+  await page.waitForSelector("#pin-setup:not(.hidden)");
+  await page.fill("#pin-new", "246810");
+  await page.fill("#pin-again", "246811");
+  await page.click("#pin-setup-form button[type=submit]");
+  if (!(await text(page, "#pin-setup-error")).includes("tidak sama")) fail("two different PINs are refused");
+  await page.fill("#pin-again", "246810");
+  await page.click("#pin-setup-form button[type=submit]");
+  await page.waitForFunction(() => document.querySelector("#pin-setup-done").textContent !== "", null, { timeout: 15_000 });
+  await axe(page, "pin");
+
   // Sign out: the credential is gone here, and the server refuses this device from now on.
   const device = await page.evaluate(() => JSON.parse(localStorage.getItem("posync.cred")).device);
   await page.click("#logout");
   await page.waitForSelector("#login:not(.hidden)", { timeout: 15_000 });
   if (await page.evaluate(() => localStorage.getItem("posync.cred"))) fail("the credential stays after sign-out");
-  if (errors.length) fail("script errors: " + errors.join("; "));
   console.log("device " + device);
+
+  // Back in with the user id (remembered) and the PIN: a wrong PIN is refused, the right one works.
+  if ((await page.inputValue("#pin-user")) !== "bidan-0001") fail("the sign-in form remembers the user id");
+  await page.fill("#pin", "111111");
+  await page.click("#pin-form button[type=submit]");
+  await page.waitForFunction(() => document.querySelector("#login-error").textContent.length > 0, null, { timeout: 15_000 });
+  await page.fill("#pin", "246810");
+  await page.click("#pin-form button[type=submit]");
+  await page.waitForSelector("#month-summary table", { timeout: 15_000 });
+  if (!(await text(page, "#who")).trim()) fail("signed in again with the PIN");
+  if (await page.isVisible("#pin-banner")) fail("no PIN offer once a PIN is set");
+  const again = await page.evaluate(() => JSON.parse(localStorage.getItem("posync.cred")).device);
+  console.log("pin-device " + again);
+  if (errors.length) fail("script errors: " + errors.join("; "));
   console.log("ok");
 } catch (e) {
   const state = current ? await current.evaluate(() => location.hash + " | error: " + document.getElementById("app-error").textContent

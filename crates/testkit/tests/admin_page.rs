@@ -121,6 +121,10 @@ async fn an_officer_resolves_a_conflict_in_the_browser_and_the_phone_gets_it() {
     let devices = posync_store::AccessStore::devices(&server.store).await.expect("devices");
     let browser = devices.iter().find(|d| d.device.to_string() == device).expect("the browser was enrolled");
     assert!(browser.revoked_at.is_some(), "signing out revokes the device: {browser:?}");
+    let again = stdout.lines().find_map(|l| l.strip_prefix("pin-device ")).expect("the PIN sign-in's device");
+    let by_pin = devices.iter().find(|d| d.device.to_string() == again).expect("the PIN sign-in enrolled a device");
+    assert!(again != device && by_pin.revoked_at.is_none(), "a new, working device: {by_pin:?}");
+    assert_eq!(by_pin.user.as_ref().map(ToString::to_string).as_deref(), Some("bidan-0001"));
 
     // The decision reaches the kader's phone at its next sync.
     b.sync_enrolled(&server.url()).await.expect("sync");
@@ -132,5 +136,7 @@ async fn an_officer_resolves_a_conflict_in_the_browser_and_the_phone_gets_it() {
     assert!(log.iter().any(|e| e.action == "conflict_resolved" && e.actor.starts_with("user:bidan-0001@")));
     assert!(log.iter().any(|e| e.action == "device_revoked" && e.actor.starts_with("user:bidan-0001@")));
     assert!(log.iter().any(|e| e.action == "people_merged" && e.actor.starts_with("user:bidan-0001@")));
+    assert!(log.iter().any(|e| e.action == "pin_set") && log.iter().any(|e| e.action == "signed_in"));
+    assert!(!serde_json::to_string(&log).expect("json").contains("246810"), "never the PIN in the audit log");
     server.stop().await;
 }

@@ -76,7 +76,23 @@ export async function signIn(code) {
   const label = "browser " + (navigator.platform || "");
   const r = await send("POST", "/v1/auth/enrol", { code, device, label });
   keep({ device, user: r.user, role: r.role, refresh_token: r.refresh_token }, r.access);
+  localStorage.setItem("posync.last_user", r.user);
   return r;
+}
+
+/// Sign in again with the user's id and PIN (set after a first sign-in with a code).
+export async function signInWithPin(user, pin) {
+  const device = uuid();
+  const label = "browser " + (navigator.platform || "");
+  const r = await send("POST", "/v1/auth/signin", { user, pin, device, label });
+  keep({ device, user: r.user, role: r.role, refresh_token: r.refresh_token }, r.access);
+  localStorage.setItem("posync.last_user", r.user);
+  return r;
+}
+
+/// Set the user's PIN (6 to 12 digits).
+export async function setPin(pin) {
+  return post("/v1/auth/pin", { pin });
 }
 
 /// Revoke this browser's device on the server, then forget it here (even if the server

@@ -1,7 +1,7 @@
 // The puskesmas web app: sign-in, navigation by the address (#/conflicts, #/conflicts/ID),
 // language switch, sign-out that revokes this browser's device.
 "use strict";
-import { cred, get, signIn, signOut } from "./api.js";
+import { cred, get, setPin, signIn, signInWithPin, signOut } from "./api.js";
 import { t, translate, getLang, setLang } from "./i18n.js";
 import { bindQueue, saveDecision, setUnits, showConflict, showQueue } from "./conflicts.js";
 import { bindSearch, setUnitNames, showChild, showSearch } from "./child.js";
@@ -10,10 +10,14 @@ import { bindOverdue, setOverdueUnits, showOverdue } from "./overdue.js";
 import { bindMonth, setMonthUnits, showMonth } from "./month.js";
 
 const $ = (id) => document.getElementById(id);
-const VIEWS = ["login", "queue", "resolve", "people", "child", "duplicates", "overdue", "month"];
+const VIEWS = ["login", "queue", "resolve", "people", "child", "duplicates", "overdue", "month", "pin-setup"];
 
 function showView(id) {
   for (const v of VIEWS) $(v).classList.toggle("hidden", v !== id);
+  if (id === "login") {
+    $("pin-user").value = $("pin-user").value || localStorage.getItem("posync.last_user") || "";
+    $("pin-banner").classList.add("hidden");
+  }
   $("logout").classList.toggle("hidden", id === "login");
   $("nav").classList.toggle("hidden", id === "login");
 }
@@ -34,6 +38,7 @@ async function route() {
     else if (view === "people" && id) await showChild(show, decodeURIComponent(id));
     else if (view === "people") await showSearch(show, params.get("q") || "");
     else if (view === "month") await showMonth(show, params.get("unit"), params.get("month"));
+    else if (view === "pin") show("pin-setup");
     else if (view === "duplicates") await showDuplicates(show);
     else if (view === "overdue") await showOverdue(show, params.get("month"));
     else await showQueue(show);
@@ -55,16 +60,45 @@ async function loadMe() {
   setOverdueUnits(me.units);
   setMonthUnits(me.units);
   $("who").textContent = me.name || me.user;
+  $("pin-banner").classList.toggle("hidden", me.has_pin);
 }
 
+async function signedIn() {
+  await loadMe();
+  if (location.hash === "#/month") await route(); else location.hash = "#/month";
+}
+
+$("pin-form").addEventListener("submit", async (e) => {
+  e.preventDefault();
+  $("login-error").textContent = "";
+  try {
+    await signInWithPin($("pin-user").value.trim(), $("pin").value);
+    $("pin").value = "";
+    await signedIn();
+  } catch (err) { $("login-error").textContent = err.message; }
+});
+$("pin-setup-form").addEventListener("submit", async (e) => {
+  e.preventDefault();
+  $("pin-setup-error").textContent = "";
+  $("pin-setup-done").textContent = "";
+  const pin = $("pin-new").value;
+  if (pin !== $("pin-again").value) { $("pin-setup-error").textContent = t("pin_mismatch"); return; }
+  if (!/^\d{6,12}$/.test(pin)) { $("pin-setup-error").textContent = t("pin_shape"); return; }
+  try {
+    await setPin(pin);
+    $("pin-new").value = "";
+    $("pin-again").value = "";
+    $("pin-setup-done").textContent = t("pin_saved");
+    $("pin-banner").classList.add("hidden");
+  } catch (err) { $("pin-setup-error").textContent = err.message; }
+});
 $("login-form").addEventListener("submit", async (e) => {
   e.preventDefault();
   $("login-error").textContent = "";
   try {
     await signIn($("code").value);
     $("code").value = "";
-    await loadMe();
-    if (location.hash === "#/month") await route(); else location.hash = "#/month";
+    await signedIn();
   } catch (err) { $("login-error").textContent = err.message; }
 });
 $("lang").addEventListener("click", () => {

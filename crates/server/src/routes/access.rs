@@ -180,7 +180,10 @@ pub(super) async fn me(State(state): State<AppState>, headers: HeaderMap) -> Res
         }
     }
     units.sort_by(|a, b| (a.kind, &a.name).cmp(&(b.kind, &b.name)));
-    Ok(Json(serde_json::json!({ "user": who.user, "name": name, "role": who.role, "units": units })))
+    let has_pin = state.store().pin_of(who.user.clone()).await?.is_some();
+    Ok(Json(
+        serde_json::json!({ "user": who.user, "name": name, "role": who.role, "has_pin": has_pin, "units": units }),
+    ))
 }
 
 pub(super) async fn admin_caller(state: &AppState, headers: &HeaderMap) -> Result<AdminCaller, ApiError> {
