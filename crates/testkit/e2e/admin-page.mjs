@@ -227,6 +227,33 @@ try {
   await page.screenshot({ path: `${shotDir}/conflicts-390-en.png`, fullPage: true });
   const overflow = await page.evaluate(() => document.documentElement.scrollWidth > window.innerWidth + 1);
   if (overflow) fail("the page scrolls sideways at 390 px");
+  // Every page in English, at phone and tablet width: English words, no Indonesian labels,
+  // no serious accessibility violation, no sideways scrolling.
+  const pages = [
+    ["month", "#/month?month=2026-11", "#month-summary table", "Weighing participation"],
+    ["people", "#/people?q=" + encodeURIComponent(childName.split(" ")[0]), "#people-rows tr", "Find a child"],
+    ["child", null, "#child-charts svg", "Growth charts (WHO standards)"],
+    ["duplicates", "#/duplicates", "#duplicates-empty:not(.hidden)", "No duplicates"],
+    ["overdue", "#/overdue?month=2026-11", "#overdue-list table", "Overdue doses"],
+  ];
+  for (const [name, hash, ready, english] of pages) {
+    if (hash) await page.evaluate((h) => { location.hash = h; }, hash);
+    else await page.click("#people-rows a");
+    await page.waitForSelector(ready, { timeout: 15_000 });
+    const shown = await page.evaluate(() => document.querySelector("main").innerText
+      + [...document.querySelectorAll("main [title]")].map((e) => e.title).join(" "));
+    if (!shown.includes(english)) fail(`the ${name} page in English shows ${english}`);
+    if (/Kembali|Simpan|Cari anak|Laporan bulan|Terlambat:/.test(shown)) fail(`Indonesian words on the ${name} page in English`);
+    await axe(page, name + " (en)");
+    for (const [w, h] of [[390, 844], [1280, 800]]) {
+      await page.setViewportSize({ width: w, height: h });
+      await page.screenshot({ path: `${shotDir}/${name}-${w}-en.png`, fullPage: true });
+      if (await page.evaluate(() => document.documentElement.scrollWidth > window.innerWidth + 1)) fail(`the ${name} page scrolls sideways at ${w} px`);
+    }
+  }
+  await page.evaluate(() => { location.hash = "#/conflicts"; });
+  await page.waitForSelector("#queue:not(.hidden)", { timeout: 15_000 });
+  await page.setViewportSize({ width: 390, height: 844 });
   await page.click("#lang");
   await page.waitForFunction(() => document.documentElement.lang === "id");
   await page.screenshot({ path: `${shotDir}/conflicts-390.png`, fullPage: true });
