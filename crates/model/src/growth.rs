@@ -620,6 +620,27 @@ impl WeightForHeightStatus {
     }
 }
 
+/// A status in words for people: its stable code and its label in Indonesian and English.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct StatusLabel {
+    pub code: &'static str,
+    pub id: &'static str,
+    pub en: &'static str,
+}
+
+macro_rules! status_label {
+    ($($status:ty),*) => {$(
+        impl $status {
+            /// The status in words (code, Indonesian, English).
+            pub fn label(self) -> StatusLabel {
+                StatusLabel { code: self.code(), id: self.label_id(), en: self.label_en() }
+            }
+        }
+    )*};
+}
+
+status_label!(WeightForAgeStatus, HeightForAgeStatus, WeightForHeightStatus);
+
 /// Nutritional status per Permenkes RI No. 2 Tahun 2020 (Standar Antropometri Anak), children 0-60 months
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct Classification {

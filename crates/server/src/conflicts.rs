@@ -34,15 +34,7 @@ pub struct ValueView {
     pub z_indicator: Option<&'static str>,
     /// What `z` means, by Permenkes 2/2020 (weight- and length-for-age only).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub z_status: Option<StatusView>,
-}
-
-/// A nutrition status in words.
-#[derive(Clone, Debug, Serialize)]
-pub struct StatusView {
-    pub code: &'static str,
-    pub id: &'static str,
-    pub en: &'static str,
+    pub z_status: Option<growth::StatusLabel>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -225,16 +217,10 @@ fn candidate_z(
 }
 
 /// The Permenkes 2/2020 status of a weight- or length-for-age z-score, in words.
-fn status_of(indicator: &str, z: f64) -> Option<StatusView> {
+fn status_of(indicator: &str, z: f64) -> Option<growth::StatusLabel> {
     match indicator {
-        "wfa" => {
-            let s = growth::WeightForAgeStatus::from_z(z);
-            Some(StatusView { code: s.code(), id: s.label_id(), en: s.label_en() })
-        }
-        "lhfa" => {
-            let s = growth::HeightForAgeStatus::from_z(z);
-            Some(StatusView { code: s.code(), id: s.label_id(), en: s.label_en() })
-        }
+        "wfa" => Some(growth::WeightForAgeStatus::from_z(z).label()),
+        "lhfa" => Some(growth::HeightForAgeStatus::from_z(z).label()),
         _ => None,
     }
 }

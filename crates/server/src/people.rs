@@ -4,7 +4,6 @@
 
 use crate::auth::Principal;
 use crate::charts::{ChartPoint, Lang, growth_chart_svg};
-use crate::conflicts::StatusView;
 use crate::error::ApiError;
 use posync_model::growth::{self, Indicator, Measurement};
 use posync_model::record::{age_days, age_months, format_date};
@@ -30,7 +29,7 @@ pub struct VisitLine {
     /// z-scores rounded as WHO rounds them, by indicator (`wfa`, `lhfa`, `wflh`).
     pub z: BTreeMap<&'static str, f64>,
     /// Permenkes 2/2020 status by indicator, in words.
-    pub status: BTreeMap<&'static str, StatusView>,
+    pub status: BTreeMap<&'static str, growth::StatusLabel>,
     pub immunisations: Vec<String>,
     /// The server found an impossible value in it: listed, but left out of the charts, the
     /// status and the reports until someone corrects it.
@@ -126,16 +125,14 @@ fn visit_line(f: &VisitFact, invalid: bool) -> VisitLine {
             zs.insert(key, growth::who_rounded(v));
         }
     }
-    let mut status = BTreeMap::new();
-    if let Some(s) = class.wfa {
-        status.insert("wfa", StatusView { code: s.code(), id: s.label_id(), en: s.label_en() });
-    }
-    if let Some(s) = class.lhfa {
-        status.insert("lhfa", StatusView { code: s.code(), id: s.label_id(), en: s.label_en() });
-    }
-    if let Some(s) = class.wflh {
-        status.insert("wflh", StatusView { code: s.code(), id: s.label_id(), en: s.label_en() });
-    }
+    let status: BTreeMap<&'static str, growth::StatusLabel> = [
+        ("wfa", class.wfa.map(|s| s.label())),
+        ("lhfa", class.lhfa.map(|s| s.label())),
+        ("wflh", class.wflh.map(|s| s.label())),
+    ]
+    .into_iter()
+    .filter_map(|(key, label)| Some((key, label?)))
+    .collect();
     VisitLine {
         session_date: format_date(f.session_date),
         posyandu: f.posyandu.to_string(),
