@@ -427,10 +427,20 @@ fn posyandu_row(month: Month, facts: &[&VisitFact], registered: &[&RegisteredPer
     row
 }
 
+/// Doses past their month in the national schedule by more than the grace month, not given.
 pub fn overdue_doses<'a>(age_months: i64, given: &'a BTreeSet<&str>) -> impl Iterator<Item = &'static str> + 'a {
     SCHEDULE
         .iter()
         .filter(move |(dose, due)| age_months >= due + OVERDUE_GRACE_MONTHS && !given.contains(dose))
+        .map(|(dose, _)| *dose)
+}
+
+/// Doses due now: their month in the schedule has come, the grace month has not passed, and
+/// they were not given (what to give at this posyandu day).
+pub fn due_doses<'a>(age_months: i64, given: &'a BTreeSet<&str>) -> impl Iterator<Item = &'static str> + 'a {
+    SCHEDULE
+        .iter()
+        .filter(move |(dose, due)| (*due..due + OVERDUE_GRACE_MONTHS).contains(&age_months) && !given.contains(dose))
         .map(|(dose, _)| *dose)
 }
 
@@ -616,6 +626,19 @@ mod tests {
             m = m.next();
         }
         assert!(series.month(Month::parse("2026-08").expect("m")).is_empty(), "before any visit");
+    }
+
+    #[test]
+    fn doses_due_are_those_whose_month_has_come_within_the_grace_month() {
+        let given: BTreeSet<&str> = ["HB0", "BCG", "OPV-1"].into_iter().collect();
+        let at_2m: Vec<_> = due_doses(2, &given).collect();
+        assert_eq!(at_2m, vec!["DPT-HB-Hib-1", "OPV-2", "PCV-1", "RV-1"]);
+        assert!(
+            due_doses(3, &given).all(|d| !overdue_doses(3, &given).any(|o| o == d)),
+            "due and overdue never overlap"
+        );
+        let none: BTreeSet<&str> = BTreeSet::new();
+        assert_eq!(due_doses(0, &none).collect::<Vec<_>>(), vec!["HB0"]);
     }
 
     #[test]

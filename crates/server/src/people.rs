@@ -7,7 +7,7 @@ use crate::charts::{ChartPoint, Lang, growth_chart_svg};
 use crate::error::ApiError;
 use posync_model::growth::{self, Indicator, Measurement};
 use posync_model::record::{age_days, age_months, format_date};
-use posync_model::report::{VisitFact, overdue_doses};
+use posync_model::report::{VisitFact, due_doses, overdue_doses};
 use posync_model::{PersonId, Sex};
 use posync_proto::ErrorCode;
 use posync_store::{PersonSeen, Store};
@@ -51,6 +51,10 @@ pub struct ChildView {
     pub immunisations_given: BTreeMap<String, String>,
     /// Doses past their age in the national schedule (with a month's grace), not given.
     pub immunisations_overdue: Vec<&'static str>,
+    /// Doses due now (their month has come, not yet overdue).
+    pub immunisations_due: Vec<&'static str>,
+    /// The mother's name, when the child is registered.
+    pub mother_name: Option<String>,
     /// WHO growth charts (SVG) by indicator: `wfa`, `lhfa`, `wflh`.
     pub charts: BTreeMap<&'static str, String>,
 }
@@ -84,6 +88,15 @@ pub async fn child(
     }
     let given_codes: BTreeSet<&str> = given.keys().map(String::as_str).collect();
     let months_now = age_months(latest.birth_date, today);
+    let under_five = months_now < 60;
+    let home = posync_model::Scope::new([latest.posyandu.clone()]);
+    let mother_name = store
+        .people_contacts(home)
+        .await?
+        .into_iter()
+        .find(|c| c.person_id == person)
+        .map(|c| c.mother_name)
+        .filter(|m| !m.is_empty());
     Ok(ChildView {
         person_id: person.to_string(),
         name: latest.name.clone(),
@@ -93,11 +106,9 @@ pub async fn child(
         posyandu: latest.posyandu.to_string(),
         posyandu_name,
         visits: visits.iter().map(|v| visit_line(&v.fact, v.invalid)).collect(),
-        immunisations_overdue: if months_now < 60 {
-            overdue_doses(months_now, &given_codes).collect()
-        } else {
-            Vec::new()
-        },
+        immunisations_overdue: if under_five { overdue_doses(months_now, &given_codes).collect() } else { Vec::new() },
+        immunisations_due: if under_five { due_doses(months_now, &given_codes).collect() } else { Vec::new() },
+        mother_name,
         immunisations_given: given,
         charts: charts(&valid, latest.sex, lang),
     })

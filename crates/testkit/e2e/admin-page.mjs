@@ -214,6 +214,11 @@ try {
   if (await page.isVisible("nav")) fail("the printed list leaves out the menu");
   await page.screenshot({ path: `${shotDir}/overdue-print.png`, fullPage: true });
   await page.emulateMedia({ media: "screen" });
+  // From the list to the child: her mother named, the doses she is behind on.
+  await page.click("#overdue-list a:has-text('Rina Marlina')");
+  await page.waitForSelector("#child-charts svg", { timeout: 15_000 });
+  const rina = await text(page, "#child");
+  if (!rina.includes("Yati Rostika") || !rina.includes("BCG")) fail("a registered child's page names her mother and her overdue doses: " + rina);
   await page.click("nav a[href='#/conflicts']");
   await page.waitForSelector("#queue-rows tr.row", { timeout: 15_000 });
 

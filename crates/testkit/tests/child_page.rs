@@ -49,6 +49,10 @@ async fn a_bidan_reads_a_childs_visits_status_doses_and_charts_in_scope_only() {
     let overdue: Vec<&str> =
         child["immunisations_overdue"].as_array().expect("overdue").iter().filter_map(|a| a.as_str()).collect();
     assert!(!overdue.contains(&"MR-1") && overdue.contains(&"BCG"), "{overdue:?}");
+    let due: Vec<&str> =
+        child["immunisations_due"].as_array().expect("due").iter().filter_map(|a| a.as_str()).collect();
+    assert!(due.iter().all(|d| !overdue.contains(d)), "due now and overdue never overlap: {due:?}");
+    assert!(child["mother_name"].is_null(), "a walk-in child has no registered mother");
     for key in ["wfa", "lhfa", "wflh"] {
         let svg = child["charts"][key].as_str().expect("a chart");
         assert!(svg.starts_with("<svg") && svg.contains("lang=\"en\""), "{key}: {}", &svg[..svg.len().min(120)]);

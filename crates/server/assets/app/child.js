@@ -64,8 +64,9 @@ export async function showChild(show, id) {
   $("child-who").textContent = [
     c.sex === "F" ? t("girl") : t("boy"),
     t("born") + " " + date(c.birth_date) + " (" + age(c.birth_date) + ")",
+    c.mother_name ? t("mother") + " " + c.mother_name : null,
     c.posyandu_name || c.posyandu,
-  ].join(" · ");
+  ].filter(Boolean).join(" · ");
   const latest = c.visits[c.visits.length - 1];
   const now = $("child-now");
   now.textContent = "";
@@ -94,4 +95,5 @@ export async function showChild(show, id) {
   $("child-given").textContent = given.length ? given.join(", ") : "—";
   $("child-overdue").textContent = c.immunisations_overdue.length ? c.immunisations_overdue.join(", ") : t("none_overdue");
   $("child-overdue").classList.toggle("warn", c.immunisations_overdue.length > 0);
+  $("child-due").textContent = c.immunisations_due.length ? c.immunisations_due.join(", ") : "—";
 }
