@@ -1,0 +1,342 @@
+//! The device SDK: the replica's API for an app, through UniFFI. One definition here gives
+//! Kotlin (Android), Swift (iOS) and Python bindings (`uniffi-bindgen generate --library`).
+//!
+//! Across the boundary: plain records and enums, errors as one typed enum ([`SdkError`]),
+//! never a panic (every call catches its own failures and maps them). Capture works offline;
+//! [`Device::sync_now`] is the one entry point a background job (WorkManager,
+//! BGTaskScheduler) calls: bounded in time, resumable (whatever a cut run achieved is kept and
+//! the next run carries on), reporting progress after every round.
+
+use posync_model::validate::Severity;
+use posync_model::{Field, FieldValue, LifeGroup, PersonId, PosyanduId, Sex};
+use posync_replica::{HttpSync, NewPerson, NewVisit, Replica, ReplicaError};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+uniffi::setup_scaffolding!();
+
+/// Every failure an app can meet, by what it should do about it.
+#[derive(Debug, thiserror::Error, uniffi::Error)]
+pub enum SdkError {
+    /// The values are not acceptable (an impossible measurement, a malformed NIK or date):
+    /// show `message` to the kader; nothing was recorded.
+    #[error("{message}")]
+    Invalid { message: String },
+    /// This phone is not enrolled (or its enrolment was refused): ask the admin for a code.
+    #[error("{message}")]
+    NotEnrolled { message: String },
+    /// The server could not be reached, or the run hit its time bound: try again later;
+    /// everything already done is kept.
+    #[error("{message}")]
+    Offline { message: String },
+    /// The server refused the request (revoked device, out of scope, ...).
+    #[error("{code}: {message}")]
+    Refused { code: String, message: String },
+    /// The phone's storage is full or the replica file cannot be used.
+    #[error("{message}")]
+    Storage { message: String },
+}
+
+impl From<ReplicaError> for SdkError {
+    fn from(e: ReplicaError) -> Self {
+        let message = e.to_string();
+        match e {
+            ReplicaError::Rejected(_) | ReplicaError::Doc(_) => SdkError::Invalid { message },
+            ReplicaError::NotEnrolled | ReplicaError::Enrolment(_) => SdkError::NotEnrolled { message },
+            ReplicaError::Network(_) | ReplicaError::DeadlineExceeded(_) | ReplicaError::Tls(_) => {
+                SdkError::Offline { message }
+            }
+            ReplicaError::Server { code, .. } => SdkError::Refused { code: code.as_str().to_owned(), message },
+            _ => SdkError::Storage { message },
+        }
+    }
+}
+
+fn invalid(message: impl Into<String>) -> SdkError {
+    SdkError::Invalid { message: message.into() }
+}
+
+/// A person (sasaran) as the app registers them.
+#[derive(Debug, Clone, uniffi::Record)]
+pub struct PersonInput {
+    pub posyandu: String,
+    pub name: String,
+    /// `F` or `M`.
+    pub sex: String,
+    /// `YYYY-MM-DD`.
+    pub birth_date: String,
+    pub nik: Option<String>,
+    pub mother_nik: Option<String>,
+    pub mother_name: String,
+    pub address: String,
+    pub kia_book: bool,
+}
+
+/// A visit as the kader enters it. Measurements in grams and millimetres.
+#[derive(Debug, Clone, uniffi::Record)]
+pub struct VisitInput {
+    pub posyandu: String,
+    /// The session day, `YYYY-MM-DD`.
+    pub date: String,
+    /// A registered person's id, or `None` for someone not registered.
+    pub person_id: Option<String>,
+    pub name: String,
+    pub sex: String,
+    pub birth_date: String,
+    pub weight_g: Option<i64>,
+    pub length_mm: Option<i64>,
+    pub muac_mm: Option<i64>,
+    /// Life-cycle group (`balita`, `ibu_hamil`, ...); `None`: by age.
+    pub group: Option<String>,
+    /// Antigens given at this visit (`BCG`, `MR-1`, ...).
+    pub immunisations: Vec<String>,
+    pub notes: String,
+}
+
+/// One finding about a value, in Indonesian and English.
+#[derive(Debug, Clone, uniffi::Record)]
+pub struct Finding {
+    pub field: String,
+    pub code: String,
+    pub is_error: bool,
+    pub message_id: String,
+    pub message_en: String,
+}
+
+/// What a capture recorded, and what the kader should see.
+#[derive(Debug, Clone, uniffi::Record)]
+pub struct Recorded {
+    pub session_id: String,
+    pub visit_id: String,
+    pub person_id: String,
+    pub warnings: Vec<Finding>,
+    /// Weight-for-age z-score (children under five), as WHO rounds it.
+    pub weight_for_age_z: Option<f64>,
+    /// Weight-for-age status in Indonesian (`Berat badan normal`, ...).
+    pub weight_for_age_status: Option<String>,
+}
+
+/// A visit as the app's list shows it.
+#[derive(Debug, Clone, uniffi::Record)]
+pub struct VisitRow {
+    pub session_id: String,
+    pub visit_id: String,
+    pub person_id: String,
+    pub posyandu: String,
+    pub session_date: String,
+    pub name: String,
+    pub weight_g: Option<i64>,
+    pub length_mm: Option<i64>,
+    /// Fields with values from two phones, waiting for the bidan (shown "under review").
+    pub under_review: Vec<String>,
+}
+
+/// How far a sync has come: after every round.
+#[derive(Debug, Clone, uniffi::Record)]
+pub struct SyncProgress {
+    pub rounds: u64,
+    pub pushed_docs: u64,
+    pub pulled_docs: u64,
+    pub bytes_up: u64,
+    pub bytes_down: u64,
+}
+
+/// The app's progress display (a notification, a bar).
+#[uniffi::export(with_foreign)]
+pub trait ProgressListener: Send + Sync {
+    fn on_progress(&self, progress: SyncProgress);
+}
+
+/// The phone's replica: one per app, opened once.
+#[derive(uniffi::Object)]
+pub struct Device {
+    replica: Mutex<Replica>,
+    runtime: tokio::runtime::Runtime,
+}
+
+fn date(s: &str, what: &str) -> Result<time::Date, SdkError> {
+    posync_model::record::parse_date(s).ok_or_else(|| invalid(format!("{what} must be YYYY-MM-DD")))
+}
+
+fn sex(s: &str) -> Result<Sex, SdkError> {
+    Sex::parse(s).ok_or_else(|| invalid("sex must be F or M"))
+}
+
+fn posyandu(s: &str) -> Result<PosyanduId, SdkError> {
+    s.parse().map_err(|_| invalid(format!("{s:?} is not a posyandu id")))
+}
+
+fn now() -> i64 {
+    time::OffsetDateTime::now_utc().unix_timestamp()
+}
+
+#[uniffi::export]
+impl Device {
+    /// Open (or create) the replica file at `path`.
+    #[uniffi::constructor]
+    pub fn open(path: String) -> Result<Arc<Self>, SdkError> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| SdkError::Storage { message: e.to_string() })?;
+        Ok(Arc::new(Device { replica: Mutex::new(Replica::open(path)?), runtime }))
+    }
+
+    /// This phone's device id.
+    pub fn device_id(&self) -> Result<String, SdkError> {
+        Ok(self.lock()?.device().to_string())
+    }
+
+    /// Enrol with a one-time code from the admin; the phone remembers the server.
+    pub fn enrol(&self, server_url: String, code: String, label: String) -> Result<String, SdkError> {
+        let mut r = self.lock()?;
+        let client = HttpSync::enrolled(&server_url);
+        let resp = self.runtime.block_on(posync_replica::enrol_via(&client, &code, &label, &mut r))?;
+        r.set_server_url(&server_url)?;
+        Ok(resp.user.to_string())
+    }
+
+    /// Register a person in the posyandu's registry; their id.
+    pub fn register_person(&self, person: PersonInput) -> Result<String, SdkError> {
+        let p = NewPerson {
+            name: person.name,
+            sex: sex(&person.sex)?,
+            birth_date: date(&person.birth_date, "birth_date")?,
+            mother_name: person.mother_name,
+            nik: person.nik,
+            mother_nik: person.mother_nik,
+            address: person.address,
+            rt: None,
+            rw: None,
+            pregnant: false,
+            kia_book: person.kia_book,
+        };
+        let at = posyandu(&person.posyandu)?;
+        Ok(self.lock()?.register_person(&at, p, now())?.to_string())
+    }
+
+    /// Record a visit, offline. Errors refuse it (nothing recorded); warnings come back.
+    pub fn record_visit(&self, visit: VisitInput) -> Result<Recorded, SdkError> {
+        let on = date(&visit.date, "date")?;
+        let person_id = match &visit.person_id {
+            Some(id) => id.parse::<PersonId>().map_err(|_| invalid("person_id is not an id"))?,
+            None => PersonId::new_random(),
+        };
+        let new = NewVisit {
+            person_id,
+            name: visit.name,
+            sex: sex(&visit.sex)?,
+            birth_date: date(&visit.birth_date, "birth_date")?,
+            weight_g: visit.weight_g,
+            length_mm: visit.length_mm,
+            lying: None,
+            head_circ_mm: None,
+            muac_mm: visit.muac_mm,
+            immunisations: visit.immunisations.into_iter().map(|a| (a, on)).collect(),
+            vitamin_a: None,
+            notes: visit.notes,
+            group: visit
+                .group
+                .as_deref()
+                .map(|g| LifeGroup::parse(g).ok_or_else(|| invalid("unknown group")))
+                .transpose()?,
+            services: Default::default(),
+        };
+        let mut r = self.lock()?;
+        let session = r.start_session(&posyandu(&visit.posyandu)?, on)?;
+        let findings = r.check_visit(session, &new)?;
+        let shown = new.clone().into_visit(r.device(), on, 0);
+        let id = r.record_visit(session, new, now())?;
+        let z = posync_model::growth::zscores(&posync_model::growth::Measurement::of_visit(&shown, on));
+        let class = posync_model::growth::classify(&z);
+        Ok(Recorded {
+            session_id: session.to_string(),
+            visit_id: id.to_string(),
+            person_id: person_id.to_string(),
+            warnings: findings.into_iter().filter(|f| f.severity == Severity::Warning).map(finding).collect(),
+            weight_for_age_z: z.wfa.map(posync_model::growth::who_rounded),
+            weight_for_age_status: class.wfa.map(|s| s.label_id().to_owned()),
+        })
+    }
+
+    /// Change one measurement of a visit (grams, millimetres), offline.
+    pub fn edit_measurement(
+        &self,
+        session_id: String,
+        visit_id: String,
+        field: String,
+        value: i64,
+    ) -> Result<(), SdkError> {
+        let f = Field::from_key(&field).ok_or_else(|| invalid(format!("unknown field {field:?}")))?;
+        let session = session_id.parse().map_err(|_| invalid("session_id is not an id"))?;
+        let visit = visit_id.parse().map_err(|_| invalid("visit_id is not an id"))?;
+        self.lock()?.edit_visit(session, visit, f, FieldValue::Int(value), now())?;
+        Ok(())
+    }
+
+    /// Every visit on this phone, with the fields under review.
+    pub fn visits(&self) -> Result<Vec<VisitRow>, SdkError> {
+        let r = self.lock()?;
+        let rows = r.all_visits()?;
+        Ok(rows
+            .into_iter()
+            .map(|v| VisitRow {
+                session_id: v.doc_id,
+                visit_id: v.visit_id,
+                person_id: v.person_id,
+                posyandu: v.posyandu,
+                session_date: v.session_date,
+                name: v.name,
+                weight_g: v.weight_g,
+                length_mm: v.length_mm,
+                under_review: v.conflicts.split(',').filter(|c| !c.is_empty()).map(str::to_owned).collect(),
+            })
+            .collect())
+    }
+
+    /// Sync now, for at most `max_seconds`: push what was captured, pull what others did.
+    /// Resumable: a cut or timed-out run keeps what it achieved. `progress` hears every round.
+    pub fn sync_now(
+        &self,
+        max_seconds: u32,
+        progress: Option<Arc<dyn ProgressListener>>,
+    ) -> Result<SyncProgress, SdkError> {
+        let mut r = self.lock()?;
+        let server = r.server_url()?.ok_or(SdkError::NotEnrolled { message: "enrol this phone first".into() })?;
+        let mut client =
+            HttpSync::enrolled(&server).with_run_deadline(Duration::from_secs(u64::from(max_seconds.max(1))));
+        if let Some(listener) = progress {
+            client = client.with_progress(Arc::new(move |report: &posync_replica::SyncReport| {
+                listener.on_progress(progress_of(report));
+            }));
+        }
+        let report = self.runtime.block_on(client.sync(&mut r))?;
+        Ok(progress_of(&report))
+    }
+}
+
+impl Device {
+    fn lock(&self) -> Result<std::sync::MutexGuard<'_, Replica>, SdkError> {
+        self.replica.lock().map_err(|_| SdkError::Storage { message: "an earlier call failed midway".into() })
+    }
+}
+
+fn progress_of(r: &posync_replica::SyncReport) -> SyncProgress {
+    SyncProgress {
+        rounds: r.rounds as u64,
+        pushed_docs: r.pushed_docs as u64,
+        pulled_docs: r.pulled_docs as u64,
+        bytes_up: r.bytes.up,
+        bytes_down: r.bytes.down,
+    }
+}
+
+fn finding(i: posync_model::validate::Issue) -> Finding {
+    Finding {
+        field: i.field.to_owned(),
+        code: i.code.to_owned(),
+        is_error: i.severity == Severity::Error,
+        message_id: i.message_id,
+        message_en: i.message_en,
+    }
+}

@@ -1,0 +1,76 @@
+"""Two kader apps through the SDK's Python bindings, against a real server.
+
+    python3 two_apps.py BINDINGS_DIR SERVER_URL CODE_A CODE_B WORK_DIR
+
+Each app enrols with its code, captures offline, syncs with a progress listener; the second
+pulls the first's visit; both change the same weight offline; after syncing, both phones show
+the field under review. Prints "ok" when every step held; raises otherwise.
+"""
+import os
+import sys
+
+bindings, url, code_a, code_b, work = sys.argv[1:6]
+sys.path.insert(0, bindings)
+import posync_sdk as sdk  # noqa: E402
+
+
+class Progress(sdk.ProgressListener):
+    def __init__(self):
+        self.rounds = []
+
+    def on_progress(self, progress):
+        self.rounds.append(progress)
+
+
+def visit(weight_g, name="Nur Lestari"):
+    return sdk.VisitInput(
+        posyandu="pos-hegarsari-melati-1", date="2026-11-23", person_id=None, name=name, sex="F",
+        birth_date="2025-06-01", weight_g=weight_g, length_mm=720, muac_mm=None, group=None,
+        immunisations=["MR-1"], notes="",
+    )
+
+
+a = sdk.Device.open(os.path.join(work, "a.sqlite"))
+b = sdk.Device.open(os.path.join(work, "b.sqlite"))
+assert a.device_id() != b.device_id()
+assert a.enrol(url, code_a, "HP Euis") == "kader-0001"
+assert b.enrol(url, code_b, "HP Nining") == "kader-0002"
+
+# Offline capture: what the kader sees comes back with the record.
+recorded = a.record_visit(visit(8500))
+assert recorded.weight_for_age_status is not None, recorded
+assert recorded.weight_for_age_z is not None and -3 < recorded.weight_for_age_z < 3, recorded
+
+# An impossible weight is a typed error, and nothing is recorded.
+try:
+    a.record_visit(visit(90000, name="Budi"))
+    raise AssertionError("an impossible weight was recorded")
+except sdk.SdkError.Invalid as e:
+    assert "weight" in str(e).lower(), e
+assert [v.name for v in a.visits()] == ["Nur Lestari"]
+
+# Sync with progress; the other phone pulls the visit.
+heard = Progress()
+done = a.sync_now(60, heard)
+assert done.pushed_docs >= 1 and heard.rounds, (done, heard.rounds)
+b.sync_now(60, None)
+assert [v.name for v in b.visits()] == ["Nur Lestari"], b.visits()
+
+# Both re-weigh the child offline, differently: a conflict for the bidan, on both phones.
+a.edit_measurement(recorded.session_id, recorded.visit_id, "weight_g", 8600)
+b.edit_measurement(recorded.session_id, recorded.visit_id, "weight_g", 8700)
+for device in (a, b, a):
+    device.sync_now(60, None)
+for device in (a, b):
+    row = [v for v in device.visits() if v.visit_id == recorded.visit_id][0]
+    assert row.under_review == ["weight_g"], row
+    assert row.weight_g in (8600, 8700), row
+
+# A phone that is not enrolled is told so, as a typed error.
+lone = sdk.Device.open(os.path.join(work, "lone.sqlite"))
+try:
+    lone.sync_now(5, None)
+    raise AssertionError("an unenrolled phone synced")
+except sdk.SdkError.NotEnrolled:
+    pass
+print("ok")
