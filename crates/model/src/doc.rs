@@ -14,7 +14,9 @@
 //! offline create the same root objects and their visits merge instead of hiding each other.
 
 use crate::ids::{DeviceId, DocId, PersonId, PosyanduId, VisitId};
-use crate::record::{Field, FieldValue, LifeGroup, Person, Sex, Visit, VitaminA, format_date, parse_date};
+use crate::record::{
+    Field, FieldValue, LifeGroup, Person, Sex, Visit, VitaminA, check_unix_seconds, format_date, parse_date,
+};
 use automerge::transaction::{CommitOptions, Transactable};
 use automerge::{ActorId, Automerge, ObjId, ObjType, ROOT, ReadDoc, ScalarValue, Value};
 use std::collections::BTreeMap;
@@ -283,6 +285,7 @@ fn commit_opts(now: i64) -> CommitOptions {
 pub fn record_visit(doc: &mut Automerge, visit: &Visit, now: i64) -> Result<(), DocError> {
     let visits = collection(doc, DocKind::Session)?;
     validate_visit(visit)?;
+    check_unix_seconds("recorded_at", visit.recorded_at).map_err(DocError::Invalid)?;
     let mut tx = doc.transaction();
     upgrade_in(&mut tx)?;
     let v = tx.put_object(&visits, visit.visit_id.to_string(), ObjType::Map)?;
@@ -639,6 +642,7 @@ pub fn register_person(doc: &mut Automerge, person: &Person, now: i64) -> Result
     Field::Name.validate(&FieldValue::Text(person.name.clone())).map_err(DocError::Invalid)?;
     let today = time::OffsetDateTime::from_unix_timestamp(now).map_or(time::Date::MAX, |t| t.date());
     person.check(today).map_err(DocError::Invalid)?;
+    check_unix_seconds("registered_at", person.registered_at).map_err(DocError::Invalid)?;
     let mut tx = doc.transaction();
     upgrade_in(&mut tx)?;
     let p = tx.put_object(&people, person.person_id.to_string(), ObjType::Map)?;
@@ -792,18 +796,44 @@ fn key_type(key: &str) -> Option<KeyType> {
     })
 }
 
+/// A value a device's change writes that posync refuses: the key, and why.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{key}: {reason}")]
+pub struct BadValue {
+    pub key: String,
+    pub reason: String,
+}
+
 /// Check every value the changes after `before` write: each key posync knows must hold its
-/// type (integers in clinical units, never floats; text; booleans), no float anywhere, and
-/// no key only the server writes. Returns the offending key. Ranges and dates are not
-/// checked here: a record with an impossible value is kept and marked invalid instead.
+/// type (integers in clinical units, never floats; text as a scalar string, never a text,
+/// list or map object; booleans), no float anywhere, no key only the server writes, and
+/// timestamps in Unix seconds (not milliseconds). Returns the offending key. Ranges and
+/// dates are not checked here: a record with an impossible value is kept and marked invalid
+/// instead.
 pub fn check_new_values(doc: &Automerge, before: &[automerge::ChangeHash]) -> Result<(), String> {
+    check_new_values_why(doc, before).map_err(|bad| bad.key)
+}
+
+/// [`check_new_values`], saying why the value is refused.
+pub fn check_new_values_why(doc: &Automerge, before: &[automerge::ChangeHash]) -> Result<(), BadValue> {
     use automerge::legacy::{Key, OpType};
+    let bad = |key: &str, reason: String| BadValue { key: key.to_owned(), reason };
     for change in doc.get_changes(before) {
         for op in change.decode().operations {
-            let (Key::Map(key), OpType::Put(value)) = (&op.key, &op.action) else { continue };
+            let Key::Map(key) = &op.key else { continue };
+            let value = match &op.action {
+                OpType::Put(value) => value,
+                // An object (a collaborative text, a list, a map) where posync keeps a scalar.
+                OpType::Make(obj) if key_type(key).is_some() => {
+                    return Err(bad(key, format!("must be a scalar value, not a {obj:?} object")));
+                }
+                _ => continue,
+            };
+            if key_type(key) == Some(KeyType::ServerOnly) {
+                return Err(bad(key, "is written only by the server".into()));
+            }
             let ok = match (key_type(key), value) {
-                (_, ScalarValue::F64(_)) => false,
-                (Some(KeyType::ServerOnly), _) => false,
+                (_, ScalarValue::F64(_)) | (Some(KeyType::ServerOnly), _) => false,
                 (_, ScalarValue::Null) | (None, _) => true,
                 (Some(KeyType::Int), v) => {
                     matches!(v, ScalarValue::Int(_) | ScalarValue::Uint(_) | ScalarValue::Timestamp(_))
@@ -812,11 +842,34 @@ pub fn check_new_values(doc: &Automerge, before: &[automerge::ChangeHash]) -> Re
                 (Some(KeyType::Bool), v) => matches!(v, ScalarValue::Boolean(_)),
             };
             if !ok {
-                return Err(key.to_string());
+                return Err(bad(key, format!("wrong type for this key: {}", scalar_type_name(value))));
+            }
+            if TIMESTAMP_KEYS.contains(&key.as_str()) {
+                let seconds = match value {
+                    ScalarValue::Int(i) | ScalarValue::Timestamp(i) => *i,
+                    ScalarValue::Uint(u) => i64::try_from(*u).unwrap_or(i64::MAX),
+                    _ => continue,
+                };
+                check_unix_seconds(key, seconds).map_err(|reason| bad(key, reason))?;
             }
         }
     }
     Ok(())
+}
+
+/// Keys holding Unix seconds.
+const TIMESTAMP_KEYS: [&str; 2] = ["recorded_at", "registered_at"];
+
+fn scalar_type_name(value: &ScalarValue) -> &'static str {
+    match value {
+        ScalarValue::F64(_) => "a float",
+        ScalarValue::Int(_) | ScalarValue::Uint(_) => "an integer",
+        ScalarValue::Timestamp(_) => "a timestamp",
+        ScalarValue::Str(_) => "a string",
+        ScalarValue::Boolean(_) => "a boolean",
+        ScalarValue::Null => "null",
+        _ => "another scalar",
+    }
 }
 
 /// Every person in a registry, ordered by person id.

@@ -137,6 +137,21 @@ pub fn age_days(birth: time::Date, on: time::Date) -> i64 {
     (on - birth).whole_days()
 }
 
+/// The largest value a Unix-seconds timestamp (`recorded_at`, `registered_at`) may hold:
+/// 10^11 seconds is the year 5138. Anything above is a clock in milliseconds (Automerge's
+/// change time and JavaScript's `Date` count milliseconds; 2026 is about 1.8 * 10^12 ms).
+pub const UNIX_SECONDS_MAX: i64 = 100_000_000_000;
+
+/// Check that `value` of the timestamp `key` reads as Unix seconds, not milliseconds.
+pub fn check_unix_seconds(key: &str, value: i64) -> Result<(), String> {
+    if value > UNIX_SECONDS_MAX {
+        return Err(format!(
+            "{key} must be Unix seconds; a value above {UNIX_SECONDS_MAX} (the year 5138) is milliseconds"
+        ));
+    }
+    Ok(())
+}
+
 /// One visit at a posyandu session, for any life-cycle group.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Visit {

@@ -1,0 +1,123 @@
+//! What the server refuses in the values a device's changes write (`doc::check_new_values`,
+//! `400 invalid_field`): timestamps in milliseconds, and objects where a scalar belongs.
+
+use automerge::transaction::Transactable;
+use automerge::{Automerge, ObjType, ROOT, ReadDoc, ScalarValue};
+use posync_model::doc::{self, DocMeta};
+use posync_model::record::UNIX_SECONDS_MAX;
+use posync_model::{DeviceId, PersonId, Sex, Visit, VisitId};
+use std::collections::BTreeMap;
+
+const DAY: time::Date = time::macros::date!(2026 - 11 - 23);
+/// 2026-11-23 10:00 UTC+7 in Unix seconds.
+const NOW_S: i64 = 1_795_834_800;
+
+fn visit(by: DeviceId, recorded_at: i64) -> Visit {
+    Visit {
+        visit_id: VisitId::new_random(),
+        person_id: PersonId::new_random(),
+        name: "Nur Lestari".into(),
+        sex: Sex::Female,
+        birth_date: time::macros::date!(2025 - 06 - 01),
+        weight_g: Some(8500),
+        length_mm: Some(720),
+        lying: Some(true),
+        head_circ_mm: None,
+        muac_mm: None,
+        immunisations: BTreeMap::new(),
+        vitamin_a: None,
+        notes: String::new(),
+        group: posync_model::LifeGroup::Balita,
+        services: Default::default(),
+        recorded_by: by,
+        recorded_at,
+    }
+}
+
+/// A session with one visit written by hand, as another client might write it: `edit`
+/// fills the visit map.
+fn hand_written(edit: impl FnOnce(&mut automerge::transaction::Transaction<'_>, &automerge::ObjId)) -> Automerge {
+    let meta = DocMeta::session("melati-01".parse().expect("id"), DAY);
+    let device = DeviceId::new_random();
+    let mut am = doc::genesis(&meta, device.actor()).expect("genesis");
+    let visits = match am.get(ROOT, "visits").expect("get") {
+        Some((automerge::Value::Object(ObjType::Map), id)) => id,
+        other => panic!("no visits map: {other:?}"),
+    };
+    let mut tx = am.transaction();
+    let v = tx.put_object(&visits, VisitId::new_random().to_string(), ObjType::Map).expect("visit");
+    tx.put(&v, "person_id", PersonId::new_random().to_string()).expect("person");
+    tx.put(&v, "recorded_by", device.to_string()).expect("by");
+    tx.put(&v, "sex", "F").expect("sex");
+    tx.put(&v, "birth_date", "2025-06-01").expect("birth");
+    edit(&mut tx, &v);
+    tx.commit();
+    am
+}
+
+#[test]
+fn recorded_at_in_milliseconds_is_refused_and_seconds_pass() {
+    let seconds = hand_written(|tx, v| {
+        tx.put(v, "recorded_at", ScalarValue::Timestamp(NOW_S)).expect("at");
+    });
+    assert_eq!(doc::check_new_values_why(&seconds, &[]), Ok(()));
+    let at_the_bound = hand_written(|tx, v| {
+        tx.put(v, "recorded_at", UNIX_SECONDS_MAX).expect("at");
+    });
+    assert_eq!(doc::check_new_values(&at_the_bound, &[]), Ok(()));
+
+    for value in [ScalarValue::Timestamp(NOW_S * 1000), ScalarValue::Int(NOW_S * 1000), ScalarValue::Uint(u64::MAX)] {
+        let millis = hand_written(|tx, v| {
+            tx.put(v, "recorded_at", value.clone()).expect("at");
+        });
+        let bad = doc::check_new_values_why(&millis, &[]).expect_err("milliseconds are refused");
+        assert_eq!(bad.key, "recorded_at", "{value:?}");
+        assert!(bad.reason.contains("Unix seconds") && bad.reason.contains("milliseconds"), "{}", bad.reason);
+        assert_eq!(doc::check_new_values(&millis, &[]), Err("recorded_at".to_owned()));
+    }
+}
+
+#[test]
+fn registered_at_in_milliseconds_is_refused() {
+    let meta = DocMeta::registry("melati-01".parse().expect("id"));
+    let mut am = doc::genesis(&meta, DeviceId::new_random().actor()).expect("genesis");
+    let people = match am.get(ROOT, "people").expect("get") {
+        Some((automerge::Value::Object(ObjType::Map), id)) => id,
+        other => panic!("no people map: {other:?}"),
+    };
+    let mut tx = am.transaction();
+    let p = tx.put_object(&people, PersonId::new_random().to_string(), ObjType::Map).expect("person");
+    tx.put(&p, "registered_at", ScalarValue::Timestamp(NOW_S * 1000)).expect("at");
+    tx.commit();
+    let bad = doc::check_new_values_why(&am, &[]).expect_err("refused");
+    assert_eq!(bad.key, "registered_at");
+}
+
+#[test]
+fn the_model_refuses_to_capture_milliseconds() {
+    let meta = DocMeta::session("melati-01".parse().expect("id"), DAY);
+    let device = DeviceId::new_random();
+    let mut am = doc::genesis(&meta, device.actor()).expect("genesis");
+    let err = doc::record_visit(&mut am, &visit(device, NOW_S * 1000), NOW_S).expect_err("refused");
+    assert!(err.to_string().contains("recorded_at must be Unix seconds"), "{err}");
+    doc::record_visit(&mut am, &visit(device, NOW_S), NOW_S).expect("seconds are fine");
+    assert_eq!(doc::check_new_values(&am, &[]), Ok(()), "what the model writes passes the server's check");
+}
+
+#[test]
+fn a_text_object_where_a_string_belongs_is_refused() {
+    for key in ["name", "notes", "sex", "recorded_by"] {
+        let am = hand_written(|tx, v| {
+            let text = tx.put_object(v, key, ObjType::Text).expect("text");
+            tx.splice_text(&text, 0, 0, "F").expect("splice");
+        });
+        let bad = doc::check_new_values_why(&am, &[]).expect_err("a text object is refused");
+        assert_eq!(bad.key, key);
+        assert!(bad.reason.contains("not a Text object"), "{}", bad.reason);
+    }
+    // Maps posync does not know the key of (a visit's `immunisations`) stay allowed.
+    let am = hand_written(|tx, v| {
+        tx.put_object(v, "immunisations", ObjType::Map).expect("map");
+    });
+    assert_eq!(doc::check_new_values(&am, &[]), Ok(()));
+}
