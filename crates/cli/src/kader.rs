@@ -313,10 +313,7 @@ pub async fn run(cmd: KaderCmd) -> Result<()> {
         KaderCmd::Edit { replica, session, visit, field, value } => {
             let mut r = Replica::open(&replica)?;
             let Some(f) = Field::from_key(&field) else { bail!("unknown field {field:?}") };
-            let v = match value.parse::<i64>() {
-                Ok(i) => FieldValue::Int(i),
-                Err(_) => FieldValue::Text(value),
-            };
+            let Some(v) = f.parse_value(&value) else { bail!("{value:?} is not a {field} value") };
             r.edit_visit(session, visit, f, v, now())?;
         }
         KaderCmd::Sync { replica, server, token, ca_file } => sync_replica(&replica, server, token, ca_file).await?,
@@ -521,7 +518,7 @@ fn refused(what: &'static str) -> impl Fn(posync_replica::ReplicaError) -> anyho
     }
 }
 
-/// `KEY=VALUE` pairs into typed service fields (integers, true/false, or text).
+/// `KEY=VALUE` pairs into typed service fields (see [`Field::parse_value`]).
 fn parse_services(pairs: &[String]) -> Result<BTreeMap<Field, FieldValue>> {
     let mut out = BTreeMap::new();
     for pair in pairs {
@@ -529,11 +526,7 @@ fn parse_services(pairs: &[String]) -> Result<BTreeMap<Field, FieldValue>> {
         let Some(field) = Field::from_key(key).filter(|f| Field::SERVICES.contains(f)) else {
             bail!("unknown service {key:?}")
         };
-        let value = match value {
-            "true" => FieldValue::Bool(true),
-            "false" => FieldValue::Bool(false),
-            v => v.parse::<i64>().map(FieldValue::Int).unwrap_or_else(|_| FieldValue::Text(v.to_owned())),
-        };
+        let Some(value) = field.parse_value(value) else { bail!("--service {key}: {value:?} is not a {key} value") };
         out.insert(field, value);
     }
     Ok(out)

@@ -310,6 +310,21 @@ pub enum FieldKind {
 }
 
 impl Field {
+    /// A value a person or an app gave as text, read as this field's kind: a whole number for
+    /// measurements and counts, `true`/`false` for yes/no, text otherwise. `None`: the text is
+    /// not of that kind (ranges are checked later, by [`Field::validate`]).
+    pub fn parse_value(self, text: &str) -> Option<FieldValue> {
+        match self.kind() {
+            FieldKind::Int { .. } => text.trim().parse().ok().map(FieldValue::Int),
+            FieldKind::Bool => match text.trim() {
+                "true" => Some(FieldValue::Bool(true)),
+                "false" => Some(FieldValue::Bool(false)),
+                _ => None,
+            },
+            _ => Some(FieldValue::Text(text.to_owned())),
+        }
+    }
+
     /// Fields held in [`Visit::services`] (schema 2), not in named struct members.
     pub const SERVICES: [Field; 18] = [
         Field::GrowthCard,

@@ -121,3 +121,13 @@ fn a_text_object_where_a_string_belongs_is_refused() {
     });
     assert_eq!(doc::check_new_values(&am, &[]), Ok(()));
 }
+
+#[test]
+fn a_value_given_as_text_is_read_by_its_fields_kind() {
+    use posync_model::{Field, FieldValue};
+    assert_eq!(Field::BpSystolic.parse_value(" 110 "), Some(FieldValue::Int(110)));
+    assert_eq!(Field::BpSystolic.parse_value("high"), None, "a measurement is a whole number");
+    assert_eq!(Field::GrowthCard.parse_value("true"), Some(FieldValue::Bool(true)));
+    assert_eq!(Field::GrowthCard.parse_value("ya"), None, "yes/no is true or false");
+    assert_eq!(Field::Notes.parse_value("110"), Some(FieldValue::Text("110".into())), "notes stay text");
+}

@@ -10,6 +10,7 @@
 use posync_model::validate::Severity;
 use posync_model::{Field, FieldValue, LifeGroup, PersonId, PosyanduId, Sex};
 use posync_replica::{HttpSync, NewPerson, NewVisit, Replica, ReplicaError};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -91,6 +92,21 @@ pub struct VisitInput {
     /// Antigens given at this visit (`BCG`, `MR-1`, ...).
     pub immunisations: Vec<String>,
     pub notes: String,
+    /// The group's other measurements and services by key, as text: `bp_systolic` → `"110"`,
+    /// `iron_tablets` → `"30"`, `growth_card` → `"true"` (SYNC-v1 §3.6 lists every key).
+    pub services: HashMap<String, String>,
+}
+
+/// A field two phones wrote differently, waiting for the bidan.
+#[derive(Debug, Clone, uniffi::Record)]
+pub struct DeviceConflict {
+    pub document_id: String,
+    /// `visits` or `people`.
+    pub collection: String,
+    pub record_id: String,
+    pub field: String,
+    /// Each value as written, the one shown now first.
+    pub values: Vec<String>,
 }
 
 /// One finding about a value, in Indonesian and English.
@@ -240,7 +256,7 @@ impl Device {
                 .as_deref()
                 .map(|g| LifeGroup::parse(g).ok_or_else(|| invalid("unknown group")))
                 .transpose()?,
-            services: Default::default(),
+            services: services(visit.services)?,
         };
         let mut r = self.lock()?;
         let session = r.start_session(&posyandu(&visit.posyandu)?, on)?;
@@ -294,6 +310,26 @@ impl Device {
             .collect())
     }
 
+    /// The fields with values from two phones on this device, for an "under review" screen.
+    pub fn conflicts(&self) -> Result<Vec<DeviceConflict>, SdkError> {
+        let r = self.lock()?;
+        let mut out = Vec::new();
+        for id in r.doc_ids()? {
+            for c in r.conflicts(id)? {
+                let mut values = c.values;
+                values.sort_by_key(|v| !v.winner);
+                out.push(DeviceConflict {
+                    document_id: id.to_string(),
+                    collection: c.collection,
+                    record_id: c.record_id,
+                    field: c.field,
+                    values: values.into_iter().map(|v| v.value.to_string()).collect(),
+                });
+            }
+        }
+        Ok(out)
+    }
+
     /// Sync now, for at most `max_seconds`: push what was captured, pull what others did.
     /// Resumable: a cut or timed-out run keeps what it achieved. `progress` hears every round.
     pub fn sync_now(
@@ -319,6 +355,19 @@ impl Device {
     fn lock(&self) -> Result<std::sync::MutexGuard<'_, Replica>, SdkError> {
         self.replica.lock().map_err(|_| SdkError::Storage { message: "an earlier call failed midway".into() })
     }
+}
+
+/// The app's `key → text` services, typed by each field's kind.
+fn services(given: HashMap<String, String>) -> Result<BTreeMap<Field, FieldValue>, SdkError> {
+    let mut out = BTreeMap::new();
+    for (key, text) in given {
+        let field = Field::from_key(&key)
+            .filter(|f| Field::SERVICES.contains(f))
+            .ok_or_else(|| invalid(format!("{key:?} is not a service of any group")))?;
+        let value = field.parse_value(&text).ok_or_else(|| invalid(format!("{text:?} is not a {key} value")))?;
+        out.insert(field, value);
+    }
+    Ok(out)
 }
 
 fn progress_of(r: &posync_replica::SyncReport) -> SyncProgress {

@@ -26,7 +26,7 @@ def visit(weight_g, name="Nur Lestari"):
     return sdk.VisitInput(
         posyandu="pos-hegarsari-melati-1", date="2026-11-23", person_id=None, name=name, sex="F",
         birth_date="2025-06-01", weight_g=weight_g, length_mm=720, muac_mm=None, group=None,
-        immunisations=["MR-1"], notes="",
+        immunisations=["MR-1"], notes="", services={},
     )
 
 
@@ -49,12 +49,29 @@ except sdk.SdkError.Invalid as e:
     assert "weight" in str(e).lower(), e
 assert [v.name for v in a.visits()] == ["Nur Lestari"]
 
-# Sync with progress; the other phone pulls the visit.
+# Another life-cycle group, with its own measurements as services.
+mother = a.record_visit(sdk.VisitInput(
+    posyandu="pos-hegarsari-melati-1", date="2026-11-23", person_id=None, name="Sri Wahyuni", sex="F",
+    birth_date="1998-03-12", weight_g=58000, length_mm=None, muac_mm=245, group="ibu_hamil",
+    immunisations=[], notes="", services={"bp_systolic": "110", "bp_diastolic": "70", "gestational_weeks": "24"},
+))
+assert mother.weight_for_age_z is None, mother
+try:
+    a.record_visit(sdk.VisitInput(
+        posyandu="pos-hegarsari-melati-1", date="2026-11-23", person_id=None, name="Sri Wahyuni", sex="F",
+        birth_date="1998-03-12", weight_g=58000, length_mm=None, muac_mm=245, group="ibu_hamil",
+        immunisations=[], notes="", services={"bp_systolic": "high"},
+    ))
+    raise AssertionError("a blood pressure of 'high' was recorded")
+except sdk.SdkError.Invalid as e:
+    assert "bp_systolic" in str(e), e
+
+# Sync with progress; the other phone pulls the visits.
 heard = Progress()
 done = a.sync_now(60, heard)
 assert done.pushed_docs >= 1 and heard.rounds, (done, heard.rounds)
 b.sync_now(60, None)
-assert [v.name for v in b.visits()] == ["Nur Lestari"], b.visits()
+assert sorted(v.name for v in b.visits()) == ["Nur Lestari", "Sri Wahyuni"], b.visits()
 
 # Both re-weigh the child offline, differently: a conflict for the bidan, on both phones.
 a.edit_measurement(recorded.session_id, recorded.visit_id, "weight_g", 8600)
@@ -65,6 +82,9 @@ for device in (a, b):
     row = [v for v in device.visits() if v.visit_id == recorded.visit_id][0]
     assert row.under_review == ["weight_g"], row
     assert row.weight_g in (8600, 8700), row
+    [conflict] = device.conflicts()
+    assert conflict.field == "weight_g" and conflict.record_id == recorded.visit_id, conflict
+    assert sorted(conflict.values) == ["8600", "8700"], conflict
 
 # A phone that is not enrolled is told so, as a typed error.
 lone = sdk.Device.open(os.path.join(work, "lone.sqlite"))

@@ -24,8 +24,8 @@ pub enum StoreError {
     SeqClash { doc: DocId },
     #[error("document {doc}: {what} already exists in another document")]
     IdCollision { doc: DocId, what: String },
-    #[error("document {doc}: field {field} has a value of the wrong type")]
-    InvalidField { doc: DocId, field: String },
+    #[error("document {doc}: field {field}: {reason}")]
+    InvalidField { doc: DocId, field: String, reason: String },
     #[error("this device id belongs to another user")]
     DeviceTaken,
     #[error("document {doc} appears twice in one push")]

@@ -88,8 +88,25 @@ async fn a_float_where_grams_belong_is_refused_naming_the_field_and_nothing_is_s
         });
         let message = refused_with(send(&server, &phone, vec![push]).await, "invalid_field", session);
         assert!(message.contains(key), "the message names the field: {message}");
+        assert!(message.contains("wrong type for this key"), "the message says why: {message}");
         assert!(!message.contains("9000"), "never the value: {message}");
     }
+    // A timestamp in milliseconds (as Automerge's JS convention would write it) is refused
+    // saying so, and a text object where a scalar string belongs.
+    let push = push_edit(&phone, session, &heads, |am| {
+        let v = visit_obj(am, visit);
+        put(am, &v, "recorded_at", ScalarValue::Int(1_764_405_214_000));
+    });
+    let message = refused_with(send(&server, &phone, vec![push]).await, "invalid_field", session);
+    assert!(message.contains("recorded_at") && message.contains("millisecond"), "{message}");
+    let push = push_edit(&phone, session, &heads, |am| {
+        let v = visit_obj(am, visit);
+        let mut tx = am.transaction();
+        automerge::transaction::Transactable::put_object(&mut tx, &v, "notes", ObjType::Text).expect("text");
+        tx.commit();
+    });
+    let message = refused_with(send(&server, &phone, vec![push]).await, "invalid_field", session);
+    assert!(message.contains("notes") && message.contains("scalar"), "{message}");
     assert_eq!(server.store.stats().await.expect("stats"), before, "nothing stored");
     server.stop().await;
 }

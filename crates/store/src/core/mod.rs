@@ -187,7 +187,11 @@ pub fn merge_push(
     let meta = doc::read_meta(&am).map_err(|e| layout_error(id, e))?;
     check_identity(id, &meta, push)?;
     check_authors(id, &am, &before, &meta, &rules.device)?;
-    doc::check_new_values(&am, before.as_slice()).map_err(|field| StoreError::InvalidField { doc: id, field })?;
+    doc::check_new_values_why(&am, before.as_slice()).map_err(|bad| StoreError::InvalidField {
+        doc: id,
+        field: bad.key,
+        reason: bad.reason,
+    })?;
     check_doc_budget(id, &am, &rules.limits)?;
     let write = doc_write(id, &am, form, &before, &rules.limits)?;
     // Work proportional to the change: only the records it reached are projected again.
