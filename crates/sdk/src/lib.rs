@@ -11,6 +11,7 @@ use posync_model::validate::Severity;
 use posync_model::{Field, FieldValue, LifeGroup, PersonId, PosyanduId, Sex};
 use posync_replica::{HttpSync, NewPerson, NewVisit, Replica, ReplicaError};
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -36,6 +37,9 @@ pub enum SdkError {
     /// The phone's storage is full or the replica file cannot be used.
     #[error("{message}")]
     Storage { message: String },
+    /// The app cancelled the sync ([`Device::cancel`]); what it achieved is kept.
+    #[error("the sync was cancelled; what it achieved is kept")]
+    Cancelled,
 }
 
 impl From<ReplicaError> for SdkError {
@@ -168,7 +172,12 @@ pub trait ProgressListener: Send + Sync {
 pub struct Device {
     replica: Mutex<Replica>,
     runtime: tokio::runtime::Runtime,
+    /// Set by [`Device::cancel`] from any thread; the running sync stops at its next await.
+    cancel: Arc<AtomicBool>,
 }
+
+/// How often a running sync looks whether it was cancelled.
+const CANCEL_POLL: Duration = Duration::from_millis(50);
 
 fn date(s: &str, what: &str) -> Result<time::Date, SdkError> {
     posync_model::record::parse_date(s).ok_or_else(|| invalid(format!("{what} must be YYYY-MM-DD")))
@@ -195,7 +204,8 @@ impl Device {
             .enable_all()
             .build()
             .map_err(|e| SdkError::Storage { message: e.to_string() })?;
-        Ok(Arc::new(Device { replica: Mutex::new(Replica::open(path)?), runtime }))
+        let cancel = Arc::new(AtomicBool::new(false));
+        Ok(Arc::new(Device { replica: Mutex::new(Replica::open(path)?), runtime, cancel }))
     }
 
     /// This phone's device id.
@@ -210,6 +220,19 @@ impl Device {
         let resp = self.runtime.block_on(posync_replica::enrol_via(&client, &code, &label, &mut r))?;
         r.set_server_url(&server_url)?;
         Ok(resp.user.to_string())
+    }
+
+    /// Sync with another server from now on (a puskesmas that moved, or moved to HTTPS).
+    pub fn set_server(&self, server_url: String) -> Result<(), SdkError> {
+        self.lock()?.set_server_url(&server_url)?;
+        Ok(())
+    }
+
+    /// Stop the sync running now, from any thread (the user left the screen, the OS ends the
+    /// background task). It stops at its next network wait; every round it completed is kept,
+    /// and the next sync carries on from there. Does nothing when no sync runs.
+    pub fn cancel(&self) {
+        self.cancel.store(true, Ordering::SeqCst);
     }
 
     /// Register a person in the posyandu's registry; their id.
@@ -346,7 +369,16 @@ impl Device {
                 listener.on_progress(progress_of(report));
             }));
         }
-        let report = self.runtime.block_on(client.sync(&mut r))?;
+        self.cancel.store(false, Ordering::SeqCst);
+        let cancel = self.cancel.clone();
+        // Dropping the sync between awaits is safe: a round's answer is applied to the replica
+        // in one synchronous transaction, never across an await.
+        let report = self.runtime.block_on(async {
+            tokio::select! {
+                done = client.sync(&mut r) => done.map_err(SdkError::from),
+                () = cancelled(cancel) => Err(SdkError::Cancelled),
+            }
+        })?;
         Ok(progress_of(&report))
     }
 }
@@ -354,6 +386,13 @@ impl Device {
 impl Device {
     fn lock(&self) -> Result<std::sync::MutexGuard<'_, Replica>, SdkError> {
         self.replica.lock().map_err(|_| SdkError::Storage { message: "an earlier call failed midway".into() })
+    }
+}
+
+/// Resolves once `flag` is set.
+async fn cancelled(flag: Arc<AtomicBool>) {
+    while !flag.load(Ordering::SeqCst) {
+        tokio::time::sleep(CANCEL_POLL).await;
     }
 }
 

@@ -7,7 +7,10 @@ pulls the first's visit; both change the same weight offline; after syncing, bot
 the field under review. Prints "ok" when every step held; raises otherwise.
 """
 import os
+import socket
 import sys
+import threading
+import time
 
 bindings, url, code_a, code_b, work = sys.argv[1:6]
 sys.path.insert(0, bindings)
@@ -93,4 +96,34 @@ try:
     raise AssertionError("an unenrolled phone synced")
 except sdk.SdkError.NotEnrolled:
     pass
+# Cancel: a sync stuck on a server that never answers stops at once when the app cancels it,
+# and the phone syncs again afterwards.
+silent = socket.socket()
+silent.bind(("127.0.0.1", 0))
+silent.listen(8)
+a.set_server("http://127.0.0.1:%d" % silent.getsockname()[1])
+a.record_visit(visit(8800, name="Siti Aminah"))
+outcome = {}
+
+
+def stuck_sync():
+    try:
+        a.sync_now(60, None)
+        outcome["done"] = True
+    except sdk.SdkError.Cancelled:
+        outcome["cancelled"] = time.monotonic()
+
+
+worker = threading.Thread(target=stuck_sync)
+started = time.monotonic()
+worker.start()
+time.sleep(0.5)
+a.cancel()
+worker.join(10)
+assert not worker.is_alive(), "the cancelled sync did not stop"
+assert "cancelled" in outcome and outcome["cancelled"] - started < 5, outcome
+a.set_server(url)
+a.sync_now(60, None)
+b.sync_now(60, None)
+assert "Siti Aminah" in [v.name for v in b.visits()], "what was captured before the cancel reaches the server"
 print("ok")
