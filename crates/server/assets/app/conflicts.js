@@ -4,21 +4,13 @@
 "use strict";
 import { get, post } from "./api.js";
 import { t, fieldName, fmtAll, parseTyped, date, age, when, INDICATORS, getLang, num } from "./i18n.js";
+import { $, el } from "./dom.js";
 
 const PAGE = 25;
 const AGES = { "": null, "0-11": [0, 12], "12-23": [12, 24], "24-59": [24, 60], "60+": [60, null] };
 const state = { offset: 0, posyandu: "", field: "", age: "" };
 let units = [];
 
-const $ = (id) => document.getElementById(id);
-const el = (tag, attrs, ...kids) => {
-  const e = document.createElement(tag);
-  for (const [k, v] of Object.entries(attrs || {})) {
-    if (k === "class") e.className = v; else if (k.startsWith("data-")) e.setAttribute(k, v); else e[k] = v;
-  }
-  for (const kid of kids) e.append(kid);
-  return e;
-};
 
 export function setUnits(list) {
   units = list;

@@ -8,8 +8,8 @@ import { bindSearch, setUnitNames, showChild, showSearch } from "./child.js";
 import { setDuplicateUnits, showDuplicates } from "./duplicates.js";
 import { bindOverdue, setOverdueUnits, showOverdue } from "./overdue.js";
 import { bindMonth, setMonthUnits, showMonth } from "./month.js";
+import { $ } from "./dom.js";
 
-const $ = (id) => document.getElementById(id);
 const VIEWS = ["login", "queue", "resolve", "people", "child", "duplicates", "overdue", "month", "pin-setup"];
 
 function showView(id) {

@@ -5,16 +5,8 @@
 "use strict";
 import { get } from "./api.js";
 import { t, num, getLang } from "./i18n.js";
+import { $, el } from "./dom.js";
 
-const $ = (id) => document.getElementById(id);
-const el = (tag, attrs, ...kids) => {
-  const e = document.createElement(tag);
-  for (const [k, v] of Object.entries(attrs || {})) {
-    if (k === "class") e.className = v; else if (k.startsWith("data-") || k.startsWith("aria-")) e.setAttribute(k, v); else e[k] = v;
-  }
-  for (const kid of kids) e.append(kid);
-  return e;
-};
 const LEVELS = ["district", "puskesmas", "village", "posyandu"];
 const BELOW = { district: "puskesmas", puskesmas: "village", village: "posyandu" };
 let units = [];

@@ -5,12 +5,13 @@ use super::*;
 /// The puskesmas web app: plain files compiled into the binary (no build step, nothing
 /// fetched at run time), ES modules under one CSP. It signs in with an enrolment code like a
 /// phone does.
-const APP_FILES: [(&str, &str, &str); 10] = [
+const APP_FILES: [(&str, &str, &str); 11] = [
     ("index.html", include_str!("../../assets/app/index.html"), "text/html; charset=utf-8"),
     ("app.css", include_str!("../../assets/app/app.css"), "text/css; charset=utf-8"),
     ("main.js", include_str!("../../assets/app/main.js"), "text/javascript; charset=utf-8"),
     ("api.js", include_str!("../../assets/app/api.js"), "text/javascript; charset=utf-8"),
     ("i18n.js", include_str!("../../assets/app/i18n.js"), "text/javascript; charset=utf-8"),
+    ("dom.js", include_str!("../../assets/app/dom.js"), "text/javascript; charset=utf-8"),
     ("conflicts.js", include_str!("../../assets/app/conflicts.js"), "text/javascript; charset=utf-8"),
     ("child.js", include_str!("../../assets/app/child.js"), "text/javascript; charset=utf-8"),
     ("duplicates.js", include_str!("../../assets/app/duplicates.js"), "text/javascript; charset=utf-8"),
