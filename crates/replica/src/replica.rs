@@ -606,6 +606,14 @@ impl Replica {
         Ok(rows)
     }
 
+    /// Bytes the replica takes on the phone's storage: the file and its write-ahead log.
+    pub fn storage_bytes(&self) -> u64 {
+        let size = |p: &Path| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
+        let mut wal = self.path.clone().into_os_string();
+        wal.push("-wal");
+        size(&self.path) + size(Path::new(&wal))
+    }
+
     /// The person's latest measurement on this device before `date` (what a capture is
     /// checked against).
     pub fn previous_measurement(&self, person: PersonId, date: time::Date) -> Result<Option<Previous>, ReplicaError> {

@@ -222,6 +222,12 @@ impl Device {
         Ok(resp.user.to_string())
     }
 
+    /// Bytes this replica takes on the phone (the file and its write-ahead log), for the
+    /// app's storage screen.
+    pub fn storage_used(&self) -> Result<u64, SdkError> {
+        Ok(self.lock()?.storage_bytes())
+    }
+
     /// Sync with another server from now on (a puskesmas that moved, or moved to HTTPS).
     pub fn set_server(&self, server_url: String) -> Result<(), SdkError> {
         self.lock()?.set_server_url(&server_url)?;

@@ -40,7 +40,9 @@ assert a.enrol(url, code_a, "HP Euis") == "kader-0001"
 assert b.enrol(url, code_b, "HP Nining") == "kader-0002"
 
 # Offline capture: what the kader sees comes back with the record.
+empty = a.storage_used()
 recorded = a.record_visit(visit(8500))
+assert a.storage_used() > empty > 0, (empty, a.storage_used())
 assert recorded.weight_for_age_status is not None, recorded
 assert recorded.weight_for_age_z is not None and -3 < recorded.weight_for_age_z < 3, recorded
 
