@@ -21,4 +21,6 @@ pub use client::{
 };
 pub use error::ReplicaError;
 pub use link::{PAGE_BUDGET_MIN, RoundPlan};
-pub use replica::{ApplyReport, Credential, NewPerson, NewVisit, PersonRow, Replica, SyncLock, VisitRow, marker_path};
+pub use replica::{
+    ApplyReport, Credential, NewPerson, NewVisit, PersonRow, Replica, SecretStore, SyncLock, VisitRow, marker_path,
+};

@@ -229,7 +229,20 @@ pub struct Replica {
     path: std::path::PathBuf,
     /// The documents being worked on, kept loaded between captures and syncs.
     loaded: std::cell::RefCell<Loaded>,
+    /// Where the device credential lives when the app keeps secrets outside the file
+    /// (Android Keystore, iOS Keychain); `None`: in the replica's `meta` table.
+    secrets: Option<Box<dyn SecretStore>>,
 }
+
+/// The app's store for secrets (the device credential, with its refresh token), so that the
+/// replica file holds none: a copied or backed-up file cannot sign in as the phone.
+pub trait SecretStore: Send + Sync {
+    fn get(&self, key: &str) -> Option<String>;
+    fn put(&self, key: &str, value: &str) -> Result<(), String>;
+}
+
+/// The key under which the device credential is kept in a [`SecretStore`].
+const CREDENTIAL_KEY: &str = "posync.credential";
 
 /// The continuity marker of a replica file: a sidecar that holds the same random token as
 /// the file. A backup or copy of the file alone arrives without it (an app keeps it where
@@ -326,7 +339,7 @@ impl Replica {
             .ok_or(ReplicaError::NotEnrolled)?
             .parse()
             .map_err(|_| ReplicaError::BadResponse("stored device id".into()))?;
-        Ok(Self { conn, device, path, loaded: Default::default() })
+        Ok(Self { conn, device, path, loaded: Default::default(), secrets: None })
     }
 
     fn open_writable(path: &Path, marker: &Path) -> Result<Self, ReplicaError> {
@@ -374,7 +387,7 @@ impl Replica {
             // Without the marker the next open starts another incarnation: more actors, no loss.
             tracing::warn!(error = %e, "could not write the replica's continuity marker");
         }
-        Ok(Self { conn, device, path, loaded: Default::default() })
+        Ok(Self { conn, device, path, loaded: Default::default(), secrets: None })
     }
 
     /// Claim the replica for one sync run: `None` while another run (in this process or
@@ -1049,6 +1062,11 @@ impl Replica {
     /// Store the device credential from an enrolment (replacing any earlier one).
     pub fn save_credential(&mut self, c: &Credential) -> Result<(), ReplicaError> {
         let json = serde_json::to_string(c).map_err(|e| ReplicaError::BadResponse(e.to_string()))?;
+        if let Some(secrets) = &self.secrets {
+            secrets.put(CREDENTIAL_KEY, &json).map_err(ReplicaError::Io)?;
+            self.conn.execute("DELETE FROM meta WHERE key = 'credential'", [])?;
+            return Ok(());
+        }
         self.conn.execute(
             "INSERT INTO meta (key, value) VALUES ('credential', ?1) ON CONFLICT(key) DO UPDATE SET value = ?1",
             [json],
@@ -1058,10 +1076,27 @@ impl Replica {
 
     /// The stored device credential, if this device was enrolled.
     pub fn credential(&self) -> Result<Option<Credential>, ReplicaError> {
-        let json: Option<String> =
-            self.conn.query_row("SELECT value FROM meta WHERE key = 'credential'", [], |r| r.get(0)).optional()?;
+        let json: Option<String> = match &self.secrets {
+            Some(secrets) => secrets.get(CREDENTIAL_KEY),
+            None => {
+                self.conn.query_row("SELECT value FROM meta WHERE key = 'credential'", [], |r| r.get(0)).optional()?
+            }
+        };
         json.map(|j| serde_json::from_str(&j).map_err(|_| ReplicaError::BadResponse("stored credential".into())))
             .transpose()
+    }
+
+    /// Keep the device credential in the app's secret store from now on; a credential the
+    /// file already holds (an app upgraded to a secret store) moves there and leaves the file.
+    pub fn use_secret_store(&mut self, secrets: Box<dyn SecretStore>) -> Result<(), ReplicaError> {
+        let in_file = self.credential()?;
+        self.secrets = Some(secrets);
+        if let Some(c) = in_file {
+            self.save_credential(&c)?;
+            // The deleted row's bytes may linger in free pages and the log: overwrite them.
+            self.conn.execute_batch("PRAGMA secure_delete = ON; VACUUM; PRAGMA wal_checkpoint(TRUNCATE)")?;
+        }
+        Ok(())
     }
 
     /// Fold the write-ahead log into the main file (so a plain file copy is a complete backup).

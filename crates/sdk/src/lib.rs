@@ -167,6 +167,29 @@ pub trait ProgressListener: Send + Sync {
     fn on_progress(&self, progress: SyncProgress);
 }
 
+/// Where the app keeps secrets: Android Keystore-backed storage, the iOS Keychain. The SDK
+/// keeps the device credential (its refresh token) there instead of in the replica file.
+#[uniffi::export(with_foreign)]
+pub trait SecretStore: Send + Sync {
+    /// The value under `key`, if any.
+    fn get(&self, key: String) -> Option<String>;
+    /// Keep `value` under `key`; `false` if it could not be kept.
+    fn put(&self, key: String, value: String) -> bool;
+}
+
+/// The app's store as the replica's.
+struct AppSecrets(Arc<dyn SecretStore>);
+
+impl posync_replica::SecretStore for AppSecrets {
+    fn get(&self, key: &str) -> Option<String> {
+        self.0.get(key.to_owned())
+    }
+
+    fn put(&self, key: &str, value: &str) -> Result<(), String> {
+        if self.0.put(key.to_owned(), value.to_owned()) { Ok(()) } else { Err("the app's secret store refused".into()) }
+    }
+}
+
 /// The phone's replica: one per app, opened once.
 #[derive(uniffi::Object)]
 pub struct Device {
@@ -206,6 +229,15 @@ impl Device {
             .map_err(|e| SdkError::Storage { message: e.to_string() })?;
         let cancel = Arc::new(AtomicBool::new(false));
         Ok(Arc::new(Device { replica: Mutex::new(Replica::open(path)?), runtime, cancel }))
+    }
+
+    /// Open (or create) the replica at `path`, keeping the device credential in the app's
+    /// `secrets` rather than in the file (a credential already in the file moves there).
+    #[uniffi::constructor]
+    pub fn open_with_secret_store(path: String, secrets: Arc<dyn SecretStore>) -> Result<Arc<Self>, SdkError> {
+        let device = Device::open(path)?;
+        device.lock()?.use_secret_store(Box::new(AppSecrets(secrets)))?;
+        Ok(device)
     }
 
     /// This phone's device id.

@@ -17,6 +17,29 @@ sys.path.insert(0, bindings)
 import posync_sdk as sdk  # noqa: E402
 
 
+class Vault(sdk.SecretStore):
+    """What the app would back with Android Keystore or the iOS Keychain."""
+
+    def __init__(self):
+        self.kept = {}
+
+    def get(self, key):
+        return self.kept.get(key)
+
+    def put(self, key, value):
+        self.kept[key] = value
+        return True
+
+
+def file_bytes(path):
+    data = b""
+    for p in (path, path + "-wal"):
+        if os.path.exists(p):
+            with open(p, "rb") as f:
+                data += f.read()
+    return data
+
+
 class Progress(sdk.ProgressListener):
     def __init__(self):
         self.rounds = []
@@ -33,11 +56,18 @@ def visit(weight_g, name="Nur Lestari"):
     )
 
 
-a = sdk.Device.open(os.path.join(work, "a.sqlite"))
+vault = Vault()
+a_path = os.path.join(work, "a.sqlite")
+a = sdk.Device.open_with_secret_store(a_path, vault)
 b = sdk.Device.open(os.path.join(work, "b.sqlite"))
 assert a.device_id() != b.device_id()
 assert a.enrol(url, code_a, "HP Euis") == "kader-0001"
 assert b.enrol(url, code_b, "HP Nining") == "kader-0002"
+
+# The credential lives in the app's secret store, not in the replica file.
+import json  # noqa: E402
+refresh = json.loads(vault.kept["posync.credential"])["refresh_token"]
+assert refresh and refresh.encode() not in file_bytes(a_path), "the refresh token is in the replica file"
 
 # Offline capture: what the kader sees comes back with the record.
 empty = a.storage_used()
@@ -128,4 +158,15 @@ a.set_server(url)
 a.sync_now(60, None)
 b.sync_now(60, None)
 assert "Siti Aminah" in [v.name for v in b.visits()], "what was captured before the cancel reaches the server"
+# Reopened with the same store, the phone still syncs; without it, it is not enrolled.
+del a
+a = sdk.Device.open_with_secret_store(a_path, vault)
+a.sync_now(60, None)
+bare = sdk.Device.open(a_path)
+try:
+    bare.sync_now(5, None)
+    raise AssertionError("a copy of the file without the secret store signed in")
+except sdk.SdkError.NotEnrolled:
+    pass
+assert refresh.encode() not in file_bytes(a_path)
 print("ok")
