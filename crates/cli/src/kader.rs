@@ -384,25 +384,15 @@ fn registered(r: &Replica, id: PersonId) -> Result<Who> {
 /// (nothing is written); warnings are shown with the recorded visit.
 fn record(r: &mut Replica, posyandu: &PosyanduId, date: time::Date, visit: NewVisit) -> Result<()> {
     let session = r.start_session(posyandu, date)?;
-    let issues = r.check_visit(session, &visit)?;
-    if issues.iter().any(|i| i.severity == Severity::Error) {
-        for issue in &issues {
-            eprintln!("{}", issue_line(issue));
-        }
-        bail!("nothing was recorded: correct the values marked Salah/Error and record again");
-    }
-    let previous = r.previous_measurement(visit.person_id, date)?;
-    let person_id = visit.person_id;
-    let shown = visit.clone().into_visit(r.device(), date, 0);
-    let id = r.record_visit(session, visit, now()).map_err(refused("visit"))?;
-    let growth = (shown.group == LifeGroup::Balita).then(|| Growth::of(&shown, date, previous));
-    let warnings: Vec<&Issue> = issues.iter().filter(|i| i.severity == Severity::Warning).collect();
+    let captured = r.capture_visit(session, visit, now()).map_err(refused("visit"))?;
+    let shown = &captured.visit;
+    let growth = (shown.group == LifeGroup::Balita).then(|| Growth::of(shown, date, captured.previous));
     print_one(&serde_json::json!({
         "session": session.to_string(),
-        "visit": id.to_string(),
-        "person": person_id.to_string(),
+        "visit": shown.visit_id.to_string(),
+        "person": shown.person_id.to_string(),
         "group": shown.group.code(),
-        "warnings": warnings,
+        "warnings": captured.warnings,
         "growth": growth,
     }))?;
     eprintln!(
@@ -417,14 +407,11 @@ fn record(r: &mut Replica, posyandu: &PosyanduId, date: time::Date, visit: NewVi
             eprintln!("  {line}");
         }
     }
-    for issue in warnings {
+    for issue in &captured.warnings {
         eprintln!("{}", issue_line(issue));
     }
     Ok(())
 }
-
-/// A status in Indonesian and in English.
-type Labels = (&'static str, &'static str);
 
 /// What a child's measurements say: z-scores, status by Permenkes 2/2020, weight gain.
 #[derive(serde::Serialize)]
@@ -451,17 +438,17 @@ impl Growth {
     /// One line per indicator: Indonesian name, z-score, status in Indonesian and English.
     fn lines(&self) -> Vec<String> {
         let s = &self.status;
-        let rows: [(&str, Option<f64>, Option<Labels>); 4] = [
-            ("BB/U  (berat/umur)   ", self.z.wfa, s.wfa.map(|c| (c.label_id(), c.label_en()))),
-            ("PB/U  (panjang/umur) ", self.z.lhfa, s.lhfa.map(|c| (c.label_id(), c.label_en()))),
-            ("BB/PB (berat/panjang)", self.z.wflh, s.wflh.map(|c| (c.label_id(), c.label_en()))),
-            ("IMT/U (IMT/umur)     ", self.z.bmifa, s.bmifa.map(|c| (c.label_id(), c.label_en()))),
+        let rows: [(&str, Option<f64>, Option<growth::StatusLabel>); 4] = [
+            ("BB/U  (berat/umur)   ", self.z.wfa, s.wfa.map(|c| c.label())),
+            ("PB/U  (panjang/umur) ", self.z.lhfa, s.lhfa.map(|c| c.label())),
+            ("BB/PB (berat/panjang)", self.z.wflh, s.wflh.map(|c| c.label())),
+            ("IMT/U (IMT/umur)     ", self.z.bmifa, s.bmifa.map(|c| c.label())),
         ];
         let mut out: Vec<String> = rows
             .into_iter()
             .filter_map(|(name, z, status)| {
                 let z = z?;
-                let (id, en) = status.unwrap_or(("periksa ulang", "implausible, check the measurement"));
+                let (id, en) = status.map_or(("periksa ulang", "implausible, check the measurement"), |l| (l.id, l.en));
                 Some(format!("{name}  z {:>6}  {id} / {en}", decimal_id(z)))
             })
             .collect();
@@ -509,7 +496,7 @@ fn refused(what: &'static str) -> impl Fn(posync_replica::ReplicaError) -> anyho
             for issue in &issues {
                 eprintln!("{}", issue_line(issue));
             }
-            anyhow::anyhow!("the {what} was not recorded: correct the values above and try again")
+            anyhow::anyhow!("nothing was recorded: correct the values marked Salah/Error above and try again")
         }
         posync_replica::ReplicaError::Doc(posync_model::DocError::Invalid(why)) => {
             anyhow::anyhow!("the {what} was not recorded: {why}")

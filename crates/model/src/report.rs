@@ -42,6 +42,23 @@ pub struct VisitFact {
     pub immunisations: Vec<String>,
 }
 
+impl VisitFact {
+    /// What the visit measured, at the child's age on the session date (the facts hold no
+    /// head circumference: no report counts it).
+    pub fn measurement(&self) -> Measurement {
+        Measurement {
+            sex: self.sex,
+            age_days: Some(age_days(self.birth_date, self.session_date)),
+            weight_g: self.weight_g,
+            length_mm: self.length_mm,
+            lying: self.lying,
+            head_circ_mm: None,
+            muac_mm: self.muac_mm,
+            oedema: self.oedema,
+        }
+    }
+}
+
 /// A calendar month.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Month {
@@ -359,16 +376,7 @@ fn posyandu_row(month: Month, facts: &[&VisitFact], registered: &[&RegisteredPer
 
     // Nutrition among the children measured this month (their latest measurement).
     for f in this.values() {
-        let z = growth::zscores(&Measurement {
-            sex: f.sex,
-            age_days: Some(age_days(f.birth_date, f.session_date)),
-            weight_g: f.weight_g,
-            length_mm: f.length_mm,
-            lying: f.lying,
-            head_circ_mm: None,
-            muac_mm: f.muac_mm,
-            oedema: f.oedema,
-        });
+        let z = growth::zscores(&f.measurement());
         // The cut-offs apply to the z-score rounded as WHO rounds it, as in WHO Anthro's prevalences.
         let count = |r: &mut Ratio, code: &str, v: Option<f64>, hit: fn(f64) -> bool| {
             if let Some(v) = v

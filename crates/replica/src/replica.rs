@@ -173,6 +173,17 @@ pub struct VisitRow {
     pub services: String,
 }
 
+/// A visit just captured, with what the kader should see.
+#[derive(Clone, Debug)]
+pub struct Captured {
+    pub visit: posync_model::Visit,
+    pub session_date: time::Date,
+    /// Unusual values to confirm (errors refuse the capture instead).
+    pub warnings: Vec<Issue>,
+    /// The same person's latest earlier measurement on this device.
+    pub previous: Option<Previous>,
+}
+
 /// A registered person as the app's lists show them (the registry's projection).
 #[derive(Clone, Debug, PartialEq, serde::Serialize)]
 pub struct PersonRow {
@@ -455,16 +466,25 @@ impl Replica {
 
     /// Record a visit in a session; returns its id. One transaction.
     pub fn record_visit(&mut self, session: DocId, v: NewVisit, now: i64) -> Result<VisitId, ReplicaError> {
+        Ok(self.capture_visit(session, v, now)?.visit.visit_id)
+    }
+
+    /// [`Replica::record_visit`], with what a screen shows after it: the visit as recorded,
+    /// the warnings to confirm, and the child's previous measurement it was checked against.
+    /// Errors refuse the capture ([`ReplicaError::Rejected`]); nothing is written then.
+    pub fn capture_visit(&mut self, session: DocId, v: NewVisit, now: i64) -> Result<Captured, ReplicaError> {
         let device = self.device;
         self.mutate(session, |tx, am| {
             let session_date = doc::read_meta(am)?.date.ok_or(ReplicaError::UnknownDoc(session))?;
             let visit = v.into_visit(device, session_date, now);
-            let issues = check_visit(&visit, session_date, previous_in(tx, visit.person_id, session_date)?.as_ref());
+            let previous = previous_in(tx, visit.person_id, session_date)?;
+            let issues = check_visit(&visit, session_date, previous.as_ref());
             if has_errors(&issues) {
                 return Err(ReplicaError::Rejected(issues));
             }
             doc::record_visit(am, &visit, now)?;
-            Ok((Touched::Visit(visit.visit_id), visit.visit_id))
+            let touched = Touched::Visit(visit.visit_id);
+            Ok((touched, Captured { visit, session_date, warnings: issues, previous }))
         })
     }
 
@@ -625,12 +645,6 @@ impl Replica {
         let mut wal = self.path.clone().into_os_string();
         wal.push("-wal");
         size(&self.path) + size(Path::new(&wal))
-    }
-
-    /// The person's latest measurement on this device before `date` (what a capture is
-    /// checked against).
-    pub fn previous_measurement(&self, person: PersonId, date: time::Date) -> Result<Option<Previous>, ReplicaError> {
-        previous_in(&self.conn, person, date)
     }
 
     /// A registered person on this device, if any.

@@ -321,16 +321,14 @@ impl Device {
         };
         let mut r = self.lock()?;
         let session = r.start_session(&posyandu(&visit.posyandu)?, on)?;
-        let findings = r.check_visit(session, &new)?;
-        let shown = new.clone().into_visit(r.device(), on, 0);
-        let id = r.record_visit(session, new, now())?;
-        let z = posync_model::growth::zscores(&posync_model::growth::Measurement::of_visit(&shown, on));
+        let captured = r.capture_visit(session, new, now())?;
+        let z = posync_model::growth::zscores(&posync_model::growth::Measurement::of_visit(&captured.visit, on));
         let class = posync_model::growth::classify(&z);
         Ok(Recorded {
             session_id: session.to_string(),
-            visit_id: id.to_string(),
+            visit_id: captured.visit.visit_id.to_string(),
             person_id: person_id.to_string(),
-            warnings: findings.into_iter().filter(|f| f.severity == Severity::Warning).map(finding).collect(),
+            warnings: captured.warnings.into_iter().map(finding).collect(),
             weight_for_age_z: z.wfa.map(posync_model::growth::who_rounded),
             weight_for_age_status: class.wfa.map(|s| s.label_id().to_owned()),
         })

@@ -5,7 +5,7 @@
 use crate::auth::Principal;
 use crate::charts::{ChartPoint, Lang, growth_chart_svg};
 use crate::error::ApiError;
-use posync_model::growth::{self, Indicator, Measurement};
+use posync_model::growth::{self, Indicator};
 use posync_model::record::{age_days, age_months, format_date};
 use posync_model::report::{VisitFact, due_doses, overdue_doses};
 use posync_model::{PersonId, Sex};
@@ -114,21 +114,8 @@ pub async fn child(
     })
 }
 
-fn measurement(f: &VisitFact) -> Measurement {
-    Measurement {
-        sex: f.sex,
-        age_days: Some(age_days(f.birth_date, f.session_date)),
-        weight_g: f.weight_g,
-        length_mm: f.length_mm,
-        lying: f.lying,
-        head_circ_mm: None,
-        muac_mm: f.muac_mm,
-        oedema: f.oedema,
-    }
-}
-
 fn visit_line(f: &VisitFact, invalid: bool) -> VisitLine {
-    let z = if invalid { growth::ZScores::default() } else { growth::zscores(&measurement(f)) };
+    let z = if invalid { growth::ZScores::default() } else { growth::zscores(&f.measurement()) };
     let class = growth::classify(&z);
     let mut zs = BTreeMap::new();
     for (key, v) in [("wfa", z.wfa), ("lhfa", z.lhfa), ("wflh", z.wflh)] {

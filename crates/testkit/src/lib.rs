@@ -8,7 +8,7 @@ pub mod small_disk;
 
 use posync_model::growth::Indicator;
 use posync_model::{
-    DeviceId, DocId, PersonId, PosyanduId, Role, Sex, Unit, UnitId, UnitKind, UserId, UserSpec, VitaminA,
+    DeviceId, DocId, LifeGroup, PersonId, PosyanduId, Role, Sex, Unit, UnitId, UnitKind, UserId, UserSpec, VitaminA,
 };
 use posync_proto::Limits;
 use posync_replica::{NewVisit, Replica};
@@ -196,6 +196,34 @@ pub async fn api(
     let resp = rb.send().await.expect("send");
     let status = resp.status().as_u16();
     (status, resp.json().await.unwrap_or(serde_json::Value::Null))
+}
+
+/// An adult's visit (an ibu hamil, a lansia, ...) on a session on `on`, aged `years`, with
+/// the group's `services`: the other fields fixed (55 kg, 156 cm standing).
+pub fn adult_visit(
+    on: time::Date,
+    group: LifeGroup,
+    sex: Sex,
+    years: i64,
+    muac_mm: Option<i64>,
+    services: std::collections::BTreeMap<posync_model::Field, posync_model::FieldValue>,
+) -> NewVisit {
+    NewVisit {
+        person_id: PersonId::new_random(),
+        name: "Dewasa".into(),
+        sex,
+        birth_date: on - time::Duration::days(years * 366),
+        weight_g: Some(55_000),
+        length_mm: Some(1_560),
+        lying: Some(false),
+        head_circ_mm: None,
+        muac_mm,
+        immunisations: Default::default(),
+        vitamin_a: None,
+        notes: String::new(),
+        group: Some(group),
+        services,
+    }
 }
 
 /// The user the test helpers create for a device.

@@ -4,7 +4,7 @@
 
 use posync_model::record::age_months;
 use posync_model::report::SCHEDULE;
-use posync_model::{Field, FieldValue, LifeGroup, PersonId, PosyanduId, Sex};
+use posync_model::{Field, FieldValue, LifeGroup, PosyanduId, Sex};
 use posync_replica::NewVisit;
 use posync_testkit::{DISTRICT_FIXTURE, Generator, TestServer, access_token, district_server, enrolled};
 use rand::Rng;
@@ -79,22 +79,7 @@ fn adult(g: &mut Generator, day: time::Date, group: LifeGroup) -> NewVisit {
             (Sex::Female, 40, None)
         }
     };
-    NewVisit {
-        person_id: PersonId::new_random(),
-        name: "Dewasa".into(),
-        sex,
-        birth_date: day - time::Duration::days(years * 366),
-        weight_g: Some(55_000),
-        length_mm: Some(1_560),
-        lying: Some(false),
-        head_circ_mm: None,
-        muac_mm,
-        immunisations: Default::default(),
-        vitamin_a: None,
-        notes: String::new(),
-        group: Some(group),
-        services,
-    }
+    posync_testkit::adult_visit(day, group, sex, years, muac_mm, services)
 }
 
 /// Four months at one posyandu: children, and mothers and adults in two of the months.

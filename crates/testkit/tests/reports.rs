@@ -88,22 +88,7 @@ fn adult(
     muac_mm: Option<i64>,
     services: BTreeMap<Field, FieldValue>,
 ) -> NewVisit {
-    NewVisit {
-        person_id: PersonId::new_random(),
-        name: "Dewasa".into(),
-        sex,
-        birth_date: NOV - time::Duration::days(years * 366),
-        weight_g: Some(55_000),
-        length_mm: Some(1_560),
-        lying: Some(false),
-        head_circ_mm: None,
-        muac_mm,
-        immunisations: Default::default(),
-        vitamin_a: None,
-        notes: String::new(),
-        group: Some(group),
-        services,
-    }
+    posync_testkit::adult_visit(NOV, group, sex, years, muac_mm, services)
 }
 
 /// The November figures of one posyandu, from the captured data alone.

@@ -70,25 +70,21 @@ export async function post(path, body) {
   return send("POST", path, body, await token());
 }
 
-/// Enrol this browser with a one-time code.
-export async function signIn(code) {
+/// Enrol this browser as a new device through `path` (a code or a PIN) and keep its credential.
+async function newDevice(path, body) {
   const device = uuid();
   const label = "browser " + (navigator.platform || "");
-  const r = await send("POST", "/v1/auth/enrol", { code, device, label });
+  const r = await send("POST", path, Object.assign({ device, label }, body));
   keep({ device, user: r.user, role: r.role, refresh_token: r.refresh_token }, r.access);
   localStorage.setItem("posync.last_user", r.user);
   return r;
 }
 
+/// Enrol this browser with a one-time code.
+export const signIn = (code) => newDevice("/v1/auth/enrol", { code });
+
 /// Sign in again with the user's id and PIN (set after a first sign-in with a code).
-export async function signInWithPin(user, pin) {
-  const device = uuid();
-  const label = "browser " + (navigator.platform || "");
-  const r = await send("POST", "/v1/auth/signin", { user, pin, device, label });
-  keep({ device, user: r.user, role: r.role, refresh_token: r.refresh_token }, r.access);
-  localStorage.setItem("posync.last_user", r.user);
-  return r;
-}
+export const signInWithPin = (user, pin) => newDevice("/v1/auth/signin", { user, pin });
 
 /// Set the user's PIN (6 to 12 digits).
 export async function setPin(pin) {

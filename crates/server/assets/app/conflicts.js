@@ -3,7 +3,7 @@
 // or typing a corrected one in the unit shown.
 "use strict";
 import { get, post } from "./api.js";
-import { t, fieldName, fmtAll, parseTyped, date, age, when, INDICATORS, getLang, num } from "./i18n.js";
+import { t, fieldName, fmt, fmtAll, parseTyped, unitOf, date, age, when, INDICATORS, getLang, num } from "./i18n.js";
 import { $, el } from "./dom.js";
 
 const PAGE = 25;
@@ -110,13 +110,11 @@ export async function showConflict(show, id) {
   if (born) parts.push(t("born") + " " + date(born) + " (" + age(born) + ")");
   if (rec.session_date) parts.push(t("session") + " " + date(rec.session_date));
   $("resolve-who").textContent = parts.join(" · ");
-  const unit = $("other-unit");
-  const typed = parseTyped(c.field, "1");
-  unit.textContent = typed.error === undefined && typeof typed.value === "number" ? fmtAll(c.field, [0])[0].replace(/^[\d.,\s]+/, "") : "";
+  $("other-unit").textContent = unitOf(c.field);
   const hist = $("history");
   hist.textContent = "";
   if (c.history && c.history.length) {
-    const lines = c.history.map((x) => date(x.date) + ": " + fmtAll("weight_g", [x.weight_g])[0] + " / " + fmtAll("length_mm", [x.length_mm])[0]);
+    const lines = c.history.map((x) => date(x.date) + ": " + fmt("weight_g", x.weight_g) + " / " + fmt("length_mm", x.length_mm));
     hist.appendChild(el("p", { class: "muted", textContent: t("history") + ": " + lines.join("; ") }));
   }
   const box = $("resolve-values");

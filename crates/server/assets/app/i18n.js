@@ -124,6 +124,9 @@ export function setLang(l) { lang = l; localStorage.setItem("posync.lang", l); }
 export const t = (k) => T[lang][k] || k;
 export const fieldName = (f) => (FIELDS[f] ? FIELDS[f][lang] : f.startsWith("immunisations/") ? (lang === "id" ? "Imunisasi " : "Immunisation ") + f.slice(14) : f);
 
+/// The unit a field is shown and typed in (`kg`, `cm`), or "" for one without.
+export const unitOf = (field) => (FIELDS[field] && FIELDS[field].unit) || "";
+
 /// A number with `decimals` places, a decimal comma in Indonesian.
 export function num(v, decimals) {
   return new Intl.NumberFormat(lang === "id" ? "id-ID" : "en-GB", { minimumFractionDigits: decimals, maximumFractionDigits: decimals }).format(v);
