@@ -6,11 +6,13 @@ use posync_testkit::{console, district_server};
 use std::path::PathBuf;
 use std::process::Command;
 
-/// The SDK's shared library, beside this test's executable (`target/<profile>/`).
+/// The SDK's shared library as `cargo test` built it: beside this test's executable in
+/// `target/<profile>/deps/` (only `cargo build` copies it up to `target/<profile>/`).
 fn library() -> PathBuf {
     let exe = std::env::current_exe().expect("test exe");
-    let profile_dir = exe.parent().and_then(|deps| deps.parent()).expect("target dir");
-    let lib = profile_dir.join(format!("{}posync_sdk{}", std::env::consts::DLL_PREFIX, std::env::consts::DLL_SUFFIX));
+    let deps = exe.parent().expect("deps dir");
+    let name = format!("{}posync_sdk{}", std::env::consts::DLL_PREFIX, std::env::consts::DLL_SUFFIX);
+    let lib = deps.join(&name);
     assert!(lib.exists(), "the SDK's cdylib is built with the tests: {}", lib.display());
     lib
 }
