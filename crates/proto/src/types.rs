@@ -36,6 +36,12 @@ pub struct SyncRequest {
     /// on a device's first sync.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub store: Option<u32>,
+    /// Documents the device no longer holds (it keeps a window of recent sessions and
+    /// dropped these, each fully acknowledged): the server forgets that it holds them, so a
+    /// later change to one comes whole instead of as changes after what it dropped. At most
+    /// `push_docs_max`. Absent: none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dropped: Vec<DocId>,
 }
 
 /// One document's new changes.
@@ -126,6 +132,7 @@ impl SyncRequest {
             scope_digest: None,
             pull: None,
             pieces: None,
+            dropped: Vec::new(),
         }
     }
 }

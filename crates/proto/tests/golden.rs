@@ -89,6 +89,7 @@ fn request_push() -> SyncRequest {
         scope_digest: Some(SCOPE_DIGEST.to_vec()),
         pull: None,
         pieces: None,
+        dropped: Vec::new(),
     }
 }
 
@@ -114,6 +115,11 @@ fn request_pieces() -> SyncRequest {
     req.page_bytes_max = Some(4096);
     req.pieces = Some(true);
     req
+}
+
+/// A phone keeping a window of recent sessions names the two old ones it dropped.
+fn request_dropped() -> SyncRequest {
+    SyncRequest { dropped: vec![doc(SESSION_DOC), doc(REGISTRY_DOC)], ..request_noop() }
 }
 
 fn request_v2() -> SyncRequest {
@@ -208,6 +214,7 @@ fn vectors() -> Vec<(&'static str, Msg)> {
         ("request-v2", Msg::Request(request_v2())),
         ("request-probe", Msg::Request(request_probe())),
         ("request-pieces", Msg::Request(request_pieces())),
+        ("request-dropped", Msg::Request(request_dropped())),
         ("response-empty", Msg::Response(response_empty())),
         ("response-ack-pull", Msg::Response(response_ack_pull())),
         ("response-rescope", Msg::Response(response_rescope())),
@@ -444,6 +451,7 @@ fn vectors_match_the_code() {
             "response-ack-pull" => 240,
             "response-rescope" => 58,
             "request-pieces" => 299,
+            "request-dropped" => 125,
             "response-piece" => 185,
             other => panic!("vector {other} has no documented size"),
         };

@@ -34,6 +34,8 @@ pub struct SyncReport {
     pub pulled_docs: usize,
     pub bytes: WireBytes,
     pub cursor: u64,
+    /// Old sessions dropped from the device before this run (its window, [`Replica::trim_window`]).
+    pub dropped_docs: usize,
 }
 
 /// Refresh the access token when it has less than this left: a sync may take a while.
@@ -98,6 +100,8 @@ pub struct HttpSync {
     adaptive: bool,
     /// Told the run's totals after every round that went through (a progress display).
     progress: Option<Progress>,
+    /// The phone's date for its window; `None`: today at UTC+7 (tools and tests set it).
+    today: Option<time::Date>,
 }
 
 /// A callback told a sync's totals so far, after each round.
@@ -173,7 +177,40 @@ impl HttpSync {
             run_max: Duration::from_secs(RUN_SECONDS_DEFAULT),
             adaptive,
             progress: None,
+            today: None,
         }
+    }
+
+    /// Trim the replica's window as of `today` instead of the phone's date (tools, tests).
+    pub fn with_today(mut self, today: time::Date) -> Self {
+        self.today = Some(today);
+        self
+    }
+
+    fn today(&self) -> time::Date {
+        self.today.unwrap_or_else(|| (time::OffsetDateTime::now_utc() + Duration::from_secs(7 * 3600)).date())
+    }
+
+    /// Take back a document this device dropped from its window (or never held): fetched
+    /// whole by id, read within the document budget, checked like a pull, and stored as
+    /// held by the server.
+    pub async fn fetch(&self, replica: &mut Replica, doc: posync_model::DocId) -> Result<(), ReplicaError> {
+        let token = self.token(replica, false).await?;
+        let url = format!("{}/v1/docs/{doc}/automerge", self.base);
+        let mut resp = self.client.get(&url).bearer_auth(&token).send().await.map_err(|e| transport_error(&e))?;
+        let status = resp.status();
+        let max = self.limits.doc_bytes_max;
+        let mut body = Vec::new();
+        while let Some(chunk) = resp.chunk().await.map_err(|e| transport_error(&e))? {
+            if body.len() + chunk.len() > max {
+                return Err(ReplicaError::BadResponse(format!("document {doc} over {max} bytes")));
+            }
+            body.extend_from_slice(&chunk);
+        }
+        if !status.is_success() {
+            return Err(server_error(status, &body));
+        }
+        replica.adopt_fetched(doc, &body)
     }
 
     /// Tell `progress` the run's totals after every round that went through.
@@ -351,7 +388,9 @@ impl HttpSync {
     }
 
     async fn sync_rounds(&self, replica: &mut Replica) -> Result<SyncReport, ReplicaError> {
-        let mut report = SyncReport::default();
+        // Old sessions go before the first request, which tells the server.
+        let dropped_docs = replica.trim_window(self.today())?.dropped.len();
+        let mut report = SyncReport { dropped_docs, ..SyncReport::default() };
         let mut resent_whole = std::collections::HashSet::<posync_model::DocId>::new();
         let mut recorded_again = std::collections::HashSet::<posync_model::DocId>::new();
         let mut token = self.token(replica, false).await?;
@@ -446,6 +485,7 @@ impl HttpSync {
             report.bytes.down += wire.down;
             report.pushed_docs += req.push.len();
             let applied = replica.apply_response(&resp)?;
+            replica.dropped_reported(&req.dropped)?;
             report.pulled_docs += applied.pulled;
             report.cursor = applied.cursor;
             if let Some(progress) = &self.progress {

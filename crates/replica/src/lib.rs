@@ -22,5 +22,6 @@ pub use client::{
 pub use error::ReplicaError;
 pub use link::{PAGE_BUDGET_MIN, RoundPlan};
 pub use replica::{
-    ApplyReport, Credential, NewPerson, NewVisit, PersonRow, Replica, SecretStore, SyncLock, VisitRow, marker_path,
+    ApplyReport, Credential, NewPerson, NewVisit, PersonRow, Replica, SecretStore, SyncLock, Trimmed, VisitRow,
+    marker_path, window_start,
 };

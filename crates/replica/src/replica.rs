@@ -15,6 +15,9 @@ use rusqlite::{Connection, OptionalExtension, Transaction, params};
 use std::collections::BTreeMap;
 use std::path::Path;
 
+mod window;
+pub use window::{Trimmed, window_start};
+
 const SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS docs (
@@ -72,6 +75,9 @@ CREATE INDEX IF NOT EXISTS visits_doc ON visits(doc_id);
 CREATE INDEX IF NOT EXISTS visits_posyandu_date ON visits(posyandu, session_date);
 -- A capture checks the child's previous measurement: without this, a scan of every visit.
 CREATE INDEX IF NOT EXISTS visits_person_date ON visits(person_id, session_date);
+-- Sessions dropped from the device (older than its window) that the server has not been
+-- told of yet: the next request names them in `dropped`.
+CREATE TABLE IF NOT EXISTS dropped_docs (doc_id TEXT PRIMARY KEY);
 CREATE TABLE IF NOT EXISTS people (
     person_id   TEXT PRIMARY KEY,
     doc_id      TEXT NOT NULL,
@@ -357,6 +363,12 @@ impl Replica {
         let path = path.to_path_buf();
         let mut conn = Connection::open(&path)?;
         conn.busy_timeout(BUSY_TIMEOUT)?;
+        // Cached statements are compiled once, whatever values they are run with (without
+        // this, SQLite recompiles one with a `LIMIT ?` each time rusqlite reuses it).
+        conn.set_db_config(rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG, true)?;
+        conn.set_prepared_statement_cache_capacity(64);
+        // Pages freed by dropping old sessions (the window) go back to the phone's storage.
+        conn.pragma_update(None, "auto_vacuum", "INCREMENTAL")?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         // A capture acknowledged to the kader must survive the phone dying a moment later.
         conn.pragma_update(None, "synchronous", "FULL")?;
@@ -791,6 +803,7 @@ impl Replica {
         if !plan.pull {
             req.pull = Some(false);
         }
+        req.dropped = self.dropped_unreported(limits.push_docs_max)?;
         let mut stmt = self.conn.prepare(
             "SELECT doc_id, kind, posyandu, server_heads FROM docs WHERE dirty = 1 AND rejected IS NULL
              ORDER BY kind = 'registry' DESC,

@@ -57,6 +57,11 @@ impl Loaded {
         load_doc(tx, id)
     }
 
+    /// The document left the device: nothing of it stays loaded.
+    pub fn forget(&mut self, id: DocId) {
+        self.docs.remove(&id);
+    }
+
     /// Keep `am` (just committed) for the next capture.
     pub fn keep(&mut self, id: DocId, am: Automerge) {
         if self.docs.len() >= LOADED_DOCS_MAX

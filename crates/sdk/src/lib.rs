@@ -260,6 +260,25 @@ impl Device {
         Ok(self.lock()?.storage_bytes())
     }
 
+    /// Keep only the sessions of the current month and the `months` before it (plus the
+    /// registry); `None` keeps everything. Older sessions go at the next sync once the
+    /// server holds all of them; nothing unsynced is ever dropped.
+    pub fn set_window_months(&self, months: Option<u32>) -> Result<(), SdkError> {
+        self.lock()?.set_window_months(months)?;
+        Ok(())
+    }
+
+    /// Bring back the session of `posyandu` on `date` (YYYY-MM-DD) that the window dropped:
+    /// fetched whole from the server. Its visits are then listed again.
+    pub fn fetch_session(&self, posyandu_id: String, date_text: String) -> Result<(), SdkError> {
+        let doc = posync_model::DocId::for_session(&posyandu(&posyandu_id)?, date(&date_text, "date")?);
+        let mut r = self.lock()?;
+        let server = r.server_url()?.ok_or(SdkError::NotEnrolled { message: "enrol this phone first".into() })?;
+        let client = HttpSync::enrolled(&server);
+        self.runtime.block_on(client.fetch(&mut r, doc))?;
+        Ok(())
+    }
+
     /// Sync with another server from now on (a puskesmas that moved, or moved to HTTPS).
     pub fn set_server(&self, server_url: String) -> Result<(), SdkError> {
         self.lock()?.set_server_url(&server_url)?;

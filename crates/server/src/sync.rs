@@ -43,6 +43,12 @@ impl SyncService {
                 format!("{} documents pushed; at most {} per request", req.push.len(), self.limits.push_docs_max),
             ));
         }
+        if req.dropped.len() > self.limits.push_docs_max {
+            return Err(ApiError::new(
+                ErrorCode::BatchTooLarge,
+                format!("{} documents dropped; at most {} per request", req.dropped.len(), self.limits.push_docs_max),
+            ));
+        }
         // An empty push (a probe, or a report of a piece held) writes no record: any role.
         if req.push.iter().any(|p| !p.changes.is_empty()) && !who.role.can_write() {
             return Err(ApiError::new(ErrorCode::Forbidden, "this role is read-only"));
@@ -67,6 +73,11 @@ impl SyncService {
                 Err(e) => return Err(e.into()),
             }
         };
+        if !req.dropped.is_empty() {
+            // What the device says it dropped is only ever forgotten for this device: it
+            // can make the server send more, never less, and touches no record.
+            self.store.forget_dropped(who.device, req.dropped, (self.clock)()).await?;
+        }
         if req.cursor == 0 {
             // Starting over: what it was once acknowledged to hold may be gone from it (but
             // not what it has just pushed). After the push, so a refused request changes nothing.

@@ -225,6 +225,10 @@ pub trait SyncStore: Send + Sync + 'static {
     /// `keep`: documents it pushed in the same request (it holds those as acknowledged).
     async fn forget_device_heads(&self, device: DeviceId, keep: Vec<DocId>) -> Result<(), StoreError>;
 
+    /// The device dropped `docs` (fully acknowledged, outside the window it keeps): forget
+    /// that it holds them, so that a later change to one is sent whole.
+    async fn forget_dropped(&self, device: DeviceId, docs: Vec<DocId>, now: i64) -> Result<(), StoreError>;
+
     /// Documents in `scope` changed after `cursor`, each with only the changes the device lacks.
     async fn pull(
         &self,

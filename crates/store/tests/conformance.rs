@@ -125,6 +125,7 @@ conformance!(
     documents_asked_for_first_come_ahead_of_the_feed_and_are_not_sent_twice,
     // per-device heads
     a_device_is_sent_only_the_changes_it_lacks,
+    a_document_a_device_dropped_is_sent_whole_when_it_changes,
     // incremental storage (issue #14)
     a_document_merged_past_its_chunk_limit_keeps_every_change_on_every_instance,
     // projection
@@ -880,6 +881,34 @@ async fn documents_asked_for_first_come_ahead_of_the_feed_and_are_not_sent_twice
 // ------------------------------------------------------------------------------------------
 // 3. Per-device heads
 // ------------------------------------------------------------------------------------------
+
+/// A phone keeping a window dropped an old session (its cursor is past it, and it was
+/// acknowledged to it): once it says so, a later change comes as the whole document, which
+/// loads on an empty one, never as changes after what it no longer holds.
+async fn a_document_a_device_dropped_is_sent_whole_when_it_changes(backend: Backend) {
+    let store = backend.open().await;
+    let s = scope(&["melati"]);
+    let (a, b) = (DeviceId::new_random(), DeviceId::new_random());
+    let am_a = session("melati", day(0), a, &[visit(a, "Sri Wahyuni", 9000)]);
+    let id = doc_id(&am_a);
+    store.push(a, s.clone(), vec![push_of(&am_a, &Heads::empty())], NOW).await.expect("push by a");
+    let cursor_a = store.pull(a, s.clone(), 0, ALL).await.expect("pull a").cursor;
+    store.forget_dropped(a, vec![id, DocId::new_random()], NOW + 5).await.expect("a dropped it (and one never stored)");
+
+    let page_b = store.pull(b, s.clone(), 0, ALL).await.expect("pull b");
+    let mut am_b = load(&page_b.docs[0].changes);
+    am_b.set_actor(b.actor());
+    let before = heads(&am_b);
+    let v = doc::visits(&am_b).expect("visits")[0].visit_id;
+    set_weight(&mut am_b, v, 9100, NOW + 10);
+    store.push(b, s.clone(), vec![push_of(&am_b, &before)], NOW + 10).await.expect("push by b");
+
+    let page = store.pull(a, s.clone(), cursor_a, ALL).await.expect("pull a");
+    assert_eq!(page.docs.len(), 1);
+    let whole = load(&page.docs[0].changes);
+    assert_eq!(heads(&whole), heads(&am_b), "the whole document, loaded on nothing");
+    assert_eq!(doc::visits(&whole).expect("visits")[0].weight_g, Some(9100));
+}
 
 async fn a_device_is_sent_only_the_changes_it_lacks(backend: Backend) {
     let store = backend.open().await;

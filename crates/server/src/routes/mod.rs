@@ -160,6 +160,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/sync", post(sync))
         .route("/{version}/sync", post(other_version))
         .route("/v1/docs/{doc}", get(get_doc))
+        .route("/v1/docs/{doc}/automerge", get(get_doc_bytes))
         .layer(DefaultBodyLimit::max(body_max))
         .merge(json_routes)
         .merge(auth_routes)

@@ -109,15 +109,12 @@ pub(super) fn accepts_gzip(value: &str) -> bool {
 
 /// A document as JSON for people and tools: identity, heads, content (winning values), and
 /// every conflicted field with all its values.
-pub(super) async fn get_doc(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    Path(doc_id): Path<String>,
-) -> Result<Json<serde_json::Value>, ApiError> {
-    let who = authenticate(&state, &headers).await?;
+/// One stored document for `who`: in scope (out of scope answers exactly like absent: session
+/// ids derive from posyandu and date, so "forbidden" would tell a stranger which posyandu held
+/// a session on which day), and audited when staff read it.
+async fn read_doc(state: &AppState, headers: &HeaderMap, doc_id: &str) -> Result<posync_store::StoredDoc, ApiError> {
+    let who = authenticate(state, headers).await?;
     let doc_id: DocId = doc_id.parse().map_err(|_| ApiError::new(ErrorCode::NotFound, "not a document id"))?;
-    // Out of scope answers exactly like absent: session ids derive from posyandu and date, so
-    // "forbidden" would tell a stranger which posyandu held a session on which day.
     let stored = state
         .sync
         .store()
@@ -125,10 +122,6 @@ pub(super) async fn get_doc(
         .await?
         .filter(|d| who.scope.allows(&d.meta.posyandu))
         .ok_or_else(|| ApiError::new(ErrorCode::NotFound, "no such document in your scope").with_doc(doc_id))?;
-    let am = automerge::Automerge::load(&stored.bytes)
-        .map_err(|_| ApiError::new(ErrorCode::Internal, "stored document does not load").with_doc(doc_id))?;
-    let conflicts =
-        conflicts(&am).map_err(|_| ApiError::new(ErrorCode::Internal, "document layout").with_doc(doc_id))?;
     if who.role != Role::Kader {
         let actor = Actor::User { user: who.user.clone(), device: who.device };
         let detail = serde_json::json!({ "role": who.role, "posyandu": stored.meta.posyandu });
@@ -140,6 +133,20 @@ pub(super) async fn get_doc(
             )
             .await?;
     }
+    Ok(stored)
+}
+
+pub(super) async fn get_doc(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(doc_id): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let stored = read_doc(&state, &headers, &doc_id).await?;
+    let doc_id = stored.meta.doc;
+    let am = automerge::Automerge::load(&stored.bytes)
+        .map_err(|_| ApiError::new(ErrorCode::Internal, "stored document does not load").with_doc(doc_id))?;
+    let conflicts =
+        conflicts(&am).map_err(|_| ApiError::new(ErrorCode::Internal, "document layout").with_doc(doc_id))?;
     Ok(Json(serde_json::json!({
         "doc": doc_id.to_string(),
         "kind": stored.meta.kind,
@@ -150,5 +157,19 @@ pub(super) async fn get_doc(
         "conflicts": conflicts,
     })))
 }
+
+/// `GET /v1/docs/{doc}/automerge`: the document's stored bytes, which load as one Automerge
+/// document: how a phone takes back a session it dropped from its window.
+pub(super) async fn get_doc_bytes(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(doc_id): Path<String>,
+) -> Result<Response, ApiError> {
+    let stored = read_doc(&state, &headers, &doc_id).await?;
+    Ok(([(header::CONTENT_TYPE, DOC_BYTES_CONTENT_TYPE)], stored.bytes).into_response())
+}
+
+/// What `GET /v1/docs/{doc}/automerge` answers with.
+pub const DOC_BYTES_CONTENT_TYPE: &str = "application/octet-stream";
 
 // ---- auth: enrolment and refresh ----

@@ -180,12 +180,20 @@ pub fn known_heads(d: Dialect, docs: &[DocId], device: DeviceId, cursor: i64) ->
     )
 }
 
-/// Rows of [`known_heads`]: what each document's device holds, the union of both.
+/// Rows of [`known_heads`]: what each document's device holds, the union of both; nothing
+/// when the device said it holds nothing of it (empty acknowledged heads: it dropped the
+/// document, or a probe found it held none of what the server has).
 pub fn parse_known(rows: &[Row]) -> Result<HashMap<DocId, Heads>, StoreError> {
     let mut known = HashMap::with_capacity(rows.len());
     for row in rows {
         let doc: DocId = row.text(0)?.parse().map_err(|_| StoreError::Backend("bad stored doc id".into()))?;
-        let heads = parse_stored_heads(row.opt_bytes(1)?)?.union(&parse_stored_heads(row.opt_bytes(2)?)?);
+        let acked = row.opt_bytes(2)?;
+        let holds_none = acked.is_some() && parse_stored_heads(acked.clone())?.is_empty();
+        let heads = if holds_none {
+            Heads::empty()
+        } else {
+            parse_stored_heads(row.opt_bytes(1)?)?.union(&parse_stored_heads(acked)?)
+        };
         known.insert(doc, heads);
     }
     Ok(known)
@@ -322,6 +330,27 @@ pub fn holds_other_docs(d: Dialect, device: DeviceId, keep: &[DocId]) -> Stateme
     Statement::new(
         format!("SELECT 1 FROM device_docs WHERE device_id = {} AND {} LIMIT 1", d.p(1), d.not_in_list("doc_id", 2)),
         vec![device.to_string().into(), texts(keep)],
+    )
+}
+
+/// The device dropped `docs`: it holds none of them, whatever its cursor passed (a row with
+/// empty heads, which [`parse_known`] reads as "holds nothing"). Documents not stored are
+/// left out.
+pub fn forget_docs(d: Dialect, device: DeviceId, docs: &[DocId], now: i64) -> Statement {
+    let list = match d {
+        Dialect::Sqlite => "json_each(?2) AS t".to_owned(),
+        Dialect::Postgres => "unnest($2::text[]) AS t(value)".to_owned(),
+    };
+    Statement::new(
+        format!(
+            "INSERT INTO device_docs (device_id, doc_id, heads, acked_at)
+             SELECT {p1}, t.value, {p3}, {p4} FROM {list} WHERE t.value IN (SELECT doc_id FROM docs)
+             ON CONFLICT (device_id, doc_id) DO UPDATE SET heads = {p3}, acked_at = {p4}",
+            p1 = d.p(1),
+            p3 = d.p(3),
+            p4 = d.p(4),
+        ),
+        vec![device.to_string().into(), texts(docs), Heads::empty().to_bytes().into(), now.into()],
     )
 }
 

@@ -593,6 +593,14 @@ impl SyncStore for PgStore {
         Ok(())
     }
 
+    async fn forget_dropped(&self, device: DeviceId, docs: Vec<DocId>, now: i64) -> Result<(), StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        exec(&tx, &plan::forget_docs(D, device, &docs, now)).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
     async fn pull(
         &self,
         device: DeviceId,

@@ -101,3 +101,32 @@ pub(super) fn write_conflicts(
     exec(conn, &delete)?;
     insert(conn, &upsert)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use posync_model::{DocId, PosyanduId, Scope};
+
+    /// The statements of every sync (the feed scan with its `LIMIT ?`, a document's bytes,
+    /// a user's units) run many times with other values and are compiled once.
+    #[test]
+    fn a_syncs_statements_are_compiled_once_whatever_their_values() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("posync.sqlite");
+        drop(crate::SqliteStore::open(&path).expect("open"));
+        let conn = super::super::open_conn(&path).expect("connection");
+        let scope = Scope::new(["pos-a".parse::<PosyanduId>().expect("posyandu")]);
+        let user: posync_model::UserId = "u1".parse().expect("user");
+        for i in 0..5_i64 {
+            let doc = DocId::new_random();
+            query(&conn, &plan::feed_scan(D, &scope, i, i + 10, 100 + i as usize)).expect("feed scan");
+            query(&conn, &plan::doc_bytes(D, doc)).expect("doc bytes");
+            query(&conn, &plan::access::user_units(D, &user)).expect("user units");
+        }
+        let doc = DocId::new_random();
+        for s in [plan::feed_scan(D, &scope, 0, 1, 1), plan::doc_bytes(D, doc), plan::access::user_units(D, &user)] {
+            let stmt = conn.prepare_cached(&s.sql).expect("cached");
+            assert_eq!(stmt.get_status(rusqlite::StatementStatus::RePrepare), 0, "compiled again: {}", s.sql);
+        }
+    }
+}

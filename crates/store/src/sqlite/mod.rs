@@ -479,6 +479,11 @@ impl SyncStore for SqliteStore {
         self.write(move |conn| exec(conn, &forget).map(drop)).await
     }
 
+    async fn forget_dropped(&self, device: DeviceId, docs: Vec<DocId>, now: i64) -> Result<(), StoreError> {
+        let forget = plan::forget_docs(D, device, &docs, now);
+        self.write(move |conn| exec(conn, &forget).map(drop)).await
+    }
+
     async fn pull(
         &self,
         device: DeviceId,
