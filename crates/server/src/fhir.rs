@@ -32,6 +32,8 @@ pub const NIK_SYSTEM: &str = "https://fhir.kemkes.go.id/id/nik";
 pub const NIK_IBU_SYSTEM: &str = "https://fhir.kemkes.go.id/id/nik-ibu";
 /// SATUSEHAT's address extension (administrative codes, RT and RW).
 pub const ADMINISTRATIVE_CODE: &str = "https://fhir.kemkes.go.id/r4/StructureDefinition/administrativeCode";
+/// The `meta.tag` code of a Patient without a NIK or the mother's NIK.
+pub const NO_NIK_TAG: &str = "no-nik";
 /// posync's own naming and code systems (units, visits, antigens, life-cycle groups, ...).
 pub const POSYNC_BASE: &str = "https://fhir.posync.id";
 pub const LOINC: &str = "http://loinc.org";
@@ -462,6 +464,12 @@ fn patient(tree: &UnitTree, s: &Subject<'_>) -> (Value, Option<Value>) {
         "birthDate": format_date(birth),
         "address": [address(tree, home, person)],
     });
+    if !identifier.iter().any(|i| i["system"] == NIK_SYSTEM || i["system"] == NIK_IBU_SYSTEM) {
+        // Seen at a posyandu but never registered with a NIK: SATUSEHAT will not take the
+        // Patient as it is, so the export says so where a submitter looks first.
+        out["meta"] = json!({ "tag": [{ "system": system("CodeSystem/export-tag"), "code": NO_NIK_TAG,
+            "display": "Belum ada NIK: lengkapi di register sebelum dikirim ke SATUSEHAT" }] });
+    }
     if let Some(p) = person.filter(|p| !p.mother_name.trim().is_empty()) {
         out["contact"] = json!([{
             "relationship": [{ "coding": [{ "system": ROLE_CODE, "code": "MTH", "display": "mother" }] }],
