@@ -81,8 +81,11 @@ async fn fhir(args: UnitMonth, out: Option<PathBuf>, now: i64) -> Result<()> {
     match out {
         Some(path) => {
             std::fs::write(&path, text + "\n").with_context(|| format!("writing {}", path.display()))?;
-            out!("{}", serde_json::json!({ "file": path.display().to_string(), "month": month.to_string(),
-                "unit": unit, "counts": counts }));
+            out!(
+                "{}",
+                serde_json::json!({ "file": path.display().to_string(), "month": month.to_string(),
+                "unit": unit, "counts": counts })
+            );
         }
         None => out!("{text}"),
     }

@@ -134,15 +134,15 @@ const HEAD: Measure = Measure {
     unit: "cm",
     category: "vital-signs",
 };
-const MUAC: Measure = Measure {
-    key: "muac",
-    loinc: "56072-2",
-    display: "Circumference Mid upper arm",
+const MUAC: Measure =
+    Measure { key: "muac", loinc: "56072-2", display: "Circumference Mid upper arm", unit: "cm", category: "exam" };
+const WAIST: Measure = Measure {
+    key: "waist",
+    loinc: "8280-0",
+    display: "Waist Circumference at umbilicus by Tape measure",
     unit: "cm",
     category: "exam",
 };
-const WAIST: Measure =
-    Measure { key: "waist", loinc: "8280-0", display: "Waist Circumference at umbilicus by Tape measure", unit: "cm", category: "exam" };
 const HB: Measure = Measure {
     key: "haemoglobin",
     loinc: "718-7",

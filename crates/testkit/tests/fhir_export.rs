@@ -101,10 +101,19 @@ async fn seeded_month() -> Seeded {
     let siti_birth = date!(2025 - 02 - 10);
     // Siti registered on both phones (same NIK): a duplicate to merge. Nur has only her
     // mother's NIK. A pregnant woman and an elderly man are registered with their NIK.
-    let siti_a = a.replica.register_person(&p, person("Siti Aisyah", Sex::Female, siti_birth, Some(SITI_NIK), Some(MOTHER_NIK)), now).expect("register");
-    let siti_b = b.replica.register_person(&p, person("SITI AISYAH", Sex::Female, siti_birth, Some(SITI_NIK), Some(MOTHER_NIK)), now).expect("register");
+    let siti_a = a
+        .replica
+        .register_person(&p, person("Siti Aisyah", Sex::Female, siti_birth, Some(SITI_NIK), Some(MOTHER_NIK)), now)
+        .expect("register");
+    let siti_b = b
+        .replica
+        .register_person(&p, person("SITI AISYAH", Sex::Female, siti_birth, Some(SITI_NIK), Some(MOTHER_NIK)), now)
+        .expect("register");
     let nur_birth = date!(2026 - 06 - 01);
-    let nur = a.replica.register_person(&p, person("Nur Lestari", Sex::Female, nur_birth, None, Some(MOTHER_NIK)), now).expect("register");
+    let nur = a
+        .replica
+        .register_person(&p, person("Nur Lestari", Sex::Female, nur_birth, None, Some(MOTHER_NIK)), now)
+        .expect("register");
     let mut ibu = person("Imas Masitoh", Sex::Female, date!(1995 - 05 - 25), Some(MOTHER_NIK), None);
     ibu.pregnant = true;
     let imas = a.replica.register_person(&p, ibu, now).expect("register");
@@ -140,13 +149,15 @@ async fn seeded_month() -> Seeded {
     for (phone, session, id) in [(&mut a, nov_a, siti_a), (&mut b, nov_b, siti_b)] {
         let mut v = g.child_visit_on(NOV);
         (v.person_id, v.name, v.sex, v.birth_date) = (id, "Siti Aisyah".into(), Sex::Female, siti_birth);
-        (v.weight_g, v.length_mm, v.lying, v.head_circ_mm, v.muac_mm) = (Some(8_600), Some(760), Some(true), None, None);
+        (v.weight_g, v.length_mm, v.lying, v.head_circ_mm, v.muac_mm) =
+            (Some(8_600), Some(760), Some(true), None, None);
         (v.vitamin_a, v.immunisations) = (None, BTreeMap::new());
         record(phone, session, v, &mut tally);
     }
     let mut v = g.child_visit_on(NOV);
     (v.person_id, v.name, v.sex, v.birth_date) = (nur, "Nur Lestari".into(), Sex::Female, nur_birth);
-    (v.weight_g, v.length_mm, v.lying, v.head_circ_mm, v.muac_mm) = (Some(6_900), Some(650), Some(true), Some(420), None);
+    (v.weight_g, v.length_mm, v.lying, v.head_circ_mm, v.muac_mm) =
+        (Some(6_900), Some(650), Some(true), Some(420), None);
     v.vitamin_a = None;
     v.immunisations = BTreeMap::from([("DPT-HB-Hib-2".into(), NOV), ("OPV-3".into(), NOV), ("HB0".into(), nur_birth)]);
     let conflicted = record(&mut a, nov_a, v, &mut tally);
@@ -177,7 +188,12 @@ async fn seeded_month() -> Seeded {
         Sex::Male,
         68,
         None,
-        ints(&[(Field::BpSystolic, 132), (Field::BpDiastolic, 84), (Field::BloodSugarMgDl, 180), (Field::WaistMm, 900)]),
+        ints(&[
+            (Field::BpSystolic, 132),
+            (Field::BpDiastolic, 84),
+            (Field::BloodSugarMgDl, 180),
+            (Field::WaistMm, 900),
+        ]),
     );
     (lansia.person_id, lansia.name, lansia.birth_date) = (engkos, "Engkos".into(), date!(1958 - 01 - 07));
     record(&mut b, nov_b, lansia, &mut tally);
@@ -252,7 +268,13 @@ fn profile_violations(bundle: &Value, profile: &Value) -> Vec<String> {
         .as_array()
         .into_iter()
         .flatten()
-        .map(|e| format!("{}/{}", e["resource"]["resourceType"].as_str().unwrap_or("?"), e["resource"]["id"].as_str().unwrap_or("?")))
+        .map(|e| {
+            format!(
+                "{}/{}",
+                e["resource"]["resourceType"].as_str().unwrap_or("?"),
+                e["resource"]["id"].as_str().unwrap_or("?")
+            )
+        })
         .collect();
     let observations = profile["observations"].as_array().expect("observation table");
     for (i, e) in bundle["entry"].as_array().into_iter().flatten().enumerate() {
@@ -279,7 +301,8 @@ fn profile_violations(bundle: &Value, profile: &Value) -> Vec<String> {
             }
         }
         for group in rules["one_of"].as_array().into_iter().flatten() {
-            let present = group.as_array().into_iter().flatten().filter(|p| !at(r, p.as_str().unwrap_or("")).is_empty()).count();
+            let present =
+                group.as_array().into_iter().flatten().filter(|p| !at(r, p.as_str().unwrap_or("")).is_empty()).count();
             if present != 1 {
                 out.push(format!("{key}: exactly one of {group} must be present"));
             }
@@ -304,7 +327,16 @@ fn profile_violations(bundle: &Value, profile: &Value) -> Vec<String> {
             }
         }
         // Every reference resolves inside the bundle.
-        for path in ["subject", "patient", "encounter", "serviceProvider", "managingOrganization", "location.location", "location", "derivedFrom"] {
+        for path in [
+            "subject",
+            "patient",
+            "encounter",
+            "serviceProvider",
+            "managingOrganization",
+            "location.location",
+            "location",
+            "derivedFrom",
+        ] {
             for reference in at(r, &format!("{path}.reference")) {
                 if !reference.as_str().is_some_and(|s| ids.contains(s)) {
                     out.push(format!("{key}: {path} {reference} is not in the bundle"));
@@ -313,7 +345,9 @@ fn profile_violations(bundle: &Value, profile: &Value) -> Vec<String> {
         }
         if kind == "Observation" {
             let coding = &r["code"]["coding"][0];
-            let Some(row) = observations.iter().find(|o| o["system"] == coding["system"] && o["code"] == coding["code"]) else {
+            let Some(row) =
+                observations.iter().find(|o| o["system"] == coding["system"] && o["code"] == coding["code"])
+            else {
                 out.push(format!("{key}: code {coding} is not in the table"));
                 continue;
             };
@@ -324,16 +358,19 @@ fn profile_violations(bundle: &Value, profile: &Value) -> Vec<String> {
                 }
             }
             for (code, unit) in row["components"].as_object().into_iter().flatten() {
-                for c in r["component"].as_array().into_iter().flatten().filter(|c| &c["code"]["coding"][0]["code"] == code) {
+                for c in
+                    r["component"].as_array().into_iter().flatten().filter(|c| &c["code"]["coding"][0]["code"] == code)
+                {
                     if &c["valueQuantity"]["code"] != unit {
                         out.push(format!("{key}: component {code} must be in {unit}"));
                     }
                 }
             }
-            if let Some(method) = row["method"].as_str() {
-                if r["method"]["coding"][0]["code"] != method || r["interpretation"][0]["coding"].as_array().is_none_or(Vec::is_empty) {
-                    out.push(format!("{key}: a z-score needs its method ({method}) and interpretation"));
-                }
+            if let Some(method) = row["method"].as_str()
+                && (r["method"]["coding"][0]["code"] != method
+                    || r["interpretation"][0]["coding"].as_array().is_none_or(Vec::is_empty))
+            {
+                out.push(format!("{key}: a z-score needs its method ({method}) and interpretation"));
             }
         }
         if kind == "Immunization" {
@@ -397,10 +434,8 @@ async fn a_seeded_month_exports_as_a_valid_satusehat_bundle_that_agrees_with_the
     // The merged duplicate is one Patient, holding both her visits; the other is not there.
     let patients = resources(&bundle, "Patient");
     let id_of = |p: PersonId| posync_server::fhir::resource_id("Patient", &p.to_string());
-    let siti: Vec<&&Value> = patients
-        .iter()
-        .filter(|p| at(p, "identifier.value").contains(&&json!(SITI_NIK)))
-        .collect();
+    let siti: Vec<&&Value> =
+        patients.iter().filter(|p| at(p, "identifier.value").contains(&&json!(SITI_NIK))).collect();
     assert_eq!(siti.len(), 1, "Siti registered twice exports once");
     assert_eq!(siti[0]["id"], id_of(s.siti.0));
     assert!(patients.iter().all(|p| p["id"] != id_of(s.siti.1).as_str()));
@@ -418,7 +453,10 @@ async fn a_seeded_month_exports_as_a_valid_satusehat_bundle_that_agrees_with_the
     let nur = patients.iter().find(|p| p["id"] == id_of(s.nur).as_str()).expect("Nur");
     assert_eq!(nur["identifier"][0]["system"], posync_server::fhir::NIK_IBU_SYSTEM);
     assert_eq!(nur["identifier"][0]["value"], MOTHER_NIK);
-    assert_eq!(nur["address"][0]["extension"][0]["extension"], json!([{"url": "rt", "valueCode": "003"}, {"url": "rw", "valueCode": "001"}]));
+    assert_eq!(
+        nur["address"][0]["extension"][0]["extension"],
+        json!([{"url": "rt", "valueCode": "003"}, {"url": "rw", "valueCode": "001"}])
+    );
     let mother = resources(&bundle, "RelatedPerson");
     assert!(mother.iter().any(|m| m["patient"]["reference"] == format!("Patient/{}", id_of(s.nur)).as_str()
         && m["identifier"][0]["system"] == nik_system
@@ -438,27 +476,44 @@ async fn a_seeded_month_exports_as_a_valid_satusehat_bundle_that_agrees_with_the
         .iter()
         .find(|o| o["encounter"]["reference"] == conflicted_encounter.as_str() && obs_code(o) == "wfa")
         .expect("Nur's weight-for-age");
-    assert!(wfa["derivedFrom"].as_array().is_some_and(|d| d.iter().any(|r| r["reference"] == format!("Observation/{}", weight["id"].as_str().expect("id")).as_str())));
-    assert!(at(wfa, "interpretation.coding.system").iter().any(|s| s.as_str().is_some_and(|s| s.ends_with("permenkes-2-2020"))));
+    assert!(wfa["derivedFrom"].as_array().is_some_and(|d| {
+        d.iter().any(|r| r["reference"] == format!("Observation/{}", weight["id"].as_str().expect("id")).as_str())
+    }));
+    assert!(
+        at(wfa, "interpretation.coding.system")
+            .iter()
+            .any(|s| s.as_str().is_some_and(|s| s.ends_with("permenkes-2-2020")))
+    );
     let hb0 = immunizations
         .iter()
-        .find(|i| i["encounter"]["reference"] == conflicted_encounter.as_str() && i["vaccineCode"]["coding"][0]["code"] == "HB0")
+        .find(|i| {
+            i["encounter"]["reference"] == conflicted_encounter.as_str()
+                && i["vaccineCode"]["coding"][0]["code"] == "HB0"
+        })
         .expect("HB0");
     assert_eq!((hb0["occurrenceDateTime"].as_str(), hb0["primarySource"].as_bool()), (Some("2026-06-01"), Some(false)));
     assert_eq!(hb0["protocolApplied"][0]["doseNumberString"], "0");
 
     // 4. The figures equal the monthly report's for the same unit and month.
-    let (status, report) = call(&s.server, "GET", &s.officer.token, "/v1/reports/monthly?month=2026-11&unit=melati-01", None).await;
+    let (status, report) =
+        call(&s.server, "GET", &s.officer.token, "/v1/reports/monthly?month=2026-11&unit=melati-01", None).await;
     assert_eq!(status, 200, "{report}");
     let row = &report["rows"][0];
     let group_of: BTreeMap<String, &str> = encounters
         .iter()
-        .map(|e| (format!("Encounter/{}", e["id"].as_str().expect("id")), e["type"][0]["coding"][0]["code"].as_str().expect("group")))
+        .map(|e| {
+            (
+                format!("Encounter/{}", e["id"].as_str().expect("id")),
+                e["type"][0]["coding"][0]["code"].as_str().expect("group"),
+            )
+        })
         .collect();
     let subjects = |code: &str, groups: &[&str], extra: &dyn Fn(&Value) -> bool| -> usize {
         obs.iter()
             .filter(|o| obs_code(o) == code && extra(o))
-            .filter(|o| o["encounter"]["reference"].as_str().and_then(|e| group_of.get(e)).is_some_and(|g| groups.contains(g)))
+            .filter(|o| {
+                o["encounter"]["reference"].as_str().and_then(|e| group_of.get(e)).is_some_and(|g| groups.contains(g))
+            })
             .filter_map(|o| o["subject"]["reference"].as_str())
             .collect::<BTreeSet<_>>()
             .len()
@@ -490,7 +545,8 @@ async fn a_seeded_month_exports_as_a_valid_satusehat_bundle_that_agrees_with_the
     // 5. Exporting again gives the same resources under the same ids: a re-export updates.
     let (_, again) = call(&s.server, "GET", &s.officer.token, path, None).await;
     assert_eq!(again, bundle);
-    let ids: BTreeSet<&str> = bundle["entry"].as_array().expect("e").iter().filter_map(|e| e["request"]["url"].as_str()).collect();
+    let ids: BTreeSet<&str> =
+        bundle["entry"].as_array().expect("e").iter().filter_map(|e| e["request"]["url"].as_str()).collect();
     assert_eq!(ids.len(), bundle["entry"].as_array().expect("e").len(), "no resource twice");
     s.server.stop().await;
 }
@@ -513,7 +569,8 @@ async fn the_export_is_for_staff_in_scope_and_audited() {
     let (status, body) = call(&server, "GET", &stranger.token, path, None).await;
     assert_eq!((status, body["error"]["code"].as_str()), (404, Some("not_found")), "another unit is not found");
     let officer = Phone::new(&server, Role::PuskesmasOfficer, std::slice::from_ref(&p));
-    let (status, body) = call(&server, "GET", &officer.token, "/v1/export/fhir?unit=melati-01&month=2026-13", None).await;
+    let (status, body) =
+        call(&server, "GET", &officer.token, "/v1/export/fhir?unit=melati-01&month=2026-13", None).await;
     assert_eq!((status, body["error"]["code"].as_str()), (400, Some("invalid_request")));
 
     let (status, bundle) = call(&server, "GET", &officer.token, path, None).await;
@@ -527,7 +584,8 @@ async fn the_export_is_for_staff_in_scope_and_audited() {
     let name = bundle_patient_name(&bundle);
     assert!(!text.contains(&name), "the audit entry holds counts, never names");
     // An empty month is an empty bundle, not an error.
-    let (status, empty) = call(&server, "GET", &officer.token, "/v1/export/fhir?unit=melati-01&month=2026-09", None).await;
+    let (status, empty) =
+        call(&server, "GET", &officer.token, "/v1/export/fhir?unit=melati-01&month=2026-09", None).await;
     assert_eq!(status, 200);
     assert_eq!(empty["entry"], json!([]));
     server.stop().await;
