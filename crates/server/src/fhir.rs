@@ -75,9 +75,8 @@ fn entry(resource: Value) -> Value {
 
 /// The antigens of the national schedule: display name and WHO ATC code.
 pub fn antigen(code: &str) -> Option<(&'static str, &'static str)> {
-    let base = code.split_once('-').filter(|(_, n)| n.parse::<u32>().is_ok()).map_or(code, |(b, _)| b);
-    Some(match (code, base) {
-        ("HB0", _) => ("Hepatitis B (HB0, dosis lahir)", "J07BC01"),
+    Some(match (code, dose_of(code).0) {
+        (_, "HB") => ("Hepatitis B (HB0, dosis lahir)", "J07BC01"),
         (_, "BCG") => ("BCG", "J07AN01"),
         (_, "OPV") => ("Polio tetes (OPV/bOPV)", "J07BF04"),
         (_, "IPV") => ("Polio suntik (IPV)", "J07BF03"),
@@ -722,6 +721,9 @@ mod tests {
         for (code, _) in posync_model::report::SCHEDULE {
             assert!(antigen(code).is_some(), "{code} has a display and an ATC code");
         }
+        assert_eq!(antigen("DPT-HB-Hib-4").map(|a| a.1), Some("J07CA11"));
+        assert_eq!(antigen("MR-2").map(|a| a.1), Some("J07BD53"));
+        assert_eq!(antigen("YF-1"), None, "not in the national schedule");
     }
 
     #[test]

@@ -493,6 +493,10 @@ async fn a_seeded_month_exports_as_a_valid_satusehat_bundle_that_agrees_with_the
         .expect("HB0");
     assert_eq!((hb0["occurrenceDateTime"].as_str(), hb0["primarySource"].as_bool()), (Some("2026-06-01"), Some(false)));
     assert_eq!(hb0["protocolApplied"][0]["doseNumberString"], "0");
+    assert!(
+        immunizations.iter().all(|i| at(i, "vaccineCode.coding.system").contains(&&json!(posync_server::fhir::ATC))),
+        "every dose carries its WHO ATC code"
+    );
 
     // 4. The figures equal the monthly report's for the same unit and month.
     let (status, report) =
