@@ -223,7 +223,23 @@ fn z_band(z: f64) -> (&'static str, &'static str) {
     }
 }
 
-fn z_observations(at: &VisitRefs<'_>, v: &Visit, session_date: time::Date, from: &[String]) -> Vec<Value> {
+/// The measurements (by [`Measure::key`]) each z-score is computed from.
+fn z_inputs(code: &str) -> &'static [&'static str] {
+    match code {
+        "wfa" => &["weight"],
+        "lhfa" => &["height"],
+        "wflh" | "bmifa" => &["weight", "height"],
+        "hcfa" => &["head-circumference"],
+        _ => &["muac"],
+    }
+}
+
+fn z_observations(
+    at: &VisitRefs<'_>,
+    v: &Visit,
+    session_date: time::Date,
+    from: &BTreeMap<&'static str, String>,
+) -> Vec<Value> {
     let z = growth::zscores(&Measurement::of_visit(v, session_date));
     let class = growth::classify(&z);
     let mut out = Vec::new();
@@ -279,7 +295,11 @@ fn z_observations(at: &VisitRefs<'_>, v: &Visit, session_date: time::Date, from:
             "method": { "coding": [{ "system": system("CodeSystem/growth-method"), "code": "who-2006-lms",
                 "display": "WHO Child Growth Standards 2006, metode LMS" }],
                 "text": "WHO Child Growth Standards 2006 (LMS), Permenkes 2/2020" },
-            "derivedFrom": from.iter().map(|id| reference("Observation", id)).collect::<Vec<_>>(),
+            "derivedFrom": z_inputs(code)
+                .iter()
+                .filter_map(|k| from.get(k))
+                .map(|id| reference("Observation", id))
+                .collect::<Vec<_>>(),
         }));
     }
     out
@@ -288,12 +308,12 @@ fn z_observations(at: &VisitRefs<'_>, v: &Visit, session_date: time::Date, from:
 /// The measurements of one visit as Observations (and its z-scores for a child under five).
 fn visit_observations(at: &VisitRefs<'_>, v: &Visit, session_date: time::Date) -> Vec<Value> {
     let mut out = Vec::new();
-    let mut measured = Vec::new();
+    let mut measured = BTreeMap::new();
     let mut push = |m: &Measure, value: Option<f64>, out: &mut Vec<Value>, keep: bool| {
         if let Some(value) = value {
             let (id, obs) = observation(at, m, value);
             if keep {
-                measured.push(id);
+                measured.insert(m.key, id);
             }
             out.push(obs);
         }

@@ -476,6 +476,7 @@ async fn a_seeded_month_exports_as_a_valid_satusehat_bundle_that_agrees_with_the
         .iter()
         .find(|o| o["encounter"]["reference"] == conflicted_encounter.as_str() && obs_code(o) == "wfa")
         .expect("Nur's weight-for-age");
+    assert_eq!(wfa["derivedFrom"].as_array().map(Vec::len), Some(1), "weight-for-age is from the weight alone");
     assert!(wfa["derivedFrom"].as_array().is_some_and(|d| {
         d.iter().any(|r| r["reference"] == format!("Observation/{}", weight["id"].as_str().expect("id")).as_str())
     }));
