@@ -140,7 +140,7 @@ fn parse_role(s: &str) -> Result<Role, String> {
     Role::parse(s).ok_or_else(|| "kader, puskesmas_officer, district_admin or district_reporter".into())
 }
 
-fn console_name() -> String {
+pub(crate) fn console_name() -> String {
     std::env::var("USER").or_else(|_| std::env::var("LOGNAME")).unwrap_or_else(|_| "unknown".into())
 }
 

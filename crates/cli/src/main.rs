@@ -11,6 +11,7 @@ macro_rules! out {
 mod admin;
 mod backend;
 mod demo;
+mod export;
 mod kader;
 mod link;
 mod output;
@@ -98,6 +99,11 @@ enum Cmd {
         /// Print CSV instead of a table.
         #[arg(long)]
         csv: bool,
+    },
+    /// Exports of a unit's month from the server's database (console): `fhir` for SATUSEHAT.
+    Export {
+        #[command(subcommand)]
+        cmd: export::ExportCmd,
     },
     /// A kader's phone: capture offline, sync when in range.
     Kader {
@@ -189,6 +195,7 @@ async fn main() -> Result<()> {
         Cmd::Report { store, kind, month, level, csv } => {
             report::run(&store, &kind, month.as_deref(), &level, csv).await?
         }
+        Cmd::Export { cmd } => export::run(cmd, now()).await?,
         Cmd::Kader { cmd } => kader::run(cmd).await?,
         Cmd::Pull { replica, server, token, ca_file } => link::sync_replica(&replica, server, token, ca_file).await?,
         Cmd::MigrateStore { from, to } => backend::migrate_store(&from, &to).await?,

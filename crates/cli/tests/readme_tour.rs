@@ -77,4 +77,15 @@ fn the_readme_tour_runs_as_written() {
     }
     assert!(out.contains("Laporan bulanan 2026-11"), "the monthly report:\n{out}");
     assert!(out.contains("pos-hegarsari-melati-1|2026-11-11|Nur Lestari|9200"), "the server's SQL projection:\n{out}");
+    // The SATUSEHAT export: November's two visits, Nur identified by her mother's NIK.
+    let bundle: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("banjar-2026-11.json")).expect("the exported file"))
+            .expect("the export is JSON");
+    assert_eq!((bundle["resourceType"].as_str(), bundle["type"].as_str()), (Some("Bundle"), Some("transaction")));
+    let of_kind = |k: &str| {
+        bundle["entry"].as_array().into_iter().flatten().filter(|e| e["resource"]["resourceType"] == k).count()
+    };
+    assert_eq!((of_kind("Encounter"), of_kind("Patient"), of_kind("Immunization")), (2, 2, 1), "{bundle}");
+    let text = bundle.to_string();
+    assert!(text.contains("https://fhir.kemkes.go.id/id/nik-ibu") && text.contains("3279014106900001"));
 }

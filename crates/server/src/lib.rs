@@ -9,6 +9,7 @@ pub mod auth;
 pub mod charts;
 pub mod conflicts;
 mod error;
+pub mod fhir;
 pub mod metrics;
 pub mod people;
 pub mod pin;

@@ -1,6 +1,7 @@
 //! HTTP: decode at the boundary, call the service, encode.
 
 mod access;
+mod export;
 mod ops;
 mod pages;
 mod people;
@@ -10,6 +11,7 @@ mod sync;
 
 pub use access::parse_hierarchy;
 use access::*;
+use export::*;
 use ops::*;
 use pages::*;
 use people::*;
@@ -144,6 +146,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/conflicts/{id}", get(conflict_detail))
         .route("/v1/conflicts/{id}/resolve", post(conflict_resolve))
         .route("/v1/reports/overdue", get(report_overdue))
+        .route("/v1/export/fhir", get(export_fhir))
         .route("/v1/records/invalid", get(invalid_records))
         .layer(DefaultBodyLimit::max(JSON_BODY_BYTES_MAX))
         // JSON and CSV answers gzip'd when the client accepts it (a month's overdue list is
