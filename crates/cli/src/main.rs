@@ -11,6 +11,7 @@ macro_rules! out {
 mod admin;
 mod backend;
 mod demo;
+mod export_csv;
 mod kader;
 mod link;
 mod output;
@@ -99,6 +100,11 @@ enum Cmd {
         #[arg(long)]
         csv: bool,
     },
+    /// Analysts' exports from the server's database (console).
+    Export {
+        #[command(subcommand)]
+        cmd: ExportCmd,
+    },
     /// A kader's phone: capture offline, sync when in range.
     Kader {
         #[command(subcommand)]
@@ -137,6 +143,12 @@ enum Cmd {
         #[arg(long, default_value_t = 2026)]
         seed: u64,
     },
+}
+
+#[derive(Subcommand)]
+enum ExportCmd {
+    /// Visits or people as CSV; every column is documented in proto/export/DATA-DICTIONARY.md.
+    Csv(export_csv::CsvArgs),
 }
 
 fn now() -> i64 {
@@ -189,6 +201,7 @@ async fn main() -> Result<()> {
         Cmd::Report { store, kind, month, level, csv } => {
             report::run(&store, &kind, month.as_deref(), &level, csv).await?
         }
+        Cmd::Export { cmd: ExportCmd::Csv(args) } => export_csv::run(args, now()).await?,
         Cmd::Kader { cmd } => kader::run(cmd).await?,
         Cmd::Pull { replica, server, token, ca_file } => link::sync_replica(&replica, server, token, ca_file).await?,
         Cmd::MigrateStore { from, to } => backend::migrate_store(&from, &to).await?,
