@@ -69,10 +69,11 @@ pub async fn run(args: CsvArgs, now: i64) -> Result<()> {
         Some(path) => std::fs::write(path, csv).with_context(|| format!("cannot write {}", path.display()))?,
         None => {
             let mut stdout = std::io::stdout().lock();
-            if let Err(e) = stdout.write_all(csv.as_bytes()).and_then(|()| stdout.flush()) {
-                if e.kind() != std::io::ErrorKind::BrokenPipe {
-                    return Err(e.into());
-                }
+            // A closed pipe (`| head`) ends quietly, as a Unix tool does.
+            if let Err(e) = stdout.write_all(csv.as_bytes()).and_then(|()| stdout.flush())
+                && e.kind() != std::io::ErrorKind::BrokenPipe
+            {
+                return Err(e.into());
             }
         }
     }
