@@ -278,11 +278,16 @@ impl AdminService {
     ) -> Result<IssuedApiKey, ApiError> {
         let districts = self.districts(caller).await?;
         if role != Role::DistrictReporter {
-            return Err(invalid("an API key reads reports and exports only: its role must be district_reporter"));
+            return Err(invalid(
+                "kunci API hanya membaca laporan dan ekspor / an API key reads reports and exports only: \
+                 its role must be district_reporter",
+            ));
         }
         let label = label.trim().to_owned();
         if label.is_empty() || label.chars().count() > API_KEY_LABEL_MAX || label.chars().any(char::is_control) {
-            return Err(invalid(format!("label: 1 to {API_KEY_LABEL_MAX} characters saying what the key is for")));
+            return Err(invalid(format!(
+                "label: 1 sampai {API_KEY_LABEL_MAX} karakter / 1 to {API_KEY_LABEL_MAX} characters saying what the key is for"
+            )));
         }
         let tree = self.store.unit_tree().await?;
         if tree.get(&unit).is_none() {

@@ -72,7 +72,8 @@ pub struct Period {
 fn bad_period() -> ApiError {
     ApiError::new(
         ErrorCode::InvalidRequest,
-        "give month=YYYY-MM, or from=YYYY-MM-DD and to=YYYY-MM-DD (at most five years), or neither (this month)",
+        "periode: month=YYYY-MM, atau from=YYYY-MM-DD dan to=YYYY-MM-DD (paling lama lima tahun) / period: \
+         month=YYYY-MM, or from=YYYY-MM-DD and to=YYYY-MM-DD (at most five years), or neither (this month)",
     )
 }
 
