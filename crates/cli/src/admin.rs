@@ -73,6 +73,9 @@ pub enum AdminCmd {
         #[arg(long, default_value_t = 100)]
         limit: usize,
     },
+    /// Read-only API keys for BI tools and scripts (reports and exports of one unit).
+    #[command(subcommand)]
+    ApiKey(ApiKeyCmd),
     /// Copy the store and its signing keyset into DIR while the server runs (SQLite; on
     /// PostgreSQL use pg_dump and copy the keyset file). Restore: stop the server, copy both
     /// files back in place, start it (README, "Backup and restore").
@@ -93,6 +96,27 @@ pub enum AdminCmd {
         /// How many of the newest keys to keep.
         #[arg(long, default_value_t = 2)]
         keep: usize,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum ApiKeyCmd {
+    /// Create a key reading the reports and exports of every posyandu under a unit. The
+    /// secret (`psk_…`) is printed once: only its hash is stored.
+    Create {
+        /// The unit the key reads (a district, puskesmas, village or posyandu).
+        #[arg(long)]
+        unit: UnitId,
+        /// What the key is for, e.g. "Dasbor Dinkes".
+        #[arg(long)]
+        label: String,
+    },
+    /// List keys with their unit and last use (never a secret).
+    List,
+    /// Revoke a key: it is refused from the next request on.
+    Revoke {
+        /// The key's id (`posync admin api-key list` shows it).
+        id: String,
     },
 }
 
@@ -194,6 +218,20 @@ pub async fn run(store_args: crate::backend::StoreArgs, cmd: AdminCmd, now: i64)
         AdminCmd::Devices => print_json(admin.devices(&caller).await?)?,
         AdminCmd::Revoke { device } => admin.revoke_device(&caller, device, now).await?,
         AdminCmd::Audit { after, limit } => print_json(admin.audit_log(&caller, after, limit).await?)?,
+        AdminCmd::ApiKey(ApiKeyCmd::Create { unit, label }) => {
+            let issued = admin.create_api_key(&caller, unit, Role::DistrictReporter, label, now).await?;
+            print_one(&issued)?;
+            eprintln!(
+                "Simpan kunci ini sekarang: tidak akan ditampilkan lagi. / Keep this key now: it is not shown again \
+                 (give it to the BI tool as `Authorization: Bearer <key>`)."
+            );
+        }
+        AdminCmd::ApiKey(ApiKeyCmd::List) => print_json(admin.api_keys(&caller).await?)?,
+        AdminCmd::ApiKey(ApiKeyCmd::Revoke { id }) => {
+            admin.revoke_api_key(&caller, &id, now).await.with_context(|| {
+                format!("revoking API key {id}: `posync admin api-key list` shows the keys and their ids")
+            })?
+        }
         AdminCmd::RotateKeys { .. } | AdminCmd::Backup { .. } => unreachable_rotate()?,
     }
     Ok(())

@@ -19,6 +19,8 @@ pub enum ExportCmd {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+    /// Visits or people as CSV; every column is documented in proto/export/DATA-DICTIONARY.md.
+    Csv(crate::export_csv::CsvArgs),
 }
 
 /// The unit and month an export covers, and the store it reads.
@@ -37,6 +39,7 @@ pub struct UnitMonth {
 pub async fn run(cmd: ExportCmd, now: i64) -> Result<()> {
     match cmd {
         ExportCmd::Fhir { month, out } => fhir(month, out, now).await,
+        ExportCmd::Csv(args) => crate::export_csv::run(args, now).await,
     }
 }
 

@@ -12,6 +12,7 @@ mod admin;
 mod backend;
 mod demo;
 mod export;
+mod export_csv;
 mod kader;
 mod link;
 mod output;
@@ -100,7 +101,7 @@ enum Cmd {
         #[arg(long)]
         csv: bool,
     },
-    /// Exports of a unit's month from the server's database (console): `fhir` for SATUSEHAT.
+    /// Exports from the server's database (console): `fhir` for SATUSEHAT, `csv` for analysts.
     Export {
         #[command(subcommand)]
         cmd: export::ExportCmd,

@@ -1,7 +1,7 @@
 //! The server's log, as an operator reads it (real binary): one line per request with the
 //! method, route template, status, duration, the device when known and the error code when
 //! refused; JSON lines on request, plain text without colour codes in a file; and never a
-//! child's name, a token or an enrolment code.
+//! child's name, a token, an enrolment code or an API key.
 
 mod common;
 
@@ -23,6 +23,14 @@ async fn every_request_is_logged_with_its_code_and_no_name_token_or_code_leaks()
     let mut visit = Generator::new(7).child_visit();
     visit.name = "Kirana Larasati Unik".into();
     phone.record_visit(session, visit, 1).expect("record");
+    // A read-only API key for the posyandu, created at the console.
+    let db = site.db.to_str().expect("utf-8 path");
+    let created = common::posync_ok(
+        dir.path(),
+        &["admin", "--db", db, "api-key", "create", "--unit", p.as_str(), "--label", "BI"],
+    );
+    let created: serde_json::Value = serde_json::from_str(created.trim()).expect("the key as JSON");
+    let (api_key, api_key_id) = (created["key"].as_str().expect("key"), created["id"].as_str().expect("id"));
 
     for format in ["json", "text"] {
         let log = dir.path().join(format!("server-{format}.log"));
@@ -50,6 +58,11 @@ async fn every_request_is_logged_with_its_code_and_no_name_token_or_code_leaks()
             http.get(format!("{}/no/such/route", server.url)).send().await.expect("send").status().as_u16(),
             404
         );
+        // An API key: read a report (accepted), sync (refused).
+        let s = http.get(format!("{}/v1/reports/monthly", server.url)).bearer_auth(api_key).send().await.expect("send");
+        assert_eq!(s.status().as_u16(), 200);
+        let s = http.post(format!("{}/v1/sync", server.url)).bearer_auth(api_key).send().await.expect("send");
+        assert_eq!(s.status().as_u16(), 403);
         // Accepted: a phone's sync with the visit of a named child.
         phone.sync(&server.url, &token).await.expect("sync");
         let status = tokio::task::spawn_blocking(move || server.signal_and_wait("TERM", Duration::from_secs(20)))
@@ -58,7 +71,7 @@ async fn every_request_is_logged_with_its_code_and_no_name_token_or_code_leaks()
         assert!(status.success());
 
         let text = std::fs::read_to_string(&log).expect("log");
-        for secret in ["Kirana", "Larasati", token.as_str(), code, "forged.token.value"] {
+        for secret in ["Kirana", "Larasati", token.as_str(), code, "forged.token.value", api_key, &api_key[4..]] {
             assert!(!text.contains(secret), "{format} log holds no name, token or code ({secret:?})");
         }
         assert!(!text.contains('\u{1b}'), "{format} log in a file has no colour codes");
@@ -70,6 +83,12 @@ async fn every_request_is_logged_with_its_code_and_no_name_token_or_code_leaks()
         assert!(refused_sync.contains("POST"));
         assert!(lines.iter().any(|l| l.contains("/v1/auth/enrol") && l.contains("invalid_credential")), "{text}");
         assert!(lines.iter().any(|l| l.contains("(no route)") && l.contains("404")), "{text}");
+        assert!(lines.iter().any(|l| l.contains("/v1/sync") && l.contains("api_key_not_allowed")), "{text}");
+        let report = lines
+            .iter()
+            .find(|l| l.contains("/v1/reports/monthly") && l.contains("200"))
+            .unwrap_or_else(|| panic!("{format}: the key's report read is logged:\n{text}"));
+        assert!(report.contains(api_key_id), "with the key's id, never its secret: {report}");
         let synced = lines
             .iter()
             .find(|l| l.contains("/v1/sync") && l.contains("200"))

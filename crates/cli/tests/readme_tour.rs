@@ -76,6 +76,9 @@ fn the_readme_tour_runs_as_written() {
         assert!(out.contains(&format!("\"name\":\"{name}\"")), "{name} not on the tablet:\n{out}");
     }
     assert!(out.contains("Laporan bulanan 2026-11"), "the monthly report:\n{out}");
+    assert!(out.contains("posyandu,session_date,person_id,name"), "the visits export:\n{out}");
+    assert!(out.contains("posyandu,person_id,name,sex"), "the people export read with an API key:\n{out}");
+    assert!(out.contains("\"api_key_used\""), "the key's use in the audit log:\n{out}");
     assert!(out.contains("pos-hegarsari-melati-1|2026-11-11|Nur Lestari|9200"), "the server's SQL projection:\n{out}");
     // The SATUSEHAT export: November's two visits, Nur identified by her mother's NIK.
     let bundle: serde_json::Value =

@@ -74,6 +74,10 @@ pub enum ErrorCode {
     /// The server's storage is full: nothing was written. Retry after `Retry-After`; what the
     /// device holds is safe on the device.
     StorageFull,
+    /// A read-only API key (`psk_…`) was sent to a route other than the reports
+    /// (`/v1/reports/*`) and exports (`/v1/export/*`): sync, admin, people and the rest need
+    /// a device's access token. Do not retry with the key.
+    ApiKeyNotAllowed,
     /// Something failed on the server. A push in the same request may already be committed;
     /// retry later (a replayed push changes nothing).
     Internal,
@@ -110,6 +114,7 @@ impl ErrorCode {
             ErrorCode::DeviceTaken => "device_taken",
             ErrorCode::RateLimited => "rate_limited",
             ErrorCode::StorageFull => "storage_full",
+            ErrorCode::ApiKeyNotAllowed => "api_key_not_allowed",
             ErrorCode::Internal => "internal",
         }
     }

@@ -714,6 +714,7 @@ fn error_codes_are_stable() {
         (E::DeviceTaken, "device_taken"),
         (E::RateLimited, "rate_limited"),
         (E::StorageFull, "storage_full"),
+        (E::ApiKeyNotAllowed, "api_key_not_allowed"),
         (E::Internal, "internal"),
     ];
     for (code, s) in all {
@@ -747,6 +748,7 @@ fn error_codes_are_stable() {
             | E::DeviceTaken
             | E::RateLimited
             | E::StorageFull
+            | E::ApiKeyNotAllowed
             | E::Internal => {}
         }
         assert_eq!(code.as_str(), s);

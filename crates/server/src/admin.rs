@@ -4,11 +4,13 @@
 
 use crate::auth::{self, Principal};
 use crate::error::ApiError;
+use posync_model::Role;
 use posync_model::hierarchy::check_user;
 use posync_model::{DeviceId, HierarchyFile, Unit, UnitId, UnitKind, UserId, UserSpec};
 use posync_proto::ErrorCode;
 use posync_store::{
-    Actor, AuditAction, AuditEntry, AuditRecord, DeviceRecord, ImportReport, NewEnrolment, Store, UnitTree, UserRecord,
+    Actor, ApiKeyRecord, AuditAction, AuditEntry, AuditRecord, DeviceRecord, ImportReport, NewApiKey, NewEnrolment,
+    Store, UnitTree, UserRecord,
 };
 use serde::Serialize;
 use std::collections::BTreeSet;
@@ -38,6 +40,21 @@ pub struct IssuedCode {
     pub code: String,
     pub expires_at: i64,
 }
+
+/// A freshly created read-only API key: the secret is shown once, stored only as a hash.
+#[derive(Clone, Debug, Serialize)]
+pub struct IssuedApiKey {
+    pub id: String,
+    /// `psk_…`: give it to the BI tool as `Authorization: Bearer <key>`.
+    pub key: String,
+    pub label: String,
+    pub unit: UnitId,
+    pub role: Role,
+    pub created_at: i64,
+}
+
+/// Longest API key label (characters).
+pub const API_KEY_LABEL_MAX: usize = 100;
 
 #[derive(Clone)]
 pub struct AdminService {
@@ -245,6 +262,74 @@ impl AdminService {
             None => self.store.audit_log(after, limit).await?,
             Some(districts) => self.store.district_audit_log(districts.into_iter().collect(), after, limit).await?,
         })
+    }
+}
+
+impl AdminService {
+    /// Create a read-only API key reading every posyandu under `unit` (in the caller's
+    /// district) as `role`, which must be `district_reporter`: reports and exports only.
+    pub async fn create_api_key(
+        &self,
+        caller: &AdminCaller,
+        unit: UnitId,
+        role: Role,
+        label: String,
+        now: i64,
+    ) -> Result<IssuedApiKey, ApiError> {
+        let districts = self.districts(caller).await?;
+        if role != Role::DistrictReporter {
+            return Err(invalid(
+                "kunci API hanya membaca laporan dan ekspor / an API key reads reports and exports only: \
+                 its role must be district_reporter",
+            ));
+        }
+        let label = label.trim().to_owned();
+        if label.is_empty() || label.chars().count() > API_KEY_LABEL_MAX || label.chars().any(char::is_control) {
+            return Err(invalid(format!(
+                "label: 1 sampai {API_KEY_LABEL_MAX} karakter / 1 to {API_KEY_LABEL_MAX} characters saying what the key is for"
+            )));
+        }
+        let tree = self.store.unit_tree().await?;
+        if tree.get(&unit).is_none() {
+            return Err(invalid(format!("unknown unit {unit}")));
+        }
+        Self::check_in_districts(&tree, &districts, [&unit])?;
+        let (id, key) = (auth::new_api_key_id(), auth::new_api_key());
+        // The secret is never logged or audited: only the key's id, unit and role.
+        let detail = serde_json::json!({ "unit": unit, "role": role, "label": label });
+        let audit =
+            AuditEntry::new(now, &caller.actor(), AuditAction::ApiKeyCreated, &id, detail).concerning(Some(&unit));
+        let new = NewApiKey {
+            id: id.clone(),
+            key_hash: auth::secret_hash(&key),
+            label: label.clone(),
+            unit: unit.clone(),
+            role,
+            created_by: caller.actor().to_string(),
+            created_at: now,
+        };
+        self.store.create_api_key(new, audit).await?;
+        Ok(IssuedApiKey { id, key, label, unit, role, created_at: now })
+    }
+
+    /// The API keys of units in the caller's districts, with their last use.
+    pub async fn api_keys(&self, caller: &AdminCaller) -> Result<Vec<ApiKeyRecord>, ApiError> {
+        let districts = self.districts(caller).await?;
+        let tree = self.store.unit_tree().await?;
+        let keys = self.store.api_keys().await?;
+        Ok(keys.into_iter().filter(|k| Self::check_in_districts(&tree, &districts, [&k.unit]).is_ok()).collect())
+    }
+
+    /// Revoke an API key: it is refused from the next request on.
+    pub async fn revoke_api_key(&self, caller: &AdminCaller, id: &str, now: i64) -> Result<(), ApiError> {
+        let keys = self.api_keys(caller).await?;
+        let key =
+            keys.iter().find(|k| k.id == id).ok_or_else(|| not_found(format!("API key {id} (in your district)")))?;
+        let detail = serde_json::json!({ "unit": key.unit, "label": key.label });
+        let audit = AuditEntry::new(now, &caller.actor(), AuditAction::ApiKeyRevoked, &key.id, detail)
+            .concerning(Some(&key.unit));
+        self.store.revoke_api_key(key.id.clone(), audit).await?;
+        Ok(())
     }
 }
 

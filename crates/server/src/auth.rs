@@ -346,6 +346,26 @@ pub fn new_refresh_token() -> String {
     format!("psr_{}", hex::encode(random_secret()))
 }
 
+/// The prefix of a read-only API key's secret (secret scanners, and the server tells a key
+/// from an access token by it).
+pub const API_KEY_PREFIX: &str = "psk_";
+
+/// A fresh API key secret: 32 random bytes, hex, after [`API_KEY_PREFIX`]. Shown once; the
+/// database keeps its [`secret_hash`].
+pub fn new_api_key() -> String {
+    format!("{API_KEY_PREFIX}{}", hex::encode(random_secret()))
+}
+
+/// A fresh API key id, for listing and revoking (it reveals nothing of the secret).
+pub fn new_api_key_id() -> String {
+    format!("ak-{}", hex::encode(rand::random::<[u8; 6]>()))
+}
+
+/// Whether a bearer credential is an API key rather than an access token.
+pub fn is_api_key(bearer: &str) -> bool {
+    bearer.starts_with(API_KEY_PREFIX)
+}
+
 trait KindName {
     fn kind_name(&self) -> &'static str;
 }

@@ -44,7 +44,7 @@ impl ApiError {
                 StatusCode::UNAUTHORIZED
             }
             ErrorCode::InvalidRequest => StatusCode::BAD_REQUEST,
-            ErrorCode::Forbidden | ErrorCode::DeviceMismatch => StatusCode::FORBIDDEN,
+            ErrorCode::Forbidden | ErrorCode::DeviceMismatch | ErrorCode::ApiKeyNotAllowed => StatusCode::FORBIDDEN,
             ErrorCode::NotFound => StatusCode::NOT_FOUND,
             ErrorCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ErrorCode::Overloaded | ErrorCode::StorageFull => StatusCode::SERVICE_UNAVAILABLE,

@@ -9,6 +9,7 @@ pub mod auth;
 pub mod charts;
 pub mod conflicts;
 mod error;
+pub mod export_csv;
 pub mod fhir;
 pub mod metrics;
 pub mod people;
@@ -18,7 +19,7 @@ pub mod reports;
 mod routes;
 mod sync;
 
-pub use admin::{AdminCaller, AdminService, IssuedCode};
+pub use admin::{AdminCaller, AdminService, IssuedApiKey, IssuedCode};
 pub use auth::{Claims, Principal, TokenKeys, TokenSubject};
 pub use error::ApiError;
 pub use routes::{AppState, parse_hierarchy, router};

@@ -17,6 +17,8 @@ pub enum Actor {
     Console { name: String },
     /// The device itself (enrolment).
     Device { device: DeviceId },
+    /// A read-only API key (a BI tool or a script), by its id (never the secret).
+    ApiKey { key: String },
 }
 
 impl std::fmt::Display for Actor {
@@ -25,6 +27,7 @@ impl std::fmt::Display for Actor {
             Actor::User { user, device } => write!(f, "user:{user}@{device}"),
             Actor::Console { name } => write!(f, "console:{name}"),
             Actor::Device { device } => write!(f, "device:{device}"),
+            Actor::ApiKey { key } => write!(f, "api_key:{key}"),
         }
     }
 }
@@ -55,6 +58,12 @@ pub enum AuditAction {
     SignedIn,
     /// Too many wrong PINs in a row: the user's PIN sign-in is locked for a while.
     PinLocked,
+    /// A read-only API key was created (its id, unit and role; never the secret).
+    ApiKeyCreated,
+    /// An API key was revoked.
+    ApiKeyRevoked,
+    /// An API key was used on a report or export route.
+    ApiKeyUsed,
 }
 
 impl AuditAction {
@@ -76,6 +85,9 @@ impl AuditAction {
             AuditAction::PinSet => "pin_set",
             AuditAction::SignedIn => "signed_in",
             AuditAction::PinLocked => "pin_locked",
+            AuditAction::ApiKeyCreated => "api_key_created",
+            AuditAction::ApiKeyRevoked => "api_key_revoked",
+            AuditAction::ApiKeyUsed => "api_key_used",
         }
     }
 }
@@ -210,6 +222,49 @@ pub(crate) fn signed_in_audit(user: &UserRecord, cred: &NewCredential, now: i64)
     let actor = Actor::User { user: user.id.clone(), device: cred.device };
     let detail = serde_json::json!({ "user": user.id, "label": cred.label });
     AuditEntry::new(now, &actor, AuditAction::SignedIn, cred.device, detail).concerning(user.units.first())
+}
+
+/// A read-only API key to store: its id and the SHA-256 of its secret, never the secret.
+#[derive(Clone, Debug)]
+pub struct NewApiKey {
+    pub id: String,
+    pub key_hash: [u8; 32],
+    pub label: String,
+    /// The unit the key reads: every posyandu under it, as of each use.
+    pub unit: UnitId,
+    pub role: Role,
+    /// Who created it (an audit actor string).
+    pub created_by: String,
+    pub created_at: i64,
+}
+
+/// An API key as listed: never its secret or hash.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ApiKeyRecord {
+    pub id: String,
+    pub label: String,
+    pub unit: UnitId,
+    pub role: Role,
+    pub created_by: String,
+    pub created_at: i64,
+    pub revoked_at: Option<i64>,
+    /// The last successful use (Unix seconds).
+    pub last_used_at: Option<i64>,
+}
+
+/// What using an API key resolves to ([`crate::AccessStore::use_api_key`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ApiKeyAccess {
+    pub key: ApiKeyRecord,
+    /// Every posyandu under the key's unit, as of now (empty for a revoked key).
+    pub scope: Scope,
+}
+
+/// The audit entry of one use of an API key on `route` (a route template, never a query).
+pub(crate) fn api_key_used_audit(key: &ApiKeyRecord, route: &str, now: i64) -> AuditEntry {
+    let actor = Actor::ApiKey { key: key.id.clone() };
+    let detail = serde_json::json!({ "route": route, "unit": key.unit });
+    AuditEntry::new(now, &actor, AuditAction::ApiKeyUsed, &key.id, detail).concerning(Some(&key.unit))
 }
 
 /// A one-time enrolment code to store, by hash.

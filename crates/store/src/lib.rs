@@ -17,8 +17,8 @@ pub mod sql;
 pub mod sqlite;
 
 pub use access::{
-    Actor, AuditAction, AuditEntry, AuditRecord, DeviceAccess, DeviceRecord, ImportReport, NewCredential, NewEnrolment,
-    PinAttempt, PinLockout, PinRecord, UnitTree, UserRecord,
+    Actor, ApiKeyAccess, ApiKeyRecord, AuditAction, AuditEntry, AuditRecord, DeviceAccess, DeviceRecord, ImportReport,
+    NewApiKey, NewCredential, NewEnrolment, PinAttempt, PinLockout, PinRecord, UnitTree, UserRecord,
 };
 pub use error::StoreError;
 pub use postgres::PgStore;
@@ -141,6 +141,24 @@ pub struct PersonSeen {
 pub struct PersonVisit {
     pub fact: posync_model::report::VisitFact,
     pub invalid: bool,
+}
+
+/// A registered person as the analysts' export lists them.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct PersonExport {
+    pub person_id: posync_model::PersonId,
+    pub posyandu: PosyanduId,
+    pub name: String,
+    /// `F` or `M`.
+    pub sex: String,
+    /// `YYYY-MM-DD`.
+    pub birth_date: String,
+    pub kia_book: bool,
+    pub pregnant: bool,
+    /// Unix seconds.
+    pub registered_at: i64,
+    /// Registrations of the same person merged into this one.
+    pub merged_from: u64,
 }
 
 /// Where a registered person lives, for a home visit.
@@ -335,6 +353,27 @@ pub trait AccessStore: Send + Sync + 'static {
         credential: NewCredential,
         now: i64,
     ) -> Result<UserRecord, StoreError>;
+
+    /// Store a read-only API key (only the hash of its secret) together with `audit`. Its
+    /// unit must exist (`NotFound`).
+    async fn create_api_key(&self, key: NewApiKey, audit: AuditEntry) -> Result<(), StoreError>;
+
+    /// Every API key, oldest first, with its last use.
+    async fn api_keys(&self) -> Result<Vec<ApiKeyRecord>, StoreError>;
+
+    /// Revoke key `id` at `audit.at`, together with `audit` (`NotFound`: no such key).
+    async fn revoke_api_key(&self, id: String, audit: AuditEntry) -> Result<(), StoreError>;
+
+    /// The key whose secret hashes to `key_hash`, if any. When it is not revoked, in one
+    /// transaction: its last use becomes `now`, the use is audited (`api_key_used`, naming
+    /// `route`) and its scope is resolved as of now. A revoked key comes back unchanged with
+    /// an empty scope; the caller refuses it.
+    async fn use_api_key(
+        &self,
+        key_hash: [u8; 32],
+        now: i64,
+        route: String,
+    ) -> Result<Option<ApiKeyAccess>, StoreError>;
 }
 
 /// Conflicts (indexed after every merge of the documents a sync touched), duplicate people
@@ -399,6 +438,10 @@ pub trait ReportStore: Send + Sync + 'static {
 
     /// Addresses and mothers of the people registered in `scope` (not merged).
     async fn people_contacts(&self, scope: Scope) -> Result<Vec<PersonContact>, StoreError>;
+
+    /// People registered in `scope`, not merged into another and not invalid, by posyandu
+    /// and id, each with how many registrations were merged into them.
+    async fn people_export(&self, scope: Scope) -> Result<Vec<PersonExport>, StoreError>;
 }
 
 /// The append-only audit log.

@@ -16,12 +16,13 @@ use std::path::Path;
 use tokio_postgres::types::ToSql;
 
 /// Every table a store holds, in an order that respects foreign keys.
-pub const TABLES: [&str; 15] = [
+pub const TABLES: [&str; 16] = [
     "units",
     "users",
     "user_units",
     "enrolments",
     "user_pins",
+    "api_keys",
     "devices",
     "docs",
     "doc_chunks",

@@ -16,8 +16,9 @@ use posync_model::{
 };
 use posync_proto::{DocAck, DocPull, DocPush};
 use posync_store::{
-    Actor, AuditAction, AuditEntry, ConflictFilter, NewCredential, NewEnrolment, PageLimits, PgStore, PinAttempt,
-    PinLockout, PinRecord, SqliteStore, Store, StoreError, StoreStats, StoredMeta, UnitTree, UserRecord,
+    Actor, ApiKeyRecord, AuditAction, AuditEntry, ConflictFilter, NewApiKey, NewCredential, NewEnrolment, PageLimits,
+    PgStore, PinAttempt, PinLockout, PinRecord, SqliteStore, Store, StoreError, StoreStats, StoredMeta, UnitTree,
+    UserRecord,
 };
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
@@ -144,6 +145,9 @@ conformance!(
     a_pin_counts_attempts_locks_after_the_maximum_and_a_success_starts_over,
     a_pin_sign_in_binds_a_device_like_an_enrolment,
     parallel_pin_attempts_on_two_instances_never_pass_the_lockout,
+    // read-only API keys (issue #18)
+    an_api_key_is_stored_by_hash_listed_with_its_last_use_and_revoked,
+    an_api_key_reads_the_posyandu_under_its_unit_as_of_each_use,
     // what devices may push (issue #12)
     hostile_changes_are_refused_before_anything_is_stored,
     record_ids_are_unique_across_documents,
@@ -2140,4 +2144,131 @@ async fn parallel_pin_attempts_on_two_instances_never_pass_the_lockout(backend: 
     counted.sort_unstable();
     assert_eq!(counted, vec![1, 2, 3, 4, 5], "each attempt saw the one before it");
     assert_eq!(locked, 11);
+}
+
+// ------------------------------------------------------------------------------------------
+// Read-only API keys (issue #18)
+// ------------------------------------------------------------------------------------------
+
+fn new_api_key(id: &str, hash: u8, unit_id: &str, at: i64) -> NewApiKey {
+    NewApiKey {
+        id: id.into(),
+        key_hash: [hash; 32],
+        label: " Dasbor BI ".into(),
+        unit: unit(unit_id),
+        role: Role::DistrictReporter,
+        created_by: "console:conformance".into(),
+        created_at: at,
+    }
+}
+
+async fn an_api_key_is_stored_by_hash_listed_with_its_last_use_and_revoked(backend: Backend) {
+    let store = backend.open().await;
+    store.import_hierarchy(fixture(), audit(NOW, AuditAction::HierarchyImported, "f")).await.expect("import");
+    assert!(store.api_keys().await.expect("list").is_empty());
+    assert_err!(
+        store
+            .create_api_key(new_api_key("ak1", 1, "no-such-unit", NOW), audit(NOW, AuditAction::ApiKeyCreated, "ak1"))
+            .await,
+        StoreError::NotFound(_)
+    );
+    store
+        .create_api_key(new_api_key("ak1", 1, "pkm-banjar-1", NOW), audit(NOW, AuditAction::ApiKeyCreated, "ak1"))
+        .await
+        .expect("create");
+    store
+        .create_api_key(
+            new_api_key("ak2", 2, "kota-banjar", NOW + 1),
+            audit(NOW + 1, AuditAction::ApiKeyCreated, "ak2"),
+        )
+        .await
+        .expect("create another");
+    let listed = store.api_keys().await.expect("list");
+    let first = ApiKeyRecord {
+        id: "ak1".into(),
+        label: "Dasbor BI".into(),
+        unit: unit("pkm-banjar-1"),
+        role: Role::DistrictReporter,
+        created_by: "console:conformance".into(),
+        created_at: NOW,
+        revoked_at: None,
+        last_used_at: None,
+    };
+    assert_eq!(listed.iter().map(|k| k.id.as_str()).collect::<Vec<_>>(), ["ak1", "ak2"]);
+    assert_eq!(listed[0], first);
+
+    // An unknown secret is nobody; a use is recorded and audited, on any instance.
+    assert_eq!(store.use_api_key([9; 32], NOW + 2, "/v1/reports/monthly".into()).await.expect("use"), None);
+    let other = backend.open().await;
+    let used = other.use_api_key([1; 32], NOW + 3, "/v1/reports/monthly".into()).await.expect("use").expect("known");
+    assert_eq!(used.key, ApiKeyRecord { last_used_at: Some(NOW + 3), ..first.clone() });
+    assert_eq!(store.api_keys().await.expect("list")[0].last_used_at, Some(NOW + 3));
+    assert_eq!(store.api_keys().await.expect("list")[1].last_used_at, None, "another key is untouched");
+    let log = store.audit_log(0, 100).await.expect("audit");
+    let use_entry = log.iter().find(|e| e.action == "api_key_used").expect("the use is audited");
+    assert_eq!((use_entry.actor.as_str(), use_entry.target.as_str()), ("api_key:ak1", "ak1"));
+    assert_eq!(use_entry.detail["route"], "/v1/reports/monthly");
+    assert_eq!(use_entry.district.as_deref(), Some("kota-banjar"));
+
+    // Revoked: it comes back revoked, with nothing in scope, and its last use stays.
+    store.revoke_api_key("ak1".into(), audit(NOW + 4, AuditAction::ApiKeyRevoked, "ak1")).await.expect("revoke");
+    let revoked =
+        other.use_api_key([1; 32], NOW + 5, "/v1/export/visits.csv".into()).await.expect("use").expect("known");
+    assert_eq!(revoked.key.revoked_at, Some(NOW + 4));
+    assert_eq!(revoked.key.last_used_at, Some(NOW + 3));
+    assert_eq!(revoked.scope.posyandu().count(), 0);
+    let uses = store.audit_log(0, 100).await.expect("audit").iter().filter(|e| e.action == "api_key_used").count();
+    assert_eq!(uses, 1, "a refused use is not a use");
+    // Revoking again keeps the first time; an unknown key is not found.
+    store.revoke_api_key("ak1".into(), audit(NOW + 6, AuditAction::ApiKeyRevoked, "ak1")).await.expect("again");
+    assert_eq!(store.api_keys().await.expect("list")[0].revoked_at, Some(NOW + 4));
+    assert_err!(
+        store.revoke_api_key("nope".into(), audit(NOW + 7, AuditAction::ApiKeyRevoked, "nope")).await,
+        StoreError::NotFound(_)
+    );
+    // Two keys never share a secret's hash.
+    assert!(
+        store
+            .create_api_key(
+                new_api_key("ak3", 2, "kota-banjar", NOW + 8),
+                audit(NOW + 8, AuditAction::ApiKeyCreated, "ak3")
+            )
+            .await
+            .is_err()
+    );
+}
+
+async fn an_api_key_reads_the_posyandu_under_its_unit_as_of_each_use(backend: Backend) {
+    let store = backend.open().await;
+    let file = fixture();
+    store.import_hierarchy(file.clone(), audit(NOW, AuditAction::HierarchyImported, "f")).await.expect("import");
+    for (id, hash, unit_id) in
+        [("k-pkm", 1, "pkm-banjar-1"), ("k-pos", 2, "pos-hegarsari-melati-1"), ("k-dist", 3, "kota-banjar")]
+    {
+        store
+            .create_api_key(new_api_key(id, hash, unit_id, NOW), audit(NOW, AuditAction::ApiKeyCreated, id))
+            .await
+            .expect("create");
+        let access = store.use_api_key([hash; 32], NOW + 1, "/v1/export/people.csv".into()).await.expect("use");
+        let got: BTreeSet<_> = access.expect("known").scope.posyandu().cloned().collect();
+        let want: BTreeSet<_> = posyandu_under(&file, unit_id).posyandu().cloned().collect();
+        assert!(!want.is_empty());
+        assert_eq!(got, want, "{unit_id}");
+    }
+    // A posyandu moved away from the puskesmas leaves the key's scope at the next use.
+    let tree = store.unit_tree().await.expect("tree");
+    let other_village = tree
+        .units
+        .iter()
+        .find(|u| u.kind == UnitKind::Village && tree.ancestors(&u.id).iter().all(|a| a.id != unit("pkm-banjar-1")))
+        .expect("a village under another puskesmas")
+        .id
+        .clone();
+    let mut moved = tree.get(&unit("pos-hegarsari-melati-1")).expect("posyandu").clone();
+    moved.parent = Some(other_village);
+    store.save_unit(moved, audit(NOW + 2, AuditAction::UnitMoved, "pos")).await.expect("move");
+    let access =
+        store.use_api_key([1; 32], NOW + 3, "/v1/export/people.csv".into()).await.expect("use").expect("known");
+    assert!(!access.scope.allows(&p("pos-hegarsari-melati-1")));
+    assert_eq!(access.scope.posyandu().count(), posyandu_under(&file, "pkm-banjar-1").posyandu().count() - 1);
 }

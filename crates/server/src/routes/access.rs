@@ -310,3 +310,53 @@ pub fn parse_hierarchy(json: &str) -> Result<HierarchyFile, ApiError> {
 }
 
 // ---- reports ----
+
+// ---- read-only API keys ----
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct ApiKeyRequest {
+    /// The unit the key reads (every posyandu under it).
+    unit: UnitId,
+    /// What the key is for ("Dasbor Dinkes", "skrip bulanan").
+    label: String,
+    /// Only `district_reporter` (the default): reports and exports, nothing else.
+    #[serde(default = "reporter")]
+    role: Role,
+}
+
+fn reporter() -> Role {
+    Role::DistrictReporter
+}
+
+/// Create a read-only API key; the answer holds its secret, the only time it is shown.
+pub(super) async fn admin_create_api_key(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<(StatusCode, Json<crate::admin::IssuedApiKey>), ApiError> {
+    let caller = admin_caller(&state, &headers).await?;
+    let req: ApiKeyRequest = json_body(body)?;
+    let issued = state.admin.create_api_key(&caller, req.unit, req.role, req.label, state.now()).await?;
+    Ok((StatusCode::CREATED, Json(issued)))
+}
+
+/// The API keys of the admin's districts, with their last use (never a secret or hash).
+pub(super) async fn admin_api_keys(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Json<Vec<posync_store::ApiKeyRecord>>, ApiError> {
+    let caller = admin_caller(&state, &headers).await?;
+    Ok(Json(state.admin.api_keys(&caller).await?))
+}
+
+/// Revoke an API key: refused from the next request on.
+pub(super) async fn admin_revoke_api_key(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let caller = admin_caller(&state, &headers).await?;
+    state.admin.revoke_api_key(&caller, &id, state.now()).await?;
+    Ok(StatusCode::NO_CONTENT)
+}

@@ -2,6 +2,7 @@
 
 mod access;
 mod export;
+mod export_csv;
 mod ops;
 mod pages;
 mod people;
@@ -12,6 +13,7 @@ mod sync;
 pub use access::parse_hierarchy;
 use access::*;
 use export::*;
+use export_csv::*;
 use ops::*;
 use pages::*;
 use people::*;
@@ -138,6 +140,10 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/admin/devices", get(admin_devices))
         .route("/v1/admin/devices/{id}/revoke", post(admin_revoke))
         .route("/v1/admin/audit", get(admin_audit))
+        .route("/v1/admin/api-keys", get(admin_api_keys).post(admin_create_api_key))
+        .route("/v1/admin/api-keys/{id}", axum::routing::delete(admin_revoke_api_key))
+        .route("/v1/export/visits.csv", get(export_visits_csv))
+        .route("/v1/export/people.csv", get(export_people_csv))
         .route("/v1/reports/monthly", get(report_monthly))
         .route("/v1/reports/trend", get(report_trend))
         .route("/v1/conflicts", get(conflicts_list))
@@ -206,6 +212,7 @@ fn request_span(req: &axum::http::Request<axum::body::Body>) -> tracing::Span {
         method = %req.method(),
         route = %route,
         device = tracing::field::Empty,
+        api_key = tracing::field::Empty,
     )
 }
 
@@ -248,7 +255,15 @@ async fn limit_by_address(
 /// token's, and the scope is the user's units as of now (so re-scoping and revocation take
 /// effect on the next request, not when tokens expire).
 async fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Principal, ApiError> {
-    let subject = state.keys.verify(bearer(headers)?, state.now())?;
+    let token = bearer(headers)?;
+    if auth::is_api_key(token) {
+        // Keys read reports and exports only ([`authenticate_reader`]); never the secret in a log.
+        return Err(ApiError::new(
+            ErrorCode::ApiKeyNotAllowed,
+            "kunci API hanya untuk laporan dan ekspor / an API key reads reports and exports only",
+        ));
+    }
+    let subject = state.keys.verify(token, state.now())?;
     let unauth = |why: &str| ApiError::new(ErrorCode::Unauthenticated, format!("token rejected: {why}"));
     let access = state.store().device_access(subject.device).await?.ok_or_else(|| unauth("device not enrolled"))?;
     if access.revoked {
@@ -266,6 +281,42 @@ async fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Principal
     // The request's log line names the device (never a token, a record or its contents).
     tracing::Span::current().record("device", tracing::field::display(subject.device));
     Ok(Principal { user: access.user.id, device: subject.device, role: access.user.role, scope: access.scope })
+}
+
+/// Who reads a report or an export: a signed-in user's device, or a read-only API key.
+#[derive(Clone, Debug)]
+pub(crate) struct Reader {
+    pub actor: Actor,
+    /// What the audit entry of a read names: the device, or the key's id.
+    pub target: String,
+    pub scope: posync_model::Scope,
+}
+
+/// [`authenticate`] for the report and export routes, which alone also take a read-only API
+/// key (`psk_…`): the key is looked up by the hash of its secret, refused once revoked, and
+/// each use is recorded (last use, audited as `api_key_used` naming `route`, a template).
+/// Its scope is every posyandu under its unit, as of now.
+async fn authenticate_reader(state: &AppState, headers: &HeaderMap, route: &str) -> Result<Reader, ApiError> {
+    let token = bearer(headers)?;
+    if !auth::is_api_key(token) {
+        let who = authenticate(state, headers).await?;
+        return Ok(Reader {
+            actor: Actor::User { user: who.user, device: who.device },
+            target: who.device.to_string(),
+            scope: who.scope,
+        });
+    }
+    let refused = |why: &str| ApiError::new(ErrorCode::InvalidCredential, why.to_owned());
+    let access = state
+        .store()
+        .use_api_key(auth::secret_hash(token), state.now(), route.to_owned())
+        .await?
+        .ok_or_else(|| refused("kunci API tidak dikenal / API key not recognised"))?;
+    if access.key.revoked_at.is_some() {
+        return Err(refused("kunci API ini sudah dicabut / this API key was revoked; ask your district admin"));
+    }
+    tracing::Span::current().record("api_key", tracing::field::display(&access.key.id));
+    Ok(Reader { actor: Actor::ApiKey { key: access.key.id.clone() }, target: access.key.id, scope: access.scope })
 }
 
 fn bearer(headers: &HeaderMap) -> Result<&str, ApiError> {

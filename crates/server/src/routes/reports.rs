@@ -34,7 +34,7 @@ pub(super) fn report_query(
 }
 
 /// The unit a report is narrowed to, if any: an id that does not parse is no unit in scope.
-fn report_unit(unit: Option<&str>) -> Result<Option<UnitId>, ApiError> {
+pub(super) fn report_unit(unit: Option<&str>) -> Result<Option<UnitId>, ApiError> {
     unit.map(|u| u.parse().map_err(|_| crate::reports::unit_not_found())).transpose()
 }
 
@@ -45,7 +45,7 @@ pub(super) async fn report_monthly(
     headers: HeaderMap,
     query: Result<axum::extract::Query<ReportQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
-    let who = authenticate(&state, &headers).await?;
+    let who = authenticate_reader(&state, &headers, "/v1/reports/monthly").await?;
     let q = report_query(query)?;
     let month = crate::reports::parse_month(q.month.as_deref(), today(&state))?;
     let level = match q.level.as_deref() {
@@ -89,7 +89,7 @@ pub(super) async fn report_trend(
     headers: HeaderMap,
     query: Result<axum::extract::Query<TrendQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<crate::reports::Trend>, ApiError> {
-    let who = authenticate(&state, &headers).await?;
+    let who = authenticate_reader(&state, &headers, "/v1/reports/trend").await?;
     let axum::extract::Query(q) =
         query.map_err(|_| ApiError::new(ErrorCode::MalformedBody, "query must be unit=...&month=YYYY-MM&months=N"))?;
     let month = crate::reports::parse_month(q.month.as_deref(), today(&state))?;
@@ -104,14 +104,13 @@ pub(super) async fn report_trend(
         Some("en") => trend.charts = crate::reports::trend_charts(&trend, crate::charts::Lang::En),
         Some(_) => return Err(ApiError::new(ErrorCode::InvalidRequest, "charts must be id or en")),
     }
-    let actor = Actor::User { user: who.user.clone(), device: who.device };
     let detail = serde_json::json!({
         "report": "trend", "month": month.to_string(), "months": months, "unit": trend.unit,
     });
     let concerns = trend.unit.clone().or_else(|| who.scope.posyandu().next().map(ToString::to_string));
     store
         .append_audit(
-            AuditEntry::new(state.now(), &actor, AuditAction::ReportRead, who.device, detail).concerning(concerns),
+            AuditEntry::new(state.now(), &who.actor, AuditAction::ReportRead, &who.target, detail).concerning(concerns),
         )
         .await?;
     Ok(Json(trend))
@@ -123,16 +122,15 @@ pub(super) async fn report_overdue(
     headers: HeaderMap,
     query: Result<axum::extract::Query<ReportQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
-    let who = authenticate(&state, &headers).await?;
+    let who = authenticate_reader(&state, &headers, "/v1/reports/overdue").await?;
     let q = report_query(query)?;
     let month = crate::reports::parse_month(q.month.as_deref(), today(&state))?;
     let list = crate::reports::overdue(state.store().as_ref(), &who.scope, month).await?;
-    let actor = Actor::User { user: who.user.clone(), device: who.device };
     let detail = serde_json::json!({ "report": "overdue", "month": month.to_string(), "children": list.len() });
     state
         .store()
         .append_audit(
-            AuditEntry::new(state.now(), &actor, AuditAction::ReportRead, who.device, detail)
+            AuditEntry::new(state.now(), &who.actor, AuditAction::ReportRead, &who.target, detail)
                 .concerning(who.scope.posyandu().next()),
         )
         .await?;

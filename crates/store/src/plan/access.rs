@@ -5,7 +5,8 @@
 
 use crate::StoreError;
 use crate::access::{
-    AuditEntry, AuditRecord, DeviceRecord, NewCredential, NewEnrolment, PinAttempt, PinLockout, PinRecord, UserRecord,
+    ApiKeyRecord, AuditEntry, AuditRecord, DeviceRecord, NewApiKey, NewCredential, NewEnrolment, PinAttempt,
+    PinLockout, PinRecord, UserRecord,
 };
 use crate::sql::{Dialect, Row, Statement, Value};
 use posync_model::{DeviceId, Role, Unit, UnitId, UnitKind, UserId, UserSpec};
@@ -455,5 +456,90 @@ pub fn reset_pin_failures(d: Dialect, user: &UserId, pin_hash: &str) -> Statemen
             d.p(2)
         ),
         vec![user.as_str().into(), pin_hash.into()],
+    )
+}
+
+// ---- read-only API keys ----
+
+pub fn insert_api_key(d: Dialect, k: &NewApiKey) -> Statement {
+    Statement::new(
+        format!(
+            "INSERT INTO api_keys (key_id, key_hash, label, unit_id, role, created_by, created_at) VALUES ({})",
+            params(d, 7)
+        ),
+        vec![
+            k.id.clone().into(),
+            k.key_hash.to_vec().into(),
+            k.label.trim().into(),
+            k.unit.as_str().into(),
+            k.role.as_str().into(),
+            k.created_by.clone().into(),
+            k.created_at.into(),
+        ],
+    )
+}
+
+const API_KEY_COLUMNS: &str = "key_id, label, unit_id, role, created_by, created_at, revoked_at, last_used_at";
+
+/// Every API key, oldest first.
+pub fn api_keys(d: Dialect) -> Statement {
+    Statement::new(
+        format!("SELECT {API_KEY_COLUMNS} FROM api_keys ORDER BY created_at, {}", d.by_bytes("key_id")),
+        vec![],
+    )
+}
+
+/// The key whose secret hashes to `key_hash` (locked on PostgreSQL: a revocation committing
+/// meanwhile is either seen or waits).
+pub fn api_key_by_hash(d: Dialect, key_hash: &[u8; 32]) -> Statement {
+    Statement::new(
+        format!("SELECT {API_KEY_COLUMNS} FROM api_keys WHERE key_hash = {}{}", d.p(1), d.for_update()),
+        vec![key_hash.to_vec().into()],
+    )
+}
+
+/// A row of [`api_keys`] or [`api_key_by_hash`].
+pub fn api_key_record(row: &Row) -> Result<ApiKeyRecord, StoreError> {
+    Ok(ApiKeyRecord {
+        id: row.text(0)?,
+        label: row.text(1)?,
+        unit: row.text(2)?.parse().map_err(|_| bad("API key unit"))?,
+        role: Role::parse(&row.text(3)?).ok_or_else(|| bad("API key role"))?,
+        created_by: row.text(4)?,
+        created_at: row.int(5)?,
+        revoked_at: row.opt_int(6)?,
+        last_used_at: row.opt_int(7)?,
+    })
+}
+
+/// Record a successful use (only of an unrevoked key: 0 rows if revoked meanwhile).
+pub fn touch_api_key(d: Dialect, id: &str, now: i64) -> Statement {
+    Statement::new(
+        format!("UPDATE api_keys SET last_used_at = {} WHERE key_id = {} AND revoked_at IS NULL", d.p(2), d.p(1)),
+        vec![id.into(), now.into()],
+    )
+}
+
+/// Revoke a key (0 rows: no such key).
+pub fn revoke_api_key(d: Dialect, id: &str, now: i64) -> Statement {
+    Statement::new(
+        format!("UPDATE api_keys SET revoked_at = COALESCE(revoked_at, {}) WHERE key_id = {}", d.p(2), d.p(1)),
+        vec![id.into(), now.into()],
+    )
+}
+
+/// The posyandu under one unit (itself, if it is one), as [`scope_of`] walks a user's units.
+pub fn unit_scope(d: Dialect, unit: &UnitId) -> Statement {
+    Statement::new(
+        format!(
+            "WITH RECURSIVE under(unit_id, kind) AS (
+                 SELECT u.unit_id, u.kind FROM units u WHERE u.unit_id IN (SELECT {})
+                 UNION
+                 SELECT c.unit_id, c.kind FROM units c JOIN under ON c.parent_id = under.unit_id
+             )
+             SELECT unit_id FROM under WHERE kind = 'posyandu'",
+            d.text_p(1)
+        ),
+        vec![unit.as_str().into()],
     )
 }

@@ -165,6 +165,40 @@ pub fn people_contacts(d: Dialect, scope: &Scope) -> Statement {
     )
 }
 
+/// People registered at the scope's posyandu (not merged into another, not invalid), each
+/// with how many registrations were merged into them, by posyandu and id: the analysts'
+/// people export.
+pub fn people_export(d: Dialect, scope: &Scope) -> Statement {
+    Statement::new(
+        format!(
+            "SELECT p.person_id, p.posyandu, p.name, p.sex, p.birth_date, p.kia_book, p.pregnant, p.registered_at,
+                    (SELECT COUNT(*) FROM people m WHERE m.merged_into = p.person_id)
+             FROM people p WHERE {} AND p.merged_into IS NULL AND p.invalid IS NULL
+             ORDER BY {}, {}",
+            d.in_list("p.posyandu", 1),
+            d.by_bytes("p.posyandu"),
+            d.by_bytes("p.person_id")
+        ),
+        vec![scope_texts(scope)],
+    )
+}
+
+/// A row of [`people_export`].
+pub fn person_export(row: &Row) -> Result<crate::PersonExport, StoreError> {
+    let bad = |what: &str| StoreError::Backend(format!("bad projected {what}"));
+    Ok(crate::PersonExport {
+        person_id: row.text(0)?.parse().map_err(|_| bad("person id"))?,
+        posyandu: row.text(1)?.parse().map_err(|_| bad("posyandu"))?,
+        name: row.text(2)?,
+        sex: row.text(3)?,
+        birth_date: row.text(4)?,
+        kia_book: row.bool(5)?,
+        pregnant: row.bool(6)?,
+        registered_at: row.int(7)?,
+        merged_from: u64::try_from(row.int(8)?).map_err(|_| bad("merge count"))?,
+    })
+}
+
 /// A row of [`people_contacts`].
 pub fn person_contact(row: &Row) -> Result<crate::PersonContact, StoreError> {
     Ok(crate::PersonContact {

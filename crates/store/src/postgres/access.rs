@@ -7,8 +7,8 @@
 use super::exec::{D, exec, query, query_opt};
 use crate::StoreError;
 use crate::access::{
-    AuditEntry, AuditRecord, DeviceAccess, DeviceRecord, ImportReport, NewCredential, NewEnrolment, PinAttempt,
-    PinLockout, PinRecord, UnitTree, UserRecord,
+    ApiKeyAccess, ApiKeyRecord, AuditEntry, AuditRecord, DeviceAccess, DeviceRecord, ImportReport, NewApiKey,
+    NewCredential, NewEnrolment, PinAttempt, PinLockout, PinRecord, UnitTree, UserRecord,
 };
 use crate::plan::access as plan;
 use deadpool_postgres::Transaction;
@@ -257,4 +257,45 @@ pub async fn pin_succeeded(
     crate::access::may_enrol(holder.flatten().as_ref().map(|(u, revoked)| (u.as_str(), *revoked)), &user.id)?;
     register_device(tx, &user.id, cred, now).await?;
     Ok(user)
+}
+
+/// Store a new API key; its unit must exist.
+pub async fn create_api_key(tx: &Transaction<'_>, key: &NewApiKey) -> Result<(), StoreError> {
+    if unit_kind(tx, &key.unit).await?.is_none() {
+        return Err(StoreError::NotFound(format!("unit {}", key.unit)));
+    }
+    exec(tx, &plan::insert_api_key(D, key)).await?;
+    Ok(())
+}
+
+pub async fn api_keys(tx: &Transaction<'_>) -> Result<Vec<ApiKeyRecord>, StoreError> {
+    query(tx, &plan::api_keys(D)).await?.iter().map(plan::api_key_record).collect()
+}
+
+pub async fn revoke_api_key(tx: &Transaction<'_>, id: &str, now: i64) -> Result<(), StoreError> {
+    if exec(tx, &plan::revoke_api_key(D, id, now)).await? == 0 {
+        return Err(StoreError::NotFound(format!("API key {id}")));
+    }
+    Ok(())
+}
+
+/// Look a key up by the hash of its secret (its row locked: a revocation committing
+/// meanwhile is seen or waits); when it is not revoked, record the use, resolve its scope
+/// and audit the use last (the audit clock is held until commit).
+pub async fn use_api_key(
+    tx: &Transaction<'_>,
+    key_hash: &[u8; 32],
+    now: i64,
+    route: &str,
+) -> Result<Option<ApiKeyAccess>, StoreError> {
+    let Some(row) = query_opt(tx, &plan::api_key_by_hash(D, key_hash)).await? else { return Ok(None) };
+    let mut key = plan::api_key_record(&row)?;
+    if key.revoked_at.is_some() {
+        return Ok(Some(ApiKeyAccess { key, scope: Scope::new(Vec::new()) }));
+    }
+    exec(tx, &plan::touch_api_key(D, &key.id, now)).await?;
+    key.last_used_at = Some(now);
+    let scope = plan::scope(&query(tx, &plan::unit_scope(D, &key.unit)).await?)?;
+    append_audit(tx, &crate::access::api_key_used_audit(&key, route, now)).await?;
+    Ok(Some(ApiKeyAccess { key, scope }))
 }

@@ -26,12 +26,13 @@ use posync_model::guard::Usage;
 use std::time::Duration;
 
 /// Schema steps in order: step `i` takes the stored version from `i` to `i + 1`.
-const MIGRATIONS: [&str; 5] = [
+const MIGRATIONS: [&str; 6] = [
     include_str!("schema.sql"),
     include_str!("schema_v2.sql"),
     include_str!("schema_v3.sql"),
     include_str!("schema_v4.sql"),
     include_str!("schema_v5.sql"),
+    include_str!("schema_v6.sql"),
 ];
 const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 /// Any constant: instances starting together take turns migrating.
@@ -129,10 +130,10 @@ impl PgStore {
 use crate::core::{self, Existing};
 use crate::plan;
 use crate::{
-    AccessStore, AuditAction, AuditEntry, AuditRecord, AuditStore, ConflictFilter, ConflictRecord, DeviceAccess,
-    DeviceRecord, DuplicatePair, ImportReport, NewCredential, NewEnrolment, PageLimits, PinAttempt, PinLockout,
-    PinRecord, PullPage, ReportStore, ResolvedConflict, ReviewStore, StoreStats, StoredDoc, StoredMeta, SyncStore,
-    UnitTree, UserRecord,
+    AccessStore, ApiKeyAccess, ApiKeyRecord, AuditAction, AuditEntry, AuditRecord, AuditStore, ConflictFilter,
+    ConflictRecord, DeviceAccess, DeviceRecord, DuplicatePair, ImportReport, NewApiKey, NewCredential, NewEnrolment,
+    PageLimits, PinAttempt, PinLockout, PinRecord, PullPage, ReportStore, ResolvedConflict, ReviewStore, StoreStats,
+    StoredDoc, StoredMeta, SyncStore, UnitTree, UserRecord,
 };
 use async_trait::async_trait;
 use deadpool_postgres::Transaction;
@@ -775,6 +776,32 @@ impl AccessStore for PgStore {
         tx.commit().await?;
         Ok(record)
     }
+
+    async fn create_api_key(&self, key: NewApiKey, audit: AuditEntry) -> Result<(), StoreError> {
+        audited!(self, audit, |tx| access::create_api_key(&tx, &key).await?)
+    }
+
+    async fn api_keys(&self) -> Result<Vec<ApiKeyRecord>, StoreError> {
+        reading!(self, |tx| access::api_keys(&tx).await?)
+    }
+
+    async fn revoke_api_key(&self, id: String, audit: AuditEntry) -> Result<(), StoreError> {
+        let now = audit.at;
+        audited!(self, audit, |tx| access::revoke_api_key(&tx, &id, now).await?)
+    }
+
+    async fn use_api_key(
+        &self,
+        key_hash: [u8; 32],
+        now: i64,
+        route: String,
+    ) -> Result<Option<ApiKeyAccess>, StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        let out = access::use_api_key(&tx, &key_hash, now, &route).await?;
+        tx.commit().await?;
+        Ok(out)
+    }
 }
 
 #[async_trait]
@@ -885,5 +912,9 @@ impl ReportStore for PgStore {
     async fn people_contacts(&self, scope: Scope) -> Result<Vec<crate::PersonContact>, StoreError> {
         let rows: Vec<crate::sql::Row> = self.read_rows(plan::people_contacts(D, &scope)).await?;
         rows.iter().map(plan::person_contact).collect()
+    }
+    async fn people_export(&self, scope: Scope) -> Result<Vec<crate::PersonExport>, StoreError> {
+        let rows: Vec<crate::sql::Row> = self.read_rows(plan::people_export(D, &scope)).await?;
+        rows.iter().map(plan::person_export).collect()
     }
 }

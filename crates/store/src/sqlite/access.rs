@@ -5,8 +5,8 @@
 use super::exec::{D, exec, query, query_opt};
 use crate::StoreError;
 use crate::access::{
-    AuditEntry, AuditRecord, DeviceAccess, DeviceRecord, ImportReport, NewCredential, NewEnrolment, PinAttempt,
-    PinLockout, PinRecord, UnitTree, UserRecord,
+    ApiKeyAccess, ApiKeyRecord, AuditEntry, AuditRecord, DeviceAccess, DeviceRecord, ImportReport, NewApiKey,
+    NewCredential, NewEnrolment, PinAttempt, PinLockout, PinRecord, UnitTree, UserRecord,
 };
 use crate::plan::access as plan;
 use posync_model::hierarchy::check_parent;
@@ -81,6 +81,22 @@ CREATE TABLE user_pins (
     failures     INTEGER NOT NULL DEFAULT 0,
     locked_until INTEGER,
     set_at       INTEGER NOT NULL
+);
+"#;
+
+/// Schema v9: read-only API keys for BI tools and scripts. Only the SHA-256 of each secret
+/// is kept; `last_used_at` is the last successful use.
+pub const SCHEMA_V9: &str = r#"
+CREATE TABLE api_keys (
+    key_id       TEXT PRIMARY KEY,
+    key_hash     BLOB NOT NULL UNIQUE,
+    label        TEXT NOT NULL,
+    unit_id      TEXT NOT NULL REFERENCES units(unit_id),
+    role         TEXT NOT NULL,
+    created_by   TEXT NOT NULL,
+    created_at   INTEGER NOT NULL,
+    revoked_at   INTEGER,
+    last_used_at INTEGER
 );
 "#;
 
@@ -295,6 +311,46 @@ pub fn pin_succeeded(
     crate::access::may_enrol(holder.flatten().as_ref().map(|(u, revoked)| (u.as_str(), *revoked)), &user.id)?;
     register_device(tx, &user.id, cred, now)?;
     Ok(user)
+}
+
+/// Store a new API key; its unit must exist.
+pub fn create_api_key(tx: &Connection, key: &NewApiKey) -> Result<(), StoreError> {
+    if unit_kind(tx, &key.unit)?.is_none() {
+        return Err(StoreError::NotFound(format!("unit {}", key.unit)));
+    }
+    exec(tx, &plan::insert_api_key(D, key))?;
+    Ok(())
+}
+
+pub fn api_keys(conn: &Connection) -> Result<Vec<ApiKeyRecord>, StoreError> {
+    query(conn, &plan::api_keys(D))?.iter().map(plan::api_key_record).collect()
+}
+
+pub fn revoke_api_key(tx: &Connection, id: &str, now: i64) -> Result<(), StoreError> {
+    if exec(tx, &plan::revoke_api_key(D, id, now))? == 0 {
+        return Err(StoreError::NotFound(format!("API key {id}")));
+    }
+    Ok(())
+}
+
+/// Look a key up by the hash of its secret; when it is not revoked, record the use and
+/// resolve its scope ([`crate::AccessStore::use_api_key`]).
+pub fn use_api_key(
+    tx: &Connection,
+    key_hash: &[u8; 32],
+    now: i64,
+    route: &str,
+) -> Result<Option<ApiKeyAccess>, StoreError> {
+    let Some(row) = query_opt(tx, &plan::api_key_by_hash(D, key_hash))? else { return Ok(None) };
+    let mut key = plan::api_key_record(&row)?;
+    if key.revoked_at.is_some() {
+        return Ok(Some(ApiKeyAccess { key, scope: Scope::new(Vec::new()) }));
+    }
+    exec(tx, &plan::touch_api_key(D, &key.id, now))?;
+    key.last_used_at = Some(now);
+    append_audit(tx, &crate::access::api_key_used_audit(&key, route, now))?;
+    let scope = plan::scope(&query(tx, &plan::unit_scope(D, &key.unit))?)?;
+    Ok(Some(ApiKeyAccess { key, scope }))
 }
 
 #[cfg(test)]

@@ -16,9 +16,9 @@ use crate::cache::DocCache;
 use crate::core::{self, Existing};
 use crate::plan;
 use crate::{
-    AccessStore, AuditAction, AuditEntry, AuditRecord, AuditStore, DeviceAccess, DeviceRecord, ImportReport,
-    NewCredential, NewEnrolment, PageLimits, PinAttempt, PinLockout, PinRecord, PullPage, ReportStore, ReviewStore,
-    StoreError, StoreStats, StoredDoc, StoredMeta, SyncStore, UnitTree, UserRecord,
+    AccessStore, ApiKeyAccess, ApiKeyRecord, AuditAction, AuditEntry, AuditRecord, AuditStore, DeviceAccess,
+    DeviceRecord, ImportReport, NewApiKey, NewCredential, NewEnrolment, PageLimits, PinAttempt, PinLockout, PinRecord,
+    PullPage, ReportStore, ReviewStore, StoreError, StoreStats, StoredDoc, StoredMeta, SyncStore, UnitTree, UserRecord,
 };
 use async_trait::async_trait;
 use exec::{D, exec, query, query_opt, write_conflicts, write_projection};
@@ -668,6 +668,34 @@ impl AccessStore for SqliteStore {
         })
         .await
     }
+
+    async fn create_api_key(&self, key: NewApiKey, audit: AuditEntry) -> Result<(), StoreError> {
+        self.write_audited(audit, move |tx| access::create_api_key(tx, &key)).await
+    }
+
+    async fn api_keys(&self) -> Result<Vec<ApiKeyRecord>, StoreError> {
+        self.read(|conn| access::api_keys(conn)).await
+    }
+
+    async fn revoke_api_key(&self, id: String, audit: AuditEntry) -> Result<(), StoreError> {
+        let now = audit.at;
+        self.write_audited(audit, move |tx| access::revoke_api_key(tx, &id, now)).await
+    }
+
+    async fn use_api_key(
+        &self,
+        key_hash: [u8; 32],
+        now: i64,
+        route: String,
+    ) -> Result<Option<ApiKeyAccess>, StoreError> {
+        self.write(move |conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let out = access::use_api_key(&tx, &key_hash, now, &route)?;
+            tx.commit()?;
+            Ok(out)
+        })
+        .await
+    }
 }
 
 #[async_trait]
@@ -793,5 +821,9 @@ impl ReportStore for SqliteStore {
             query(conn, &plan::people_contacts(D, &scope))?.iter().map(plan::person_contact).collect()
         })
         .await
+    }
+    async fn people_export(&self, scope: Scope) -> Result<Vec<crate::PersonExport>, StoreError> {
+        self.read(move |conn| query(conn, &plan::people_export(D, &scope))?.iter().map(plan::person_export).collect())
+            .await
     }
 }

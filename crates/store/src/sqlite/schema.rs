@@ -5,7 +5,7 @@ use crate::StoreError;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior};
 use std::path::Path;
 
-pub(super) const SCHEMA_VERSION: i64 = 8;
+pub(super) const SCHEMA_VERSION: i64 = 9;
 
 const SCHEMA: &str = r#"
 CREATE TABLE docs (
@@ -212,8 +212,17 @@ CREATE TABLE store_meta (
 INSERT INTO store_meta (key, value) VALUES ('incarnation', abs(random() % 4294967294) + 1);
 "#;
 
-const MIGRATIONS: [&str; SCHEMA_VERSION as usize] =
-    [SCHEMA, access::SCHEMA_V2, SCHEMA_V3, SCHEMA_V4, SCHEMA_V5, SCHEMA_V6, SCHEMA_V7, access::SCHEMA_V8];
+const MIGRATIONS: [&str; SCHEMA_VERSION as usize] = [
+    SCHEMA,
+    access::SCHEMA_V2,
+    SCHEMA_V3,
+    SCHEMA_V4,
+    SCHEMA_V5,
+    SCHEMA_V6,
+    SCHEMA_V7,
+    access::SCHEMA_V8,
+    access::SCHEMA_V9,
+];
 
 /// The store's incarnation, renewed first if this file is a restored backup.
 pub(super) fn incarnation(conn: &mut Connection) -> Result<u32, StoreError> {
