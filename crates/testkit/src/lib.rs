@@ -172,6 +172,24 @@ pub async fn enrolled(
     r
 }
 
+/// A girl born 2025-02-10 to Imas Masitoh (mother's NIK given), as a kader registers her;
+/// `nik` is the child's own, if she has one.
+pub fn registered_child(name: &str, nik: Option<&str>) -> posync_replica::NewPerson {
+    posync_replica::NewPerson {
+        name: name.into(),
+        sex: posync_model::Sex::Female,
+        birth_date: time::macros::date!(2025 - 02 - 10),
+        mother_name: "Imas Masitoh".into(),
+        nik: nik.map(str::to_owned),
+        mother_nik: Some("3279016502950003".into()),
+        address: "Dusun Sukamaju".into(),
+        rt: Some(3),
+        rw: Some(1),
+        pregnant: false,
+        kia_book: true,
+    }
+}
+
 /// The access token an enrolled replica holds now.
 pub fn access_token(replica: &Replica) -> String {
     replica.credential().expect("read credential").and_then(|c| c.access).expect("enrolled").token

@@ -5,27 +5,13 @@
 //! formula typed as a name inert.
 
 use posync_model::{PersonId, PosyanduId, Sex};
-use posync_replica::{NewPerson, Replica};
+use posync_replica::Replica;
 use posync_testkit::{DAY, Generator, TestServer, access_token, district_server, enrolled};
 use serde_json::{Value, json};
 
 const FORMULA: &str = "=HYPERLINK(\"http://x\",\"klik\")";
 
-fn child(name: &str, nik: Option<&str>) -> NewPerson {
-    NewPerson {
-        name: name.into(),
-        sex: Sex::Female,
-        birth_date: time::macros::date!(2025 - 02 - 10),
-        mother_name: "Imas Masitoh".into(),
-        nik: nik.map(str::to_owned),
-        mother_nik: Some("3279016502950003".into()),
-        address: "Dusun Sukamaju".into(),
-        rt: Some(3),
-        rw: Some(1),
-        pregnant: false,
-        kia_book: true,
-    }
-}
+use posync_testkit::registered_child as child;
 
 struct World {
     server: TestServer,

@@ -179,21 +179,7 @@ async fn a_resolution_converges_everywhere_and_a_racing_edit_reopens_it() {
     server.stop().await;
 }
 
-fn child(name: &str, nik: Option<&str>) -> posync_replica::NewPerson {
-    posync_replica::NewPerson {
-        name: name.into(),
-        sex: posync_model::Sex::Female,
-        birth_date: time::macros::date!(2025 - 02 - 10),
-        mother_name: "Imas Masitoh".into(),
-        nik: nik.map(str::to_owned),
-        mother_nik: Some("3279016502950003".into()),
-        address: "Dusun Sukamaju".into(),
-        rt: Some(3),
-        rw: Some(1),
-        pregnant: false,
-        kia_book: true,
-    }
-}
+use posync_testkit::registered_child as child;
 
 #[tokio::test]
 async fn the_same_child_registered_twice_is_flagged_and_merged_keeping_every_visit() {

@@ -21,18 +21,7 @@ const OCT: time::Date = date!(2026 - 10 - 12);
 const SITI_NIK: &str = "3279015002250001";
 const MOTHER_NIK: &str = "3279016502950003";
 
-async fn call(server: &TestServer, method: &str, token: &str, path: &str, body: Option<Value>) -> (u16, Value) {
-    let client = reqwest::Client::new();
-    let url = format!("{}{path}", server.url());
-    let mut rb = if method == "POST" { client.post(url) } else { client.get(url) };
-    rb = rb.bearer_auth(token);
-    if let Some(b) = body {
-        rb = rb.json(&b);
-    }
-    let resp = rb.send().await.expect("send");
-    let status = resp.status().as_u16();
-    (status, resp.json().await.unwrap_or(Value::Null))
-}
+use posync_testkit::api as call;
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
