@@ -53,9 +53,7 @@ pub enum ReplicaError {
     )]
     WrongKey,
     /// A key was given for a replica file that is not encrypted.
-    #[error(
-        "the replica file is not encrypted: open it without a key, or move its visits to a new encrypted replica"
-    )]
+    #[error("the replica file is not encrypted: open it without a key, or move its visits to a new encrypted replica")]
     NotEncrypted,
     /// An encryption key must be 32 random bytes.
     #[error("an encryption key must be 32 bytes, not {0}")]
