@@ -47,6 +47,17 @@ pub enum ReplicaError {
     NotEnrolled,
     #[error("sync did not finish within {0} rounds")]
     TooManyRounds(usize),
+    /// The replica file is encrypted and the key given (or no key) does not open it.
+    #[error(
+        "the replica is encrypted and this key does not open it: open it with the key it was created with (kept in the phone's keystore); without that key its visits cannot be read, so re-enrol and sync to get the server's copy"
+    )]
+    WrongKey,
+    /// A key was given for a replica file that is not encrypted.
+    #[error("the replica file is not encrypted: open it without a key, or move its visits to a new encrypted replica")]
+    NotEncrypted,
+    /// An encryption key must be 32 random bytes.
+    #[error("an encryption key must be 32 bytes, not {0}")]
+    BadKeyLength(usize),
 }
 
 impl From<rusqlite::Error> for ReplicaError {

@@ -310,6 +310,29 @@ fn heads_from(bytes: &[u8]) -> Heads {
     Heads::from_bytes(bytes).unwrap_or_default()
 }
 
+/// Give SQLCipher the key (when there is one: it must be the first statement on the
+/// connection), then read the schema: SQLCipher decrypts on the first read, so a wrong key,
+/// or no key for an encrypted file, fails here as [`ReplicaError::WrongKey`].
+fn unlock(conn: &Connection, key: Option<&[u8; 32]>) -> Result<(), ReplicaError> {
+    if let Some(key) = key {
+        let hex: String = key.iter().map(|b| format!("{b:02x}")).collect();
+        // A raw key (`x'..'`): used as is, no key derivation.
+        conn.execute_batch(&format!("PRAGMA key = \"x'{hex}'\""))?;
+    }
+    match conn.query_row("SELECT COUNT(*) FROM sqlite_master", [], |r| r.get::<_, i64>(0)) {
+        Ok(_) => Ok(()),
+        Err(e) if e.sqlite_error_code() == Some(rusqlite::ErrorCode::NotADatabase) => Err(ReplicaError::WrongKey),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// A plain SQLite file (its header is in clear): not an encrypted replica.
+fn is_plaintext_sqlite(path: &Path) -> bool {
+    use std::io::Read;
+    let mut header = [0u8; 16];
+    std::fs::File::open(path).and_then(|mut f| f.read_exact(&mut header)).is_ok() && &header == b"SQLite format 3\0"
+}
+
 impl Replica {
     /// Open or create the replica at `path`. The device id (and so the Automerge actor) is
     /// created once, on first open, and kept for the life of the install.
@@ -321,14 +344,42 @@ impl Replica {
     /// Open with the continuity marker at `marker` (see [`marker_path`]): an app keeps it out
     /// of backups, so a restored replica is recognised and writes under a new actor.
     pub fn open_with_marker(path: impl AsRef<Path>, marker: impl AsRef<Path>) -> Result<Self, ReplicaError> {
-        let path = path.as_ref().to_path_buf();
-        match Self::open_writable(&path, marker.as_ref()) {
+        Self::open_keyed(path.as_ref(), marker.as_ref(), None)
+    }
+
+    /// Open or create a replica encrypted with SQLCipher (every page of the file and its
+    /// write-ahead log). `key` is a raw 32-byte key, not a passphrase: the app generates it
+    /// once and keeps it in the Android Keystore or iOS Keychain; SQLCipher uses it as is
+    /// (no key derivation, so opening costs nothing on a cheap phone). A key that does not
+    /// open the file is [`ReplicaError::WrongKey`]; a key for a file that is not encrypted is
+    /// [`ReplicaError::NotEncrypted`].
+    pub fn open_encrypted(path: impl AsRef<Path>, key: &[u8]) -> Result<Self, ReplicaError> {
+        let marker = marker_path(path.as_ref());
+        Self::open_encrypted_with_marker(path, marker, key)
+    }
+
+    /// [`Replica::open_encrypted`] with the continuity marker at `marker`.
+    pub fn open_encrypted_with_marker(
+        path: impl AsRef<Path>,
+        marker: impl AsRef<Path>,
+        key: &[u8],
+    ) -> Result<Self, ReplicaError> {
+        let key: &[u8; 32] = key.try_into().map_err(|_| ReplicaError::BadKeyLength(key.len()))?;
+        let path = path.as_ref();
+        if is_plaintext_sqlite(path) {
+            return Err(ReplicaError::NotEncrypted);
+        }
+        Self::open_keyed(path, marker.as_ref(), Some(key))
+    }
+
+    fn open_keyed(path: &Path, marker: &Path, key: Option<&[u8; 32]>) -> Result<Self, ReplicaError> {
+        match Self::open_writable(path, marker, key) {
             Ok(r) => Ok(r),
             // A full disk: the kader must still see her visits. Open read-only (capturing and
             // syncing answer StorageFull until space is freed).
             Err(e) if storage_full(&e) && path.exists() => {
                 tracing::warn!("phone storage is full: the replica is open read-only");
-                Self::open_read_only(&path).map_err(|_| ReplicaError::StorageFull)
+                Self::open_read_only_keyed(path, key).map_err(|_| ReplicaError::StorageFull)
             }
             Err(e) if storage_full(&e) => Err(ReplicaError::StorageFull),
             Err(e) => Err(e),
@@ -337,19 +388,23 @@ impl Replica {
 
     /// The replica for reading only: listing visits works when nothing can be written.
     pub fn open_read_only(path: impl AsRef<Path>) -> Result<Self, ReplicaError> {
-        let path = path.as_ref().to_path_buf();
+        Self::open_read_only_keyed(path.as_ref(), None)
+    }
+
+    fn open_read_only_keyed(path: &Path, key: Option<&[u8; 32]>) -> Result<Self, ReplicaError> {
+        let path = path.to_path_buf();
         let flags = rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX;
-        let conn = match Connection::open_with_flags(&path, flags) {
-            Ok(c) if c.query_row("SELECT COUNT(*) FROM meta", [], |r| r.get::<_, i64>(0)).is_ok() => c,
-            // WAL mode needs its shared-memory file, which a full disk cannot create. Read the
-            // database file as it is: everything up to the last checkpoint (the replica
-            // checkpoints when it closes, so that is every visit but those of a crash).
-            _ => {
-                let mut uri = std::ffi::OsString::from("file:");
-                uri.push(path.as_os_str());
-                uri.push("?immutable=1");
-                Connection::open_with_flags(uri, flags | rusqlite::OpenFlags::SQLITE_OPEN_URI)?
-            }
+        let readable = |c: &Connection| {
+            unlock(c, key)?;
+            c.query_row("SELECT COUNT(*) FROM meta", [], |r| r.get::<_, i64>(0)).map_err(ReplicaError::from)
+        };
+        let conn = match Connection::open_with_flags(&path, flags).map_err(ReplicaError::from) {
+            Ok(c) => match readable(&c) {
+                Ok(_) => c,
+                Err(ReplicaError::WrongKey) => return Err(ReplicaError::WrongKey),
+                Err(_) => Self::open_immutable(&path, flags, key)?,
+            },
+            Err(_) => Self::open_immutable(&path, flags, key)?,
         };
         conn.busy_timeout(BUSY_TIMEOUT)?;
         let device = meta_get(&conn, "device_id")?
@@ -359,9 +414,27 @@ impl Replica {
         Ok(Self { conn, device, path, loaded: Default::default(), secrets: None })
     }
 
-    fn open_writable(path: &Path, marker: &Path) -> Result<Self, ReplicaError> {
+    /// WAL mode needs its shared-memory file, which a full disk cannot create. Read the
+    /// database file as it is: everything up to the last checkpoint (the replica checkpoints
+    /// when it closes, so that is every visit but those of a crash).
+    fn open_immutable(
+        path: &Path,
+        flags: rusqlite::OpenFlags,
+        key: Option<&[u8; 32]>,
+    ) -> Result<Connection, ReplicaError> {
+        let mut uri = std::ffi::OsString::from("file:");
+        uri.push(path.as_os_str());
+        uri.push("?immutable=1");
+        let conn = Connection::open_with_flags(uri, flags | rusqlite::OpenFlags::SQLITE_OPEN_URI)?;
+        unlock(&conn, key)?;
+        Ok(conn)
+    }
+
+    fn open_writable(path: &Path, marker: &Path, key: Option<&[u8; 32]>) -> Result<Self, ReplicaError> {
         let path = path.to_path_buf();
         let mut conn = Connection::open(&path)?;
+        // The key is the first statement on the connection (SQLCipher's rule).
+        unlock(&conn, key)?;
         conn.busy_timeout(BUSY_TIMEOUT)?;
         // Cached statements are compiled once, whatever values they are run with (without
         // this, SQLite recompiles one with a `LIMIT ?` each time rusqlite reuses it).

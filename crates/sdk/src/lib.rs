@@ -40,6 +40,10 @@ pub enum SdkError {
     /// The app cancelled the sync ([`Device::cancel`]); what it achieved is kept.
     #[error("the sync was cancelled; what it achieved is kept")]
     Cancelled,
+    /// The replica is encrypted and the key given (or no key) does not open it: open it with
+    /// the key it was created with, from the Keystore/Keychain.
+    #[error("{message}")]
+    WrongKey { message: String },
 }
 
 impl From<ReplicaError> for SdkError {
@@ -52,6 +56,8 @@ impl From<ReplicaError> for SdkError {
                 SdkError::Offline { message }
             }
             ReplicaError::Server { code, .. } => SdkError::Refused { code: code.as_str().to_owned(), message },
+            ReplicaError::WrongKey => SdkError::WrongKey { message },
+            ReplicaError::NotEncrypted | ReplicaError::BadKeyLength(_) => SdkError::Invalid { message },
             _ => SdkError::Storage { message },
         }
     }
@@ -223,12 +229,16 @@ impl Device {
     /// Open (or create) the replica file at `path`.
     #[uniffi::constructor]
     pub fn open(path: String) -> Result<Arc<Self>, SdkError> {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|e| SdkError::Storage { message: e.to_string() })?;
-        let cancel = Arc::new(AtomicBool::new(false));
-        Ok(Arc::new(Device { replica: Mutex::new(Replica::open(path)?), runtime, cancel }))
+        Device::with_replica(Replica::open(path)?)
+    }
+
+    /// Open (or create) the replica at `path` encrypted with SQLCipher. `key` is 32 random
+    /// bytes the app generates once and keeps in the Android Keystore / iOS Keychain (a raw
+    /// key, not a passphrase). A key that does not open the file is [`SdkError::WrongKey`];
+    /// a key for a replica created unencrypted, or not of 32 bytes, is [`SdkError::Invalid`].
+    #[uniffi::constructor]
+    pub fn open_encrypted(path: String, key: Vec<u8>) -> Result<Arc<Self>, SdkError> {
+        Device::with_replica(Replica::open_encrypted(path, &key)?)
     }
 
     /// Open (or create) the replica at `path`, keeping the device credential in the app's
@@ -439,6 +449,15 @@ impl Device {
 }
 
 impl Device {
+    fn with_replica(replica: Replica) -> Result<Arc<Self>, SdkError> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| SdkError::Storage { message: e.to_string() })?;
+        let cancel = Arc::new(AtomicBool::new(false));
+        Ok(Arc::new(Device { replica: Mutex::new(replica), runtime, cancel }))
+    }
+
     fn lock(&self) -> Result<std::sync::MutexGuard<'_, Replica>, SdkError> {
         self.replica.lock().map_err(|_| SdkError::Storage { message: "an earlier call failed midway".into() })
     }

@@ -3,8 +3,8 @@
     python3 two_apps.py BINDINGS_DIR SERVER_URL CODE_A CODE_B WORK_DIR
 
 Each app enrols with its code, captures offline, syncs with a progress listener; the second
-pulls the first's visit; both change the same weight offline; after syncing, both phones show
-the field under review. Prints "ok" when every step held; raises otherwise.
+pulls the first's visit into its encrypted replica; both change the same weight offline; after
+syncing, both phones show the field under review. Prints "ok" when every step held; raises otherwise.
 """
 import os
 import socket
@@ -59,7 +59,10 @@ def visit(weight_g, name="Nur Lestari"):
 vault = Vault()
 a_path = os.path.join(work, "a.sqlite")
 a = sdk.Device.open_with_secret_store(a_path, vault)
-b = sdk.Device.open(os.path.join(work, "b.sqlite"))
+# The second app keeps its replica encrypted, with a key from the Keystore/Keychain.
+b_path = os.path.join(work, "b.sqlite")
+b_key = os.urandom(32)
+b = sdk.Device.open_encrypted(b_path, b_key)
 assert a.device_id() != b.device_id()
 assert a.enrol(url, code_a, "HP Euis") == "kader-0001"
 assert b.enrol(url, code_b, "HP Nining") == "kader-0002"
@@ -169,4 +172,21 @@ try:
 except sdk.SdkError.NotEnrolled:
     pass
 assert refresh.encode() not in file_bytes(a_path)
+# The encrypted replica holds the pulled visits, none readable in its file; a wrong key or
+# no key is a typed error, and a key for the plain replica is refused.
+b_bytes = file_bytes(b_path)
+assert b"SQLite format 3" not in b_bytes and b"Nur Lestari" not in b_bytes and b"Siti Aminah" not in b_bytes
+for wrong in (lambda: sdk.Device.open_encrypted(b_path, bytes(32)), lambda: sdk.Device.open(b_path)):
+    try:
+        wrong()
+        raise AssertionError("the encrypted replica opened without its key")
+    except sdk.SdkError.WrongKey as e:
+        assert "key" in str(e), e
+try:
+    sdk.Device.open_encrypted(a_path, b_key)
+    raise AssertionError("a key opened a plain replica")
+except sdk.SdkError.Invalid:
+    pass
+del b
+assert "Siti Aminah" in [v.name for v in sdk.Device.open_encrypted(b_path, b_key).visits()]
 print("ok")
