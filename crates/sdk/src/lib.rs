@@ -157,6 +157,20 @@ pub struct VisitRow {
     pub under_review: Vec<String>,
 }
 
+/// A registered person as the app's register screen lists them.
+#[derive(Debug, Clone, uniffi::Record)]
+pub struct PersonListing {
+    pub person_id: String,
+    pub posyandu: String,
+    pub name: String,
+    /// `F` or `M`.
+    pub sex: String,
+    /// `YYYY-MM-DD`.
+    pub birth_date: String,
+    pub mother_name: String,
+    pub nik: Option<String>,
+}
+
 /// How far a sync has come: after every round.
 #[derive(Debug, Clone, uniffi::Record)]
 pub struct SyncProgress {
@@ -394,6 +408,24 @@ impl Device {
                 weight_g: v.weight_g,
                 length_mm: v.length_mm,
                 under_review: v.conflicts.split(',').filter(|c| !c.is_empty()).map(str::to_owned).collect(),
+            })
+            .collect())
+    }
+
+    /// The people registered on this phone (at `posyandu`, or everywhere with `None`), by name.
+    pub fn people(&self, posyandu_id: Option<String>) -> Result<Vec<PersonListing>, SdkError> {
+        let at = posyandu_id.as_deref().map(posyandu).transpose()?;
+        let rows = self.lock()?.people(at.as_ref())?;
+        Ok(rows
+            .into_iter()
+            .map(|p| PersonListing {
+                person_id: p.person_id,
+                posyandu: p.posyandu,
+                name: p.name,
+                sex: p.sex,
+                birth_date: p.birth_date,
+                mother_name: p.mother_name,
+                nik: p.nik,
             })
             .collect())
     }

@@ -87,6 +87,15 @@ except sdk.SdkError.Invalid as e:
     assert "weight" in str(e).lower(), e
 assert [v.name for v in a.visits()] == ["Nur Lestari"]
 
+# The register: a child with the mother's NIK, listed for the register screen.
+person_id = a.register_person(sdk.PersonInput(
+    posyandu="pos-hegarsari-melati-1", name="Rina Marlina", sex="F", birth_date="2025-03-02",
+    nik=None, mother_nik="3279016502950003", mother_name="Ai Rohaeti", address="Dusun Sukamaju",
+    kia_book=True))
+listed = a.people("pos-hegarsari-melati-1")
+assert [(p.person_id, p.name, p.mother_name) for p in listed] == [(person_id, "Rina Marlina", "Ai Rohaeti")], listed
+assert [p.person_id for p in a.people(None)] == [person_id]
+
 # Another life-cycle group, with its own measurements as services.
 mother = a.record_visit(sdk.VisitInput(
     posyandu="pos-hegarsari-melati-1", date="2026-11-23", person_id=None, name="Sri Wahyuni", sex="F",
