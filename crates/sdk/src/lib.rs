@@ -392,6 +392,24 @@ impl Device {
         Ok(())
     }
 
+    /// Change any field of a visit, offline, given as the app's form holds it (`"8450"` for
+    /// `weight_g`, `"true"` for `kia_book`, a service's value as text); checked by the
+    /// field's kind before anything is written.
+    pub fn edit_field(
+        &self,
+        session_id: String,
+        visit_id: String,
+        field: String,
+        value: String,
+    ) -> Result<(), SdkError> {
+        let f = Field::from_key(&field).ok_or_else(|| invalid(format!("unknown field {field:?}")))?;
+        let v = f.parse_value(&value).ok_or_else(|| invalid(format!("{value:?} is not a {field} value")))?;
+        let session = session_id.parse().map_err(|_| invalid("session_id is not an id"))?;
+        let visit = visit_id.parse().map_err(|_| invalid("visit_id is not an id"))?;
+        self.lock()?.edit_visit(session, visit, f, v, now())?;
+        Ok(())
+    }
+
     /// Every visit on this phone, with the fields under review.
     pub fn visits(&self) -> Result<Vec<VisitRow>, SdkError> {
         let r = self.lock()?;

@@ -122,7 +122,13 @@ assert sorted(v.name for v in b.visits()) == ["Nur Lestari", "Sri Wahyuni"], b.v
 
 # Both re-weigh the child offline, differently: a conflict for the bidan, on both phones.
 a.edit_measurement(recorded.session_id, recorded.visit_id, "weight_g", 8600)
-b.edit_measurement(recorded.session_id, recorded.visit_id, "weight_g", 8700)
+b.edit_field(recorded.session_id, recorded.visit_id, "weight_g", "8700")
+# A field is edited as the form holds it, checked by its kind before anything is written.
+try:
+    b.edit_field(recorded.session_id, recorded.visit_id, "weight_g", "berat")
+    raise AssertionError("a weight that is not a number was written")
+except sdk.SdkError.Invalid as e:
+    assert "weight_g" in str(e), e
 for device in (a, b, a):
     device.sync_now(60, None)
 for device in (a, b):
