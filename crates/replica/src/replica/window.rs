@@ -19,10 +19,11 @@ pub struct Trimmed {
 
 /// The first day of the oldest month the window keeps.
 pub fn window_start(today: time::Date, months: u32) -> time::Date {
-    let index = today.year() * 12 + i32::from(u8::from(today.month())) - 1 - months.min(1200) as i32;
-    let (year, month0) = (index.div_euclid(12), index.rem_euclid(12));
-    let month = time::Month::try_from(month0 as u8 + 1).unwrap_or(time::Month::January);
-    time::Date::from_calendar_date(year, month, 1).unwrap_or(today)
+    let mut month = posync_model::report::Month::of(today);
+    for _ in 0..months.min(1200) {
+        month = month.previous();
+    }
+    month.first_day()
 }
 
 impl Replica {
