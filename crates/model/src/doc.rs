@@ -480,10 +480,52 @@ impl Fields {
 /// winning values) still counts. `None` when that cannot be narrowed down (a new document,
 /// a change outside the collection): project everything.
 pub fn touched_records(am: &Automerge, kind: DocKind, before: &crate::Heads) -> Option<Vec<String>> {
-    use automerge::legacy::{Key, ObjectId};
     if before.is_empty() {
         return None;
     }
+    touched_records_of(am, kind, &NewChanges::after(am, before.as_slice()))
+}
+
+/// The changes a merge added to a document, collected and decoded once. Automerge rebuilds a
+/// change from its operation columns each time one is asked for (`get_changes`), which
+/// costs as much as the change is large: a merge that checks, narrows and stores its new
+/// changes asks once and shares them.
+pub struct NewChanges {
+    changes: Vec<automerge::Change>,
+    decoded: Vec<automerge::legacy::Change>,
+}
+
+impl NewChanges {
+    /// The changes of `am` after `before` (everything when `before` is empty).
+    pub fn after(am: &Automerge, before: &[automerge::ChangeHash]) -> Self {
+        let changes = am.get_changes(before);
+        let decoded = changes.iter().map(automerge::Change::decode).collect();
+        Self { changes, decoded }
+    }
+
+    /// The changes as Automerge's change chunks, one after another (what
+    /// `Automerge::save_after(before)` returns), for storing or sending.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.changes.iter().map(|c| c.raw_bytes().len()).sum());
+        for c in &self.changes {
+            out.extend_from_slice(c.raw_bytes());
+        }
+        out
+    }
+
+    /// Each change's author and hash.
+    pub fn authors(&self) -> impl Iterator<Item = (&ActorId, automerge::ChangeHash)> {
+        self.changes.iter().map(|c| (c.actor_id(), c.hash()))
+    }
+
+    fn ops(&self) -> impl Iterator<Item = &automerge::legacy::Op> {
+        self.decoded.iter().flat_map(|c| c.operations.iter())
+    }
+}
+
+/// [`touched_records`] of changes already collected.
+pub fn touched_records_of(am: &Automerge, kind: DocKind, new: &NewChanges) -> Option<Vec<String>> {
+    use automerge::legacy::{Key, ObjectId};
     let coll = kind.collection_key();
     let coll_id = match am.get(automerge::ROOT, coll) {
         Ok(Some((automerge::Value::Object(_), id))) => id,
@@ -492,31 +534,29 @@ pub fn touched_records(am: &Automerge, kind: DocKind, before: &crate::Heads) -> 
     let mut ids = std::collections::BTreeSet::new();
     // Each object written is looked up once.
     let mut record_of: std::collections::HashMap<String, String> = std::collections::HashMap::new();
-    for change in am.get_changes(before.as_slice()) {
-        for op in change.decode().operations {
-            let ObjectId::Id(obj) = &op.obj else { return None };
-            let obj = obj.to_string();
-            let record = match record_of.get(&obj) {
-                Some(r) => r.clone(),
-                None => {
-                    let exid = am.import_obj(&obj).ok()?;
-                    let record = if exid == coll_id {
-                        // A record put into the collection itself.
-                        match &op.key {
-                            Key::Map(k) => k.to_string(),
-                            Key::Seq(_) => return None,
-                        }
-                    } else {
-                        record_holding(am, &exid, &coll_id)?
-                    };
-                    if exid != coll_id {
-                        record_of.insert(obj, record.clone());
+    for op in new.ops() {
+        let ObjectId::Id(obj) = &op.obj else { return None };
+        let obj = obj.to_string();
+        let record = match record_of.get(&obj) {
+            Some(r) => r.clone(),
+            None => {
+                let exid = am.import_obj(&obj).ok()?;
+                let record = if exid == coll_id {
+                    // A record put into the collection itself.
+                    match &op.key {
+                        Key::Map(k) => k.to_string(),
+                        Key::Seq(_) => return None,
                     }
-                    record
+                } else {
+                    record_holding(am, &exid, &coll_id)?
+                };
+                if exid != coll_id {
+                    record_of.insert(obj, record.clone());
                 }
-            };
-            ids.insert(record);
-        }
+                record
+            }
+        };
+        ids.insert(record);
     }
     Some(ids.into_iter().collect())
 }
@@ -816,42 +856,45 @@ pub fn check_new_values(doc: &Automerge, before: &[automerge::ChangeHash]) -> Re
 
 /// [`check_new_values`], saying why the value is refused.
 pub fn check_new_values_why(doc: &Automerge, before: &[automerge::ChangeHash]) -> Result<(), BadValue> {
+    check_values_of(&NewChanges::after(doc, before))
+}
+
+/// [`check_new_values_why`] of changes already collected.
+pub fn check_values_of(new: &NewChanges) -> Result<(), BadValue> {
     use automerge::legacy::{Key, OpType};
     let bad = |key: &str, reason: String| BadValue { key: key.to_owned(), reason };
-    for change in doc.get_changes(before) {
-        for op in change.decode().operations {
-            let Key::Map(key) = &op.key else { continue };
-            let value = match &op.action {
-                OpType::Put(value) => value,
-                // An object (a collaborative text, a list, a map) where posync keeps a scalar.
-                OpType::Make(obj) if key_type(key).is_some() => {
-                    return Err(bad(key, format!("must be a scalar value, not a {obj:?} object")));
-                }
+    for op in new.ops() {
+        let Key::Map(key) = &op.key else { continue };
+        let value = match &op.action {
+            OpType::Put(value) => value,
+            // An object (a collaborative text, a list, a map) where posync keeps a scalar.
+            OpType::Make(obj) if key_type(key).is_some() => {
+                return Err(bad(key, format!("must be a scalar value, not a {obj:?} object")));
+            }
+            _ => continue,
+        };
+        if key_type(key) == Some(KeyType::ServerOnly) {
+            return Err(bad(key, "is written only by the server".into()));
+        }
+        let ok = match (key_type(key), value) {
+            (_, ScalarValue::F64(_)) | (Some(KeyType::ServerOnly), _) => false,
+            (_, ScalarValue::Null) | (None, _) => true,
+            (Some(KeyType::Int), v) => {
+                matches!(v, ScalarValue::Int(_) | ScalarValue::Uint(_) | ScalarValue::Timestamp(_))
+            }
+            (Some(KeyType::Text), v) => matches!(v, ScalarValue::Str(_)),
+            (Some(KeyType::Bool), v) => matches!(v, ScalarValue::Boolean(_)),
+        };
+        if !ok {
+            return Err(bad(key, format!("wrong type for this key: {}", scalar_type_name(value))));
+        }
+        if TIMESTAMP_KEYS.contains(&key.as_str()) {
+            let seconds = match value {
+                ScalarValue::Int(i) | ScalarValue::Timestamp(i) => *i,
+                ScalarValue::Uint(u) => i64::try_from(*u).unwrap_or(i64::MAX),
                 _ => continue,
             };
-            if key_type(key) == Some(KeyType::ServerOnly) {
-                return Err(bad(key, "is written only by the server".into()));
-            }
-            let ok = match (key_type(key), value) {
-                (_, ScalarValue::F64(_)) | (Some(KeyType::ServerOnly), _) => false,
-                (_, ScalarValue::Null) | (None, _) => true,
-                (Some(KeyType::Int), v) => {
-                    matches!(v, ScalarValue::Int(_) | ScalarValue::Uint(_) | ScalarValue::Timestamp(_))
-                }
-                (Some(KeyType::Text), v) => matches!(v, ScalarValue::Str(_)),
-                (Some(KeyType::Bool), v) => matches!(v, ScalarValue::Boolean(_)),
-            };
-            if !ok {
-                return Err(bad(key, format!("wrong type for this key: {}", scalar_type_name(value))));
-            }
-            if TIMESTAMP_KEYS.contains(&key.as_str()) {
-                let seconds = match value {
-                    ScalarValue::Int(i) | ScalarValue::Timestamp(i) => *i,
-                    ScalarValue::Uint(u) => i64::try_from(*u).unwrap_or(i64::MAX),
-                    _ => continue,
-                };
-                check_unix_seconds(key, seconds).map_err(|reason| bad(key, reason))?;
-            }
+            check_unix_seconds(key, seconds).map_err(|reason| bad(key, reason))?;
         }
     }
     Ok(())

@@ -5,7 +5,7 @@ use automerge::transaction::Transactable;
 use automerge::{Automerge, ObjType, ROOT, ReadDoc, ScalarValue};
 use posync_model::doc::{self, DocMeta};
 use posync_model::record::UNIX_SECONDS_MAX;
-use posync_model::{DeviceId, PersonId, Sex, Visit, VisitId};
+use posync_model::{DeviceId, FieldValue, PersonId, Sex, Visit, VisitId};
 use std::collections::BTreeMap;
 
 const DAY: time::Date = time::macros::date!(2026 - 11 - 23);
@@ -130,4 +130,40 @@ fn a_value_given_as_text_is_read_by_its_fields_kind() {
     assert_eq!(Field::GrowthCard.parse_value("true"), Some(FieldValue::Bool(true)));
     assert_eq!(Field::GrowthCard.parse_value("ya"), None, "yes/no is true or false");
     assert_eq!(Field::Notes.parse_value("110"), Some(FieldValue::Text("110".into())), "notes stay text");
+}
+
+/// A merge collects its new changes once (`doc::NewChanges`) and stores, checks and narrows
+/// from that one collection: what it stores must be what `save_after` would have stored,
+/// and its checks must refuse what the per-call checks refuse.
+#[test]
+fn new_changes_collected_once_store_as_save_after_and_check_as_before() {
+    let meta = DocMeta::session("melati-01".parse().expect("id"), DAY);
+    let device = DeviceId::new_random();
+    let mut am = doc::genesis(&meta, device.actor()).expect("genesis");
+    let before = am.get_heads();
+    doc::record_visit(&mut am, &visit(device, NOW_S), NOW_S).expect("visit");
+    doc::record_visit(&mut am, &visit(device, NOW_S + 60), NOW_S + 60).expect("visit");
+    let new = doc::NewChanges::after(&am, &before);
+    assert_eq!(new.to_bytes(), am.save_after(&before), "the stored chunk is save_after's");
+    assert_eq!(new.authors().count(), 2, "two captures, two changes");
+    assert!(new.authors().all(|(actor, _)| device.owns_actor(actor)));
+    assert_eq!(doc::check_values_of(&new), Ok(()));
+    // A later merge that edits one visit and records another reaches those two records.
+    let first = visit(device, NOW_S + 120);
+    doc::record_visit(&mut am, &first, NOW_S + 120).expect("visit");
+    let mid = am.get_heads();
+    doc::set_visit_field(&mut am, first.visit_id, posync_model::Field::WeightG, &FieldValue::Int(8600), NOW_S + 180)
+        .expect("edit");
+    let second = visit(device, NOW_S + 240);
+    doc::record_visit(&mut am, &second, NOW_S + 240).expect("visit");
+    let new = doc::NewChanges::after(&am, &mid);
+    let touched = doc::touched_records_of(&am, meta.kind, &new).expect("narrowed to records");
+    assert_eq!(Some(touched.clone()), doc::touched_records(&am, meta.kind, &posync_model::Heads::new(mid)));
+    let mut expected = vec![first.visit_id.to_string(), second.visit_id.to_string()];
+    expected.sort();
+    assert_eq!(touched, expected);
+
+    let millis = hand_written(|tx, v| tx.put(v, "recorded_at", NOW_S * 1000).map(drop).expect("put"));
+    let all = doc::NewChanges::after(&millis, &[]);
+    assert_eq!(doc::check_values_of(&all).map_err(|b| b.key), Err("recorded_at".to_owned()));
 }

@@ -186,16 +186,18 @@ pub fn merge_push(
     }
     let meta = doc::read_meta(&am).map_err(|e| layout_error(id, e))?;
     check_identity(id, &meta, push)?;
-    check_authors(id, &am, &before, &meta, &rules.device)?;
-    doc::check_new_values_why(&am, before.as_slice()).map_err(|bad| StoreError::InvalidField {
+    // Automerge rebuilds changes from its columns when asked: ask once for this merge.
+    let new = doc::NewChanges::after(&am, before.as_slice());
+    check_authors(id, &new, &meta, &rules.device)?;
+    doc::check_values_of(&new).map_err(|bad| StoreError::InvalidField {
         doc: id,
         field: bad.key,
         reason: bad.reason,
     })?;
     check_doc_budget(id, &am, &rules.limits)?;
-    let write = doc_write(id, &am, form, &before, &rules.limits)?;
+    let write = doc_write(id, &am, form, &new, &rules.limits)?;
     // Work proportional to the change: only the records it reached are projected again.
-    let only = doc::touched_records(&am, meta.kind, &before);
+    let only = if before.is_empty() { None } else { doc::touched_records_of(&am, meta.kind, &new) };
     let projection = project_records(&am, &meta, rules.now, only.as_deref()).map_err(|e| layout_error(id, e))?;
     let conflicts = match &only {
         None => posync_model::conflicts(&am),
@@ -215,20 +217,20 @@ pub fn merge_push(
     })
 }
 
-/// How to store `am`, merged into a document stored as `form` (`None`: new) at `before`:
-/// its new changes appended while fewer than [`CHUNKS_MAX`] follow the snapshot and the
+/// How to store `am`, merged into a document stored as `form` (`None`: new):
+/// its `new` changes appended while fewer than [`CHUNKS_MAX`] follow the snapshot and the
 /// appended form stays within the document budget; else saved whole, within the budget.
 fn doc_write(
     id: DocId,
     am: &Automerge,
     form: Option<StoredForm>,
-    before: &Heads,
+    new: &doc::NewChanges,
     limits: &Limits,
 ) -> Result<DocWrite, StoreError> {
     if let Some(form) = form
         && form.chunks + 1 < CHUNKS_MAX
     {
-        let chunk = am.save_after(before.as_slice());
+        let chunk = new.to_bytes();
         if form.bytes.saturating_add(chunk.len()) <= limits.doc_bytes_max {
             return Ok(DocWrite::Append(chunk));
         }
@@ -295,24 +297,18 @@ fn apply_error(doc: DocId, e: guard::ApplyError) -> StoreError {
 /// (any incarnation of its replica), or the document's expected genesis change. Otherwise a
 /// device could write values "by" a colleague's device or the server, forging what conflict
 /// review shows, or burn another actor's next sequence numbers.
-fn check_authors(
-    doc: DocId,
-    am: &Automerge,
-    before: &Heads,
-    meta: &DocMeta,
-    device: &DeviceId,
-) -> Result<(), StoreError> {
+fn check_authors(doc: DocId, new: &doc::NewChanges, meta: &DocMeta, device: &DeviceId) -> Result<(), StoreError> {
     let mut genesis = None;
-    for change in am.get_changes_meta(before.as_slice()) {
-        if device.owns_actor(&change.actor) {
+    for (actor, hash) in new.authors() {
+        if device.owns_actor(actor) {
             continue;
         }
-        if doc::is_genesis_actor(meta, &change.actor) {
+        if doc::is_genesis_actor(meta, actor) {
             let expected = match genesis {
                 Some(h) => h,
                 None => *genesis.insert(doc::genesis_hash(meta).map_err(|e| layout_error(doc, e))?),
             };
-            if change.hash == expected {
+            if hash == expected {
                 continue;
             }
         }
