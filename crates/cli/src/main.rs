@@ -63,9 +63,16 @@ enum Cmd {
         /// Largest request body on the wire, bytes.
         #[arg(long, default_value_t = Limits::default().body_bytes_max)]
         body_bytes_max: usize,
-        /// Syncs worked on at once; more are answered 503 with Retry-After.
+        /// Syncs worked on at once; more wait their turn (--syncs-waiting-max).
         #[arg(long, default_value_t = Limits::default().syncs_in_flight_max)]
         syncs_in_flight_max: usize,
+        /// Syncs that may wait for a turn, first come first served; one more is answered
+        /// 503 with Retry-After at once.
+        #[arg(long, default_value_t = Limits::default().syncs_waiting_max)]
+        syncs_waiting_max: usize,
+        /// Milliseconds a sync may wait for its turn before it is answered 503.
+        #[arg(long, default_value_t = Limits::default().sync_wait_ms_max)]
+        sync_wait_ms_max: u64,
         /// On SIGTERM or SIGINT: seconds to let in-flight requests finish before exiting.
         #[arg(long, default_value_t = 20, env = "POSYNC_DRAIN_SECONDS")]
         drain_seconds: u64,
@@ -170,12 +177,21 @@ async fn main() -> Result<()> {
             page_bytes_max,
             body_bytes_max,
             syncs_in_flight_max,
+            syncs_waiting_max,
+            sync_wait_ms_max,
             drain_seconds,
             tls_cert,
             tls_key,
         } => {
             let keys = TokenKeys::load_or_create(&store.keys_path(keys)?, now())?;
-            let limits = Limits { page_bytes_max, body_bytes_max, syncs_in_flight_max, ..Limits::default() };
+            let limits = Limits {
+                page_bytes_max,
+                body_bytes_max,
+                syncs_in_flight_max,
+                syncs_waiting_max,
+                sync_wait_ms_max,
+                ..Limits::default()
+            };
             let opened = store.open_with(limits).await?;
             let tls = tls_cert.zip(tls_key).map(|(cert, key)| posync_server::TlsFiles { cert, key });
             let clock = posync_server::system_clock();

@@ -27,9 +27,15 @@ pub struct Limits {
     pub page_bytes_max: usize,
     /// Documents in one pulled page.
     pub page_docs_max: usize,
-    /// Syncs the server works on at once; one more is answered `503 overloaded` with
-    /// `Retry-After` at once instead of queueing (a phone retries later with jitter).
+    /// Syncs the server works on at once; the next ones wait their turn (below).
     pub syncs_in_flight_max: usize,
+    /// Syncs that may wait, first come first served, for a place among those worked on;
+    /// one more is answered `503 overloaded` with `Retry-After` at once (a phone retries
+    /// later with jitter).
+    pub syncs_waiting_max: usize,
+    /// How long a waiting sync waits for its turn before it is answered `503 overloaded`;
+    /// well inside a phone's stall timeout.
+    pub sync_wait_ms_max: u64,
     /// Requests to the credential routes (`/v1/auth/*`) from one client address per minute.
     pub auth_per_address_per_minute: u32,
     /// Enrolment attempts per hour with codes that share their first four characters.
@@ -54,6 +60,8 @@ impl Default for Limits {
             page_bytes_max: 1024 * 1024,
             page_docs_max: 500,
             syncs_in_flight_max: 256,
+            syncs_waiting_max: 2_048,
+            sync_wait_ms_max: 5_000,
             auth_per_address_per_minute: 120,
             enrol_per_code_prefix_per_hour: 20,
             refresh_per_device_per_minute: 20,

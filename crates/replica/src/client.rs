@@ -65,12 +65,14 @@ impl RetryPolicy {
     /// For phones: a few quick retries, then give up until the next sync.
     pub const PHONE: RetryPolicy = RetryPolicy { retries: 4, base_ms: 500, max_ms: 30_000 };
 
-    /// The wait before retry `n` (0-based): uniform in [floor, min(max, base * 2^n)], where
-    /// an overloaded server asks for at least a second. `unit` is a uniform draw in [0, 1).
+    /// The wait before retry `n` (0-based): uniform in [0, min(max, base * 2^n)], after a
+    /// floor of a second when the server said it is overloaded. The floor is added, not a
+    /// lower bound of the draw: phones refused together must not all come back together.
+    /// `unit` is a uniform draw in [0, 1).
     pub fn delay(&self, n: u32, overloaded: bool, unit: f64) -> Duration {
         let cap = self.base_ms.saturating_mul(1u64 << n.min(20)).min(self.max_ms);
         let floor = if overloaded { 1_000.min(self.max_ms) } else { 0 };
-        let span = cap.saturating_sub(floor) as f64;
+        let span = cap.min(self.max_ms - floor) as f64;
         Duration::from_millis(floor + (span * unit.clamp(0.0, 1.0)) as u64)
     }
 }
@@ -601,6 +603,11 @@ mod tests {
         assert_eq!(p.delay(3, false, 0.5), Duration::from_millis(2_000));
         assert_eq!(p.delay(30, false, 0.999_999), Duration::from_millis(29_999), "capped at max_ms");
         assert!(p.delay(0, true, 0.0) >= Duration::from_secs(1), "an overloaded server gets at least a second");
+        assert!(
+            p.delay(0, true, 0.9) > p.delay(0, true, 0.1),
+            "phones refused together come back spread out, even on their first retry"
+        );
+        assert!(p.delay(30, true, 0.999_999) <= Duration::from_millis(30_000), "still capped at max_ms");
         let draws: std::collections::BTreeSet<Duration> = (0..10).map(|i| p.delay(4, false, i as f64 / 10.0)).collect();
         assert_eq!(draws.len(), 10, "jitter spreads phones out");
     }

@@ -5,6 +5,7 @@
 //! encodes. Tests and the deterministic simulation call it directly.
 
 pub mod admin;
+pub mod admission;
 pub mod auth;
 pub mod charts;
 pub mod conflicts;

@@ -1,5 +1,5 @@
-//! Overload and observability: past its bound of syncs in flight the server answers
-//! `503 overloaded` with `Retry-After` at once; phones back off with jitter and give up after
+//! Overload and observability: past its bound of syncs in flight a sync waits its turn in a
+//! bounded line; past the line the server answers `503 overloaded` with `Retry-After` at once; phones back off with jitter and give up after
 //! a bounded number of retries; `/metrics` counts it all; admins see each device's last sync.
 
 use posync_proto::{Limits, SyncRequest};
@@ -16,7 +16,8 @@ fn counter(text: &str, name: &str) -> u64 {
 
 #[tokio::test]
 async fn an_overloaded_server_says_so_and_phones_back_off_a_bounded_number_of_times() {
-    let (server, admin) = district_server(Limits { syncs_in_flight_max: 0, ..Limits::default() }).await;
+    let (server, admin) =
+        district_server(Limits { syncs_in_flight_max: 0, syncs_waiting_max: 0, ..Limits::default() }).await;
     let dir = tempfile::tempdir().expect("dir");
     let mut kader = enrolled(&server, &admin, "kader-0001", &dir).await;
     let before = metrics(&server.url()).await;
@@ -88,5 +89,37 @@ async fn metrics_count_syncs_and_admins_see_each_devices_last_sync() {
     assert!(mine["last_success_at"].is_number(), "{telemetry}");
     assert_eq!(mine["bytes_up"].as_u64(), Some(report.bytes.up));
     assert!(mine["last_error"].is_null());
+    server.stop().await;
+}
+
+/// A burst of phones past the syncs in flight waits its turn instead of being sent away:
+/// with one sync worked on at a time, sixteen at once all get their answer, none a 503.
+#[tokio::test]
+async fn a_burst_past_the_syncs_in_flight_waits_its_turn_instead_of_being_refused() {
+    let limits =
+        Limits { syncs_in_flight_max: 1, syncs_waiting_max: 64, sync_wait_ms_max: 20_000, ..Limits::default() };
+    let (server, admin) = district_server(limits).await;
+    let dir = tempfile::tempdir().expect("dir");
+    let kader = enrolled(&server, &admin, "kader-0001", &dir).await;
+    let token = access_token(&kader);
+    let body = posync_proto::encode(&SyncRequest::new(kader.device(), 0));
+    let mut burst = tokio::task::JoinSet::new();
+    for _ in 0..16 {
+        let (url, token, body) = (server.url(), token.clone(), body.clone());
+        burst.spawn(async move {
+            reqwest::Client::new()
+                .post(format!("{url}/v1/sync"))
+                .bearer_auth(&token)
+                .header("content-type", "application/cbor")
+                .body(body)
+                .send()
+                .await
+                .expect("send")
+                .status()
+                .as_u16()
+        });
+    }
+    let statuses: Vec<u16> = burst.join_all().await;
+    assert_eq!(statuses, vec![200; 16], "every sync of the burst answered, none refused");
     server.stop().await;
 }

@@ -43,8 +43,8 @@ use std::sync::Arc;
 
 #[derive(Clone)]
 pub struct AppState {
-    /// Bounds syncs in flight: past it, answer 503 at once rather than queue.
-    syncs_in_flight: Arc<tokio::sync::Semaphore>,
+    /// Bounds syncs in flight and those waiting their turn: past both, answer 503.
+    admission: crate::admission::Admission,
     telemetry: Arc<std::sync::Mutex<std::collections::HashMap<DeviceId, DeviceTelemetry>>>,
     sync: SyncService,
     admin: AdminService,
@@ -58,7 +58,7 @@ pub struct AppState {
 impl AppState {
     pub fn new(store: Arc<dyn Store>, keys: TokenKeys, limits: Limits, clock: Clock) -> Self {
         Self {
-            syncs_in_flight: Arc::new(tokio::sync::Semaphore::new(limits.syncs_in_flight_max)),
+            admission: crate::admission::Admission::new(&limits),
             auth_limiter: Arc::new(crate::ratelimit::AuthLimiter::new(&limits)),
             telemetry: Arc::default(),
             sync: SyncService::new(store.clone(), limits, clock.clone()),

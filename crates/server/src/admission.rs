@@ -1,0 +1,146 @@
+//! Who may sync now: at most `syncs_in_flight_max` syncs are worked on at once; the next
+//! `syncs_waiting_max` wait their turn, first come first served, for at most
+//! `sync_wait_ms_max`; anyone past that is answered `503 overloaded` with `Retry-After`.
+//!
+//! Why a short queue rather than refusing at once: when a city's kader reconnect in the same
+//! minute, a refused phone sleeps a second or more before it retries, and the server sits
+//! idle in between; refused phones come back together. Waiting a few seconds in line keeps
+//! the server busy and serves them in the order they came, so the last phone is done when
+//! the work is done, not when its backoff ends. The wait is bounded well inside a phone's
+//! stall timeout, and the line is bounded: past it, refusing at once is the honest answer.
+
+use posync_proto::Limits;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+/// Why a sync was not let in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refused {
+    /// The line was full.
+    LineFull,
+    /// Its turn did not come within the wait bound.
+    WaitedTooLong,
+}
+
+/// The sync admission gate. Cheap to clone.
+#[derive(Clone)]
+pub struct Admission {
+    working: Arc<Semaphore>,
+    waiting: Arc<AtomicUsize>,
+    waiting_max: usize,
+    wait_max: Duration,
+}
+
+/// A sync's place among those worked on; dropping it lets the next one in.
+pub struct Admitted {
+    _permit: OwnedSemaphorePermit,
+}
+
+/// Takes one place in the line; gives it back when dropped (also when the wait is cancelled).
+struct InLine<'a>(&'a AtomicUsize);
+
+impl Drop for InLine<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl Admission {
+    pub fn new(limits: &Limits) -> Self {
+        Self {
+            working: Arc::new(Semaphore::new(limits.syncs_in_flight_max)),
+            waiting: Arc::new(AtomicUsize::new(0)),
+            waiting_max: limits.syncs_waiting_max,
+            wait_max: Duration::from_millis(limits.sync_wait_ms_max),
+        }
+    }
+
+    /// Let a sync in: at once if a place is free, else after those before it in line.
+    pub async fn enter(&self) -> Result<Admitted, Refused> {
+        if let Ok(permit) = self.working.clone().try_acquire_owned() {
+            return Ok(Admitted { _permit: permit });
+        }
+        if self.waiting.fetch_add(1, Ordering::AcqRel) >= self.waiting_max {
+            self.waiting.fetch_sub(1, Ordering::AcqRel);
+            return Err(Refused::LineFull);
+        }
+        let _in_line = InLine(&self.waiting);
+        match tokio::time::timeout(self.wait_max, self.working.clone().acquire_owned()).await {
+            Ok(Ok(permit)) => Ok(Admitted { _permit: permit }),
+            // The semaphore is never closed; treat it as a full line if it were.
+            Ok(Err(_)) => Err(Refused::LineFull),
+            Err(_) => Err(Refused::WaitedTooLong),
+        }
+    }
+
+    /// Syncs waiting their turn now.
+    pub fn waiting(&self) -> usize {
+        self.waiting.load(Ordering::Acquire)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn gate(in_flight: usize, waiting: usize, wait_ms: u64) -> Admission {
+        Admission::new(&Limits {
+            syncs_in_flight_max: in_flight,
+            syncs_waiting_max: waiting,
+            sync_wait_ms_max: wait_ms,
+            ..Limits::default()
+        })
+    }
+
+    #[tokio::test]
+    async fn a_sync_past_the_places_waits_its_turn_and_gets_in_when_one_is_free() {
+        let gate = gate(1, 4, 10_000);
+        let first = gate.enter().await.expect("a free place");
+        let next = tokio::spawn({
+            let gate = gate.clone();
+            async move { gate.enter().await.map(drop) }
+        });
+        while gate.waiting() == 0 {
+            tokio::task::yield_now().await;
+        }
+        assert!(!next.is_finished(), "it waits while the place is taken");
+        drop(first);
+        assert_eq!(next.await.expect("task"), Ok(()));
+        assert_eq!(gate.waiting(), 0, "the line is empty again");
+    }
+
+    #[tokio::test]
+    async fn past_the_line_a_sync_is_refused_at_once() {
+        let gate = gate(1, 1, 10_000);
+        let _first = gate.enter().await.expect("a free place");
+        let waiter = tokio::spawn({
+            let gate = gate.clone();
+            async move { gate.enter().await.map(drop) }
+        });
+        while gate.waiting() == 0 {
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(gate.enter().await.err(), Some(Refused::LineFull));
+        assert_eq!(gate.waiting(), 1, "the refused one took no place in line");
+        waiter.abort();
+        let _ = waiter.await;
+        assert_eq!(gate.waiting(), 0, "a cancelled wait gives its place back");
+    }
+
+    #[tokio::test]
+    async fn a_sync_whose_turn_does_not_come_in_time_is_refused() {
+        let gate = gate(1, 8, 50);
+        let _first = gate.enter().await.expect("a free place");
+        assert_eq!(gate.enter().await.err(), Some(Refused::WaitedTooLong));
+        assert_eq!(gate.waiting(), 0);
+    }
+
+    #[tokio::test]
+    async fn with_no_line_a_busy_server_refuses_at_once() {
+        let gate = gate(1, 0, 10_000);
+        let _first = gate.enter().await.expect("a free place");
+        assert_eq!(gate.enter().await.err(), Some(Refused::LineFull));
+    }
+}
