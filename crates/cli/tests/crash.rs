@@ -142,6 +142,99 @@ async fn kill_9_during_a_sync_storm_loses_no_acknowledged_record() {
     eprintln!("{CRASHES} kills, {} visits from {PHONES} phones, all present", captured.len());
 }
 
+/// Pushes that arrive while the writer is busy are committed together (group commit, issue
+/// #14). Twenty-four phones of three posyandu push at once, again and again, while the
+/// server is killed at random moments, so groups are cut mid-commit: no acknowledged push is
+/// lost, nothing uncommitted was acknowledged (a phone that had been told so would never
+/// send its visits again, and they would be missing), and groups did form.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_while_pushes_commit_in_groups_loses_no_acknowledged_push() {
+    const GROUP_PHONES: usize = 24;
+    let dir = tempfile::tempdir().expect("dir");
+    let db: PathBuf = dir.path().join("server.sqlite");
+    let keys_path = dir.path().join("keys.json");
+    let keys = TokenKeys::generate(now());
+    keys.save(&keys_path).expect("keys");
+    let setup = SqliteStore::open(&db).expect("store");
+    let mut g = Generator::new(24);
+    let mut phones = Vec::new();
+    for i in 0..GROUP_PHONES {
+        let p = posyandu(&format!("group-{}", i % 3));
+        let replica = Replica::open(dir.path().join(format!("phone-{i}.sqlite"))).expect("replica");
+        let device: DeviceId = replica.device();
+        grant(&setup, device, Role::Kader, std::slice::from_ref(&p), now());
+        let token = keys.issue(&user_for(device), device, Role::Kader, now(), 3600).token;
+        phones.push(PhoneState {
+            replica,
+            token,
+            posyandu: p,
+            captured: BTreeSet::new(),
+            acknowledged: BTreeSet::new(),
+        });
+    }
+    drop(setup);
+
+    let mut server = start(&db, &keys_path);
+    let url = Arc::new(RwLock::new(server.url.clone()));
+    let mut rng = StdRng::seed_from_u64(2424);
+    let (mut commits, mut pushes) = (0u64, 0u64);
+    for round in 0..4 {
+        for phone in &mut phones {
+            let session = phone.replica.start_session(&phone.posyandu, DAY).expect("session");
+            for k in 0..2 {
+                let id = phone.replica.record_visit(session, g.child_visit(), (round * 10 + k) as i64).expect("record");
+                phone.captured.insert(id.to_string());
+            }
+        }
+        let mut tasks = Vec::new();
+        for (i, mut phone) in phones.drain(..).enumerate() {
+            let url = url.clone();
+            let mut prng = StdRng::seed_from_u64(5000 + (round * GROUP_PHONES + i) as u64);
+            tasks.push(tokio::spawn(async move {
+                sync_through_crashes(&mut phone, &url, &mut prng).await;
+                phone
+            }));
+        }
+        tokio::time::sleep(Duration::from_millis(rng.random_range(20..200))).await;
+        let (c, p) = push_commit_counts(&server.url).await;
+        commits += c;
+        pushes += p;
+        drop(server); // SIGKILL, groups in flight
+        tokio::time::sleep(Duration::from_millis(rng.random_range(10..60))).await;
+        server = start(&db, &keys_path);
+        *url.write().expect("url") = server.url.clone();
+        for t in tasks {
+            phones.push(t.await.expect("phone task"));
+        }
+    }
+    let (c, p) = push_commit_counts(&server.url).await;
+    commits += c;
+    pushes += p;
+    drop(server);
+
+    let store = SqliteStore::open(&db).expect("reopen");
+    store.integrity_check().await.expect("integrity_check ok after kill -9");
+    let at_server = visit_ids_at_server(&db);
+    let captured: BTreeSet<String> = phones.iter().flat_map(|p| p.captured.iter().cloned()).collect();
+    let acknowledged: BTreeSet<String> = phones.iter().flat_map(|p| p.acknowledged.iter().cloned()).collect();
+    assert!(acknowledged.is_subset(&at_server), "no acknowledged visit lost");
+    assert_eq!(at_server, captured, "every captured visit at the server: nothing was acknowledged uncommitted");
+    assert_eq!(store.stats().await.expect("stats").visits as usize, captured.len(), "and exactly once");
+    assert!(pushes > commits, "pushes shared commits: {pushes} pushes in {commits} commits");
+    eprintln!(
+        "{pushes} pushes in {commits} commits; {} visits from {GROUP_PHONES} phones, all present",
+        captured.len()
+    );
+}
+
+/// The server's push commits and the pushes they held (`/metrics`), or zeros if it does not answer.
+async fn push_commit_counts(url: &str) -> (u64, u64) {
+    let Ok(resp) = reqwest::get(format!("{url}/metrics")).await else { return (0, 0) };
+    let text = resp.text().await.unwrap_or_default();
+    let read = |name: &str| text.lines().find_map(|l| l.strip_prefix(name)?.trim().parse::<u64>().ok()).unwrap_or(0);
+    (read("posync_push_commits_total"), read("posync_pushes_committed_total"))
+}
+
 /// The server stores a document as a snapshot and appended chunks, rewriting the snapshot
 /// every `CHUNKS_MAX` merges (issue #14). One phone syncs each capture on its own, so its
 /// session document is merged one change at a time, well past two compactions, while the

@@ -58,6 +58,18 @@ impl From<posync_model::HierarchyError> for StoreError {
     }
 }
 
+impl StoreError {
+    /// An error of the same kind (so the same HTTP answer) for another request that shared
+    /// the failed operation (a group commit).
+    pub fn same_kind(&self) -> StoreError {
+        match self {
+            StoreError::Unavailable(m) => StoreError::Unavailable(m.clone()),
+            StoreError::StorageFull(m) => StoreError::StorageFull(m.clone()),
+            other => StoreError::Backend(other.to_string()),
+        }
+    }
+}
+
 impl From<rusqlite::Error> for StoreError {
     fn from(e: rusqlite::Error) -> Self {
         use rusqlite::ErrorCode::{DatabaseBusy, DatabaseLocked};

@@ -46,6 +46,13 @@ pub struct StoredDoc {
     pub bytes: Vec<u8>,
 }
 
+/// Push transactions committed and the pushes they held (SQLite's group commit).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PushCommits {
+    pub commits: u64,
+    pub pushes: u64,
+}
+
 /// Bounds of one pulled page.
 #[derive(Clone, Copy, Debug)]
 pub struct PageLimits {
@@ -225,6 +232,12 @@ pub trait SyncStore: Send + Sync + 'static {
     /// The store's incarnation: the same for the life of its data, new once it is restored
     /// from a backup (devices then re-send what they hold).
     fn incarnation(&self) -> u32;
+
+    /// Push transactions committed and the pushes they held, where the backend commits
+    /// pushes in groups (SQLite); `None` where each push commits alone.
+    fn push_commits(&self) -> Option<PushCommits> {
+        None
+    }
 
     /// Merge pushed documents. All or nothing: a batch with one bad or out-of-scope document
     /// stores nothing. Returns acknowledgements only after the commit is durable.

@@ -5,7 +5,7 @@ use posync_model::doc::{self, DocMeta};
 use posync_model::{DeviceId, DocId, Heads, PersonId, PosyanduId, Scope, Sex, Visit, VisitId};
 use posync_proto::DocPush;
 use posync_store::prelude::*;
-use posync_store::{PageLimits, SqliteStore};
+use posync_store::{PageLimits, SqliteStore, StoreError};
 
 const LIMITS: PageLimits = PageLimits { bytes_max: 1 << 20, docs_max: 500, pieces: false };
 
@@ -169,4 +169,63 @@ async fn the_audit_log_refuses_insert_or_replace_over_an_existing_entry() {
     conn.execute("INSERT INTO audit (at, actor, action, target, detail) VALUES (9, 'x', 'unit_moved', 't', '{}')", [])
         .expect("append");
     assert_eq!(store.audit_log(0, 10).await.expect("log").len(), 3);
+}
+
+/// Pushes that arrive while the writer is busy wait, then commit together (one transaction,
+/// one fsync); each is answered after that commit. A push that fails in the group (out of
+/// its device's scope) is refused alone; the others commit. The pushes here are held back
+/// behind one long write so that they all queue, as under a reconnect storm.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pushes_waiting_for_the_writer_commit_together_and_a_failing_one_alone() {
+    let dir = tempfile::tempdir().expect("dir");
+    let store = SqliteStore::open(dir.path().join("s.sqlite")).expect("open");
+    let n = 24;
+    let sessions: Vec<(DeviceId, Automerge)> = (0..n)
+        .map(|i| {
+            let device = DeviceId::new_random();
+            (device, new_session(&p(&format!("pos-{}", i % 4)), day(i as i64), device))
+        })
+        .collect();
+    let before = store.push_commits();
+
+    // Hold the writer until every push is waiting.
+    let (release, held) = std::sync::mpsc::channel::<()>();
+    let holder = {
+        let store = store.clone();
+        std::thread::spawn(move || {
+            store.write_blocking(|_| held.recv().map_err(|_| StoreError::Backend("released".into())))
+        })
+    };
+    let mut pushes = tokio::task::JoinSet::new();
+    for (i, (device, am)) in sessions.iter().enumerate() {
+        let (store, device, push) = (store.clone(), *device, push_of(am, &Heads::empty()));
+        // The last push claims a posyandu outside its scope: refused, alone.
+        let scope = if i == n - 1 { Scope::new([p("elsewhere")]) } else { Scope::new([p(&format!("pos-{}", i % 4))]) };
+        pushes.spawn(async move { (i, store.push(device, scope, vec![push], 10).await) });
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    release.send(()).expect("release");
+    holder.join().expect("holder").expect("held write");
+
+    let mut answers: Vec<_> = pushes.join_all().await;
+    answers.sort_by_key(|(i, _)| *i);
+    for (i, answer) in &answers {
+        if *i == n - 1 {
+            assert!(matches!(answer, Err(StoreError::Forbidden { .. })), "push {i}: {answer:?}");
+        } else {
+            assert_eq!(answer.as_ref().expect("acknowledged").len(), 1, "push {i}");
+        }
+    }
+    assert_eq!(store.stats().await.expect("stats").visits, n as u64 - 1, "every acknowledged push is stored");
+    let after = store.push_commits();
+    let (commits, pushed) = (after.commits - before.commits, after.pushes - before.pushes);
+    assert_eq!(pushed, n as u64, "every push went through a group, the refused one too");
+    assert!(commits < pushed / 2, "{pushed} pushes shared {commits} commits");
+
+    // Reopened, the file holds what was acknowledged.
+    let path = store.path().to_path_buf();
+    drop(store);
+    let reopened = SqliteStore::open(&path).expect("reopen");
+    reopened.integrity_check().await.expect("integrity");
+    assert_eq!(reopened.stats().await.expect("stats").visits, n as u64 - 1);
 }

@@ -29,8 +29,20 @@ pub(super) async fn other_version(Path(version): Path<String>) -> ApiError {
     )
 }
 
-pub(super) async fn metrics() -> Response {
-    let mut r = (StatusCode::OK, crate::metrics::global().render()).into_response();
+pub(super) async fn metrics(State(state): State<AppState>) -> Response {
+    let mut text = crate::metrics::global().render();
+    if let Some(c) = state.sync.store().push_commits() {
+        use std::fmt::Write;
+        let _ = writeln!(
+            text,
+            "# HELP posync_push_commits_total Transactions that committed pushes (several share one under load).\n\
+             # TYPE posync_push_commits_total counter\nposync_push_commits_total {}\n\
+             # HELP posync_pushes_committed_total Pushes committed.\n\
+             # TYPE posync_pushes_committed_total counter\nposync_pushes_committed_total {}",
+            c.commits, c.pushes
+        );
+    }
+    let mut r = (StatusCode::OK, text).into_response();
     r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4"));
     r
 }

@@ -10,6 +10,7 @@
 
 pub(crate) mod access;
 mod exec;
+mod group;
 mod schema;
 
 use crate::cache::DocCache;
@@ -36,6 +37,9 @@ struct Inner {
     path: PathBuf,
     writer: Mutex<Connection>,
     readers: Mutex<Vec<Connection>>,
+    /// Pushes waiting for the writer; whoever takes the writer commits them together.
+    pushes: Mutex<Vec<group::PushJob>>,
+    commits: group::Counts,
 }
 
 /// SQLite-backed [`crate::Store`]. Cheap to clone.
@@ -57,7 +61,13 @@ impl SqliteStore {
         let incarnation = incarnation(&mut writer)?;
         Ok(Self {
             incarnation,
-            inner: Arc::new(Inner { path, writer: Mutex::new(writer), readers: Mutex::new(Vec::new()) }),
+            inner: Arc::new(Inner {
+                path,
+                writer: Mutex::new(writer),
+                readers: Mutex::new(Vec::new()),
+                pushes: Mutex::new(Vec::new()),
+                commits: group::Counts::default(),
+            }),
             limits: Limits::default(),
             cache: Arc::new(DocCache::default()),
         })
@@ -77,6 +87,12 @@ impl SqliteStore {
 
     pub fn path(&self) -> &Path {
         &self.inner.path
+    }
+
+    /// Push transactions committed and the pushes they held, since this store opened: more
+    /// pushes than commits means pushes shared their commit (group commit).
+    pub fn push_commits(&self) -> crate::PushCommits {
+        self.inner.commits.get()
     }
 
     async fn write<T: Send + 'static>(
@@ -213,7 +229,7 @@ fn doc_bytes(conn: &Connection, doc: DocId) -> Result<Vec<u8>, StoreError> {
 }
 
 /// Append a feed row for the document's new state and store the state under that position.
-fn commit_doc(tx: &Transaction<'_>, state: &plan::NewState, now: i64) -> Result<u64, StoreError> {
+fn commit_doc(tx: &Connection, state: &plan::NewState, now: i64) -> Result<u64, StoreError> {
     let s = state;
     tx.execute(
         "INSERT INTO feed (doc_id, posyandu, heads, device_id, at) VALUES (?1, ?2, ?3, ?4, ?5)",
@@ -227,7 +243,7 @@ fn commit_doc(tx: &Transaction<'_>, state: &plan::NewState, now: i64) -> Result<
 }
 
 fn push_tx(
-    tx: &Transaction<'_>,
+    tx: &Connection,
     device: DeviceId,
     scope: &Scope,
     pushes: &[DocPush],
@@ -446,6 +462,10 @@ impl SyncStore for SqliteStore {
         self.incarnation
     }
 
+    fn push_commits(&self) -> Option<crate::PushCommits> {
+        Some(self.inner.commits.get())
+    }
+
     async fn push(
         &self,
         device: DeviceId,
@@ -453,19 +473,21 @@ impl SyncStore for SqliteStore {
         pushes: Vec<DocPush>,
         now: i64,
     ) -> Result<Vec<DocAck>, StoreError> {
-        let limits = self.limits;
-        let cache = self.cache.clone();
-        self.write(move |conn| {
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let (acks, merged) = push_tx(&tx, device, &scope, &pushes, now, limits, &cache)?;
-            tx.commit()?;
-            // Only what committed is kept.
-            for (doc, am, saved) in merged {
-                cache.put(doc, am, saved);
+        let (job, answer) = group::PushJob::new(device, scope, pushes, now);
+        self.inner.pushes.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(job);
+        let (inner, limits, cache) = (self.inner.clone(), self.limits, self.cache.clone());
+        // Whoever takes the writer next commits every push waiting then, this one included;
+        // a task that finds the line empty had its push committed by an earlier one.
+        tokio::task::spawn_blocking(move || {
+            let mut conn = inner.writer.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let jobs = std::mem::take(&mut *inner.pushes.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
+            if !jobs.is_empty() {
+                group::commit_all(&mut conn, jobs, limits, &cache, &inner.commits);
             }
-            Ok(acks)
         })
         .await
+        .map_err(|e| StoreError::Backend(format!("writer task: {e}")))?;
+        answer.await.map_err(|_| StoreError::Backend("the push's group ended before its commit".into()))?
     }
 
     async fn forget_device_heads(&self, device: DeviceId, keep: Vec<DocId>) -> Result<(), StoreError> {
