@@ -212,6 +212,7 @@ async fn run(args: Args) -> Result<()> {
 
     for (phase, until) in [("reconnect", None), ("steady", Some(Duration::from_secs(args.steady_seconds)))] {
         let started = Instant::now();
+        let cpu_at_start = srv.cpu_seconds()?;
         let deadline = until.map(|d| started + d);
         let mut tasks = Vec::with_capacity(fleet.len());
         for (i, (r, token)) in fleet.drain(..).enumerate() {
@@ -233,7 +234,9 @@ async fn run(args: Args) -> Result<()> {
             fleet.push((r, token));
         }
         srv.ensure_alive()?;
-        let line = summarise(phase, args.devices, started.elapsed().as_secs_f64(), total, srv.peak_rss_kib()?);
+        let mut line = summarise(phase, args.devices, started.elapsed().as_secs_f64(), total, srv.peak_rss_kib()?);
+        let cpu = srv.cpu_seconds()? - cpu_at_start;
+        line["server_cpu_seconds"] = json!((cpu * 1000.0).round() / 1000.0);
         println!("{line}");
     }
     if args.preload_docs > 0 {

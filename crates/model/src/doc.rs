@@ -535,7 +535,14 @@ pub fn touched_records_of(am: &Automerge, kind: DocKind, new: &NewChanges) -> Op
     // Each object written is looked up once.
     let mut record_of: std::collections::HashMap<String, String> = std::collections::HashMap::new();
     for op in new.ops() {
-        let ObjectId::Id(obj) = &op.obj else { return None };
+        let obj = match &op.obj {
+            ObjectId::Id(obj) => obj,
+            // Every phone's first capture raises the document's schema version at the root
+            // (the genesis change is frozen at the first version): no record reads it, so it
+            // must not turn the merge of a phone's first visits into projecting every record.
+            ObjectId::Root if matches!(&op.key, Key::Map(k) if k == "schema") => continue,
+            ObjectId::Root => return None,
+        };
         let obj = obj.to_string();
         let record = match record_of.get(&obj) {
             Some(r) => r.clone(),

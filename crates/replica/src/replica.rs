@@ -1104,8 +1104,10 @@ impl Replica {
             // A sync costs what it brought: the pulled changes are appended and only the
             // records they reach projected again, unless the document is new here (or was
             // rebuilt), which is saved and projected whole.
-            match before.filter(|_| !rebuilt).and_then(|b| doc::touched_records(&am, meta.kind, &b).map(|t| (b, t))) {
-                Some((b, touched)) => stored::save_pulled(&tx, pull.doc, &am, b.as_slice(), &touched)?,
+            // Automerge rebuilds changes from its columns when asked: ask once.
+            let new = before.filter(|b| !rebuilt && !b.is_empty()).map(|b| doc::NewChanges::after(&am, b.as_slice()));
+            match new.as_ref().and_then(|n| doc::touched_records_of(&am, meta.kind, n).map(|t| (n, t))) {
+                Some((n, touched)) => stored::save_pulled(&tx, pull.doc, &am, n, &touched)?,
                 None => {
                     save_doc(&tx, pull.doc, &am, false)?;
                 }

@@ -147,10 +147,20 @@ fn append(
     before: &[ChangeHash],
     whole_from_bytes: usize,
 ) -> Result<usize, ReplicaError> {
+    append_delta(tx, id, am, am.save_after(before), whole_from_bytes)
+}
+
+/// [`append`] of the changes after `before` already encoded (`delta`).
+fn append_delta(
+    tx: &Transaction<'_>,
+    id: DocId,
+    am: &Automerge,
+    delta: Vec<u8>,
+    whole_from_bytes: usize,
+) -> Result<usize, ReplicaError> {
     let doc_s = id.to_string();
     let chunks: i64 = tx.query_row("SELECT chunks FROM docs WHERE doc_id = ?1", [&doc_s], |r| r.get(0))?;
     let heads = Heads::new(am.get_heads()).to_bytes();
-    let delta = am.save_after(before);
     let appended = stored_len(tx, id)?.saturating_add(delta.len());
     if chunks + 1 >= CHUNKS_MAX || appended > whole_from_bytes {
         let saved = am.save();
@@ -169,17 +179,18 @@ fn append(
     Ok(appended)
 }
 
-/// Store pulled changes to a document held here: appended like a capture, and only the
-/// records they reach (`records`, ids in the document's collection) projected again.
-/// `dirty` is left to the caller, which knows the server's heads.
+/// Store pulled changes to a document held here: appended like a capture (`new`, the
+/// changes the pull added, collected once by the caller), and only the records they reach
+/// (`records`, ids in the document's collection) projected again. `dirty` is left to the
+/// caller, which knows the server's heads.
 pub fn save_pulled(
     tx: &Transaction<'_>,
     id: DocId,
     am: &Automerge,
-    before: &[ChangeHash],
+    new: &doc::NewChanges,
     records: &[String],
 ) -> Result<(), ReplicaError> {
-    append(tx, id, am, before, usize::MAX)?;
+    append_delta(tx, id, am, new.to_bytes(), usize::MAX)?;
     let meta = doc::read_meta(am)?;
     let doc_s = id.to_string();
     for record in records {

@@ -182,3 +182,56 @@ fn pick_visit(am: &Automerge, pick: usize) -> VisitId {
     let visits = doc::visits(am).expect("visits");
     visits[pick % visits.len()].visit_id
 }
+
+/// Every phone's first capture raises the document's schema at the root (the genesis change
+/// is frozen at the first version). Merging a second phone's first visits must still
+/// project only those visits, not every record of the session: in a reconnect storm every
+/// push is such a first push.
+#[test]
+fn a_phones_first_visits_merge_into_a_session_projecting_only_those_visits() {
+    let (a, b) = (DeviceId::new_random(), DeviceId::new_random());
+    let meta = DocMeta::session("melati-01".parse().expect("id"), time::macros::date!(2026 - 11 - 23));
+    let genesis = doc::genesis(&meta, a.actor()).expect("genesis");
+    let (mut phone_a, mut phone_b) = (genesis.fork().with_actor(a.actor()), genesis.fork().with_actor(b.actor()));
+    for n in 0..5 {
+        doc::record_visit(&mut phone_a, &new_visit(a, n), NOW).expect("record");
+    }
+    let mine: Vec<Visit> = (10..13).map(|n| new_visit(b, n)).collect();
+    for v in &mine {
+        doc::record_visit(&mut phone_b, v, NOW).expect("record");
+    }
+    let push_whole = |am: &Automerge| DocPush {
+        doc: meta.doc_id(),
+        kind: meta.kind,
+        posyandu: meta.posyandu.clone(),
+        base: Vec::new(),
+        heads: Heads::new(am.get_heads()).to_bytes(),
+        changes: am.save(),
+    };
+    let first = core::merge_push(
+        None,
+        &push_whole(&phone_a),
+        &core::Rules { device: a, limits: Limits::default(), now: NOW },
+        &mut Default::default(),
+    )
+    .expect("first push");
+    let stored = phone_a.save();
+    let existing = Existing {
+        kind: meta.kind,
+        posyandu: &meta.posyandu,
+        bytes: &stored,
+        form: StoredForm::default().after(first.write.as_ref().expect("written")),
+        loaded: None,
+    };
+    let merged = core::merge_push(
+        Some(existing),
+        &push_whole(&phone_b),
+        &core::Rules { device: b, limits: Limits::default(), now: NOW },
+        &mut Default::default(),
+    )
+    .expect("second phone's first push");
+    let only = merged.projection.as_ref().and_then(|p| p.only.clone()).expect("narrowed to the records it touched");
+    let mut expected: Vec<String> = mine.iter().map(|v| v.visit_id.to_string()).collect();
+    expected.sort();
+    assert_eq!(only, expected);
+}
