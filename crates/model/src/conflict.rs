@@ -133,13 +133,18 @@ pub fn conflicts(doc: &Automerge) -> Result<Vec<FieldConflict>, DocError> {
 /// The conflicted fields of one record (`record_id` in the document's collection): what a
 /// capture re-indexes, instead of the whole document.
 pub fn record_conflicts(doc: &Automerge, record_id: &str) -> Result<Vec<FieldConflict>, DocError> {
-    let kind = read_meta(doc)?.kind;
-    let coll_key = kind.collection_key();
-    let Some((Value::Object(ObjType::Map), coll)) = doc.get(ROOT, coll_key)? else {
-        return Err(DocError::Layout(format!("missing {coll_key} map")));
-    };
+    crate::doc::RecordReader::of(doc)?.conflicts(record_id)
+}
+
+/// [`record_conflicts`] in the collection `coll` (keyed `coll_key`) already looked up.
+pub(crate) fn conflicts_in(
+    doc: &Automerge,
+    coll: &ObjId,
+    coll_key: &str,
+    record_id: &str,
+) -> Result<Vec<FieldConflict>, DocError> {
     let mut out = Vec::new();
-    if let Some((Value::Object(ObjType::Map), rec)) = doc.get(&coll, record_id)? {
+    if let Some((Value::Object(ObjType::Map), rec)) = doc.get(coll, record_id)? {
         collect(doc, &rec, coll_key, record_id, "", &mut out)?;
     }
     Ok(out)

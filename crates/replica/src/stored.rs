@@ -130,9 +130,10 @@ pub fn save_capture(
     let size = append(tx, id, am, before, whole_from_bytes)?;
     tx.execute("UPDATE docs SET dirty = 1 WHERE doc_id = ?1", [&doc_s])?;
     let meta = doc::read_meta(am)?;
+    let reader = doc::RecordReader::of(am)?;
     match touched {
-        Touched::Visit(v) => project_visit(tx, &doc_s, &meta, am, v)?,
-        Touched::Person(p) => project_person(tx, &doc_s, &meta, am, p)?,
+        Touched::Visit(v) => project_visit(tx, &doc_s, &meta, &reader, v)?,
+        Touched::Person(p) => project_person(tx, &doc_s, &meta, &reader, p)?,
     }
     Ok(size)
 }
@@ -192,16 +193,17 @@ pub fn save_pulled(
 ) -> Result<(), ReplicaError> {
     append_delta(tx, id, am, new.to_bytes(), usize::MAX)?;
     let meta = doc::read_meta(am)?;
+    let reader = doc::RecordReader::of(am)?;
     let doc_s = id.to_string();
     for record in records {
         match meta.kind {
             DocKind::Session => {
                 let Ok(v) = record.parse() else { return Err(ReplicaError::Corrupt(id)) };
-                project_visit(tx, &doc_s, &meta, am, v)?;
+                project_visit(tx, &doc_s, &meta, &reader, v)?;
             }
             DocKind::Registry => {
                 let Ok(p) = record.parse() else { return Err(ReplicaError::Corrupt(id)) };
-                project_person(tx, &doc_s, &meta, am, p)?;
+                project_person(tx, &doc_s, &meta, &reader, p)?;
             }
         }
     }
@@ -254,13 +256,13 @@ fn project_visit(
     tx: &Transaction<'_>,
     doc_s: &str,
     meta: &DocMeta,
-    am: &Automerge,
+    reader: &doc::RecordReader<'_>,
     id: VisitId,
 ) -> Result<(), ReplicaError> {
     let vid = id.to_string();
     tx.execute("DELETE FROM visits WHERE visit_id = ?1 AND doc_id = ?2", [&vid, doc_s])?;
-    if let Some(v) = doc::visit(am, id)? {
-        let conflicted = under_review(posync_model::record_conflicts(am, &vid)?);
+    if let Some(v) = reader.visit(id)? {
+        let conflicted = under_review(reader.conflicts(&vid)?);
         let conf = conflicted.get(&vid).map(|f| f.join(",")).unwrap_or_default();
         insert_visit(&mut *insert_visit_stmt(tx)?, doc_s, meta, &v, &conf)?;
     }
@@ -334,11 +336,11 @@ fn project_person(
     tx: &Transaction<'_>,
     doc_s: &str,
     meta: &DocMeta,
-    am: &Automerge,
+    reader: &doc::RecordReader<'_>,
     id: PersonId,
 ) -> Result<(), ReplicaError> {
     tx.execute("DELETE FROM people WHERE person_id = ?1 AND doc_id = ?2", [&id.to_string(), doc_s])?;
-    if let Some(p) = doc::person(am, id)? {
+    if let Some(p) = reader.person(id)? {
         insert_person(&mut *insert_person_stmt(tx)?, doc_s, meta, &p)?;
     }
     Ok(())

@@ -201,9 +201,11 @@ pub fn merge_push(
     let projection = project_records(&am, &meta, rules.now, only.as_deref()).map_err(|e| layout_error(id, e))?;
     let conflicts = match &only {
         None => posync_model::conflicts(&am),
-        Some(ids) => ids.iter().try_fold(Vec::new(), |mut all, r| {
-            all.extend(posync_model::record_conflicts(&am, r)?);
-            Ok(all)
+        Some(ids) => doc::RecordReader::of(&am).and_then(|reader| {
+            ids.iter().try_fold(Vec::new(), |mut all, r| {
+                all.extend(reader.conflicts(r)?);
+                Ok(all)
+            })
         }),
     }
     .map_err(|e| layout_error(id, e))?;
@@ -368,10 +370,11 @@ pub fn project_records(
             let visits = match only {
                 None => doc::visits(am)?,
                 Some(ids) => {
+                    let reader = doc::RecordReader::of(am)?;
                     let mut visits = Vec::with_capacity(ids.len());
                     for id in ids {
                         let id = id.parse().map_err(|_| posync_model::DocError::Layout(format!("visit key {id:?}")))?;
-                        visits.extend(doc::visit(am, id)?);
+                        visits.extend(reader.visit(id)?);
                     }
                     visits
                 }
@@ -385,11 +388,12 @@ pub fn project_records(
             let people = match only {
                 None => doc::people(am)?,
                 Some(ids) => {
+                    let reader = doc::RecordReader::of(am)?;
                     let mut people = Vec::with_capacity(ids.len());
                     for id in ids {
                         let id =
                             id.parse().map_err(|_| posync_model::DocError::Layout(format!("person key {id:?}")))?;
-                        people.extend(doc::person(am, id)?);
+                        people.extend(reader.person(id)?);
                     }
                     people
                 }
