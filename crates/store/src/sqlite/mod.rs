@@ -214,7 +214,7 @@ impl SqliteStore {
     }
 }
 
-/// Documents merged by a push, to keep loaded once it commits.
+/// Documents merged by a push, to keep loaded (see `group::run_one`).
 type Merged = Vec<(DocId, automerge::Automerge, usize)>;
 
 /// A stored document read for a merge: kind, posyandu, bytes, heads.
@@ -478,16 +478,23 @@ impl SyncStore for SqliteStore {
         let (inner, limits, cache) = (self.inner.clone(), self.limits, self.cache.clone());
         // Whoever takes the writer next commits every push waiting then, this one included;
         // a task that finds the line empty had its push committed by an earlier one.
-        tokio::task::spawn_blocking(move || {
+        let took = tokio::task::spawn_blocking(move || {
             let mut conn = inner.writer.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
             let jobs = std::mem::take(&mut *inner.pushes.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
             if !jobs.is_empty() {
                 group::commit_all(&mut conn, jobs, limits, &cache, &inner.commits);
             }
         })
-        .await
-        .map_err(|e| StoreError::Backend(format!("writer task: {e}")))?;
-        answer.await.map_err(|_| StoreError::Backend("the push's group ended before its commit".into()))?
+        .await;
+        // The answer decides, not the task: a task that failed in a later group may already
+        // have answered this push after its commit.
+        match answer.await {
+            Ok(answer) => answer,
+            Err(_) => Err(StoreError::Backend(match took {
+                Err(e) => format!("writer task: {e}"),
+                Ok(()) => "the push's group ended before its commit".into(),
+            })),
+        }
     }
 
     async fn forget_device_heads(&self, device: DeviceId, keep: Vec<DocId>) -> Result<(), StoreError> {
