@@ -36,6 +36,10 @@ pub struct Limits {
     /// How long a waiting sync waits for its turn before it is answered `503 overloaded`;
     /// well inside a phone's stall timeout.
     pub sync_wait_ms_max: u64,
+    /// Request bodies held by the syncs waiting their turn, in all (a sync is let in after
+    /// its body arrived, so that a slow upload does not hold a place); one more past it is
+    /// answered `503 overloaded` at once.
+    pub sync_waiting_bytes_max: usize,
     /// Requests to the credential routes (`/v1/auth/*`) from one client address per minute.
     pub auth_per_address_per_minute: u32,
     /// Enrolment attempts per hour with codes that share their first four characters.
@@ -62,6 +66,7 @@ impl Default for Limits {
             syncs_in_flight_max: 256,
             syncs_waiting_max: 2_048,
             sync_wait_ms_max: 5_000,
+            sync_waiting_bytes_max: 128 * 1024 * 1024,
             auth_per_address_per_minute: 120,
             enrol_per_code_prefix_per_hour: 20,
             refresh_per_device_per_minute: 20,

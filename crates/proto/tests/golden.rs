@@ -810,6 +810,7 @@ fn constants_and_limits_are_as_documented() {
             syncs_in_flight_max: 256,
             syncs_waiting_max: 2_048,
             sync_wait_ms_max: 5_000,
+            sync_waiting_bytes_max: 128 * 1024 * 1024,
             auth_per_address_per_minute: 120,
             enrol_per_code_prefix_per_hour: 20,
             refresh_per_device_per_minute: 20,

@@ -37,7 +37,7 @@ pub(super) async fn sync(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let Ok(_admitted) = state.admission.enter().await else {
+    let Ok(_admitted) = state.admission.enter(body.as_ref().map_or(0, Bytes::len)).await else {
         crate::metrics::global().overloaded.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         return Err(ApiError::new(ErrorCode::Overloaded, "server busy; retry after the Retry-After delay"));
     };
