@@ -70,6 +70,73 @@ fn visit_ids_at_server(db: &Path) -> BTreeSet<String> {
     stmt.query_map([], |r| r.get::<_, String>(0)).expect("query").collect::<Result<_, _>>().expect("rows")
 }
 
+/// `n` kader phones, phone `i` of `posyandu_of(i)`, each granted its posyandu in the
+/// server's file at `db` and holding an access token signed with `keys`.
+fn kader_phones(
+    dir: &Path,
+    db: &Path,
+    keys: &TokenKeys,
+    n: usize,
+    posyandu_of: impl Fn(usize) -> PosyanduId,
+) -> Vec<PhoneState> {
+    let setup = SqliteStore::open(db).expect("store");
+    (0..n)
+        .map(|i| {
+            let p = posyandu_of(i);
+            let replica = Replica::open(dir.join(format!("phone-{i}.sqlite"))).expect("replica");
+            let device: DeviceId = replica.device();
+            grant(&setup, device, Role::Kader, std::slice::from_ref(&p), now());
+            let token = keys.issue(&user_for(device), device, Role::Kader, now(), 3600).token;
+            PhoneState { replica, token, posyandu: p, captured: BTreeSet::new(), acknowledged: BTreeSet::new() }
+        })
+        .collect()
+}
+
+/// Every phone captures `visits` more visits offline in its posyandu's session.
+fn capture(phones: &mut [PhoneState], g: &mut Generator, round: usize, visits: usize) {
+    for phone in phones {
+        let session = phone.replica.start_session(&phone.posyandu, DAY).expect("session");
+        for k in 0..visits {
+            let id = phone.replica.record_visit(session, g.child_visit(), (round * 10 + k) as i64).expect("record");
+            phone.captured.insert(id.to_string());
+        }
+    }
+}
+
+/// Every phone syncs at once, through crashes ([`sync_through_crashes`]), phone `i` seeded
+/// with `seed + i`.
+fn sync_all_through_crashes(
+    phones: Vec<PhoneState>,
+    url: &Arc<RwLock<String>>,
+    seed: u64,
+) -> Vec<tokio::task::JoinHandle<PhoneState>> {
+    phones
+        .into_iter()
+        .enumerate()
+        .map(|(i, mut phone)| {
+            let url = url.clone();
+            let mut prng = StdRng::seed_from_u64(seed + i as u64);
+            tokio::spawn(async move {
+                sync_through_crashes(&mut phone, &url, &mut prng).await;
+                phone
+            })
+        })
+        .collect()
+}
+
+async fn join(tasks: Vec<tokio::task::JoinHandle<PhoneState>>) -> Vec<PhoneState> {
+    let mut phones = Vec::with_capacity(tasks.len());
+    for t in tasks {
+        phones.push(t.await.expect("phone task"));
+    }
+    phones
+}
+
+/// The visit ids of `which` set over every phone.
+fn all_of(phones: &[PhoneState], which: impl Fn(&PhoneState) -> &BTreeSet<String>) -> BTreeSet<String> {
+    phones.iter().flat_map(|p| which(p).iter().cloned()).collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_during_a_sync_storm_loses_no_acknowledged_record() {
     let dir = tempfile::tempdir().expect("dir");
@@ -77,55 +144,23 @@ async fn kill_9_during_a_sync_storm_loses_no_acknowledged_record() {
     let keys_path = dir.path().join("keys.json");
     let keys = TokenKeys::generate(now());
     keys.save(&keys_path).expect("keys");
-    let setup = SqliteStore::open(&db).expect("store");
     let mut g = Generator::new(99);
-    let mut phones = Vec::new();
-    for i in 0..PHONES {
-        let p = posyandu(&format!("crash-{}", i % 2));
-        let replica = Replica::open(dir.path().join(format!("phone-{i}.sqlite"))).expect("replica");
-        let device: DeviceId = replica.device();
-        grant(&setup, device, Role::Kader, std::slice::from_ref(&p), now());
-        let token = keys.issue(&user_for(device), device, Role::Kader, now(), 3600).token;
-        phones.push(PhoneState {
-            replica,
-            token,
-            posyandu: p,
-            captured: BTreeSet::new(),
-            acknowledged: BTreeSet::new(),
-        });
-    }
-    drop(setup);
+    let mut phones = kader_phones(dir.path(), &db, &keys, PHONES, |i| posyandu(&format!("crash-{}", i % 2)));
 
     let mut server = start(&db, &keys_path);
     let url = Arc::new(RwLock::new(server.url.clone()));
     let mut rng = StdRng::seed_from_u64(7);
     for round in 0..CRASHES {
         // Capture more offline, then everyone syncs at once while the server is killed.
-        for phone in &mut phones {
-            let session = phone.replica.start_session(&phone.posyandu, DAY).expect("session");
-            for k in 0..6 {
-                let id = phone.replica.record_visit(session, g.child_visit(), (round * 10 + k) as i64).expect("record");
-                phone.captured.insert(id.to_string());
-            }
-        }
-        let mut tasks = Vec::new();
-        for (i, mut phone) in phones.drain(..).enumerate() {
-            let url = url.clone();
-            let mut prng = StdRng::seed_from_u64(1000 + (round * PHONES + i) as u64);
-            tasks.push(tokio::spawn(async move {
-                sync_through_crashes(&mut phone, &url, &mut prng).await;
-                phone
-            }));
-        }
+        capture(&mut phones, &mut g, round, 6);
+        let tasks = sync_all_through_crashes(std::mem::take(&mut phones), &url, 1000 + (round * PHONES) as u64);
         tokio::time::sleep(Duration::from_millis(rng.random_range(5..150))).await;
         drop(server); // SIGKILL, mid-storm
         // Whatever was acknowledged before the kill must be in the file now.
         tokio::time::sleep(Duration::from_millis(rng.random_range(10..100))).await;
         server = start(&db, &keys_path);
         *url.write().expect("url") = server.url.clone();
-        for t in tasks {
-            phones.push(t.await.expect("phone task"));
-        }
+        phones = join(tasks).await;
     }
     drop(server);
 
@@ -133,8 +168,8 @@ async fn kill_9_during_a_sync_storm_loses_no_acknowledged_record() {
     store.integrity_check().await.expect("integrity_check ok after kill -9");
     let stats = store.stats().await.expect("stats");
     let at_server = visit_ids_at_server(&db);
-    let captured: BTreeSet<String> = phones.iter().flat_map(|p| p.captured.iter().cloned()).collect();
-    let acknowledged: BTreeSet<String> = phones.iter().flat_map(|p| p.acknowledged.iter().cloned()).collect();
+    let captured = all_of(&phones, |p| &p.captured);
+    let acknowledged = all_of(&phones, |p| &p.acknowledged);
     assert!(acknowledged.is_subset(&at_server), "no acknowledged visit lost");
     assert_eq!(acknowledged, captured, "every phone finished with its outbox acknowledged");
     assert_eq!(at_server, captured, "every captured visit at the server");
@@ -155,46 +190,16 @@ async fn kill_9_while_pushes_commit_in_groups_loses_no_acknowledged_push() {
     let keys_path = dir.path().join("keys.json");
     let keys = TokenKeys::generate(now());
     keys.save(&keys_path).expect("keys");
-    let setup = SqliteStore::open(&db).expect("store");
     let mut g = Generator::new(24);
-    let mut phones = Vec::new();
-    for i in 0..GROUP_PHONES {
-        let p = posyandu(&format!("group-{}", i % 3));
-        let replica = Replica::open(dir.path().join(format!("phone-{i}.sqlite"))).expect("replica");
-        let device: DeviceId = replica.device();
-        grant(&setup, device, Role::Kader, std::slice::from_ref(&p), now());
-        let token = keys.issue(&user_for(device), device, Role::Kader, now(), 3600).token;
-        phones.push(PhoneState {
-            replica,
-            token,
-            posyandu: p,
-            captured: BTreeSet::new(),
-            acknowledged: BTreeSet::new(),
-        });
-    }
-    drop(setup);
+    let mut phones = kader_phones(dir.path(), &db, &keys, GROUP_PHONES, |i| posyandu(&format!("group-{}", i % 3)));
 
     let mut server = start(&db, &keys_path);
     let url = Arc::new(RwLock::new(server.url.clone()));
     let mut rng = StdRng::seed_from_u64(2424);
     let (mut commits, mut pushes) = (0u64, 0u64);
     for round in 0..4 {
-        for phone in &mut phones {
-            let session = phone.replica.start_session(&phone.posyandu, DAY).expect("session");
-            for k in 0..2 {
-                let id = phone.replica.record_visit(session, g.child_visit(), (round * 10 + k) as i64).expect("record");
-                phone.captured.insert(id.to_string());
-            }
-        }
-        let mut tasks = Vec::new();
-        for (i, mut phone) in phones.drain(..).enumerate() {
-            let url = url.clone();
-            let mut prng = StdRng::seed_from_u64(5000 + (round * GROUP_PHONES + i) as u64);
-            tasks.push(tokio::spawn(async move {
-                sync_through_crashes(&mut phone, &url, &mut prng).await;
-                phone
-            }));
-        }
+        capture(&mut phones, &mut g, round, 2);
+        let tasks = sync_all_through_crashes(std::mem::take(&mut phones), &url, 5000 + (round * GROUP_PHONES) as u64);
         tokio::time::sleep(Duration::from_millis(rng.random_range(20..200))).await;
         let (c, p) = push_commit_counts(&server.url).await;
         commits += c;
@@ -203,9 +208,7 @@ async fn kill_9_while_pushes_commit_in_groups_loses_no_acknowledged_push() {
         tokio::time::sleep(Duration::from_millis(rng.random_range(10..60))).await;
         server = start(&db, &keys_path);
         *url.write().expect("url") = server.url.clone();
-        for t in tasks {
-            phones.push(t.await.expect("phone task"));
-        }
+        phones = join(tasks).await;
     }
     let (c, p) = push_commit_counts(&server.url).await;
     commits += c;
@@ -215,8 +218,8 @@ async fn kill_9_while_pushes_commit_in_groups_loses_no_acknowledged_push() {
     let store = SqliteStore::open(&db).expect("reopen");
     store.integrity_check().await.expect("integrity_check ok after kill -9");
     let at_server = visit_ids_at_server(&db);
-    let captured: BTreeSet<String> = phones.iter().flat_map(|p| p.captured.iter().cloned()).collect();
-    let acknowledged: BTreeSet<String> = phones.iter().flat_map(|p| p.acknowledged.iter().cloned()).collect();
+    let captured = all_of(&phones, |p| &p.captured);
+    let acknowledged = all_of(&phones, |p| &p.acknowledged);
     assert!(acknowledged.is_subset(&at_server), "no acknowledged visit lost");
     assert_eq!(at_server, captured, "every captured visit at the server: nothing was acknowledged uncommitted");
     assert_eq!(store.stats().await.expect("stats").visits as usize, captured.len(), "and exactly once");
@@ -247,15 +250,7 @@ async fn kill_9_while_a_document_grows_past_its_chunk_limit_loses_nothing() {
     let keys_path = dir.path().join("keys.json");
     let keys = TokenKeys::generate(now());
     keys.save(&keys_path).expect("keys");
-    let setup = SqliteStore::open(&db).expect("store");
-    let p = posyandu("crash-chunks");
-    let replica = Replica::open(dir.path().join("phone.sqlite")).expect("replica");
-    let device: DeviceId = replica.device();
-    grant(&setup, device, Role::Kader, std::slice::from_ref(&p), now());
-    drop(setup);
-    let token = keys.issue(&user_for(device), device, Role::Kader, now(), 3600).token;
-    let mut phone =
-        PhoneState { replica, token, posyandu: p, captured: BTreeSet::new(), acknowledged: BTreeSet::new() };
+    let mut phone = kader_phones(dir.path(), &db, &keys, 1, |_| posyandu("crash-chunks")).pop().expect("a phone");
     let session = phone.replica.start_session(&phone.posyandu, DAY).expect("session");
     let merges = 2 * posync_store::core::CHUNKS_MAX as usize + 20;
     let mut server = Some(start(&db, &keys_path));

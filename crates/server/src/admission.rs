@@ -91,11 +91,6 @@ impl Admission {
             Err(_) => Err(Refused::WaitedTooLong),
         }
     }
-
-    /// Syncs waiting their turn now.
-    pub fn waiting(&self) -> usize {
-        self.waiting.load(Ordering::Acquire)
-    }
 }
 
 #[cfg(test)]
@@ -112,39 +107,44 @@ mod tests {
         })
     }
 
+    fn waiting(gate: &Admission) -> usize {
+        gate.waiting.load(Ordering::Acquire)
+    }
+
+    /// A sync with a body of `bytes` that has taken its place in line (the places are full).
+    async fn in_line(gate: &Admission, bytes: usize) -> tokio::task::JoinHandle<Result<(), Refused>> {
+        let before = waiting(gate);
+        let task = tokio::spawn({
+            let gate = gate.clone();
+            async move { gate.enter(bytes).await.map(drop) }
+        });
+        while waiting(gate) == before {
+            tokio::task::yield_now().await;
+        }
+        task
+    }
+
     #[tokio::test]
     async fn a_sync_past_the_places_waits_its_turn_and_gets_in_when_one_is_free() {
         let gate = gate(1, 4, 10_000);
         let first = gate.enter(10).await.expect("a free place");
-        let next = tokio::spawn({
-            let gate = gate.clone();
-            async move { gate.enter(10).await.map(drop) }
-        });
-        while gate.waiting() == 0 {
-            tokio::task::yield_now().await;
-        }
+        let next = in_line(&gate, 10).await;
         assert!(!next.is_finished(), "it waits while the place is taken");
         drop(first);
         assert_eq!(next.await.expect("task"), Ok(()));
-        assert_eq!(gate.waiting(), 0, "the line is empty again");
+        assert_eq!(waiting(&gate), 0, "the line is empty again");
     }
 
     #[tokio::test]
     async fn past_the_line_a_sync_is_refused_at_once() {
         let gate = gate(1, 1, 10_000);
         let _first = gate.enter(10).await.expect("a free place");
-        let waiter = tokio::spawn({
-            let gate = gate.clone();
-            async move { gate.enter(10).await.map(drop) }
-        });
-        while gate.waiting() == 0 {
-            tokio::task::yield_now().await;
-        }
+        let waiter = in_line(&gate, 10).await;
         assert_eq!(gate.enter(10).await.err(), Some(Refused::LineFull));
-        assert_eq!(gate.waiting(), 1, "the refused one took no place in line");
+        assert_eq!(waiting(&gate), 1, "the refused one took no place in line");
         waiter.abort();
         let _ = waiter.await;
-        assert_eq!(gate.waiting(), 0, "a cancelled wait gives its place back");
+        assert_eq!(waiting(&gate), 0, "a cancelled wait gives its place back");
     }
 
     #[tokio::test]
@@ -152,25 +152,19 @@ mod tests {
         let gate = gate(1, 8, 50);
         let _first = gate.enter(10).await.expect("a free place");
         assert_eq!(gate.enter(10).await.err(), Some(Refused::WaitedTooLong));
-        assert_eq!(gate.waiting(), 0);
+        assert_eq!(waiting(&gate), 0);
     }
 
     #[tokio::test]
     async fn bodies_past_the_lines_bytes_are_refused_at_once() {
         let gate = gate(1, 8, 10_000);
         let _first = gate.enter(10).await.expect("a free place");
-        let waiter = tokio::spawn({
-            let gate = gate.clone();
-            async move { gate.enter(600).await.map(drop) }
-        });
-        while gate.waiting() == 0 {
-            tokio::task::yield_now().await;
-        }
+        let waiter = in_line(&gate, 600).await;
         assert_eq!(gate.enter(500).await.err(), Some(Refused::LineFull), "600 + 500 bytes > 1,000");
-        assert_eq!(gate.waiting(), 1);
+        assert_eq!(waiting(&gate), 1);
         waiter.abort();
         let _ = waiter.await;
-        assert_eq!((gate.waiting(), gate.waiting_bytes.load(Ordering::Acquire)), (0, 0), "all given back");
+        assert_eq!((waiting(&gate), gate.waiting_bytes.load(Ordering::Acquire)), (0, 0), "all given back");
     }
 
     #[tokio::test]

@@ -131,17 +131,7 @@ proptest! {
                     doc::set_visit_field(&mut phones[phone], v, Field::Notes, &note, NOW).expect("note");
                 }
                 Step::Sync { phone } => {
-                    let am = &phones[phone];
-                    let heads = Heads::new(am.get_heads());
-                    let base = &acked[phone];
-                    let push = DocPush {
-                        doc: meta.doc_id(),
-                        kind: meta.kind,
-                        posyandu: meta.posyandu.clone(),
-                        base: base.to_bytes(),
-                        heads: heads.to_bytes(),
-                        changes: if base.is_empty() { am.save() } else { am.save_after(base.as_slice()) },
-                    };
+                    let push = push_of(&meta, &phones[phone], &acked[phone]);
                     let rules = core::Rules { device: devices[phone], limits: Limits::default(), now: NOW };
                     // Phone 0's pushes merge into the loaded copy, the others' into the stored
                     // bytes (snapshot and appended chunks), as after a cache miss.
@@ -178,6 +168,18 @@ proptest! {
     }
 }
 
+/// What a phone sends for `am` when the server has acknowledged `base`.
+fn push_of(meta: &DocMeta, am: &Automerge, base: &Heads) -> DocPush {
+    DocPush {
+        doc: meta.doc_id(),
+        kind: meta.kind,
+        posyandu: meta.posyandu.clone(),
+        base: base.to_bytes(),
+        heads: Heads::new(am.get_heads()).to_bytes(),
+        changes: if base.is_empty() { am.save() } else { am.save_after(base.as_slice()) },
+    }
+}
+
 fn pick_visit(am: &Automerge, pick: usize) -> VisitId {
     let visits = doc::visits(am).expect("visits");
     visits[pick % visits.len()].visit_id
@@ -200,14 +202,7 @@ fn a_phones_first_visits_merge_into_a_session_projecting_only_those_visits() {
     for v in &mine {
         doc::record_visit(&mut phone_b, v, NOW).expect("record");
     }
-    let push_whole = |am: &Automerge| DocPush {
-        doc: meta.doc_id(),
-        kind: meta.kind,
-        posyandu: meta.posyandu.clone(),
-        base: Vec::new(),
-        heads: Heads::new(am.get_heads()).to_bytes(),
-        changes: am.save(),
-    };
+    let push_whole = |am: &Automerge| push_of(&meta, am, &Heads::empty());
     let first = core::merge_push(
         None,
         &push_whole(&phone_a),

@@ -186,7 +186,7 @@ async fn pushes_waiting_for_the_writer_commit_together_and_a_failing_one_alone()
             (device, new_session(&p(&format!("pos-{}", i % 4)), day(i as i64), device))
         })
         .collect();
-    let before = store.push_commits();
+    let before = store.push_commits().expect("SQLite counts its commits");
 
     // Hold the writer until every push is waiting.
     let (release, held) = std::sync::mpsc::channel::<()>();
@@ -217,7 +217,7 @@ async fn pushes_waiting_for_the_writer_commit_together_and_a_failing_one_alone()
         }
     }
     assert_eq!(store.stats().await.expect("stats").visits, n as u64 - 1, "every acknowledged push is stored");
-    let after = store.push_commits();
+    let after = store.push_commits().expect("SQLite counts its commits");
     let (commits, pushed) = (after.commits - before.commits, after.pushes - before.pushes);
     assert_eq!(pushed, n as u64, "every push went through a group, the refused one too");
     assert!(commits < pushed / 2, "{pushed} pushes shared {commits} commits");

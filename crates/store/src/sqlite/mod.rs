@@ -89,12 +89,6 @@ impl SqliteStore {
         &self.inner.path
     }
 
-    /// Push transactions committed and the pushes they held, since this store opened: more
-    /// pushes than commits means pushes shared their commit (group commit).
-    pub fn push_commits(&self) -> crate::PushCommits {
-        self.inner.commits.get()
-    }
-
     async fn write<T: Send + 'static>(
         &self,
         f: impl FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
