@@ -213,6 +213,7 @@ async fn run(args: Args) -> Result<()> {
     for (phase, until) in [("reconnect", None), ("steady", Some(Duration::from_secs(args.steady_seconds)))] {
         let started = Instant::now();
         let cpu_at_start = srv.cpu_seconds()?;
+        let phones_cpu_at_start = server::proc_cpu_seconds("/proc/self/stat")?;
         let deadline = until.map(|d| started + d);
         let mut tasks = Vec::with_capacity(fleet.len());
         for (i, (r, token)) in fleet.drain(..).enumerate() {
@@ -237,6 +238,9 @@ async fn run(args: Args) -> Result<()> {
         let mut line = summarise(phase, args.devices, started.elapsed().as_secs_f64(), total, srv.peak_rss_kib()?);
         let cpu = srv.cpu_seconds()? - cpu_at_start;
         line["server_cpu_seconds"] = json!((cpu * 1000.0).round() / 1000.0);
+        // The phones run in this process, on the server's cores: their CPU bounds the latency too.
+        let phones_cpu = server::proc_cpu_seconds("/proc/self/stat")? - phones_cpu_at_start;
+        line["phones_cpu_seconds"] = json!((phones_cpu * 1000.0).round() / 1000.0);
         println!("{line}");
     }
     if args.preload_docs > 0 {

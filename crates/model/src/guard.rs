@@ -524,6 +524,12 @@ pub fn inspect(bytes: &[u8], budget: &Budget, used: &mut Usage) -> Result<Vec<Ch
     Ok(claims)
 }
 
+/// Whether `bytes` begin with a whole saved document (a document chunk), as the server sends
+/// a document to a device that lacks most of it. Says nothing of the rest: [`apply`] checks it.
+pub fn starts_with_document(bytes: &[u8]) -> bool {
+    bytes.len() > 8 && bytes[..4] == MAGIC && bytes[8] == CHUNK_DOCUMENT
+}
+
 /// Inspect `bytes` within the budget, then load them into `am`. Returns the claims for
 /// [`check_complete`]. On any error `am` must be discarded.
 ///

@@ -212,6 +212,9 @@ pub struct ApplyReport {
     pub more: bool,
     /// The server said it was restored from a backup: every held document goes again.
     pub store_restored: bool,
+    /// Pulled documents taken as the server's whole copy instead of merged into ours (it held
+    /// every change of ours); counted within `pulled`.
+    pub adopted: usize,
 }
 
 /// How long a write waits for another (a capture for a sync's short transaction, or the
@@ -1066,24 +1069,42 @@ impl Replica {
             let held = self.loaded.borrow_mut().take(&tx, pull.doc)?;
             let before = held.as_ref().map(|h| Heads::new(h.get_heads()));
             let mut rebuilt = false;
-            let mut am = held.clone().unwrap_or_else(Automerge::new);
-            am.set_actor(actor.clone());
             let bad = |e: &dyn std::fmt::Display| ReplicaError::BadResponse(format!("doc {}: {e}", pull.doc));
-            let claims = match guard::apply(&mut am, &pull.changes, &guard::Budget::PULL, &mut used) {
-                Ok(claims) => claims,
-                Err(guard::ApplyError::SeqClash { .. }) if held.is_some() => {
-                    // The server holds a change of ours with the same (actor, seq) as one this
-                    // file wrote since: it was restored or copied. Record our unacknowledged
-                    // edits again under a new actor, then take the server's changes.
-                    actor = self.device.actor_for(bump_incarnation(&tx)?);
-                    let mine = held.as_ref().ok_or_else(|| bad(&"no local copy"))?;
-                    let acked = server_heads_of(&tx, pull.doc)?;
-                    am = rebuilt_on(mine, &acked, actor.clone(), unix_now())?;
-                    rebuilt = true;
-                    guard::apply(&mut am, &pull.changes, &guard::Budget::PULL, &mut used).map_err(|e| bad(&e))?
+            let adopted = match &before {
+                Some(b) if guard::starts_with_document(&pull.changes) && *b == server_heads_of(&tx, pull.doc)? => {
+                    adopt(&pull.changes, b, &mut used).map_err(|e| bad(&e))?
                 }
-                Err(e) => return Err(bad(&e)),
+                _ => None,
             };
+            let (mut am, claims) = match adopted {
+                Some((theirs, claims)) => {
+                    report.adopted += 1;
+                    (theirs, claims)
+                }
+                None => {
+                    let mut am = held.clone().unwrap_or_else(Automerge::new);
+                    am.set_actor(actor.clone());
+                    match guard::apply(&mut am, &pull.changes, &guard::Budget::PULL, &mut used) {
+                        Ok(claims) => (am, claims),
+                        Err(guard::ApplyError::SeqClash { .. }) if held.is_some() => {
+                            // The server holds a change of ours with the same (actor, seq) as one
+                            // this file wrote since: it was restored or copied. Record our
+                            // unacknowledged edits again under a new actor, then take the
+                            // server's changes.
+                            actor = self.device.actor_for(bump_incarnation(&tx)?);
+                            let mine = held.as_ref().ok_or_else(|| bad(&"no local copy"))?;
+                            let acked = server_heads_of(&tx, pull.doc)?;
+                            let mut am = rebuilt_on(mine, &acked, actor.clone(), unix_now())?;
+                            rebuilt = true;
+                            let claims = guard::apply(&mut am, &pull.changes, &guard::Budget::PULL, &mut used)
+                                .map_err(|e| bad(&e))?;
+                            (am, claims)
+                        }
+                        Err(e) => return Err(bad(&e)),
+                    }
+                }
+            };
+            am.set_actor(actor.clone());
             if !am.get_missing_deps(&[]).is_empty() {
                 // The server assumed we had changes we do not (say, this file was restored from
                 // a backup). Push our copy whole, which tells the server what we really have,
@@ -1317,6 +1338,23 @@ fn server_heads_of(tx: &Transaction<'_>, id: DocId) -> Result<Heads, ReplicaErro
     let bytes: Option<Vec<u8>> =
         tx.query_row("SELECT server_heads FROM docs WHERE doc_id = ?1", [id.to_string()], |r| r.get(0)).optional()?;
     Ok(bytes.map(|b| heads_from(&b)).unwrap_or_default())
+}
+
+/// The server's whole copy of a document, loaded instead of merged into ours, when it holds
+/// every change of ours (`ours`: the server acknowledged all of them, so its copy is ours plus
+/// what others wrote). Merging decodes the whole pulled document into changes and splices each
+/// into ours, about twice the work of loading it; every phone's first pull after pushing is
+/// such a pull. `None` when the loaded copy lacks a change of ours after all: merge it then
+/// (its decoding counts twice against the answer's budget).
+fn adopt(
+    bytes: &[u8],
+    ours: &Heads,
+    used: &mut guard::Usage,
+) -> Result<Option<(Automerge, Vec<automerge::ChangeHash>)>, guard::ApplyError> {
+    let mut theirs = Automerge::new();
+    let claims = guard::apply(&mut theirs, bytes, &guard::Budget::PULL, used)?;
+    let whole = theirs.get_missing_deps(&[]).is_empty() && theirs.get_missing_deps(ours.as_slice()).is_empty();
+    Ok(whole.then_some((theirs, claims)))
 }
 
 /// `am` as the server acknowledged it (`acked`; the genesis alone if nothing was), plus one

@@ -298,3 +298,91 @@ async fn a_phone_restored_from_an_old_backup_catches_up() {
     assert_eq!(visit_ids(&phone.replica).len(), 3, "the restored phone has every visit again");
     assert_eq!(snapshot(&phone.replica), snapshot(&other.replica));
 }
+
+/// Every phone's first pull after pushing brings the server's whole copy of the session, and
+/// that copy holds everything the phone had: the phone loads it instead of merging it into its
+/// own (half the work) and ends where a merge would. A phone that captured while its answer
+/// was on the way holds a change the copy lacks: it merges, and keeps that capture.
+#[tokio::test]
+async fn a_pulled_whole_copy_holding_all_of_ours_is_loaded_instead_of_merged() {
+    let server = TestServer::start().await;
+    let p = posyandu("melati-01");
+    let mut seeded = Generator::new(11);
+    let limits = Limits::default();
+    let capture = |phone: &mut Phone, seeded: &mut Generator, n: usize| {
+        let session = phone.replica.start_session(&p, DAY).expect("session");
+        for k in 0..n {
+            phone.replica.record_visit(session, seeded.child_visit(), server.clock.now() + k as i64).expect("record");
+        }
+        session
+    };
+    let mut a = Phone::kader(&server, &p);
+    let mut b = Phone::kader(&server, &p);
+    capture(&mut a, &mut seeded, 10);
+    capture(&mut b, &mut seeded, 2);
+    a.sync(&server).await;
+
+    // b pushes its 2 visits and pulls a's 10 in the same answer.
+    let req = b.replica.prepare_sync(&limits).expect("prepare");
+    let (resp, _) = HttpSync::new(&server.url(), &b.token).exchange(&req).await.expect("exchange");
+    assert!(posync_model::guard::starts_with_document(&resp.docs[0].changes), "b lacks most: sent whole");
+    let report = b.replica.apply_response(&resp).expect("apply");
+    assert_eq!((report.pulled, report.adopted), (1, 1), "loaded, not merged");
+    assert_eq!(visit_ids(&b.replica).len(), 12);
+    assert!(b.replica.outbox().expect("outbox").is_empty(), "nothing left to push");
+    a.sync(&server).await;
+    assert_eq!(snapshot(&b.replica), snapshot(&a.replica), "the same document as a merge gives");
+
+    // c captures one more visit after its request left: the server's copy lacks it.
+    let mut c = Phone::kader(&server, &p);
+    let session = capture(&mut c, &mut seeded, 2);
+    let req = c.replica.prepare_sync(&limits).expect("prepare");
+    let (resp, _) = HttpSync::new(&server.url(), &c.token).exchange(&req).await.expect("exchange");
+    assert!(posync_model::guard::starts_with_document(&resp.docs[0].changes), "c lacks most: sent whole");
+    c.replica.record_visit(session, seeded.child_visit(), server.clock.now() + 50).expect("record during sync");
+    let report = c.replica.apply_response(&resp).expect("apply");
+    assert_eq!((report.pulled, report.adopted), (1, 0), "merged: the copy lacks a capture of ours");
+    assert_eq!(visit_ids(&c.replica).len(), 15, "12 pulled, 2 pushed, 1 captured during the sync");
+    c.sync(&server).await;
+    assert_eq!(posync_store::SyncStore::stats(&server.store).await.expect("stats").visits, 15);
+    server.stop().await;
+}
+
+/// A whole copy whose sender claimed it held all of ours but does not (a server that lies,
+/// or a stale cache) is merged like any pull: nothing of ours is dropped.
+#[tokio::test]
+async fn a_whole_copy_lacking_one_of_our_changes_is_merged_and_ours_kept() {
+    let server = TestServer::start().await;
+    let p = posyandu("melati-01");
+    let mut seeded = Generator::new(12);
+    let mut x = Phone::kader(&server, &p);
+    let mut y = Phone::kader(&server, &p);
+    let session = x.replica.start_session(&p, DAY).expect("session");
+    x.replica.record_visit(session, seeded.child_visit(), 1).expect("record");
+    y.replica.start_session(&p, DAY).expect("session");
+    for k in 0..4 {
+        y.replica.record_visit(session, seeded.child_visit(), 10 + k).expect("record");
+    }
+    x.sync(&server).await; // x's heads are now the heads the server acknowledged
+    let theirs = y.replica.doc(session).expect("y's copy");
+    let resp = posync_proto::SyncResponse {
+        v: 1,
+        acks: Vec::new(),
+        docs: vec![posync_proto::DocPull {
+            doc: session,
+            kind: posync_model::DocKind::Session,
+            posyandu: p.clone(),
+            heads: posync_model::Heads::new(theirs.get_heads()).to_bytes(),
+            changes: theirs.save(),
+            piece: false,
+        }],
+        scope: None,
+        cursor: x.replica.cursor().expect("cursor"),
+        more: false,
+        store: None,
+    };
+    let report = x.replica.apply_response(&resp).expect("apply");
+    assert_eq!((report.pulled, report.adopted), (1, 0));
+    assert_eq!(visit_ids(&x.replica).len(), 5, "x's own visit and y's four");
+    server.stop().await;
+}
