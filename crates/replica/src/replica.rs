@@ -1070,38 +1070,34 @@ impl Replica {
             let before = held.as_ref().map(|h| Heads::new(h.get_heads()));
             let mut rebuilt = false;
             let bad = |e: &dyn std::fmt::Display| ReplicaError::BadResponse(format!("doc {}: {e}", pull.doc));
+            // The server's whole copy, when it acknowledged everything we hold: loaded, not merged.
             let adopted = match &before {
                 Some(b) if guard::starts_with_document(&pull.changes) && *b == server_heads_of(&tx, pull.doc)? => {
                     adopt(&pull.changes, b, &mut used).map_err(|e| bad(&e))?
                 }
                 _ => None,
             };
-            let (mut am, claims) = match adopted {
-                Some((theirs, claims)) => {
-                    report.adopted += 1;
-                    (theirs, claims)
-                }
-                None => {
-                    let mut am = held.clone().unwrap_or_else(Automerge::new);
-                    am.set_actor(actor.clone());
-                    match guard::apply(&mut am, &pull.changes, &guard::Budget::PULL, &mut used) {
-                        Ok(claims) => (am, claims),
-                        Err(guard::ApplyError::SeqClash { .. }) if held.is_some() => {
-                            // The server holds a change of ours with the same (actor, seq) as one
-                            // this file wrote since: it was restored or copied. Record our
-                            // unacknowledged edits again under a new actor, then take the
-                            // server's changes.
-                            actor = self.device.actor_for(bump_incarnation(&tx)?);
-                            let mine = held.as_ref().ok_or_else(|| bad(&"no local copy"))?;
-                            let acked = server_heads_of(&tx, pull.doc)?;
-                            let mut am = rebuilt_on(mine, &acked, actor.clone(), unix_now())?;
-                            rebuilt = true;
-                            let claims = guard::apply(&mut am, &pull.changes, &guard::Budget::PULL, &mut used)
-                                .map_err(|e| bad(&e))?;
-                            (am, claims)
-                        }
-                        Err(e) => return Err(bad(&e)),
+            let (mut am, claims) = if let Some(theirs) = adopted {
+                report.adopted += 1;
+                theirs
+            } else {
+                let mut am = held.clone().unwrap_or_else(Automerge::new);
+                match guard::apply(&mut am, &pull.changes, &guard::Budget::PULL, &mut used) {
+                    Ok(claims) => (am, claims),
+                    Err(guard::ApplyError::SeqClash { .. }) if held.is_some() => {
+                        // The server holds a change of ours with the same (actor, seq) as one this
+                        // file wrote since: it was restored or copied. Record our unacknowledged
+                        // edits again under a new actor, then take the server's changes.
+                        actor = self.device.actor_for(bump_incarnation(&tx)?);
+                        let mine = held.as_ref().ok_or_else(|| bad(&"no local copy"))?;
+                        let acked = server_heads_of(&tx, pull.doc)?;
+                        let mut am = rebuilt_on(mine, &acked, actor.clone(), unix_now())?;
+                        rebuilt = true;
+                        let claims = guard::apply(&mut am, &pull.changes, &guard::Budget::PULL, &mut used)
+                            .map_err(|e| bad(&e))?;
+                        (am, claims)
                     }
+                    Err(e) => return Err(bad(&e)),
                 }
             };
             am.set_actor(actor.clone());
