@@ -313,14 +313,54 @@ fn heads_from(bytes: &[u8]) -> Heads {
     Heads::from_bytes(bytes).unwrap_or_default()
 }
 
+/// `PRAGMA key` with a raw key (`x'..'`): used as is, no key derivation.
+fn key_pragma(key: &[u8; 32]) -> String {
+    let hex: String = key.iter().map(|b| format!("{b:02x}")).collect();
+    format!("PRAGMA key = \"x'{hex}'\"")
+}
+
+/// How long the first keyed open of a process waits for SQLCipher to finish initialising.
+const SQLCIPHER_READY_TRIES_MAX: u32 = 500;
+const SQLCIPHER_READY_PAUSE: std::time::Duration = std::time::Duration::from_millis(1);
+
+/// Wait, once per process, until SQLCipher accepts keys.
+///
+/// SQLite marks itself initialised and only then runs SQLCipher's own initialisation (its
+/// random seed and crypto provider). A key set by another thread in that moment fails with
+/// "sqlcipher not initialized" (a generic `PRAGMA key` error): the first opens of a process,
+/// racing, could refuse a good key. So the first keyed open keys a throwaway in-memory
+/// database until that works (bounded), and every later one skips this.
+fn sqlcipher_ready() -> Result<(), ReplicaError> {
+    static READY: std::sync::Mutex<bool> = std::sync::Mutex::new(false);
+    let mut ready = READY.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    if *ready {
+        return Ok(());
+    }
+    let probe_key = key_pragma(&[0; 32]);
+    let mut tries = 0;
+    loop {
+        let keyed = Connection::open_in_memory().and_then(|c| c.execute_batch(&probe_key));
+        match keyed {
+            Ok(()) => {
+                *ready = true;
+                return Ok(());
+            }
+            Err(e) if tries + 1 >= SQLCIPHER_READY_TRIES_MAX => return Err(e.into()),
+            Err(_) => {
+                tries += 1;
+                std::thread::sleep(SQLCIPHER_READY_PAUSE);
+            }
+        }
+    }
+}
+
 /// Give SQLCipher the key (when there is one: it must be the first statement on the
 /// connection), then read the schema: SQLCipher decrypts on the first read, so a wrong key,
 /// or no key for an encrypted file, fails here as [`ReplicaError::WrongKey`].
 fn unlock(conn: &Connection, key: Option<&[u8; 32]>) -> Result<(), ReplicaError> {
     if let Some(key) = key {
-        let hex: String = key.iter().map(|b| format!("{b:02x}")).collect();
-        // A raw key (`x'..'`): used as is, no key derivation.
-        conn.execute_batch(&format!("PRAGMA key = \"x'{hex}'\""))?;
+        sqlcipher_ready()?;
+        conn.execute_batch(&key_pragma(key))?;
     }
     match conn.query_row("SELECT COUNT(*) FROM sqlite_master", [], |r| r.get::<_, i64>(0)) {
         Ok(_) => Ok(()),
