@@ -10,7 +10,7 @@
 //! and answered alone, the others commit; if the transaction itself is lost (SQLite rolls it
 //! back on I/O errors), no push of the group is acknowledged.
 
-use super::push_tx;
+use super::sync::push_tx;
 use crate::StoreError;
 use crate::cache::DocCache;
 use posync_model::{DeviceId, Scope};
