@@ -5,7 +5,8 @@
 use super::load_or;
 use crate::StoreError;
 use automerge::{Automerge, ReadDoc};
-use posync_model::{DocId, Heads};
+use posync_model::{DocId, Heads, Scope};
+use std::collections::HashMap;
 
 /// A stored document as a pull reads it: metadata, its bytes (snapshot then chunks), and
 /// where each chunk ends in them with the heads after it.
@@ -236,12 +237,21 @@ pub fn assemble_page(
 /// walk skips it later), within `limits.bytes_max` (at least one document or one piece of
 /// it). Documents the device already holds are skipped. The cursor does not move; `more`
 /// is true whenever something was sent. An empty page means: walk the feed.
+///
+/// `found` are the stored candidates of the `asked` documents; only those `scope` allows
+/// (by the server's own record of the document, never the request) are sent, in the order
+/// the device asked for them.
 pub fn assemble_ahead(
     cursor: u64,
-    candidates: Vec<(DocId, Candidate)>,
+    scope: &Scope,
+    asked: &[DocId],
+    found: Vec<Candidate>,
     limits: crate::PageLimits,
     cache: &crate::cache::DocCache,
 ) -> Result<crate::PullPage, StoreError> {
+    let mut found: HashMap<DocId, Candidate> =
+        found.into_iter().filter(|c| scope.allows(&c.meta.posyandu)).map(|c| (c.meta.doc, c)).collect();
+    let candidates = asked.iter().filter_map(|d| found.remove(d).map(|c| (*d, c)));
     let mut page = crate::PullPage { docs: Vec::new(), cursor, more: false };
     let mut bytes_total = 0usize;
     for (doc, c) in candidates {

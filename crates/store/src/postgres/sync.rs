@@ -173,16 +173,8 @@ async fn pull_ahead_tx(
     cache: &crate::cache::DocCache,
 ) -> Result<PullPage, StoreError> {
     let cursor_i = i64::try_from(cursor).unwrap_or(i64::MAX);
-    let mut found: HashMap<_, _> = candidates(tx, device, docs, Some(cursor_i), cursor_i, cache)
-        .await?
-        .into_iter()
-        // Scope from the server's own record of the document, never from the request.
-        .filter(|c| scope.allows(&c.meta.posyandu))
-        .map(|c| (c.meta.doc, c))
-        .collect();
-    // In the order the device asked for them.
-    let candidates = docs.iter().filter_map(|d| found.remove(d).map(|c| (*d, c))).collect();
-    core::assemble_ahead(cursor, candidates, limits, cache)
+    let found = candidates(tx, device, docs, Some(cursor_i), cursor_i, cache).await?;
+    core::assemble_ahead(cursor, scope, docs, found, limits, cache)
 }
 
 #[async_trait]
