@@ -116,6 +116,7 @@ conformance!(
     malformed_changes_are_refused_and_nothing_of_the_batch_is_stored,
     a_document_pushed_as_another_posyandus_is_a_mismatch,
     a_document_twice_in_one_push_is_refused,
+    an_empty_push_of_a_document_nobody_has_is_acknowledged_and_records_nothing,
     // change feed
     the_feed_is_gap_free_from_one_and_lists_documents_in_feed_order,
     pulling_in_small_pages_sends_every_document_whole_in_first_entry_order,
@@ -604,6 +605,23 @@ async fn a_document_twice_in_one_push_is_refused(backend: Backend) {
     assert_err!(store.push(dev, s, batch, NOW).await, StoreError::DuplicateDoc { doc } if doc == doc_id(&am));
     assert_eq!(stats(&*store).await, StoreStats::default(), "not even the first copy is stored");
     assert!(store.get(doc_id(&am)).await.expect("get").is_none());
+}
+
+async fn an_empty_push_of_a_document_nobody_has_is_acknowledged_and_records_nothing(backend: Backend) {
+    let store = backend.open().await;
+    let (writer, prober) = (DeviceId::new_random(), DeviceId::new_random());
+    let s = scope(&["melati"]);
+    let am = session("melati", day(0), writer, &[visit(writer, "Sri Wahyuni", 9000)]);
+    let probe = DocPush { changes: Vec::new(), ..push_of(&am, &Heads::empty()) };
+    let acks = store.push(prober, s.clone(), vec![probe.clone()], NOW).await.expect("probe");
+    assert_eq!(acks.iter().map(|a| a.doc).collect::<Vec<_>>(), vec![doc_id(&am)], "acknowledged");
+    assert_eq!(stats(&*store).await, StoreStats::default(), "no document, feed entry or device heads");
+
+    // Once the document exists, the same probe records what the prober holds.
+    store.push(writer, s.clone(), vec![push_of(&am, &Heads::empty())], NOW).await.expect("push");
+    store.push(prober, s, vec![probe], NOW + 1).await.expect("probe again");
+    let after = stats(&*store).await;
+    assert_eq!((after.docs, after.feed_entries, after.device_heads), (1, 1, 2), "{after:?}");
 }
 
 // ------------------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ use crate::StoreError;
 use automerge::{Automerge, ReadDoc};
 use posync_model::doc::{self, DocMeta};
 use posync_model::guard::{self, Usage};
-use posync_model::{DeviceId, DocId, DocKind, FieldConflict, FieldValue, Heads, Person, PosyanduId, Visit};
+use posync_model::{DeviceId, DocId, DocKind, FieldConflict, FieldValue, Heads, Person, PosyanduId, Scope, Visit};
 use posync_proto::{DocPush, Limits};
 
 /// The relational projection of a document: whole, or only the records a merge touched.
@@ -129,6 +129,25 @@ pub struct Rules {
 impl Rules {
     pub fn new(device: DeviceId, now: i64) -> Self {
         Self { device, limits: Limits::default(), now }
+    }
+}
+
+/// A request names each document once: a second push of one document is refused whole.
+pub fn distinct_docs(pushes: &[DocPush]) -> Result<(), StoreError> {
+    let mut seen = std::collections::HashSet::with_capacity(pushes.len());
+    match pushes.iter().find(|p| !seen.insert(p.doc)) {
+        Some(p) => Err(StoreError::DuplicateDoc { doc: p.doc }),
+        None => Ok(()),
+    }
+}
+
+/// Scope of a push: the posyandu the server stored the document under (`stored_owner`), or
+/// for a new document the one it is pushed under.
+pub fn push_allowed(scope: &Scope, stored_owner: Option<&PosyanduId>, push: &DocPush) -> Result<(), StoreError> {
+    if scope.allows(stored_owner.unwrap_or(&push.posyandu)) {
+        Ok(())
+    } else {
+        Err(StoreError::Forbidden { doc: push.doc })
     }
 }
 

@@ -1,11 +1,14 @@
 //! Documents, the change feed and what each device holds: the sync path's statements.
 
+use super::ProjectionWrite;
 use super::{scope_texts, texts};
 use crate::StoreError;
 use crate::StoredMeta;
-use crate::core::{DocWrite, StoredForm, Stream};
-use crate::sql::{Dialect, Row, Statement};
-use posync_model::{DeviceId, DocId, DocKind, Heads, PosyanduId, Scope};
+use crate::core::{DocWrite, Merged, Projection, StoredForm, Stream};
+use crate::sql::{Dialect, Insert, Row, Statement};
+use automerge::Automerge;
+use posync_model::{DeviceId, DocId, DocKind, FieldConflict, Heads, PosyanduId, Scope};
+use posync_proto::{DocAck, DocPush};
 use std::collections::HashMap;
 
 /// Columns of [`meta`], in order; a query may add `bytes` after them.
@@ -231,6 +234,114 @@ impl NewState {
         self.before = before;
         self
     }
+}
+
+/// What one merged push leaves to store and answer, the same on every backend.
+pub struct SettledPush {
+    /// The document's new state (`None`: the push added nothing new).
+    pub state: Option<NewState>,
+    /// Projection rows and the conflict index to write with the new state.
+    pub projection: Option<Projection>,
+    pub conflicts: Vec<FieldConflict>,
+    /// The heads to record as the device's (`None`: an empty push for a document nobody
+    /// has, acknowledged but not recorded).
+    pub device_heads: Option<Heads>,
+    pub ack: DocAck,
+    /// The merged document and its stored size, to keep loaded once the push commits.
+    pub kept: Option<(DocId, Automerge, usize)>,
+}
+
+impl SettledPush {
+    /// The records whose rows and conflicts are rewritten (`None`: the whole document).
+    pub fn only(&self) -> Option<&[String]> {
+        self.projection.as_ref().and_then(|p| p.only.as_deref())
+    }
+}
+
+/// Settle a merged push of `device` into the document stored as `before` (`None`: new).
+pub fn settle_push(push: &DocPush, mut merged: Merged, before: Option<StoredForm>, writer: &str) -> SettledPush {
+    let ack = DocAck { doc: push.doc, heads: merged.device_heads.to_bytes() };
+    let Some(write) = merged.write.take() else {
+        return SettledPush {
+            state: None,
+            projection: None,
+            conflicts: Vec::new(),
+            device_heads: before.is_some().then_some(merged.device_heads),
+            ack,
+            kept: None,
+        };
+    };
+    let before = before.unwrap_or_default();
+    let kept = merged.doc.take().map(|am| (push.doc, am, before.after(&write).bytes));
+    let state = NewState::new(push.doc, push.kind, push.posyandu.as_str(), &merged.heads, write, writer.to_owned())
+        .after(before);
+    SettledPush {
+        state: Some(state),
+        projection: merged.projection,
+        conflicts: merged.conflicts,
+        device_heads: Some(merged.device_heads),
+        ack,
+        kept,
+    }
+}
+
+/// One step of a planned write.
+pub enum WriteStep {
+    Exec(Statement),
+    Insert(Insert),
+}
+
+/// Writes planned as one, run in order by each adapter's `run_writes`: first a probe whose
+/// row refuses them all (a record id another document already holds), then the steps.
+pub struct WritePlan {
+    pub doc: DocId,
+    /// The probe and what a row of it means ("a visit id").
+    pub collision: Option<(Statement, &'static str)>,
+    pub steps: Vec<WriteStep>,
+}
+
+impl WritePlan {
+    fn new(doc: DocId) -> Self {
+        Self { doc, collision: None, steps: Vec::new() }
+    }
+
+    /// A document's projection rows: its probe, deletes, then inserts.
+    fn add_projection(&mut self, w: ProjectionWrite) {
+        self.collision = Some((w.collision, w.what));
+        self.steps.extend(w.deletes.into_iter().map(WriteStep::Exec));
+        self.steps.extend(w.inserts.into_iter().map(WriteStep::Insert));
+    }
+}
+
+/// The projection of `doc` as a write plan ([`super::projection`]).
+pub fn projection_writes(d: Dialect, doc: DocId, posyandu: &str, p: &Projection) -> WritePlan {
+    let mut plan = WritePlan::new(doc);
+    plan.add_projection(super::projection(d, doc, posyandu, p));
+    plan
+}
+
+/// What a settled push writes besides its state: projection rows and the conflict index
+/// (with a new state only), then the heads now known to be the device's.
+pub fn settled_writes(
+    d: Dialect,
+    device: DeviceId,
+    push: &DocPush,
+    settled: &SettledPush,
+    now: i64,
+) -> Result<WritePlan, StoreError> {
+    let mut plan = WritePlan::new(push.doc);
+    let posyandu = push.posyandu.as_str();
+    if settled.state.is_some() {
+        if let Some(p) = &settled.projection {
+            plan.add_projection(super::projection(d, push.doc, posyandu, p));
+        }
+        let (delete, upsert) = super::conflicts_write(d, push.doc, posyandu, &settled.conflicts, settled.only(), now)?;
+        plan.steps.extend([WriteStep::Exec(delete), WriteStep::Insert(upsert)]);
+    }
+    if let Some(heads) = &settled.device_heads {
+        plan.steps.push(WriteStep::Exec(ack(d, device, push.doc, heads, now)));
+    }
+    Ok(plan)
 }
 
 /// Store a document's new state at feed position `seq`: the snapshot replacing the document

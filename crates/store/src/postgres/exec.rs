@@ -82,6 +82,23 @@ pub(super) async fn insert(tx: &Transaction<'_>, ins: &Insert) -> Result<u64, St
     Ok(n)
 }
 
+/// Run a [`plan::WritePlan`]: refused whole (nothing written) if its collision probe finds a
+/// row, else every step in order.
+pub(super) async fn run_writes(tx: &Transaction<'_>, w: &plan::WritePlan) -> Result<(), StoreError> {
+    if let Some((probe, what)) = &w.collision
+        && query_opt(tx, probe).await?.is_some()
+    {
+        return Err(StoreError::IdCollision { doc: w.doc, what: (*what).into() });
+    }
+    for step in &w.steps {
+        match step {
+            plan::WriteStep::Exec(s) => exec(tx, s).await.map(drop)?,
+            plan::WriteStep::Insert(i) => insert(tx, i).await.map(drop)?,
+        }
+    }
+    Ok(())
+}
+
 /// Write a document's projection ([`plan::projection`]).
 pub(super) async fn write_projection(
     tx: &Transaction<'_>,
@@ -89,17 +106,7 @@ pub(super) async fn write_projection(
     posyandu: &str,
     p: &Projection,
 ) -> Result<(), StoreError> {
-    let w = plan::projection(D, doc, posyandu, p);
-    if query_opt(tx, &w.collision).await?.is_some() {
-        return Err(StoreError::IdCollision { doc, what: w.what.into() });
-    }
-    for s in &w.deletes {
-        exec(tx, s).await?;
-    }
-    for i in &w.inserts {
-        insert(tx, i).await?;
-    }
-    Ok(())
+    run_writes(tx, &plan::projection_writes(D, doc, posyandu, p)).await
 }
 
 /// Re-index a document's conflicts ([`plan::conflicts_write`]).

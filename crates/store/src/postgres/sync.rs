@@ -1,7 +1,7 @@
 //! Sync on PostgreSQL: pushes (documents locked, merged on the blocking pool, the feed clock
 //! taken last), pulls from one snapshot, and the no-op probe.
 
-use super::exec::{D, exec, query, write_conflicts, write_projection};
+use super::exec::{D, exec, query, run_writes};
 use super::{PgStore, commit_pending, doc_bytes, lock_docs, stored_doc, to_i64};
 use crate::core::{self, Existing};
 use crate::plan;
@@ -11,7 +11,7 @@ use deadpool_postgres::Transaction;
 use posync_model::guard::Usage;
 use posync_model::{DeviceId, DocId, Scope};
 use posync_proto::{DocAck, DocPush};
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
 /// Merge one push on the blocking pool: Automerge work is CPU-bound.
 async fn merge_blocking(
@@ -47,27 +47,16 @@ async fn push_tx(
     limits: posync_proto::Limits,
     cache: &crate::cache::DocCache,
 ) -> Result<(Vec<DocAck>, MergedDocs), StoreError> {
-    let mut kept = Vec::new();
+    core::distinct_docs(&pushes)?;
+    lock_docs(tx, pushes.iter().map(|p| p.doc)).await?;
     let rules = core::Rules { device, limits, now };
     let mut used = Usage::default();
-    let mut seen = HashSet::new();
-    for push in &pushes {
-        if !seen.insert(push.doc) {
-            return Err(StoreError::DuplicateDoc { doc: push.doc });
-        }
-    }
-    lock_docs(tx, pushes.iter().map(|p| p.doc)).await?;
     let writer = device.to_string();
-    let mut acks = Vec::with_capacity(pushes.len());
-    let mut pending = Vec::new();
+    let (mut acks, mut kept, mut pending) = (Vec::with_capacity(pushes.len()), Vec::new(), Vec::new());
     for push in pushes {
         let stored = stored_doc(tx, push.doc).await?;
-        let owner = stored.as_ref().map_or(&push.posyandu, |row| &row.posyandu);
-        if !scope.allows(owner) {
-            return Err(StoreError::Forbidden { doc: push.doc });
-        }
-        let exists = stored.is_some();
-        let before = stored.as_ref().map(|row| row.form).unwrap_or_default();
+        core::push_allowed(scope, stored.as_ref().map(|row| &row.posyandu), &push)?;
+        let before = stored.as_ref().map(|row| row.form);
         let loaded = stored.as_ref().and_then(|row| cache.get(push.doc, &row.heads));
         let stored = match stored {
             Some(row) if loaded.is_none() => Some((row, doc_bytes(tx, push.doc).await?)),
@@ -76,26 +65,11 @@ async fn push_tx(
         };
         let (push, merged, now_used) = merge_blocking(stored, loaded, push, rules, used).await?;
         used = now_used;
-        let mut merged = merged?;
-        if let Some(write) = merged.write.take() {
-            if let Some(am) = merged.doc.take() {
-                kept.push((push.doc, am, before.after(&write).bytes));
-            }
-            let posyandu = push.posyandu.as_str();
-            if let Some(p) = &merged.projection {
-                write_projection(tx, push.doc, posyandu, p).await?;
-            }
-            let only = merged.projection.as_ref().and_then(|p| p.only.as_deref());
-            write_conflicts(tx, push.doc, posyandu, &merged.conflicts, only, now).await?;
-            let state = plan::NewState::new(push.doc, push.kind, posyandu, &merged.heads, write, writer.clone());
-            pending.push(state.after(before));
-        } else if !exists {
-            // An empty push for a document nobody has: acknowledge it, record nothing.
-            acks.push(DocAck { doc: push.doc, heads: merged.device_heads.to_bytes() });
-            continue;
-        }
-        exec(tx, &plan::ack(D, device, push.doc, &merged.device_heads, now)).await?;
-        acks.push(DocAck { doc: push.doc, heads: merged.device_heads.to_bytes() });
+        let mut settled = plan::settle_push(&push, merged?, before, &writer);
+        run_writes(tx, &plan::settled_writes(D, device, &push, &settled, now)?).await?;
+        pending.extend(settled.state.take());
+        acks.push(settled.ack);
+        kept.extend(settled.kept);
     }
     exec(tx, &plan::device_pushed(D, device, now)).await?;
     // Last: the feed clock serialises commits, so hold it as briefly as possible.

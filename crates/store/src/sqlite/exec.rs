@@ -68,6 +68,23 @@ pub(super) fn insert(conn: &Connection, ins: &Insert) -> Result<(), StoreError> 
     Ok(())
 }
 
+/// Run a [`plan::WritePlan`]: refused whole (nothing written) if its collision probe finds a
+/// row, else every step in order.
+pub(super) fn run_writes(conn: &Connection, w: &plan::WritePlan) -> Result<(), StoreError> {
+    if let Some((probe, what)) = &w.collision
+        && query_opt(conn, probe)?.is_some()
+    {
+        return Err(StoreError::IdCollision { doc: w.doc, what: (*what).into() });
+    }
+    for step in &w.steps {
+        match step {
+            plan::WriteStep::Exec(s) => exec(conn, s).map(drop)?,
+            plan::WriteStep::Insert(i) => insert(conn, i)?,
+        }
+    }
+    Ok(())
+}
+
 /// Write a document's projection ([`plan::projection`]).
 pub(super) fn write_projection(
     conn: &Connection,
@@ -75,17 +92,7 @@ pub(super) fn write_projection(
     posyandu: &str,
     p: &Projection,
 ) -> Result<(), StoreError> {
-    let w = plan::projection(D, doc, posyandu, p);
-    if query_opt(conn, &w.collision)?.is_some() {
-        return Err(StoreError::IdCollision { doc, what: w.what.into() });
-    }
-    for s in &w.deletes {
-        exec(conn, s)?;
-    }
-    for i in &w.inserts {
-        insert(conn, i)?;
-    }
-    Ok(())
+    run_writes(conn, &plan::projection_writes(D, doc, posyandu, p))
 }
 
 /// Re-index a document's conflicts ([`plan::conflicts_write`]).

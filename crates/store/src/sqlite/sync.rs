@@ -1,7 +1,7 @@
 //! Sync on SQLite: pushes (merged in the writer, see `group`), pulls and the no-op probe.
 //! What is read and written is planned in [`crate::plan`] and decided in [`crate::core`].
 
-use super::exec::{D, exec, query, query_opt, write_conflicts, write_projection};
+use super::exec::{D, exec, query, query_opt, run_writes};
 use super::{Merged, SqliteStore, commit_doc, doc_bytes, group, stored_doc};
 use crate::cache::DocCache;
 use crate::core::{self, Existing};
@@ -11,7 +11,7 @@ use async_trait::async_trait;
 use posync_model::{DeviceId, DocId, Scope};
 use posync_proto::{DocAck, DocPush, Limits};
 use rusqlite::Connection;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
 pub(super) fn push_tx(
     tx: &Connection,
@@ -22,56 +22,34 @@ pub(super) fn push_tx(
     limits: Limits,
     cache: &DocCache,
 ) -> Result<(Vec<DocAck>, Merged), StoreError> {
-    let mut kept = Vec::new();
+    core::distinct_docs(pushes)?;
     let rules = core::Rules { device, limits, now };
     let mut used = posync_model::guard::Usage::default();
-    let mut seen = HashSet::new();
-    let mut acks = Vec::with_capacity(pushes.len());
     let writer = device.to_string();
+    let (mut acks, mut kept) = (Vec::with_capacity(pushes.len()), Vec::new());
     for push in pushes {
-        if !seen.insert(push.doc) {
-            return Err(StoreError::DuplicateDoc { doc: push.doc });
-        }
         let stored = stored_doc(tx, push.doc)?;
-        let mut merged = match &stored {
-            Some(row) => {
-                if !scope.allows(&row.posyandu) {
-                    return Err(StoreError::Forbidden { doc: push.doc });
-                }
-                let loaded = cache.get(push.doc, &row.heads);
-                let bytes = if loaded.is_some() { Vec::new() } else { doc_bytes(tx, push.doc)? };
-                let existing =
-                    Existing { kind: row.kind, posyandu: &row.posyandu, bytes: &bytes, form: row.form, loaded };
-                core::merge_push(Some(existing), push, &rules, &mut used)?
-            }
-            None => {
-                if !scope.allows(&push.posyandu) {
-                    return Err(StoreError::Forbidden { doc: push.doc });
-                }
-                core::merge_push(None, push, &rules, &mut used)?
-            }
+        core::push_allowed(scope, stored.as_ref().map(|row| &row.posyandu), push)?;
+        let loaded = stored.as_ref().and_then(|row| cache.get(push.doc, &row.heads));
+        let bytes = match &stored {
+            Some(_) if loaded.is_none() => doc_bytes(tx, push.doc)?,
+            _ => Vec::new(),
         };
-        if let Some(write) = merged.write.take() {
-            let before = stored.as_ref().map(|r| r.form).unwrap_or_default();
-            if let Some(am) = merged.doc.take() {
-                kept.push((push.doc, am, before.after(&write).bytes));
-            }
-            let posyandu = push.posyandu.as_str();
-            let state =
-                plan::NewState::new(push.doc, push.kind, posyandu, &merged.heads, write, writer.clone()).after(before);
-            commit_doc(tx, &state, now)?;
-            if let Some(p) = &merged.projection {
-                write_projection(tx, push.doc, posyandu, p)?;
-            }
-            let only = merged.projection.as_ref().and_then(|p| p.only.as_deref());
-            write_conflicts(tx, push.doc, posyandu, &merged.conflicts, only, now)?;
-        } else if stored.is_none() {
-            // An empty push for a document nobody has: acknowledge it, record nothing.
-            acks.push(DocAck { doc: push.doc, heads: merged.device_heads.to_bytes() });
-            continue;
+        let existing = stored.as_ref().map(|row| Existing {
+            kind: row.kind,
+            posyandu: &row.posyandu,
+            bytes: &bytes,
+            form: row.form,
+            loaded,
+        });
+        let merged = core::merge_push(existing, push, &rules, &mut used)?;
+        let settled = plan::settle_push(push, merged, stored.map(|row| row.form), &writer);
+        if let Some(state) = &settled.state {
+            commit_doc(tx, state, now)?;
         }
-        exec(tx, &plan::ack(D, device, push.doc, &merged.device_heads, now))?;
-        acks.push(DocAck { doc: push.doc, heads: merged.device_heads.to_bytes() });
+        run_writes(tx, &plan::settled_writes(D, device, push, &settled, now)?)?;
+        acks.push(settled.ack);
+        kept.extend(settled.kept);
     }
     exec(tx, &plan::device_pushed(D, device, now))?;
     Ok((acks, kept))
