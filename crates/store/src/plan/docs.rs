@@ -4,7 +4,7 @@ use super::ProjectionWrite;
 use super::{scope_texts, texts};
 use crate::StoreError;
 use crate::StoredMeta;
-use crate::core::{DocWrite, Merged, Projection, StoredForm, Stream};
+use crate::core::{DocWrite, FEED_SCAN_BATCH, Merged, PageScan, Projection, StoredForm, Stream};
 use crate::sql::{Dialect, Insert, Row, Statement};
 use automerge::Automerge;
 use posync_model::{DeviceId, DocId, DocKind, FieldConflict, Heads, PosyanduId, Scope};
@@ -161,6 +161,43 @@ pub fn feed_scan(d: Dialect, scope: &Scope, from: i64, end: i64, batch: usize) -
         ),
         vec![scope_texts(scope), from.into(), end.into(), (batch as i64).into()],
     )
+}
+
+/// A page's walk over the feed, in batches of [`FEED_SCAN_BATCH`] entries after the cursor
+/// up to `end`, each offered to a [`PageScan`] until the page is full. The adapter runs the
+/// statements it asks for: `while let Some(s) = walk.next_batch() { walk.take(&rows(s)) }`.
+pub struct FeedWalk<'a> {
+    d: Dialect,
+    scope: &'a Scope,
+    end: i64,
+    from: i64,
+    done: bool,
+    pub scan: PageScan,
+}
+
+impl<'a> FeedWalk<'a> {
+    pub fn new(d: Dialect, scope: &'a Scope, cursor: i64, end: i64, docs_max: usize) -> Self {
+        Self { d, scope, end, from: cursor, done: false, scan: PageScan::new(docs_max) }
+    }
+
+    /// The next batch to read, or `None` once the page is full or the feed read to `end`.
+    pub fn next_batch(&self) -> Option<Statement> {
+        (!self.done).then(|| feed_scan(self.d, self.scope, self.from, self.end, FEED_SCAN_BATCH))
+    }
+
+    /// Offer a batch's rows (`seq`, `doc_id`) to the page.
+    pub fn take(&mut self, rows: &[Row]) -> Result<(), StoreError> {
+        for row in rows {
+            self.from = row.int(0)?;
+            let doc = row.text(1)?.parse().map_err(|_| StoreError::Backend("bad feed doc id".into()))?;
+            if !self.scan.offer(self.from as u64, doc) {
+                self.done = true;
+                return Ok(());
+            }
+        }
+        self.done = rows.len() < FEED_SCAN_BATCH;
+        Ok(())
+    }
 }
 
 /// For each of `docs`: its heads as of feed position `cursor` (NULL if it had none yet), and
@@ -471,4 +508,53 @@ pub fn forget_heads(d: Dialect, device: DeviceId, keep: &[DocId]) -> Statement {
         format!("DELETE FROM device_docs WHERE device_id = {} AND {}", d.p(1), d.not_in_list("doc_id", 2)),
         vec![device.to_string().into(), texts(keep)],
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sql::Value;
+
+    fn entries(from: i64, to: i64, doc: DocId) -> Vec<Row> {
+        (from..=to).map(|seq| Row(vec![Value::Int(seq), Value::Text(doc.to_string())])).collect()
+    }
+
+    /// One busy document fills whole batches of the feed; the walk reads on past them and
+    /// finds the next document, then stops where the feed ends.
+    #[test]
+    fn a_feed_walk_reads_past_batches_of_one_busy_document() {
+        let scope = Scope::new(["melati".parse::<PosyanduId>().expect("posyandu")]);
+        let (busy, quiet) = (DocId::new_random(), DocId::new_random());
+        let mut walk = FeedWalk::new(Dialect::Sqlite, &scope, 0, 1_500, 2);
+        let mut batches = Vec::new();
+        let mut feed = entries(1, 1_499, busy);
+        feed.extend(entries(1_500, 1_500, quiet));
+        while let Some(statement) = walk.next_batch() {
+            let from = match statement.params.get(1) {
+                Some(Value::Int(n)) => *n,
+                other => panic!("from: {other:?}"),
+            };
+            batches.push(from);
+            let rows: Vec<Row> =
+                feed.iter().filter(|r| r.int(0).expect("seq") > from).take(FEED_SCAN_BATCH).cloned().collect();
+            walk.take(&rows).expect("rows");
+        }
+        assert_eq!(batches, vec![0, FEED_SCAN_BATCH as i64], "two batches");
+        assert_eq!(walk.scan.docs, vec![(busy, 1), (quiet, 1_500)]);
+        assert_eq!(walk.scan.next_first, None);
+    }
+
+    /// A full page stops the walk at the first document that does not fit.
+    #[test]
+    fn a_feed_walk_stops_at_the_first_document_the_page_cannot_take() {
+        let scope = Scope::new(["melati".parse::<PosyanduId>().expect("posyandu")]);
+        let (a, b) = (DocId::new_random(), DocId::new_random());
+        let mut walk = FeedWalk::new(Dialect::Sqlite, &scope, 0, 10, 1);
+        let mut rows = entries(1, 3, a);
+        rows.extend(entries(4, 10, b));
+        walk.take(&rows).expect("rows");
+        assert!(walk.next_batch().is_none(), "the page is full");
+        assert_eq!(walk.scan.docs, vec![(a, 1)]);
+        assert_eq!(walk.scan.next_first, Some(4));
+    }
 }

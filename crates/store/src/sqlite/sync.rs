@@ -92,21 +92,11 @@ fn pull_tx(
     // start the device over; re-sent changes are harmless duplicates.
     let cursor = if cursor > feed_end as u64 { 0 } else { cursor };
     let cursor_i = i64::try_from(cursor).map_err(|_| StoreError::Backend("cursor overflow".into()))?;
-    let mut scan = core::PageScan::new(limits.docs_max);
-    let mut from = cursor_i;
-    'scan: loop {
-        let rows = query(&tx, &plan::feed_scan(D, scope, from, feed_end, core::FEED_SCAN_BATCH))?;
-        for row in &rows {
-            from = row.int(0)?;
-            let doc = row.text(1)?.parse().map_err(|_| StoreError::Backend("bad feed doc id".into()))?;
-            if !scan.offer(from as u64, doc) {
-                break 'scan;
-            }
-        }
-        if rows.len() < core::FEED_SCAN_BATCH {
-            break;
-        }
+    let mut walk = plan::FeedWalk::new(D, scope, cursor_i, feed_end, limits.docs_max);
+    while let Some(batch) = walk.next_batch() {
+        walk.take(&query(&tx, &batch)?)?;
     }
+    let scan = walk.scan;
     let docs: Vec<DocId> = scan.docs.iter().map(|(d, _)| *d).collect();
     let stored: HashMap<_, _> =
         candidates(&tx, device, &docs, None, cursor_i, cache)?.into_iter().map(|c| (c.meta.doc, c)).collect();
