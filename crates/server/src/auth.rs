@@ -114,6 +114,41 @@ struct KeyFileEntry {
 pub struct TokenKeys {
     keys: Vec<Key>,
     validation: Validation,
+    verified: Verified,
+}
+
+/// Most tokens kept verified; when full the memory starts over (each entry is a token of
+/// about 400 bytes and its subject).
+const VERIFIED_TOKENS_MAX: usize = 4_096;
+
+/// Tokens whose signature and claims already checked out, by their exact text, with their
+/// subject and validity. A phone presents one access token for its whole 15 minutes, and an
+/// Ed25519 check costs more than the rest of a no-op sync's work: checked once, each later
+/// use only compares the text and checks the time. Shared by the keyset's clones; a keyset
+/// that changes (rotation, retirement) starts with an empty one.
+#[derive(Clone, Default)]
+struct Verified {
+    tokens: std::sync::Arc<std::sync::Mutex<Memory>>,
+}
+
+#[derive(Default)]
+struct Memory {
+    by_token: std::collections::HashMap<String, Checked>,
+    signature_checks: u64,
+}
+
+#[derive(Clone)]
+struct Checked {
+    subject: TokenSubject,
+    nbf: i64,
+    exp: i64,
+}
+
+impl Verified {
+    fn memory(&self) -> std::sync::MutexGuard<'_, Memory> {
+        // A panic elsewhere while holding it leaves a valid map: keep using it.
+        self.tokens.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
 }
 
 fn random_secret() -> [u8; 32] {
@@ -141,7 +176,7 @@ impl TokenKeys {
         // Time is checked in `verify` against the server's (injected) clock.
         validation.validate_exp = false;
         validation.validate_nbf = false;
-        Self { keys, validation }
+        Self { keys, validation, verified: Verified::default() }
     }
 
     /// Add a new key and sign with it from now on; older keys keep verifying the tokens they
@@ -150,6 +185,7 @@ impl TokenKeys {
         let key = Key::from_secret(random_secret(), now)?;
         let kid = key.kid.clone();
         self.keys.push(key);
+        self.verified = Verified::default();
         Ok(kid)
     }
 
@@ -157,6 +193,8 @@ impl TokenKeys {
     pub fn retain_newest(&mut self, n: usize) {
         let drop = self.keys.len().saturating_sub(n.max(1));
         self.keys.drain(..drop);
+        // A retired key's tokens must stop verifying now, not when they leave the memory.
+        self.verified = Verified::default();
     }
 
     pub fn active_kid(&self) -> &str {
@@ -265,8 +303,40 @@ impl TokenKeys {
         self.keys.last().map_or([0; 32], |k| SigningKey::from_bytes(&k.secret).verifying_key().to_bytes())
     }
 
-    /// Verify algorithm, key id, signature, issuer, audience and validity at `now`.
+    /// Verify algorithm, key id, signature, issuer, audience and validity at `now`. A token
+    /// seen before by this keyset is found by its text and only its validity is checked again.
     pub fn verify(&self, token: &str, now: i64) -> Result<TokenSubject, ApiError> {
+        let known = self.verified.memory().by_token.get(token).cloned();
+        let checked = match known {
+            Some(checked) => checked,
+            None => {
+                let checked = self.check_signature_and_claims(token)?;
+                let mut memory = self.verified.memory();
+                if memory.by_token.len() >= VERIFIED_TOKENS_MAX {
+                    memory.by_token.clear();
+                }
+                memory.by_token.insert(token.to_owned(), checked.clone());
+                checked
+            }
+        };
+        let reject = |why: &str| ApiError::new(ErrorCode::Unauthenticated, format!("token rejected: {why}"));
+        if now > checked.exp.saturating_add(LEEWAY_SECONDS) {
+            return Err(reject("expired"));
+        }
+        if now < checked.nbf.saturating_sub(LEEWAY_SECONDS) {
+            return Err(reject("not yet valid"));
+        }
+        Ok(checked.subject)
+    }
+
+    /// How many tokens had their signature checked (not found among those already verified).
+    pub fn signature_checks(&self) -> u64 {
+        self.verified.memory().signature_checks
+    }
+
+    /// Algorithm, key id, signature, issuer, audience and the subject's ids; not the time.
+    fn check_signature_and_claims(&self, token: &str) -> Result<Checked, ApiError> {
+        self.verified.memory().signature_checks += 1;
         let reject = |why: &str| ApiError::new(ErrorCode::Unauthenticated, format!("token rejected: {why}"));
         let header = jsonwebtoken::decode_header(token).map_err(|_| reject("malformed"))?;
         if header.alg != Algorithm::EdDSA {
@@ -277,15 +347,9 @@ impl TokenKeys {
         let data = jsonwebtoken::decode::<Claims>(token, &key.decoding, &self.validation)
             .map_err(|e| reject(e.kind_name()))?;
         let c = data.claims;
-        if now > c.exp.saturating_add(LEEWAY_SECONDS) {
-            return Err(reject("expired"));
-        }
-        if now < c.nbf.saturating_sub(LEEWAY_SECONDS) {
-            return Err(reject("not yet valid"));
-        }
         let user = c.sub.parse().map_err(|_| reject("subject is not a user id"))?;
         let device = c.dev.parse().map_err(|_| reject("dev is not a device id"))?;
-        Ok(TokenSubject { user, device, role: c.role })
+        Ok(Checked { subject: TokenSubject { user, device, role: c.role }, nbf: c.nbf, exp: c.exp })
     }
 }
 
@@ -407,6 +471,26 @@ mod tests {
         assert!(other.verify(&t.token, 1000).is_err(), "unknown kid");
         assert!(keys.verify(&t.token, 1000 + 900 + LEEWAY_SECONDS + 1).is_err(), "expired");
         assert!(keys.verify(&t.token, 1000 - LEEWAY_SECONDS - 1).is_err(), "not yet valid");
+    }
+
+    /// A phone's token is checked once; later requests with it are found by its text, its
+    /// time still checked. One byte changed is a new token, checked and refused.
+    #[test]
+    fn a_token_is_checked_once_and_then_known_until_it_expires() {
+        let keys = TokenKeys::from_seed([7; 32]);
+        let served = keys.clone();
+        let t = keys.issue(&user(), DeviceId::new_random(), Role::Kader, 1000, 900);
+        for at in [1000, 1100, 1800] {
+            assert!(served.verify(&t.token, at).is_ok(), "at {at}");
+        }
+        assert_eq!(keys.signature_checks(), 1, "one check, shared by the keyset's clones");
+        assert!(served.verify(&t.token, 1000 + 900 + LEEWAY_SECONDS + 1).is_err(), "expired, though known");
+        let mut forged = t.token.clone().into_bytes();
+        let last = forged.len() - 2;
+        forged[last] = if forged[last] == b'A' { b'B' } else { b'A' };
+        let forged = String::from_utf8(forged).expect("ascii");
+        assert!(served.verify(&forged, 1000).is_err(), "a changed signature is refused");
+        assert_eq!(keys.signature_checks(), 2);
     }
 
     #[test]
