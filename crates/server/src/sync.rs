@@ -5,7 +5,7 @@ use crate::auth::Principal;
 use crate::error::ApiError;
 use posync_model::Role;
 use posync_proto::{ErrorCode, Limits, PROTOCOL_VERSION, SyncRequest, SyncResponse};
-use posync_store::{Actor, AuditAction, AuditEntry, PageLimits, PullPage, Store, StoreError};
+use posync_store::{Actor, AuditAction, AuditEntry, PageLimits, Store, StoreError};
 use std::sync::Arc;
 
 /// Smallest page a client may ask for: below this, paging overhead dominates.
@@ -118,15 +118,13 @@ impl SyncService {
             req.page_bytes_max.map_or(server_max, |b| (b as usize).clamp(PAGE_BYTES_MIN.min(server_max), server_max));
         let pieces = req.pieces == Some(true) && reported;
         let limits = PageLimits { bytes_max, docs_max: self.limits.page_docs_max, pieces };
-        let mut page = PullPage::default();
-        if limits.pieces {
+        let page = if limits.pieces {
             // Today's sessions, then the registries, before older records.
             let first = first_docs(&who.scope, service_day((self.clock)()));
-            page = self.store.pull_ahead(who.device, who.scope.clone(), req.cursor, first, limits).await?;
-        }
-        if page.docs.is_empty() {
-            page = self.store.pull(who.device, who.scope.clone(), req.cursor, limits).await?;
-        }
+            self.store.pull_first(who.device, who.scope.clone(), req.cursor, first, limits).await?
+        } else {
+            self.store.pull(who.device, who.scope.clone(), req.cursor, limits).await?
+        };
         tracing::info!(device = %who.device, pushed, pulled = page.docs.len(), cursor = page.cursor, more = page.more, "sync");
         if who.role != Role::Kader && !page.docs.is_empty() {
             // Staff reading records of posyandu they do not serve in person: audited.

@@ -281,6 +281,18 @@ pub trait SyncStore: Send + Sync + 'static {
         limits: PageLimits,
     ) -> Result<PullPage, StoreError>;
 
+    /// [`SyncStore::pull_ahead`] of `first`, or, when that page is empty, the feed page of
+    /// [`SyncStore::pull`]: what a device that takes pieces is answered, read from one
+    /// snapshot in one trip to the database.
+    async fn pull_first(
+        &self,
+        device: DeviceId,
+        scope: Scope,
+        cursor: u64,
+        first: Vec<DocId>,
+        limits: PageLimits,
+    ) -> Result<PullPage, StoreError>;
+
     /// One document, if stored.
     async fn get(&self, doc: DocId) -> Result<Option<StoredDoc>, StoreError>;
 

@@ -17,8 +17,8 @@ use posync_model::{
 use posync_proto::{DocAck, DocPull, DocPush};
 use posync_store::{
     Actor, ApiKeyRecord, AuditAction, AuditEntry, ConflictFilter, NewApiKey, NewCredential, NewEnrolment, PageLimits,
-    PgStore, PinAttempt, PinLockout, PinRecord, SqliteStore, Store, StoreError, StoreStats, StoredMeta, UnitTree,
-    UserRecord,
+    PgStore, PinAttempt, PinLockout, PinRecord, PullPage, SqliteStore, Store, StoreError, StoreStats, StoredMeta,
+    UnitTree, UserRecord,
 };
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
@@ -877,6 +877,12 @@ async fn documents_asked_for_first_come_ahead_of_the_feed_and_are_not_sent_twice
     let ahead = store.pull_ahead(reader, melati.clone(), 0, asked.clone(), limits).await.expect("ahead");
     assert_eq!(ahead.docs.iter().map(|d| d.doc).collect::<Vec<_>>(), vec![doc_id(&today)], "in scope only");
     assert!(ahead.docs[0].piece && ahead.more && ahead.cursor == 0, "held ahead of a cursor that does not move");
+    let first = store.pull_first(reader, melati.clone(), 0, asked.clone(), limits).await.expect("first");
+    assert_eq!(
+        first.docs.iter().map(|d| d.doc).collect::<Vec<_>>(),
+        vec![doc_id(&today)],
+        "pull_first: the ahead page"
+    );
     let mut held: HashMap<DocId, Automerge> = HashMap::new();
     apply_pulled(held.entry(doc_id(&today)).or_default(), &ahead.docs[0], "ahead");
 
@@ -892,6 +898,11 @@ async fn documents_asked_for_first_come_ahead_of_the_feed_and_are_not_sent_twice
     store.push(reader, melati.clone(), vec![report], NOW).await.expect("report");
     let again = store.pull_ahead(reader, melati.clone(), 0, asked.clone(), limits).await.expect("ahead again");
     assert!(again.docs.is_empty() && !again.more, "held: nothing ahead any more");
+    let first = store.pull_first(reader, melati.clone(), 0, asked.clone(), limits).await.expect("first again");
+    let feed = store.pull(reader, melati.clone(), 0, limits).await.expect("feed page");
+    let ids = |page: &PullPage| page.docs.iter().map(|d| d.doc).collect::<Vec<_>>();
+    assert!(!feed.docs.is_empty(), "the feed has older sessions");
+    assert_eq!((ids(&first), first.cursor, first.more), (ids(&feed), feed.cursor, feed.more), "then the feed page");
     let (walked, cursor) = pull_to_end(&*store, reader, &melati, 0, limits).await;
     assert_eq!(walked.len(), 4, "the walk sends the older sessions, not today's again");
     assert!(walked.iter().all(|d| d.doc != doc_id(&today)));

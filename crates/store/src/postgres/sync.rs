@@ -202,6 +202,20 @@ impl SyncStore for PgStore {
         reading!(self, |tx| pull_ahead_tx(&tx, device, &scope, cursor, &docs, limits, &self.cache).await?)
     }
 
+    async fn pull_first(
+        &self,
+        device: DeviceId,
+        scope: Scope,
+        cursor: u64,
+        first: Vec<DocId>,
+        limits: PageLimits,
+    ) -> Result<PullPage, StoreError> {
+        reading!(self, |tx| {
+            let ahead = pull_ahead_tx(&tx, device, &scope, cursor, &first, limits, &self.cache).await?;
+            if ahead.docs.is_empty() { pull_tx(&tx, device, &scope, cursor, limits, &self.cache).await? } else { ahead }
+        })
+    }
+
     async fn get(&self, doc: DocId) -> Result<Option<StoredDoc>, StoreError> {
         let (rows, chunks) = self.read_two(plan::doc_by_id(D, doc), plan::chunks_of(D, &[doc])).await?;
         Ok(plan::streams(rows, chunks)?.pop().map(|s| StoredDoc { meta: s.meta, bytes: s.bytes }))

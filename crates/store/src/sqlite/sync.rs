@@ -79,14 +79,13 @@ fn candidates(
 }
 
 fn pull_tx(
-    conn: &mut Connection,
+    tx: &Connection,
     device: DeviceId,
     scope: &Scope,
     cursor: u64,
     limits: PageLimits,
     cache: &DocCache,
 ) -> Result<PullPage, StoreError> {
-    let tx = conn.transaction()?;
     let feed_end: i64 = tx.prepare_cached("SELECT COALESCE(MAX(seq), 0) FROM feed")?.query_row([], |r| r.get(0))?;
     // A cursor from the future (a server restored from an older backup) cannot be trusted:
     // start the device over; re-sent changes are harmless duplicates.
@@ -183,7 +182,31 @@ impl SyncStore for SqliteStore {
         limits: PageLimits,
     ) -> Result<PullPage, StoreError> {
         let cache = self.cache.clone();
-        self.read(move |conn| pull_tx(conn, device, &scope, cursor, limits, &cache)).await
+        self.read(move |conn| {
+            let tx = conn.transaction()?;
+            pull_tx(&tx, device, &scope, cursor, limits, &cache)
+        })
+        .await
+    }
+
+    async fn pull_first(
+        &self,
+        device: DeviceId,
+        scope: Scope,
+        cursor: u64,
+        first: Vec<DocId>,
+        limits: PageLimits,
+    ) -> Result<PullPage, StoreError> {
+        let cache = self.cache.clone();
+        self.read(move |conn| {
+            let tx = conn.transaction()?;
+            let ahead = pull_ahead_tx(&tx, device, &scope, cursor, &first, limits, &cache)?;
+            if !ahead.docs.is_empty() {
+                return Ok(ahead);
+            }
+            pull_tx(&tx, device, &scope, cursor, limits, &cache)
+        })
+        .await
     }
 
     async fn pull_ahead(
