@@ -93,12 +93,12 @@ fn pull_tx(
     let cursor_i = i64::try_from(cursor).map_err(|_| StoreError::Backend("cursor overflow".into()))?;
     let mut walk = plan::FeedWalk::new(D, scope, cursor_i, feed_end, limits.docs_max);
     while let Some(batch) = walk.next_batch() {
-        walk.take(&query(&tx, &batch)?)?;
+        walk.take(&query(tx, &batch)?)?;
     }
     let scan = walk.scan;
     let docs: Vec<DocId> = scan.docs.iter().map(|(d, _)| *d).collect();
     let stored: HashMap<_, _> =
-        candidates(&tx, device, &docs, None, cursor_i, cache)?.into_iter().map(|c| (c.meta.doc, c)).collect();
+        candidates(tx, device, &docs, None, cursor_i, cache)?.into_iter().map(|c| (c.meta.doc, c)).collect();
     core::assemble_page(cursor, scan, stored, feed_end as u64, limits, cache)
 }
 
