@@ -364,7 +364,6 @@ fn check_identity(id: DocId, meta: &DocMeta, push: &DocPush) -> Result<(), Store
     Ok(())
 }
 
-/// The relational rows of a document.
 /// The whole projection of a document.
 pub fn project(am: &Automerge, meta: &DocMeta, now: i64) -> Result<Projection, posync_model::DocError> {
     project_records(am, meta, now, None)

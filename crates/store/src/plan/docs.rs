@@ -1,6 +1,5 @@
 //! Documents, the change feed and what each device holds: the sync path's statements.
 
-use super::ProjectionWrite;
 use super::{scope_texts, texts};
 use crate::StoreError;
 use crate::StoredMeta;
@@ -288,13 +287,6 @@ pub struct SettledPush {
     pub kept: Option<(DocId, Automerge, usize)>,
 }
 
-impl SettledPush {
-    /// The records whose rows and conflicts are rewritten (`None`: the whole document).
-    pub fn only(&self) -> Option<&[String]> {
-        self.projection.as_ref().and_then(|p| p.only.as_deref())
-    }
-}
-
 /// Settle a merged push of `device` into the document stored as `before` (`None`: new).
 pub fn settle_push(push: &DocPush, mut merged: Merged, before: Option<StoredForm>, writer: &str) -> SettledPush {
     let ack = DocAck { doc: push.doc, heads: merged.device_heads.to_bytes() };
@@ -341,24 +333,33 @@ impl WritePlan {
     fn new(doc: DocId) -> Self {
         Self { doc, collision: None, steps: Vec::new() }
     }
-
-    /// A document's projection rows: its probe, deletes, then inserts.
-    fn add_projection(&mut self, w: ProjectionWrite) {
-        self.collision = Some((w.collision, w.what));
-        self.steps.extend(w.deletes.into_iter().map(WriteStep::Exec));
-        self.steps.extend(w.inserts.into_iter().map(WriteStep::Insert));
-    }
 }
 
-/// The projection of `doc` as a write plan ([`super::projection`]).
-pub fn projection_writes(d: Dialect, doc: DocId, posyandu: &str, p: &Projection) -> WritePlan {
+/// A changed document's rows: its projection (when there is one: probe, deletes, inserts),
+/// then its conflict index, both over `only` the records touched or the whole document.
+pub fn record_writes(
+    d: Dialect,
+    doc: DocId,
+    posyandu: &str,
+    projection: Option<&Projection>,
+    conflicts: &[FieldConflict],
+    now: i64,
+) -> Result<WritePlan, StoreError> {
     let mut plan = WritePlan::new(doc);
-    plan.add_projection(super::projection(d, doc, posyandu, p));
-    plan
+    let only = projection.and_then(|p| p.only.as_deref());
+    if let Some(p) = projection {
+        let w = super::projection(d, doc, posyandu, p);
+        plan.collision = Some((w.collision, w.what));
+        plan.steps.extend(w.deletes.into_iter().map(WriteStep::Exec));
+        plan.steps.extend(w.inserts.into_iter().map(WriteStep::Insert));
+    }
+    let (delete, upsert) = super::conflicts_write(d, doc, posyandu, conflicts, only, now)?;
+    plan.steps.extend([WriteStep::Exec(delete), WriteStep::Insert(upsert)]);
+    Ok(plan)
 }
 
-/// What a settled push writes besides its state: projection rows and the conflict index
-/// (with a new state only), then the heads now known to be the device's.
+/// What a settled push writes besides its state: its document's rows (with a new state
+/// only), then the heads now known to be the device's.
 pub fn settled_writes(
     d: Dialect,
     device: DeviceId,
@@ -366,15 +367,11 @@ pub fn settled_writes(
     settled: &SettledPush,
     now: i64,
 ) -> Result<WritePlan, StoreError> {
-    let mut plan = WritePlan::new(push.doc);
     let posyandu = push.posyandu.as_str();
-    if settled.state.is_some() {
-        if let Some(p) = &settled.projection {
-            plan.add_projection(super::projection(d, push.doc, posyandu, p));
-        }
-        let (delete, upsert) = super::conflicts_write(d, push.doc, posyandu, &settled.conflicts, settled.only(), now)?;
-        plan.steps.extend([WriteStep::Exec(delete), WriteStep::Insert(upsert)]);
-    }
+    let mut plan = match &settled.state {
+        Some(_) => record_writes(d, push.doc, posyandu, settled.projection.as_ref(), &settled.conflicts, now)?,
+        None => WritePlan::new(push.doc),
+    };
     if let Some(heads) = &settled.device_heads {
         plan.steps.push(WriteStep::Exec(ack(d, device, push.doc, heads, now)));
     }

@@ -3,12 +3,10 @@
 //! decides what is written.
 
 use crate::StoreError;
-use crate::core::Projection;
 use crate::plan;
 use crate::sql::{Dialect, Insert, Row, Statement, Value};
 use bytes::BytesMut;
 use deadpool_postgres::Transaction;
-use posync_model::DocId;
 use tokio_postgres::types::{IsNull, ToSql, Type, to_sql_checked};
 
 pub(super) const D: Dialect = Dialect::Postgres;
@@ -97,30 +95,6 @@ pub(super) async fn run_writes(tx: &Transaction<'_>, w: &plan::WritePlan) -> Res
         }
     }
     Ok(())
-}
-
-/// Write a document's projection ([`plan::projection`]).
-pub(super) async fn write_projection(
-    tx: &Transaction<'_>,
-    doc: DocId,
-    posyandu: &str,
-    p: &Projection,
-) -> Result<(), StoreError> {
-    run_writes(tx, &plan::projection_writes(D, doc, posyandu, p)).await
-}
-
-/// Re-index a document's conflicts ([`plan::conflicts_write`]).
-pub(super) async fn write_conflicts(
-    tx: &Transaction<'_>,
-    doc: DocId,
-    posyandu: &str,
-    conflicts: &[posync_model::FieldConflict],
-    only: Option<&[String]>,
-    now: i64,
-) -> Result<(), StoreError> {
-    let (delete, upsert) = plan::conflicts_write(D, doc, posyandu, conflicts, only, now)?;
-    exec(tx, &delete).await?;
-    insert(tx, &upsert).await.map(drop)
 }
 
 /// One owned statement parameter (the SQLite-to-PostgreSQL copy, whose tables and columns

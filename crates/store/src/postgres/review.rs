@@ -1,7 +1,7 @@
 //! Review and reports on PostgreSQL: conflicts resolved and people merged (changes the
 //! server makes to a document, committed like a push), and the reads behind reports.
 
-use super::exec::{D, query_opt, write_conflicts, write_projection};
+use super::exec::{D, query_opt, run_writes};
 use super::{PgStore, access, blocking, commit_pending, doc_bytes, lock_docs, stored_doc};
 use crate::core;
 use crate::plan;
@@ -23,8 +23,7 @@ async fn commit_server_change(
     instance: &str,
     now: i64,
 ) -> Result<u64, StoreError> {
-    write_projection(tx, doc, posyandu, &changed.projection).await?;
-    write_conflicts(tx, doc, posyandu, &changed.conflicts, None, now).await?;
+    run_writes(tx, &plan::record_writes(D, doc, posyandu, Some(&changed.projection), &changed.conflicts, now)?).await?;
     let write = core::DocWrite::Whole(changed.saved);
     let pending = plan::NewState::new(doc, kind, posyandu, &changed.heads, write, format!("server:{instance}"));
     let seqs = commit_pending(tx, std::slice::from_ref(&pending), now).await?;

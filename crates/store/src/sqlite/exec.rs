@@ -2,10 +2,8 @@
 //! reading rows back. Nothing here decides what is written.
 
 use crate::StoreError;
-use crate::core::Projection;
 use crate::plan;
 use crate::sql::{Dialect, Insert, Row, Statement, Value};
-use posync_model::DocId;
 use rusqlite::types::{ToSqlOutput, ValueRef};
 use rusqlite::{Connection, params_from_iter};
 
@@ -83,30 +81,6 @@ pub(super) fn run_writes(conn: &Connection, w: &plan::WritePlan) -> Result<(), S
         }
     }
     Ok(())
-}
-
-/// Write a document's projection ([`plan::projection`]).
-pub(super) fn write_projection(
-    conn: &Connection,
-    doc: DocId,
-    posyandu: &str,
-    p: &Projection,
-) -> Result<(), StoreError> {
-    run_writes(conn, &plan::projection_writes(D, doc, posyandu, p))
-}
-
-/// Re-index a document's conflicts ([`plan::conflicts_write`]).
-pub(super) fn write_conflicts(
-    conn: &Connection,
-    doc: DocId,
-    posyandu: &str,
-    conflicts: &[posync_model::FieldConflict],
-    only: Option<&[String]>,
-    now: i64,
-) -> Result<(), StoreError> {
-    let (delete, upsert) = plan::conflicts_write(D, doc, posyandu, conflicts, only, now)?;
-    exec(conn, &delete)?;
-    insert(conn, &upsert)
 }
 
 #[cfg(test)]

@@ -1,7 +1,7 @@
 //! Review and reports on SQLite: conflicts resolved and people merged (changes the server
 //! makes to a document, committed like a push), and the reads behind reports and exports.
 
-use super::exec::{D, query, query_opt, write_conflicts, write_projection};
+use super::exec::{D, query, query_opt, run_writes};
 use super::{SqliteStore, commit_doc, doc_bytes, stored_doc};
 use crate::core;
 use crate::plan;
@@ -24,8 +24,7 @@ fn commit_server_change(
     let writer = format!("server:{instance}");
     let state = plan::NewState::new(doc, kind, posyandu, &changed.heads, core::DocWrite::Whole(changed.saved), writer);
     let seq = commit_doc(tx, &state, now)?;
-    write_projection(tx, doc, posyandu, &changed.projection)?;
-    write_conflicts(tx, doc, posyandu, &changed.conflicts, None, now)?;
+    run_writes(tx, &plan::record_writes(D, doc, posyandu, Some(&changed.projection), &changed.conflicts, now)?)?;
     Ok(seq)
 }
 
