@@ -530,6 +530,15 @@ pub fn starts_with_document(bytes: &[u8]) -> bool {
     bytes.len() > 8 && bytes[..4] == MAGIC && bytes[8] == CHUNK_DOCUMENT
 }
 
+/// Whether `bytes` are exactly one document chunk (a document saved whole, nothing after
+/// it): loaded into an empty document, they are that document as it would save itself.
+pub fn is_one_document(bytes: &[u8]) -> bool {
+    let mut r = Reader::new(bytes);
+    let header =
+        r.take(4).is_ok_and(|m| m == MAGIC) && r.take(4).is_ok() && r.take(1).is_ok_and(|t| t[0] == CHUNK_DOCUMENT);
+    header && r.uleb().ok().and_then(|n| usize::try_from(n).ok()).is_some_and(|n| n == r.remaining())
+}
+
 /// Inspect `bytes` within the budget, then load them into `am`. Returns the claims for
 /// [`check_complete`]. On any error `am` must be discarded.
 ///
@@ -580,6 +589,18 @@ mod tests {
         }
         tx.commit();
         am
+    }
+
+    #[test]
+    fn one_document_is_a_document_chunk_with_nothing_after_it() {
+        let am = doc_with(50);
+        let saved = am.save();
+        assert!(is_one_document(&saved));
+        let change = am.get_changes(&[])[0].raw_bytes().to_vec();
+        assert!(!is_one_document(&change), "a change chunk");
+        assert!(!is_one_document(&[saved.clone(), change].concat()), "a document, then a change");
+        assert!(!is_one_document(&saved[..saved.len() - 1]), "truncated");
+        assert!(!is_one_document(&[]));
     }
 
     #[test]

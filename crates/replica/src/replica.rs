@@ -275,14 +275,12 @@ pub fn marker_path(replica: &Path) -> std::path::PathBuf {
 }
 
 fn meta_get(conn: &Connection, key: &str) -> Result<Option<String>, ReplicaError> {
-    Ok(conn.query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0)).optional()?)
+    Ok(conn.prepare_cached("SELECT value FROM meta WHERE key = ?1")?.query_row([key], |r| r.get(0)).optional()?)
 }
 
 fn meta_set(conn: &Connection, key: &str, value: &str) -> Result<(), ReplicaError> {
-    conn.execute(
-        "INSERT INTO meta (key, value) VALUES (?1, ?2) ON CONFLICT(key) DO UPDATE SET value = ?2",
-        [key, value],
-    )?;
+    conn.prepare_cached("INSERT INTO meta (key, value) VALUES (?1, ?2) ON CONFLICT(key) DO UPDATE SET value = ?2")?
+        .execute([key, value])?;
     Ok(())
 }
 
@@ -493,13 +491,15 @@ impl Replica {
         add_columns_of_schema_2(&tx)?;
         add_docs_columns(&tx)?;
         let device = match tx
-            .query_row("SELECT value FROM meta WHERE key = 'device_id'", [], |r| r.get::<_, String>(0))
+            .prepare_cached("SELECT value FROM meta WHERE key = 'device_id'")?
+            .query_row([], |r| r.get::<_, String>(0))
             .optional()?
         {
             Some(s) => s.parse().map_err(|_| ReplicaError::BadResponse("stored device id".into()))?,
             None => {
                 let d = DeviceId::new_random();
-                tx.execute("INSERT INTO meta (key, value) VALUES ('device_id', ?1)", [d.to_string()])?;
+                tx.prepare_cached("INSERT INTO meta (key, value) VALUES ('device_id', ?1)")?
+                    .execute([d.to_string()])?;
                 d
             }
         };
@@ -563,7 +563,8 @@ impl Replica {
     pub fn cursor(&self) -> Result<u64, ReplicaError> {
         Ok(self
             .conn
-            .query_row("SELECT value FROM meta WHERE key = 'cursor'", [], |r| r.get::<_, String>(0))
+            .prepare_cached("SELECT value FROM meta WHERE key = 'cursor'")?
+            .query_row([], |r| r.get::<_, String>(0))
             .optional()?
             .and_then(|s| s.parse().ok())
             .unwrap_or(0))
@@ -582,8 +583,11 @@ impl Replica {
         // IMMEDIATE: take the write lock up front, waiting (busy timeout) for a sync that
         // holds it, instead of failing when a read transaction cannot become a write one.
         let tx = self.conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        let exists =
-            tx.query_row("SELECT 1 FROM docs WHERE doc_id = ?1", [id.to_string()], |_| Ok(())).optional()?.is_some();
+        let exists = tx
+            .prepare_cached("SELECT 1 FROM docs WHERE doc_id = ?1")?
+            .query_row([id.to_string()], |_| Ok(()))
+            .optional()?
+            .is_some();
         if !exists {
             let am = doc::genesis(&meta, self.device.actor())?;
             save_doc(&tx, id, &am, true)?;
@@ -793,7 +797,7 @@ impl Replica {
             "SELECT person_id, posyandu, name, sex, birth_date, mother_name, nik
              FROM people {filter} ORDER BY name, person_id"
         );
-        let mut stmt = self.conn.prepare(&sql)?;
+        let mut stmt = self.conn.prepare_cached(&sql)?;
         let rows = stmt.query_map(p, |r| {
             Ok(PersonRow {
                 person_id: r.get(0)?,
@@ -815,7 +819,7 @@ impl Replica {
                     life_group, services
              FROM visits {filter} ORDER BY recorded_at, visit_id"
         );
-        let mut stmt = self.conn.prepare(&sql)?;
+        let mut stmt = self.conn.prepare_cached(&sql)?;
         let rows = stmt.query_map(p, |r| {
             Ok(VisitRow {
                 visit_id: r.get(0)?,
@@ -851,7 +855,7 @@ impl Replica {
 
     /// Every document id on this device, sorted.
     pub fn doc_ids(&self) -> Result<Vec<DocId>, ReplicaError> {
-        let mut stmt = self.conn.prepare("SELECT doc_id FROM docs ORDER BY doc_id")?;
+        let mut stmt = self.conn.prepare_cached("SELECT doc_id FROM docs ORDER BY doc_id")?;
         let ids = stmt.query_map([], |r| r.get::<_, String>(0))?.collect::<Result<Vec<_>, _>>()?;
         Ok(ids.into_iter().filter_map(|s| s.parse().ok()).collect())
     }
@@ -870,7 +874,7 @@ impl Replica {
     /// Documents with changes the server has not acknowledged and that the next sync will push.
     pub fn outbox(&self) -> Result<Vec<DocId>, ReplicaError> {
         let mut stmt =
-            self.conn.prepare("SELECT doc_id FROM docs WHERE dirty = 1 AND rejected IS NULL ORDER BY doc_id")?;
+            self.conn.prepare_cached("SELECT doc_id FROM docs WHERE dirty = 1 AND rejected IS NULL ORDER BY doc_id")?;
         let ids = stmt.query_map([], |r| r.get::<_, String>(0))?.collect::<Result<Vec<_>, _>>()?;
         Ok(ids.into_iter().filter_map(|s| s.parse().ok()).collect())
     }
@@ -878,7 +882,7 @@ impl Replica {
     /// Documents the server refused, with its error code. Their data is kept on the device.
     pub fn rejected(&self) -> Result<Vec<(DocId, String)>, ReplicaError> {
         let mut stmt =
-            self.conn.prepare("SELECT doc_id, rejected FROM docs WHERE rejected IS NOT NULL ORDER BY doc_id")?;
+            self.conn.prepare_cached("SELECT doc_id, rejected FROM docs WHERE rejected IS NOT NULL ORDER BY doc_id")?;
         let rows = stmt
             .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?
             .collect::<Result<Vec<_>, _>>()?;
@@ -887,13 +891,15 @@ impl Replica {
 
     /// Stop pushing `doc`: the server refused it with `code`. Nothing is deleted.
     pub fn quarantine(&mut self, id: DocId, code: &str) -> Result<(), ReplicaError> {
-        self.conn.execute("UPDATE docs SET rejected = ?2 WHERE doc_id = ?1", params![id.to_string(), code])?;
+        self.conn
+            .prepare_cached("UPDATE docs SET rejected = ?2 WHERE doc_id = ?1")?
+            .execute(params![id.to_string(), code])?;
         Ok(())
     }
 
     /// Push `doc` again at the next sync (after its scope or the app was fixed).
     pub fn release(&mut self, id: DocId) -> Result<(), ReplicaError> {
-        self.conn.execute("UPDATE docs SET rejected = NULL WHERE doc_id = ?1", [id.to_string()])?;
+        self.conn.prepare_cached("UPDATE docs SET rejected = NULL WHERE doc_id = ?1")?.execute([id.to_string()])?;
         Ok(())
     }
 
@@ -920,7 +926,7 @@ impl Replica {
             req.pull = Some(false);
         }
         req.dropped = self.dropped_unreported(limits.push_docs_max)?;
-        let mut stmt = self.conn.prepare(
+        let mut stmt = self.conn.prepare_cached(
             "SELECT doc_id, kind, posyandu, server_heads FROM docs WHERE dirty = 1 AND rejected IS NULL
              ORDER BY kind = 'registry' DESC,
                       (SELECT MAX(session_date) FROM visits v WHERE v.doc_id = docs.doc_id) DESC, doc_id",
@@ -987,7 +993,9 @@ impl Replica {
         drop(stmt);
         for (id, code) in refused {
             tracing::warn!(doc = %id, code, "document over the server's budget; kept on the device, not pushed");
-            self.conn.execute("UPDATE docs SET rejected = ?2 WHERE doc_id = ?1", params![id.to_string(), code])?;
+            self.conn
+                .prepare_cached("UPDATE docs SET rejected = ?2 WHERE doc_id = ?1")?
+                .execute(params![id.to_string(), code])?;
         }
         // Pieces of documents larger than a page: tell the server what we hold of them (unless
         // this request pushes them anyway), so the next page carries on after it.
@@ -1070,10 +1078,10 @@ impl Replica {
             let grew = !held_scope.as_ref().is_some_and(|held| scope.is_subset(held));
             restart = grew && stored_cursor > 0;
             let json = serde_json::to_string(list).map_err(|e| ReplicaError::BadResponse(e.to_string()))?;
-            tx.execute(
+            tx.prepare_cached(
                 "INSERT INTO meta (key, value) VALUES ('scope', ?1) ON CONFLICT(key) DO UPDATE SET value = ?1",
-                [json],
-            )?;
+            )?
+            .execute([json])?;
         }
         if let Some(incarnation) = resp.store {
             let seen = meta_get(&tx, "store")?.and_then(|s| s.parse::<u32>().ok());
@@ -1082,7 +1090,7 @@ impl Replica {
                 // acknowledged, even whole documents. Everything held here goes again (the
                 // server keeps what it has, once), and the pull starts over.
                 tracing::warn!(device = %self.device, "server store restored: re-sending every held document");
-                tx.execute("UPDATE docs SET server_heads = X'', dirty = 1", [])?;
+                tx.prepare_cached("UPDATE docs SET server_heads = X'', dirty = 1")?.execute([])?;
                 restart = true;
                 report.store_restored = true;
             }
@@ -1095,10 +1103,12 @@ impl Replica {
             // starting over), so a document held ahead of the cursor is reported until the
             // cursor has moved.
             let report_again = restart || (stored_cursor == 0 && resp.cursor == 0);
-            let n = tx.execute(
-                "UPDATE docs SET server_heads = ?2, dirty = (heads != ?2), piece = (piece AND ?3) WHERE doc_id = ?1",
-                params![ack.doc.to_string(), acked.to_bytes(), report_again],
-            )?;
+            let n = tx
+                .prepare_cached(
+                    "UPDATE docs SET server_heads = ?2, dirty = (heads != ?2), piece = (piece AND ?3)
+                     WHERE doc_id = ?1",
+                )?
+                .execute(params![ack.doc.to_string(), acked.to_bytes(), report_again])?;
             report.acked += n;
         }
         let mut cursor_ok = true;
@@ -1117,6 +1127,7 @@ impl Replica {
                 }
                 _ => None,
             };
+            let took_whole = adopted.is_some();
             let (mut am, claims) = if let Some(theirs) = adopted {
                 report.adopted += 1;
                 theirs
@@ -1146,7 +1157,8 @@ impl Replica {
                 // a backup). Push our copy whole, which tells the server what we really have,
                 // and pull from the start of the feed.
                 tracing::warn!(doc = %pull.doc, "pulled changes miss dependencies; re-pushing and re-pulling");
-                tx.execute("UPDATE docs SET server_heads = X'', dirty = 1 WHERE doc_id = ?1", [pull.doc.to_string()])?;
+                tx.prepare_cached("UPDATE docs SET server_heads = X'', dirty = 1 WHERE doc_id = ?1")?
+                    .execute([pull.doc.to_string()])?;
                 cursor_ok = false;
                 continue;
             }
@@ -1161,18 +1173,33 @@ impl Replica {
             // A sync costs what it brought: the pulled changes are appended and only the
             // records they reach projected again, unless the document is new here (or was
             // rebuilt), which is saved and projected whole.
-            // Automerge rebuilds changes from its columns when asked: ask once.
-            let new = before.filter(|b| !rebuilt && !b.is_empty()).map(|b| doc::NewChanges::after(&am, b.as_slice()));
-            match new.as_ref().and_then(|n| doc::touched_records_of(&am, meta.kind, n).map(|t| (n, t))) {
-                Some((n, touched)) => stored::save_pulled(&tx, pull.doc, &am, n, &touched)?,
-                None => {
-                    save_doc(&tx, pull.doc, &am, false)?;
+            let before = before.filter(|b| !rebuilt && !b.is_empty());
+            match before {
+                // The server's whole copy, loaded: its bytes are stored as they came (no save,
+                // no change rebuilt), and the records that differ from ours found by a diff.
+                Some(b) if took_whole => {
+                    match doc::touched_records_between(&am, meta.kind, b.as_slice(), &am.get_heads()) {
+                        Some(touched) => stored::save_adopted(&tx, pull.doc, &am, &pull.changes, &touched)?,
+                        None => {
+                            save_doc(&tx, pull.doc, &am, false)?;
+                        }
+                    }
+                }
+                _ => {
+                    // Automerge rebuilds changes from its columns when asked: ask once.
+                    let new = before.map(|b| doc::NewChanges::after(&am, b.as_slice()));
+                    match new.as_ref().and_then(|n| doc::touched_records_of(&am, meta.kind, n).map(|t| (n, t))) {
+                        Some((n, touched)) => stored::save_pulled(&tx, pull.doc, &am, n, &touched)?,
+                        None => {
+                            save_doc(&tx, pull.doc, &am, false)?;
+                        }
+                    }
                 }
             }
-            tx.execute(
+            tx.prepare_cached(
                 "UPDATE docs SET server_heads = ?2, dirty = (heads != ?2), piece = ?3 WHERE doc_id = ?1",
-                params![pull.doc.to_string(), server_heads.to_bytes(), pull.piece],
-            )?;
+            )?
+            .execute(params![pull.doc.to_string(), server_heads.to_bytes(), pull.piece])?;
             report.pulled += 1;
             // Kept loaded only if it was here before: a first pull of many documents must not
             // push out the ones being worked on.
@@ -1182,10 +1209,10 @@ impl Replica {
         }
         let cursor = if cursor_ok && !restart { resp.cursor } else { 0 };
         report.cursor = cursor;
-        tx.execute(
+        tx.prepare_cached(
             "INSERT INTO meta (key, value) VALUES ('cursor', ?1) ON CONFLICT(key) DO UPDATE SET value = ?1",
-            [cursor.to_string()],
-        )?;
+        )?
+        .execute([cursor.to_string()])?;
         tx.commit()?;
         for (id, am) in keep {
             self.loaded.borrow_mut().keep(id, am);
@@ -1206,8 +1233,11 @@ impl Replica {
     /// The scope (posyandu) the server last told this device it has; `None` before the
     /// first sync.
     pub fn scope(&self) -> Result<Option<Scope>, ReplicaError> {
-        let json: Option<String> =
-            self.conn.query_row("SELECT value FROM meta WHERE key = 'scope'", [], |r| r.get(0)).optional()?;
+        let json: Option<String> = self
+            .conn
+            .prepare_cached("SELECT value FROM meta WHERE key = 'scope'")?
+            .query_row([], |r| r.get(0))
+            .optional()?;
         json.map(|j| {
             serde_json::from_str::<Vec<PosyanduId>>(&j)
                 .map(Scope::new)
@@ -1223,13 +1253,14 @@ impl Replica {
         let json = serde_json::to_string(c).map_err(|e| ReplicaError::BadResponse(e.to_string()))?;
         if let Some(secrets) = &self.secrets {
             secrets.put(CREDENTIAL_KEY, &json).map_err(ReplicaError::Io)?;
-            self.conn.execute("DELETE FROM meta WHERE key = 'credential'", [])?;
+            self.conn.prepare_cached("DELETE FROM meta WHERE key = 'credential'")?.execute([])?;
             return Ok(());
         }
-        self.conn.execute(
-            "INSERT INTO meta (key, value) VALUES ('credential', ?1) ON CONFLICT(key) DO UPDATE SET value = ?1",
-            [json],
-        )?;
+        self.conn
+            .prepare_cached(
+                "INSERT INTO meta (key, value) VALUES ('credential', ?1) ON CONFLICT(key) DO UPDATE SET value = ?1",
+            )?
+            .execute([json])?;
         Ok(())
     }
 
@@ -1237,9 +1268,11 @@ impl Replica {
     pub fn credential(&self) -> Result<Option<Credential>, ReplicaError> {
         let json: Option<String> = match &self.secrets {
             Some(secrets) => secrets.get(CREDENTIAL_KEY),
-            None => {
-                self.conn.query_row("SELECT value FROM meta WHERE key = 'credential'", [], |r| r.get(0)).optional()?
-            }
+            None => self
+                .conn
+                .prepare_cached("SELECT value FROM meta WHERE key = 'credential'")?
+                .query_row([], |r| r.get(0))
+                .optional()?,
         };
         json.map(|j| serde_json::from_str(&j).map_err(|_| ReplicaError::BadResponse("stored credential".into())))
             .transpose()
@@ -1267,7 +1300,9 @@ impl Replica {
     /// Forget what the server acknowledged for `doc`, so the next push sends it whole.
     /// The answer to `missing_dependencies`.
     pub fn reset_server_heads(&mut self, id: DocId) -> Result<(), ReplicaError> {
-        self.conn.execute("UPDATE docs SET server_heads = X'', dirty = 1 WHERE doc_id = ?1", [id.to_string()])?;
+        self.conn
+            .prepare_cached("UPDATE docs SET server_heads = X'', dirty = 1 WHERE doc_id = ?1")?
+            .execute([id.to_string()])?;
         Ok(())
     }
 }
@@ -1288,12 +1323,11 @@ fn over_budget(am: &Automerge, saved_len: usize, changes: &[u8], limits: &Limits
 /// The person's latest measurement before `date` on this device.
 fn previous_in(conn: &Connection, person: PersonId, date: time::Date) -> Result<Option<Previous>, ReplicaError> {
     let row: Option<(String, Option<i64>, Option<i64>)> = conn
-        .query_row(
+        .prepare_cached(
             "SELECT session_date, weight_g, length_mm FROM visits
              WHERE person_id = ?1 AND session_date < ?2 ORDER BY session_date DESC LIMIT 1",
-            params![person.to_string(), format_date(date)],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-        )
+        )?
+        .query_row(params![person.to_string(), format_date(date)], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
         .optional()?;
     Ok(row.and_then(|(d, weight_g, length_mm)| {
         posync_model::record::parse_date(&d).map(|date| Previous { date, weight_g, length_mm })
@@ -1341,19 +1375,20 @@ fn apply_scope(tx: &Transaction<'_>, scope: &Scope) -> Result<usize, ReplicaErro
         let inside = posyandu.parse::<PosyanduId>().is_ok_and(|p| scope.allows(&p));
         if inside {
             // Refused earlier for scope, in scope now (an assignment was fixed): push it again.
-            tx.execute(
+            tx.prepare_cached(
                 "UPDATE docs SET rejected = NULL WHERE doc_id = ?1 AND rejected IN ('out_of_scope', 'forbidden')",
-                [&doc],
-            )?;
+            )?
+            .execute([&doc])?;
             continue;
         }
         if dirty {
-            tx.execute("UPDATE docs SET rejected = COALESCE(rejected, 'out_of_scope') WHERE doc_id = ?1", [&doc])?;
+            tx.prepare_cached("UPDATE docs SET rejected = COALESCE(rejected, 'out_of_scope') WHERE doc_id = ?1")?
+                .execute([&doc])?;
             continue;
         }
-        tx.execute("DELETE FROM visits WHERE doc_id = ?1", [&doc])?;
-        tx.execute("DELETE FROM people WHERE doc_id = ?1", [&doc])?;
-        purged += tx.execute("DELETE FROM docs WHERE doc_id = ?1", [&doc])?;
+        tx.prepare_cached("DELETE FROM visits WHERE doc_id = ?1")?.execute([&doc])?;
+        tx.prepare_cached("DELETE FROM people WHERE doc_id = ?1")?.execute([&doc])?;
+        purged += tx.prepare_cached("DELETE FROM docs WHERE doc_id = ?1")?.execute([&doc])?;
         stored::drop_chunks(tx, &doc)?;
     }
     Ok(purged)
@@ -1371,8 +1406,10 @@ pub struct Credential {
 
 /// The heads the server acknowledged for a document.
 fn server_heads_of(tx: &Transaction<'_>, id: DocId) -> Result<Heads, ReplicaError> {
-    let bytes: Option<Vec<u8>> =
-        tx.query_row("SELECT server_heads FROM docs WHERE doc_id = ?1", [id.to_string()], |r| r.get(0)).optional()?;
+    let bytes: Option<Vec<u8>> = tx
+        .prepare_cached("SELECT server_heads FROM docs WHERE doc_id = ?1")?
+        .query_row([id.to_string()], |r| r.get(0))
+        .optional()?;
     Ok(bytes.map(|b| heads_from(&b)).unwrap_or_default())
 }
 

@@ -43,8 +43,10 @@ impl Loaded {
     /// The document as stored now: the kept copy if its heads are the stored heads, else
     /// loaded from the file. Taken out: a capture that fails leaves nothing half-applied here.
     pub fn take(&mut self, tx: &Connection, id: DocId) -> Result<Option<Automerge>, ReplicaError> {
-        let stored: Option<Vec<u8>> =
-            tx.query_row("SELECT heads FROM docs WHERE doc_id = ?1", [id.to_string()], |r| r.get(0)).optional()?;
+        let stored: Option<Vec<u8>> = tx
+            .prepare_cached("SELECT heads FROM docs WHERE doc_id = ?1")?
+            .query_row([id.to_string()], |r| r.get(0))
+            .optional()?;
         let Some(stored) = stored else {
             self.docs.remove(&id);
             return Ok(None);
@@ -84,8 +86,10 @@ pub fn load_doc(conn: &Connection, id: DocId) -> Result<Option<Automerge>, Repli
 /// (change chunks), which Automerge loads, and the server takes, as one document.
 pub fn stored_bytes(conn: &Connection, id: DocId) -> Result<Option<Vec<u8>>, ReplicaError> {
     let doc_s = id.to_string();
-    let Some(mut bytes) =
-        conn.query_row("SELECT bytes FROM docs WHERE doc_id = ?1", [&doc_s], |r| r.get::<_, Vec<u8>>(0)).optional()?
+    let Some(mut bytes) = conn
+        .prepare_cached("SELECT bytes FROM docs WHERE doc_id = ?1")?
+        .query_row([&doc_s], |r| r.get::<_, Vec<u8>>(0))
+        .optional()?
     else {
         return Ok(None);
     };
@@ -99,18 +103,18 @@ pub fn stored_bytes(conn: &Connection, id: DocId) -> Result<Option<Vec<u8>>, Rep
 
 /// The length of a document's stored bytes (at least its saved size).
 pub fn stored_len(conn: &Connection, id: DocId) -> Result<usize, ReplicaError> {
-    let n: i64 = conn.query_row(
-        "SELECT length(bytes) + COALESCE((SELECT SUM(length(bytes)) FROM doc_chunks WHERE doc_id = ?1), 0)
-         FROM docs WHERE doc_id = ?1",
-        [id.to_string()],
-        |r| r.get(0),
-    )?;
+    let n: i64 = conn
+        .prepare_cached(
+            "SELECT length(bytes) + COALESCE((SELECT SUM(length(bytes)) FROM doc_chunks WHERE doc_id = ?1), 0)
+             FROM docs WHERE doc_id = ?1",
+        )?
+        .query_row([id.to_string()], |r| r.get(0))?;
     Ok(usize::try_from(n).unwrap_or(usize::MAX))
 }
 
 /// Forget a document's appended captures (it was just saved whole, or dropped).
 pub fn drop_chunks(tx: &Transaction<'_>, doc_s: &str) -> Result<(), ReplicaError> {
-    tx.execute("DELETE FROM doc_chunks WHERE doc_id = ?1", [doc_s])?;
+    tx.prepare_cached("DELETE FROM doc_chunks WHERE doc_id = ?1")?.execute([doc_s])?;
     Ok(())
 }
 
@@ -128,7 +132,7 @@ pub fn save_capture(
 ) -> Result<usize, ReplicaError> {
     let doc_s = id.to_string();
     let size = append(tx, id, am, before, whole_from_bytes)?;
-    tx.execute("UPDATE docs SET dirty = 1 WHERE doc_id = ?1", [&doc_s])?;
+    tx.prepare_cached("UPDATE docs SET dirty = 1 WHERE doc_id = ?1")?.execute([&doc_s])?;
     let meta = doc::read_meta(am)?;
     let reader = doc::RecordReader::of(am)?;
     match touched {
@@ -160,23 +164,21 @@ fn append_delta(
     whole_from_bytes: usize,
 ) -> Result<usize, ReplicaError> {
     let doc_s = id.to_string();
-    let chunks: i64 = tx.query_row("SELECT chunks FROM docs WHERE doc_id = ?1", [&doc_s], |r| r.get(0))?;
+    let chunks: i64 =
+        tx.prepare_cached("SELECT chunks FROM docs WHERE doc_id = ?1")?.query_row([&doc_s], |r| r.get(0))?;
     let heads = Heads::new(am.get_heads()).to_bytes();
     let appended = stored_len(tx, id)?.saturating_add(delta.len());
     if chunks + 1 >= CHUNKS_MAX || appended > whole_from_bytes {
         let saved = am.save();
-        tx.execute(
-            "UPDATE docs SET bytes = ?2, heads = ?3, chunks = 0 WHERE doc_id = ?1",
-            params![doc_s, saved, heads],
-        )?;
+        tx.prepare_cached("UPDATE docs SET bytes = ?2, heads = ?3, chunks = 0 WHERE doc_id = ?1")?
+            .execute(params![doc_s, saved, heads])?;
         drop_chunks(tx, &doc_s)?;
         return Ok(saved.len());
     }
-    tx.execute(
-        "INSERT OR REPLACE INTO doc_chunks (doc_id, n, bytes) VALUES (?1, ?2, ?3)",
-        params![doc_s, chunks, delta],
-    )?;
-    tx.execute("UPDATE docs SET heads = ?2, chunks = chunks + 1 WHERE doc_id = ?1", params![doc_s, heads])?;
+    tx.prepare_cached("INSERT OR REPLACE INTO doc_chunks (doc_id, n, bytes) VALUES (?1, ?2, ?3)")?
+        .execute(params![doc_s, chunks, delta])?;
+    tx.prepare_cached("UPDATE docs SET heads = ?2, chunks = chunks + 1 WHERE doc_id = ?1")?
+        .execute(params![doc_s, heads])?;
     Ok(appended)
 }
 
@@ -192,6 +194,30 @@ pub fn save_pulled(
     records: &[String],
 ) -> Result<(), ReplicaError> {
     append_delta(tx, id, am, new.to_bytes(), usize::MAX)?;
+    project_records(tx, id, am, records)
+}
+
+/// Store the server's whole copy of a document held here, loaded as `am`: `bytes`, as they
+/// came, become the stored document (a saved document needs no save again, and the
+/// appended chunks are gone with the state they led to); only `records`, those that differ
+/// from the copy held before, are projected again. `dirty` is left to the caller.
+pub fn save_adopted(
+    tx: &Transaction<'_>,
+    id: DocId,
+    am: &Automerge,
+    bytes: &[u8],
+    records: &[String],
+) -> Result<(), ReplicaError> {
+    let doc_s = id.to_string();
+    let heads = Heads::new(am.get_heads()).to_bytes();
+    tx.prepare_cached("UPDATE docs SET bytes = ?2, heads = ?3, chunks = 0 WHERE doc_id = ?1")?
+        .execute(params![doc_s, bytes, heads])?;
+    drop_chunks(tx, &doc_s)?;
+    project_records(tx, id, am, records)
+}
+
+/// Project `records` (ids in the document's collection) of `am` again.
+fn project_records(tx: &Transaction<'_>, id: DocId, am: &Automerge, records: &[String]) -> Result<(), ReplicaError> {
     let meta = doc::read_meta(am)?;
     let reader = doc::RecordReader::of(am)?;
     let doc_s = id.to_string();
@@ -217,12 +243,13 @@ pub fn save_doc(tx: &Transaction<'_>, id: DocId, am: &Automerge, local: bool) ->
     let heads = Heads::new(am.get_heads()).to_bytes();
     let doc_s = id.to_string();
     let saved = am.save();
-    tx.execute(
-        "INSERT INTO docs (doc_id, kind, posyandu, bytes, heads, server_heads, dirty) VALUES (?1, ?2, ?3, ?4, ?5, X'', ?6)
+    tx.prepare_cached(
+        "INSERT INTO docs (doc_id, kind, posyandu, bytes, heads, server_heads, dirty)
+         VALUES (?1, ?2, ?3, ?4, ?5, X'', ?6)
          ON CONFLICT(doc_id) DO UPDATE SET bytes = ?4, heads = ?5, dirty = CASE WHEN ?6 THEN 1 ELSE dirty END,
              chunks = 0",
-        params![doc_s, meta.kind.code(), meta.posyandu.as_str(), saved, heads, local],
-    )?;
+    )?
+    .execute(params![doc_s, meta.kind.code(), meta.posyandu.as_str(), saved, heads, local])?;
     drop_chunks(tx, &doc_s)?;
     match meta.kind {
         DocKind::Session => project_visits(tx, &doc_s, &meta, am)?,
@@ -242,7 +269,7 @@ fn under_review(found: Vec<posync_model::FieldConflict>) -> BTreeMap<String, Vec
 
 fn project_visits(tx: &Transaction<'_>, doc_s: &str, meta: &DocMeta, am: &Automerge) -> Result<(), ReplicaError> {
     let conflicted = under_review(conflicts(am)?);
-    tx.execute("DELETE FROM visits WHERE doc_id = ?1", [doc_s])?;
+    tx.prepare_cached("DELETE FROM visits WHERE doc_id = ?1")?.execute([doc_s])?;
     let mut ins = insert_visit_stmt(tx)?;
     for v in doc::visits(am)? {
         let conf = conflicted.get(&v.visit_id.to_string()).map(|f| f.join(",")).unwrap_or_default();
@@ -260,7 +287,7 @@ fn project_visit(
     id: VisitId,
 ) -> Result<(), ReplicaError> {
     let vid = id.to_string();
-    tx.execute("DELETE FROM visits WHERE visit_id = ?1 AND doc_id = ?2", [&vid, doc_s])?;
+    tx.prepare_cached("DELETE FROM visits WHERE visit_id = ?1 AND doc_id = ?2")?.execute([&vid, doc_s])?;
     if let Some(v) = reader.visit(id)? {
         let conflicted = under_review(reader.conflicts(&vid)?);
         let conf = conflicted.get(&vid).map(|f| f.join(",")).unwrap_or_default();
@@ -323,7 +350,7 @@ fn services_json(services: &BTreeMap<Field, FieldValue>) -> String {
 }
 
 fn project_people(tx: &Transaction<'_>, doc_s: &str, meta: &DocMeta, am: &Automerge) -> Result<(), ReplicaError> {
-    tx.execute("DELETE FROM people WHERE doc_id = ?1", [doc_s])?;
+    tx.prepare_cached("DELETE FROM people WHERE doc_id = ?1")?.execute([doc_s])?;
     let mut ins = insert_person_stmt(tx)?;
     for p in doc::people(am)? {
         insert_person(&mut ins, doc_s, meta, &p)?;
@@ -339,7 +366,7 @@ fn project_person(
     reader: &doc::RecordReader<'_>,
     id: PersonId,
 ) -> Result<(), ReplicaError> {
-    tx.execute("DELETE FROM people WHERE person_id = ?1 AND doc_id = ?2", [&id.to_string(), doc_s])?;
+    tx.prepare_cached("DELETE FROM people WHERE person_id = ?1 AND doc_id = ?2")?.execute([&id.to_string(), doc_s])?;
     if let Some(p) = reader.person(id)? {
         insert_person(&mut *insert_person_stmt(tx)?, doc_s, meta, &p)?;
     }

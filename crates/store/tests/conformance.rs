@@ -117,6 +117,7 @@ conformance!(
     a_document_pushed_as_another_posyandus_is_a_mismatch,
     a_document_twice_in_one_push_is_refused,
     an_empty_push_of_a_document_nobody_has_is_acknowledged_and_records_nothing,
+    a_new_document_pushed_saved_whole_is_stored_as_it_came,
     // change feed
     the_feed_is_gap_free_from_one_and_lists_documents_in_feed_order,
     pulling_in_small_pages_sends_every_document_whole_in_first_entry_order,
@@ -622,6 +623,34 @@ async fn an_empty_push_of_a_document_nobody_has_is_acknowledged_and_records_noth
     store.push(prober, s, vec![probe], NOW + 1).await.expect("probe again");
     let after = stats(&*store).await;
     assert_eq!((after.docs, after.feed_entries, after.device_heads), (1, 1, 2), "{after:?}");
+}
+
+/// A phone's first push of a document is the document saved whole: the server keeps those
+/// bytes (they load to exactly what it merged) instead of saving its copy again. A document
+/// followed by more changes is saved by the server, whole.
+async fn a_new_document_pushed_saved_whole_is_stored_as_it_came(backend: Backend) {
+    let store = backend.open().await;
+    let device = DeviceId::new_random();
+    let s = scope(&["melati"]);
+    let am = session("melati", day(0), device, &[visit(device, "Sri Wahyuni", 9000)]);
+    let push = push_of(&am, &Heads::empty());
+    store.push(device, s.clone(), vec![push.clone()], NOW).await.expect("push");
+    let stored = store.get(doc_id(&am)).await.expect("get").expect("stored");
+    assert_eq!(stored.bytes, push.changes, "stored as pushed");
+    assert_eq!(stored.meta.heads, heads(&am));
+
+    let mut more = session("melati", day(1), device, &[visit(device, "Ani", 8000)]);
+    let first = heads(&more);
+    let saved = more.save();
+    doc::record_visit(&mut more, &visit(device, "Budi", 7000), NOW).expect("record");
+    let pushed =
+        DocPush { changes: [saved, more.save_after(first.as_slice())].concat(), ..push_of(&more, &Heads::empty()) };
+    store.push(device, s, vec![pushed.clone()], NOW).await.expect("push");
+    let stored = store.get(doc_id(&more)).await.expect("get").expect("stored");
+    assert_ne!(stored.bytes, pushed.changes, "a document and a change: saved again");
+    let loaded = Automerge::load(&stored.bytes).expect("loads");
+    assert_eq!(heads(&loaded), heads(&more));
+    assert_eq!(doc::visits(&loaded).expect("visits").len(), 2);
 }
 
 // ------------------------------------------------------------------------------------------

@@ -329,6 +329,16 @@ async fn a_pulled_whole_copy_holding_all_of_ours_is_loaded_instead_of_merged() {
     let report = b.replica.apply_response(&resp).expect("apply");
     assert_eq!((report.pulled, report.adopted), (1, 1), "loaded, not merged");
     assert_eq!(visit_ids(&b.replica).len(), 12);
+    // Stored as it came: neither saved again nor appended to b's own copy.
+    let file = rusqlite::Connection::open(b.dir.path().join("replica.sqlite")).expect("open b's file");
+    let (bytes, chunks): (Vec<u8>, i64) = file
+        .query_row(
+            "SELECT bytes, (SELECT COUNT(*) FROM doc_chunks WHERE doc_id = ?1) FROM docs WHERE doc_id = ?1",
+            [resp.docs[0].doc.to_string()],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .expect("b's session");
+    assert_eq!((bytes, chunks), (resp.docs[0].changes.clone(), 0), "the server's copy, as sent");
     assert!(b.replica.outbox().expect("outbox").is_empty(), "nothing left to push");
     a.sync(&server).await;
     assert_eq!(snapshot(&b.replica), snapshot(&a.replica), "the same document as a merge gives");

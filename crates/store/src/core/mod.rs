@@ -214,7 +214,7 @@ pub fn merge_push(
         reason: bad.reason,
     })?;
     check_doc_budget(id, &am, &rules.limits)?;
-    let write = doc_write(id, &am, form, &new, &rules.limits)?;
+    let write = doc_write(id, &am, form, &new, &push.changes, &rules.limits)?;
     // Work proportional to the change: only the records it reached are projected again.
     let only = if before.is_empty() { None } else { doc::touched_records_of(&am, meta.kind, &new) };
     let projection = project_records(&am, &meta, rules.now, only.as_deref()).map_err(|e| layout_error(id, e))?;
@@ -240,12 +240,15 @@ pub fn merge_push(
 
 /// How to store `am`, merged into a document stored as `form` (`None`: new):
 /// its `new` changes appended while fewer than [`CHUNKS_MAX`] follow the snapshot and the
-/// appended form stays within the document budget; else saved whole, within the budget.
+/// appended form stays within the document budget; else saved whole, within the budget. A
+/// new document pushed saved whole (a phone's first push) is stored as it came: `am` was
+/// loaded from exactly those bytes, so saving it again would only redo the phone's work.
 fn doc_write(
     id: DocId,
     am: &Automerge,
     form: Option<StoredForm>,
     new: &doc::NewChanges,
+    pushed: &[u8],
     limits: &Limits,
 ) -> Result<DocWrite, StoreError> {
     if let Some(form) = form
@@ -256,7 +259,7 @@ fn doc_write(
             return Ok(DocWrite::Append(chunk));
         }
     }
-    let saved = am.save();
+    let saved = if form.is_none() && guard::is_one_document(pushed) { pushed.to_vec() } else { am.save() };
     if saved.len() > limits.doc_bytes_max {
         return Err(StoreError::DocumentTooLarge {
             doc: id,

@@ -1,0 +1,130 @@
+//! `doc::touched_records_between`: the records a phone projects again after loading the
+//! server's whole copy, found from Automerge's diff of the two states instead of the new
+//! changes rebuilt from their columns. Property: after any captures, concurrent edits and
+//! merges on three phones, every record whose row (its winning values and its conflicts)
+//! differs between the phone's copy before and after a merge is in the set.
+
+use automerge::Automerge;
+use posync_model::doc::{self, DocMeta};
+use posync_model::{DeviceId, DocKind, Field, FieldConflict, FieldValue, LifeGroup, PersonId, Sex, Visit, VisitId};
+use proptest::prelude::*;
+use std::collections::BTreeMap;
+
+const NOW: i64 = 1_795_395_600;
+
+#[derive(Clone, Debug)]
+enum Step {
+    Record { phone: usize },
+    Weigh { phone: usize, pick: usize, grams: i64 },
+    Note { phone: usize, pick: usize },
+    Immunise { phone: usize, pick: usize },
+    Merge { into: usize, from: usize },
+}
+
+fn step() -> impl Strategy<Value = Step> {
+    prop_oneof![
+        (0..3usize).prop_map(|phone| Step::Record { phone }),
+        (0..3usize, any::<usize>(), 3_000..20_000i64).prop_map(|(phone, pick, grams)| Step::Weigh {
+            phone,
+            pick,
+            grams
+        }),
+        (0..3usize, any::<usize>()).prop_map(|(phone, pick)| Step::Note { phone, pick }),
+        (0..3usize, any::<usize>()).prop_map(|(phone, pick)| Step::Immunise { phone, pick }),
+        (0..3usize, 0..3usize).prop_map(|(into, from)| Step::Merge { into, from }),
+    ]
+}
+
+fn new_visit(device: DeviceId, n: usize) -> Visit {
+    Visit {
+        visit_id: VisitId::new_random(),
+        person_id: PersonId::new_random(),
+        name: format!("Anak {n}"),
+        sex: Sex::Male,
+        birth_date: time::macros::date!(2024 - 06 - 15),
+        weight_g: Some(9_000),
+        length_mm: Some(800),
+        lying: Some(true),
+        head_circ_mm: None,
+        muac_mm: None,
+        immunisations: BTreeMap::new(),
+        vitamin_a: None,
+        notes: String::new(),
+        group: LifeGroup::Balita,
+        services: BTreeMap::new(),
+        recorded_by: device,
+        recorded_at: NOW,
+    }
+}
+
+/// Each record's row as a phone shows it: winning values, then its conflicts.
+fn rows(am: &Automerge) -> BTreeMap<String, (String, Vec<FieldConflict>)> {
+    let mut out: BTreeMap<String, (String, Vec<FieldConflict>)> = BTreeMap::new();
+    for v in doc::visits(am).expect("visits") {
+        out.entry(v.visit_id.to_string()).or_default().0 = format!("{v:?}");
+    }
+    for c in posync_model::conflicts(am).expect("conflicts") {
+        out.entry(c.record_id.clone()).or_default().1.push(c);
+    }
+    out
+}
+
+fn pick_visit(am: &Automerge, pick: usize) -> VisitId {
+    let visits = doc::visits(am).expect("visits");
+    visits[pick % visits.len()].visit_id
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, .. ProptestConfig::default() })]
+
+    #[test]
+    fn every_record_whose_row_a_merge_changed_is_touched(steps in proptest::collection::vec(step(), 1..40)) {
+        let devices: Vec<DeviceId> = (0..3).map(|_| DeviceId::new_random()).collect();
+        let meta = DocMeta::session("melati-01".parse().expect("id"), time::macros::date!(2026 - 11 - 23));
+        let genesis = doc::genesis(&meta, devices[0].actor()).expect("genesis");
+        let mut phones: Vec<Automerge> = devices.iter().map(|d| genesis.fork().with_actor(d.actor())).collect();
+        let mut n = 0;
+        for s in steps {
+            match s {
+                Step::Record { phone } => {
+                    n += 1;
+                    doc::record_visit(&mut phones[phone], &new_visit(devices[phone], n), NOW).expect("record");
+                }
+                Step::Weigh { phone, .. } | Step::Note { phone, .. } | Step::Immunise { phone, .. }
+                    if doc::visits(&phones[phone]).expect("visits").is_empty() => {}
+                Step::Weigh { phone, pick, grams } => {
+                    let v = pick_visit(&phones[phone], pick);
+                    doc::set_visit_field(&mut phones[phone], v, Field::WeightG, &FieldValue::Int(grams), NOW).expect("weigh");
+                }
+                Step::Note { phone, pick } => {
+                    let v = pick_visit(&phones[phone], pick);
+                    let note = FieldValue::Text(format!("catatan {phone}"));
+                    doc::set_visit_field(&mut phones[phone], v, Field::Notes, &note, NOW).expect("note");
+                }
+                Step::Immunise { phone, pick } => {
+                    let v = pick_visit(&phones[phone], pick);
+                    doc::give_immunisation(&mut phones[phone], v, "BCG", time::macros::date!(2026 - 11 - 23), NOW).expect("immunise");
+                }
+                Step::Merge { into, from } => {
+                    if into == from {
+                        continue;
+                    }
+                    let before_rows = rows(&phones[into]);
+                    let before = phones[into].get_heads();
+                    let mut theirs = phones[from].clone();
+                    phones[into].merge(&mut theirs).expect("merge");
+                    let after = phones[into].get_heads();
+                    let touched = doc::touched_records_between(&phones[into], DocKind::Session, &before, &after);
+                    let Some(touched) = touched else { continue };
+                    let after_rows = rows(&phones[into]);
+                    let keys: std::collections::BTreeSet<&String> = before_rows.keys().chain(after_rows.keys()).collect();
+                    for k in keys {
+                        if before_rows.get(k) != after_rows.get(k) {
+                            prop_assert!(touched.contains(k), "record {k} changed but was not touched: {touched:?}");
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
