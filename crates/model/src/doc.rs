@@ -543,6 +543,12 @@ impl NewChanges {
         Self { changes, decoded }
     }
 
+    /// `changes`, already at hand (parsed from what a device sent), decoded once.
+    pub fn of(changes: Vec<automerge::Change>) -> Self {
+        let decoded = changes.iter().map(automerge::Change::decode).collect();
+        Self { changes, decoded }
+    }
+
     /// The changes as Automerge's change chunks, one after another (what
     /// `Automerge::save_after(before)` returns), for storing or sending.
     pub fn to_bytes(&self) -> Vec<u8> {

@@ -563,6 +563,58 @@ pub fn apply(
     }
 }
 
+/// Like [`apply`], and also returns the changes the bytes added to `am` (those it did not
+/// hold), parsed from the bytes themselves: Automerge would otherwise rebuild them from
+/// its columns when asked (`get_changes`), a pass over every operation in their counter
+/// range, which for phones writing at once is most of the document. A document chunk's
+/// changes are taken from it loaded on its own: the cost of what was pushed.
+pub fn apply_collecting(
+    am: &mut Automerge,
+    bytes: &[u8],
+    budget: &Budget,
+    used: &mut Usage,
+) -> Result<(Vec<ChangeHash>, Vec<automerge::Change>), ApplyError> {
+    let claims = inspect(bytes, budget, used)?;
+    let parsed = match std::panic::catch_unwind(|| changes_in(bytes)) {
+        Ok(parsed) => parsed?,
+        Err(_) => return Err(malformed("changes do not decode (the decoder gave up)").into()),
+    };
+    let mut seen = std::collections::HashSet::new();
+    let fresh: Vec<automerge::Change> = parsed
+        .into_iter()
+        .filter(|c| seen.insert(c.hash()) && am.get_missing_deps(&[c.hash()]).contains(&c.hash()))
+        .collect();
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| am.apply_changes(fresh.clone()))) {
+        Ok(Ok(())) => Ok((claims, fresh)),
+        Ok(Err(AutomergeError::DuplicateSeqNumber(seq, actor))) => Err(ApplyError::SeqClash { actor, seq }),
+        Ok(Err(e)) => Err(malformed(format!("changes do not load: {e}")).into()),
+        Err(_) => Err(malformed("changes do not decode (the decoder gave up)").into()),
+    }
+}
+
+/// The changes in `bytes` (already [`inspect`]ed), chunk by chunk, in their order.
+fn changes_in(bytes: &[u8]) -> Result<Vec<automerge::Change>, InputError> {
+    let mut r = Reader::new(bytes);
+    let mut out = Vec::new();
+    while !r.is_empty() {
+        let start = r.pos;
+        r.take(8)?;
+        let chunk_type = r.take(1)?[0];
+        let len = usize::try_from(r.uleb()?).map_err(|_| malformed("chunk length overflow"))?;
+        r.take(len)?;
+        let chunk = &bytes[start..r.pos];
+        if chunk_type == CHUNK_DOCUMENT {
+            let doc = Automerge::load(chunk).map_err(|e| malformed(format!("a document does not load: {e}")))?;
+            out.extend(doc.get_changes(&[]));
+        } else {
+            out.push(
+                automerge::Change::try_from(chunk).map_err(|e| malformed(format!("a change does not load: {e}")))?,
+            );
+        }
+    }
+    Ok(out)
+}
+
 /// After [`apply`]: no change waits for a missing dependency, and every claimed change is
 /// in the document (Automerge skips chunks it cannot read without saying so).
 pub fn check_complete(am: &Automerge, claims: &[ChangeHash]) -> Result<(), ApplyError> {
@@ -589,6 +641,38 @@ mod tests {
         }
         tx.commit();
         am
+    }
+
+    /// What `apply_collecting` returns as new is what Automerge, asked after the merge,
+    /// lists as the changes after the document's old heads: pushed as a document (a phone's
+    /// first push) or as change chunks (a delta), with changes the document already held.
+    #[test]
+    fn collected_changes_are_the_changes_the_merge_added() {
+        let base = doc_with(20);
+        let mut phone = base.fork();
+        let mut tx = phone.transaction();
+        tx.put(automerge::ROOT, "k3", "phone").expect("put");
+        tx.commit();
+        let mut tx = phone.transaction();
+        tx.put(automerge::ROOT, "k4", "phone").expect("put");
+        tx.commit();
+        let mut server = base.fork();
+        let mut tx = server.transaction();
+        tx.put(automerge::ROOT, "k5", "server").expect("put");
+        tx.commit();
+        let hashes = |cs: &[automerge::Change]| cs.iter().map(automerge::Change::hash).collect::<Vec<_>>();
+        for pushed in [phone.save(), phone.save_after(&base.get_heads()), [phone.save(), phone.save()].concat()] {
+            let mut am = server.clone();
+            let before = am.get_heads();
+            let (claims, fresh) =
+                apply_collecting(&mut am, &pushed, &Budget::PUSH, &mut Usage::default()).expect("applies");
+            check_complete(&am, &claims).expect("complete");
+            assert_eq!(hashes(&fresh), hashes(&am.get_changes(&before)));
+            assert_eq!(fresh.len(), 2, "the base's change was held already");
+            let mut merged = server.clone();
+            merged.merge(&mut phone.clone()).expect("merge");
+            assert_eq!(am.get_heads(), merged.get_heads());
+        }
     }
 
     #[test]

@@ -186,8 +186,17 @@ pub fn merge_push(
         None => Automerge::new(),
     };
     let before = Heads::new(am.get_heads());
-    let claims =
-        guard::apply(&mut am, &push.changes, &rules.limits.push_budget(), used).map_err(|e| apply_error(id, e))?;
+    let budget = rules.limits.push_budget();
+    // Into a document held, the pushed changes are parsed once and applied as parsed: the
+    // merge's new changes are those, not rebuilt from the merged document's columns. A new
+    // document is loaded whole (Automerge's fastest path) and its changes taken from it.
+    let (claims, collected) = if before.is_empty() {
+        (guard::apply(&mut am, &push.changes, &budget, used).map_err(|e| apply_error(id, e))?, None)
+    } else {
+        let (claims, fresh) =
+            guard::apply_collecting(&mut am, &push.changes, &budget, used).map_err(|e| apply_error(id, e))?;
+        (claims, Some(fresh))
+    };
     guard::check_complete(&am, &claims).map_err(|e| apply_error(id, e))?;
     if !am.get_missing_deps(pushed_heads.as_slice()).is_empty() {
         return Err(StoreError::HeadsMismatch { doc: id });
@@ -206,7 +215,10 @@ pub fn merge_push(
     let meta = doc::read_meta(&am).map_err(|e| layout_error(id, e))?;
     check_identity(id, &meta, push)?;
     // Automerge rebuilds changes from its columns when asked: ask once for this merge.
-    let new = doc::NewChanges::after(&am, before.as_slice());
+    let new = match collected {
+        Some(fresh) => doc::NewChanges::of(fresh),
+        None => doc::NewChanges::after(&am, before.as_slice()),
+    };
     check_authors(id, &new, &meta, &rules.device)?;
     doc::check_values_of(&new).map_err(|bad| StoreError::InvalidField {
         doc: id,
