@@ -486,46 +486,6 @@ pub fn touched_records(am: &Automerge, kind: DocKind, before: &crate::Heads) -> 
     touched_records_of(am, kind, &NewChanges::after(am, before.as_slice()))
 }
 
-/// The records a merge from `before` to `after` reached, from Automerge's diff of the two
-/// states (no change is rebuilt from its columns): what a phone that loaded the server's
-/// whole copy projects again. `None` when something outside the records changed (project
-/// everything).
-pub fn touched_records_between(
-    am: &Automerge,
-    kind: DocKind,
-    before: &[automerge::ChangeHash],
-    after: &[automerge::ChangeHash],
-) -> Option<Vec<String>> {
-    use automerge::{PatchAction, Prop};
-    let coll = kind.collection_key();
-    let mut ids = std::collections::BTreeSet::new();
-    for patch in am.diff(before, after) {
-        if patch.obj == automerge::ROOT {
-            match &patch.action {
-                // Every phone's first capture raises the schema version (see touched_records_of).
-                PatchAction::PutMap { key, .. } if key == "schema" => continue,
-                _ => return None,
-            }
-        }
-        match patch.path.first() {
-            Some((o, Prop::Map(k))) if *o == automerge::ROOT && k == coll => {}
-            _ => return None,
-        }
-        let record = match patch.path.get(1) {
-            Some((_, Prop::Map(k))) => k.clone(),
-            Some(_) => return None,
-            // A patch of the collection itself: a record put, deleted or in conflict.
-            None => match &patch.action {
-                PatchAction::PutMap { key, .. } | PatchAction::DeleteMap { key } => key.clone(),
-                PatchAction::Conflict { prop: Prop::Map(k) } => k.clone(),
-                _ => return None,
-            },
-        };
-        ids.insert(record);
-    }
-    Some(ids.into_iter().collect())
-}
-
 /// The changes a merge added to a document, collected and decoded once. Automerge rebuilds a
 /// change from its operation columns each time one is asked for (`get_changes`), which
 /// costs as much as the change is large: a merge that checks, narrows and stores its new

@@ -555,8 +555,14 @@ pub fn apply(
     if bytes.is_empty() {
         return Ok(claims);
     }
-    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| am.load_incremental(bytes))) {
-        Ok(Ok(_)) => Ok(claims),
+    loaded(std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| am.load_incremental(bytes))))?;
+    Ok(claims)
+}
+
+/// What Automerge said of loading changes (run under `catch_unwind`), as our error.
+fn loaded<T>(outcome: std::thread::Result<Result<T, AutomergeError>>) -> Result<T, ApplyError> {
+    match outcome {
+        Ok(Ok(t)) => Ok(t),
         Ok(Err(AutomergeError::DuplicateSeqNumber(seq, actor))) => Err(ApplyError::SeqClash { actor, seq }),
         Ok(Err(e)) => Err(malformed(format!("changes do not load: {e}")).into()),
         Err(_) => Err(malformed("changes do not decode (the decoder gave up)").into()),
@@ -584,12 +590,8 @@ pub fn apply_collecting(
         .into_iter()
         .filter(|c| seen.insert(c.hash()) && am.get_missing_deps(&[c.hash()]).contains(&c.hash()))
         .collect();
-    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| am.apply_changes(fresh.clone()))) {
-        Ok(Ok(())) => Ok((claims, fresh)),
-        Ok(Err(AutomergeError::DuplicateSeqNumber(seq, actor))) => Err(ApplyError::SeqClash { actor, seq }),
-        Ok(Err(e)) => Err(malformed(format!("changes do not load: {e}")).into()),
-        Err(_) => Err(malformed("changes do not decode (the decoder gave up)").into()),
-    }
+    loaded(std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| am.apply_changes(fresh.clone()))))?;
+    Ok((claims, fresh))
 }
 
 /// The changes in `bytes` (already [`inspect`]ed), chunk by chunk, in their order.

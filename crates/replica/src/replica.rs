@@ -1173,27 +1173,17 @@ impl Replica {
             // A sync costs what it brought: the pulled changes are appended and only the
             // records they reach projected again, unless the document is new here (or was
             // rebuilt), which is saved and projected whole.
-            let before = before.filter(|b| !rebuilt && !b.is_empty());
-            match before {
-                // The server's whole copy, loaded: its bytes are stored as they came (no save,
-                // no change rebuilt), and the records that differ from ours found by a diff.
-                Some(b) if took_whole => {
-                    match doc::touched_records_between(&am, meta.kind, b.as_slice(), &am.get_heads()) {
-                        Some(touched) => stored::save_adopted(&tx, pull.doc, &am, &pull.changes, &touched)?,
-                        None => {
-                            save_doc(&tx, pull.doc, &am, false)?;
-                        }
-                    }
-                }
-                _ => {
-                    // Automerge rebuilds changes from its columns when asked: ask once.
-                    let new = before.map(|b| doc::NewChanges::after(&am, b.as_slice()));
-                    match new.as_ref().and_then(|n| doc::touched_records_of(&am, meta.kind, n).map(|t| (n, t))) {
-                        Some((n, touched)) => stored::save_pulled(&tx, pull.doc, &am, n, &touched)?,
-                        None => {
-                            save_doc(&tx, pull.doc, &am, false)?;
-                        }
-                    }
+            // Automerge rebuilds changes from its columns when asked: ask once. Their
+            // operations name every record they reach, a losing concurrent write included
+            // (it opens a conflict without changing any value, so a diff of the two states
+            // would not show it).
+            let new = before.filter(|b| !rebuilt && !b.is_empty()).map(|b| doc::NewChanges::after(&am, b.as_slice()));
+            match new.as_ref().and_then(|n| doc::touched_records_of(&am, meta.kind, n).map(|t| (n, t))) {
+                // The server's whole copy, loaded: stored as it came (no save, no chunk).
+                Some((_, touched)) if took_whole => stored::save_adopted(&tx, pull.doc, &am, &pull.changes, &touched)?,
+                Some((n, touched)) => stored::save_pulled(&tx, pull.doc, &am, n, &touched)?,
+                None => {
+                    save_doc(&tx, pull.doc, &am, false)?;
                 }
             }
             tx.prepare_cached(

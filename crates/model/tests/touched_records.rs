@@ -1,12 +1,15 @@
-//! `doc::touched_records_between`: the records a phone projects again after loading the
-//! server's whole copy, found from Automerge's diff of the two states instead of the new
-//! changes rebuilt from their columns. Property: after any captures, concurrent edits and
-//! merges on three phones, every record whose row (its winning values and its conflicts)
-//! differs between the phone's copy before and after a merge is in the set.
+//! `doc::touched_records`: the records a phone projects again after a pull (merged, or the
+//! server's whole copy loaded), read from the new changes' operations. Property: after any
+//! captures, concurrent edits and merges on three phones, every record whose row (its
+//! winning values and its conflicts) differs between the phone's copy before and after a
+//! merge is in the set. A diff of the two states fails it: a losing concurrent write opens a
+//! conflict without changing any value, and the diff does not show it.
 
 use automerge::Automerge;
 use posync_model::doc::{self, DocMeta};
-use posync_model::{DeviceId, DocKind, Field, FieldConflict, FieldValue, LifeGroup, PersonId, Sex, Visit, VisitId};
+use posync_model::{
+    DeviceId, DocKind, Field, FieldConflict, FieldValue, Heads, LifeGroup, PersonId, Sex, Visit, VisitId,
+};
 use proptest::prelude::*;
 use std::collections::BTreeMap;
 
@@ -113,8 +116,7 @@ proptest! {
                     let before = phones[into].get_heads();
                     let mut theirs = phones[from].clone();
                     phones[into].merge(&mut theirs).expect("merge");
-                    let after = phones[into].get_heads();
-                    let touched = doc::touched_records_between(&phones[into], DocKind::Session, &before, &after);
+                    let touched = doc::touched_records(&phones[into], DocKind::Session, &Heads::new(before));
                     let Some(touched) = touched else { continue };
                     let after_rows = rows(&phones[into]);
                     let keys: std::collections::BTreeSet<&String> = before_rows.keys().chain(after_rows.keys()).collect();
@@ -127,4 +129,26 @@ proptest! {
             }
         }
     }
+}
+
+/// The case that showed a diff of the two states is not enough: a phone's own weight wins
+/// over a colleague's concurrent one, so no value changes, yet the visit now holds a conflict
+/// and must be listed again.
+#[test]
+fn a_losing_concurrent_write_touches_its_record() {
+    let (a, b) = (DeviceId::new_random(), DeviceId::new_random());
+    let meta = DocMeta::session("melati-01".parse().expect("id"), time::macros::date!(2026 - 11 - 23));
+    let genesis = doc::genesis(&meta, a.actor()).expect("genesis");
+    let (mut phone_a, mut phone_b) = (genesis.fork().with_actor(a.actor()), genesis.fork().with_actor(b.actor()));
+    doc::record_visit(&mut phone_a, &new_visit(a, 1), NOW).expect("record");
+    phone_b.merge(&mut phone_a.clone()).expect("b takes the visit");
+    let v = pick_visit(&phone_a, 0);
+    doc::set_visit_field(&mut phone_a, v, Field::WeightG, &FieldValue::Int(3_000), NOW).expect("weigh on a");
+    doc::set_visit_field(&mut phone_b, v, Field::WeightG, &FieldValue::Int(19_800), NOW).expect("weigh on b");
+    let before = Heads::new(phone_a.get_heads());
+    let rows_before = rows(&phone_a);
+    phone_a.merge(&mut phone_b.clone()).expect("a takes b's weight");
+    assert_ne!(rows(&phone_a), rows_before, "the visit now holds a conflict");
+    let touched = doc::touched_records(&phone_a, DocKind::Session, &before).expect("narrowed to records");
+    assert_eq!(touched, vec![v.to_string()]);
 }
