@@ -229,3 +229,34 @@ async fn pushes_waiting_for_the_writer_commit_together_and_a_failing_one_alone()
     reopened.integrity_check().await.expect("integrity");
     assert_eq!(reopened.stats().await.expect("stats").visits, n as u64 - 1);
 }
+
+/// A reconnect storm puts hundreds of syncs in flight. Reads wait for one of the pooled
+/// connections instead of each opening its own (cold page cache, nothing compiled, one
+/// blocking thread more), so however many read at once, the pool's connections are all
+/// that is ever opened.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_reads_share_the_pooled_connections() {
+    let dir = tempfile::tempdir().expect("dir");
+    let store = SqliteStore::open(dir.path().join("s.sqlite")).expect("open");
+    let posyandu = p("pos-readers");
+    let scope = Scope::new([posyandu.clone()]);
+    let device = DeviceId::new_random();
+    let pushes: Vec<DocPush> =
+        (0..60).map(|i| push_of(&new_session(&posyandu, day(i), device), &Heads::empty())).collect();
+    store.push(device, scope.clone(), pushes, 10).await.expect("stored");
+
+    let mut pulls = tokio::task::JoinSet::new();
+    for _ in 0..96 {
+        let (store, scope) = (store.clone(), scope.clone());
+        pulls.spawn(async move { store.pull(DeviceId::new_random(), scope, 0, LIMITS).await });
+    }
+    for page in pulls.join_all().await {
+        assert_eq!(page.expect("pulled").docs.len(), 60, "every read sees every document");
+    }
+    let opened = store.reader_connections_opened();
+    assert!(
+        opened as usize <= SqliteStore::READERS_MAX,
+        "96 concurrent pulls opened {opened} reader connections; the pool holds {}",
+        SqliteStore::READERS_MAX
+    );
+}

@@ -32,12 +32,21 @@ use schema::{incarnation, migrate, open_conn};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
+/// Reader connections, and reads running at once. A read waits for a free connection rather
+/// than opening one: under a reconnect storm (hundreds of syncs in flight) an unbounded pool
+/// opened and closed connections per request, each starting with a cold page cache and no
+/// compiled statements, on as many blocking threads as there were reads.
 const READERS_MAX: usize = 8;
 
 struct Inner {
     path: PathBuf,
     writer: Mutex<Connection>,
     readers: Mutex<Vec<Connection>>,
+    /// One permit per reader connection: a read holds one while it runs.
+    read_turns: Arc<tokio::sync::Semaphore>,
+    /// Reader connections opened since the store opened (a pool that works opens
+    /// [`READERS_MAX`] at most).
+    readers_opened: std::sync::atomic::AtomicU64,
     /// Pushes waiting for the writer; whoever takes the writer commits them together.
     pushes: Mutex<Vec<group::PushJob>>,
     commits: group::Counts,
@@ -66,6 +75,8 @@ impl SqliteStore {
                 path,
                 writer: Mutex::new(writer),
                 readers: Mutex::new(Vec::new()),
+                read_turns: Arc::new(tokio::sync::Semaphore::new(READERS_MAX)),
+                readers_opened: std::sync::atomic::AtomicU64::new(0),
                 pushes: Mutex::new(Vec::new()),
                 commits: group::Counts::default(),
             }),
@@ -90,6 +101,14 @@ impl SqliteStore {
         &self.inner.path
     }
 
+    /// Reader connections kept, and reads running at once.
+    pub const READERS_MAX: usize = READERS_MAX;
+
+    /// Reader connections opened since the store opened.
+    pub fn reader_connections_opened(&self) -> u64 {
+        self.inner.readers_opened.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     async fn write<T: Send + 'static>(
         &self,
         f: impl FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
@@ -110,11 +129,23 @@ impl SqliteStore {
         f: impl FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, StoreError> {
         let inner = self.inner.clone();
+        // The permit moves into the blocking task: a caller that goes away (its phone hung
+        // up) does not free the connection while the read still runs.
+        let turn = inner
+            .read_turns
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| StoreError::Backend("reader pool closed".into()))?;
         tokio::task::spawn_blocking(move || {
+            let _turn = turn;
             let pooled = inner.readers.lock().unwrap_or_else(std::sync::PoisonError::into_inner).pop();
             let mut conn = match pooled {
                 Some(c) => c,
-                None => open_conn(&inner.path)?,
+                None => {
+                    inner.readers_opened.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    open_conn(&inner.path)?
+                }
             };
             let out = f(&mut conn);
             if let Ok(mut pool) = inner.readers.lock()
@@ -226,10 +257,8 @@ fn doc_bytes(conn: &Connection, doc: DocId) -> Result<Vec<u8>, StoreError> {
 /// Append a feed row for the document's new state and store the state under that position.
 fn commit_doc(tx: &Connection, state: &plan::NewState, now: i64) -> Result<u64, StoreError> {
     let s = state;
-    tx.execute(
-        "INSERT INTO feed (doc_id, posyandu, heads, device_id, at) VALUES (?1, ?2, ?3, ?4, ?5)",
-        params![s.doc, s.posyandu, s.heads, s.writer, now],
-    )?;
+    tx.prepare_cached("INSERT INTO feed (doc_id, posyandu, heads, device_id, at) VALUES (?1, ?2, ?3, ?4, ?5)")?
+        .execute(params![s.doc, s.posyandu, s.heads, s.writer, now])?;
     let seq = tx.last_insert_rowid();
     for statement in plan::doc_write(D, s, seq, now) {
         exec(tx, &statement)?;
