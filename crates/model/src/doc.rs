@@ -574,6 +574,27 @@ pub fn touched_records_of(am: &Automerge, kind: DocKind, new: &NewChanges) -> Op
     Some(ids.into_iter().collect())
 }
 
+/// Whether a replica holding `known` (heads this document has) lacks at least half of the
+/// document's operations, read from the change graph without rebuilding any change. Such a
+/// replica is sent the document whole: a delta would be larger (changes travel one by one
+/// with raw columns; the document saved whole compresses its columns across all of them).
+pub fn lacks_most(am: &Automerge, known: &[automerge::ChangeHash]) -> bool {
+    let total = am.stats().num_ops;
+    let lacking: u64 = am.get_changes_meta(known).iter().map(|c| c.max_op.saturating_sub(c.start_op) + 1).sum();
+    total > 0 && lacking.saturating_mul(2) >= total
+}
+
+/// The id of every record in the document's collection. `None` if it has no collection.
+pub fn record_ids(am: &Automerge, kind: DocKind) -> Option<Vec<String>> {
+    let coll = collection(am, kind).ok()?;
+    Some(
+        am.map_range(&coll, ..)
+            .filter(|item| matches!(item.value, automerge::ValueRef::Object(ObjType::Map)))
+            .map(|item| item.key.to_string())
+            .collect(),
+    )
+}
+
 /// The key, in the collection, of the record whose subtree holds `obj`.
 fn record_holding(am: &Automerge, obj: &automerge::ObjId, coll: &automerge::ObjId) -> Option<String> {
     for parent in am.parents(obj).ok()? {

@@ -1177,13 +1177,31 @@ impl Replica {
             // operations name every record they reach, a losing concurrent write included
             // (it opens a conflict without changing any value, so a diff of the two states
             // would not show it).
-            let new = before.filter(|b| !rebuilt && !b.is_empty()).map(|b| doc::NewChanges::after(&am, b.as_slice()));
-            match new.as_ref().and_then(|n| doc::touched_records_of(&am, meta.kind, n).map(|t| (n, t))) {
-                // The server's whole copy, loaded: stored as it came (no save, no chunk).
-                Some((_, touched)) if took_whole => stored::save_adopted(&tx, pull.doc, &am, &pull.changes, &touched)?,
-                Some((n, touched)) => stored::save_pulled(&tx, pull.doc, &am, n, &touched)?,
-                None => {
-                    save_doc(&tx, pull.doc, &am, false)?;
+            let prior = before.filter(|b| !rebuilt && !b.is_empty());
+            if took_whole && let Some(b) = &prior {
+                // The server's whole copy, loaded: stored as it came (no save, no chunk). It is
+                // sent whole when we lack at least half of it, and then most of its records are
+                // new here: projecting them all costs less than rebuilding the new changes from
+                // the copy's columns to list them. A copy sent whole for another reason (the
+                // server did not know what we held) is narrowed to what its changes reach.
+                let records = if doc::lacks_most(&am, b.as_slice()) {
+                    doc::record_ids(&am, meta.kind)
+                } else {
+                    doc::touched_records(&am, meta.kind, b)
+                };
+                match records {
+                    Some(records) => stored::save_adopted(&tx, pull.doc, &am, &pull.changes, &records)?,
+                    None => {
+                        save_doc(&tx, pull.doc, &am, false)?;
+                    }
+                }
+            } else {
+                let new = prior.map(|b| doc::NewChanges::after(&am, b.as_slice()));
+                match new.as_ref().and_then(|n| doc::touched_records_of(&am, meta.kind, n).map(|t| (n, t))) {
+                    Some((n, touched)) => stored::save_pulled(&tx, pull.doc, &am, n, &touched)?,
+                    None => {
+                        save_doc(&tx, pull.doc, &am, false)?;
+                    }
                 }
             }
             tx.prepare_cached(

@@ -358,6 +358,46 @@ async fn a_pulled_whole_copy_holding_all_of_ours_is_loaded_instead_of_merged() {
     server.stop().await;
 }
 
+/// A phone that lacks most of the session gets the server's whole copy and projects every
+/// record of it, not only those its new changes reach. That must still show a colleague's
+/// concurrent edit of a visit the phone already held as a conflict, and give the rows a merge
+/// would.
+#[tokio::test]
+async fn an_adopted_copy_shows_a_colleagues_conflicting_edit_of_a_visit_we_held() {
+    let server = TestServer::start().await;
+    let p = posyandu("melati-01");
+    let mut seeded = Generator::new(13);
+    let mut a = Phone::kader(&server, &p);
+    let mut b = Phone::kader(&server, &p);
+    let session = a.replica.start_session(&p, DAY).expect("session");
+    let visit = a.replica.record_visit(session, seeded.child_visit(), 100).expect("record");
+    a.sync(&server).await;
+    b.sync(&server).await;
+    // Offline: both re-weigh the child; a also records ten more children.
+    b.replica.edit_visit(session, visit, Field::WeightG, FieldValue::Int(8900), 200).expect("edit b");
+    a.replica.edit_visit(session, visit, Field::WeightG, FieldValue::Int(9800), 201).expect("edit a");
+    for k in 0..10 {
+        a.replica.record_visit(session, seeded.child_visit(), 300 + k).expect("record");
+    }
+    a.sync(&server).await;
+
+    // b pushes its edit and pulls a's in the same answer.
+    let req = b.replica.prepare_sync(&Limits::default()).expect("prepare");
+    let (resp, _) = HttpSync::new(&server.url(), &b.token).exchange(&req).await.expect("exchange");
+    assert!(posync_model::guard::starts_with_document(&resp.docs[0].changes), "b lacks most: sent whole");
+    let report = b.replica.apply_response(&resp).expect("apply");
+    assert_eq!((report.pulled, report.adopted), (1, 1), "loaded, not merged");
+
+    let rows = b.replica.visits(session).expect("rows");
+    assert_eq!(rows.len(), 11);
+    let held = rows.iter().find(|r| r.visit_id == visit.to_string()).expect("the visit b held");
+    assert_eq!(held.conflicts, "weight_g", "the visit b held shows as under review");
+    a.sync(&server).await;
+    assert_eq!(snapshot(&b.replica), snapshot(&a.replica), "the same document as a merge gives");
+    assert_eq!(b.replica.visits(session).expect("b's rows"), a.replica.visits(session).expect("a's rows"));
+    server.stop().await;
+}
+
 /// A whole copy whose sender claimed it held all of ours but does not (a server that lies,
 /// or a stale cache) is merged like any pull: nothing of ours is dropped.
 #[tokio::test]

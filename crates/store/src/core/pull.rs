@@ -53,7 +53,10 @@ pub fn changes_for(
         }
     };
     let known: Vec<_> = known.as_slice().iter().copied().filter(|h| am.get_change_by_hash(h).is_some()).collect();
-    if known.is_empty() || lacks_most(am, &known) {
+    // Rebuilding a delta only to weigh it against the whole document cost a tenth of a sync
+    // storm's server CPU (every phone's first pull after its colleagues' pushes); the change
+    // graph tells the share without rebuilding anything.
+    if known.is_empty() || posync_model::doc::lacks_most(am, &known) {
         return whole().map(Some);
     }
     let delta = am.save_after(&known);
@@ -65,18 +68,6 @@ pub fn changes_for(
     }
     let whole = if c.ends.is_empty() { saved.clone() } else { whole()? };
     Ok(Some(if delta.len() > whole.len() { whole } else { delta }))
-}
-
-/// Whether a device holding `known` lacks at least half of the document's operations. Its
-/// delta would then be larger than the whole document: changes travel one by one with raw
-/// columns, the document saved whole compresses its columns across every change (two to
-/// four times smaller per operation). Rebuilding that delta only to weigh it cost a tenth of
-/// a sync storm's server CPU (every phone's first pull after a group of its colleagues'
-/// pushes); the change graph tells the share without rebuilding anything.
-fn lacks_most(am: &Automerge, known: &[automerge::ChangeHash]) -> bool {
-    let total = am.stats().num_ops;
-    let lacking: u64 = am.get_changes_meta(known).iter().map(|c| c.max_op.saturating_sub(c.start_op) + 1).sum();
-    total > 0 && lacking.saturating_mul(2) >= total
 }
 
 /// Feed entries read per query while choosing a page's documents.
@@ -310,6 +301,7 @@ mod tests {
     use super::*;
     use automerge::transaction::Transactable;
     use posync_model::DocKind;
+    use posync_model::doc::lacks_most;
 
     /// A document of four changes stored as a snapshot of the first and two appended
     /// merges (the second, then the third and fourth together), as a pull reads it for a
