@@ -150,6 +150,61 @@ pub(crate) fn conflicts_in(
     Ok(out)
 }
 
+/// An entry of a record's map that conflict discovery looks at: conflicted (Automerge
+/// flags it) or a nested map. Noted while the record's fields are read, in key order, so
+/// projecting a record and indexing its conflicts walk its map once.
+#[derive(Debug)]
+pub(crate) struct Flagged {
+    pub key: String,
+    /// The op id of the value `map_range` shows (the winner).
+    pub id: ObjId,
+    pub conflict: bool,
+    pub map: bool,
+}
+
+/// What [`collect`] finds in `obj`, from the entries of it already [`Flagged`] in one pass.
+pub(crate) fn collect_flagged(
+    doc: &Automerge,
+    obj: &ObjId,
+    coll: &str,
+    record_id: &str,
+    flagged: &[Flagged],
+    out: &mut Vec<FieldConflict>,
+) -> Result<(), DocError> {
+    for f in flagged {
+        if f.conflict {
+            let all = doc.get_all(obj, f.key.as_str())?;
+            if !all_equal_scalars(&all) {
+                out.push(field_conflict(coll, record_id, &f.key, &all, &f.id));
+                continue;
+            }
+        }
+        if f.map {
+            collect(doc, &f.id, coll, record_id, &format!("{}/", f.key), out)?;
+        }
+    }
+    Ok(())
+}
+
+fn field_conflict(
+    coll: &str,
+    record_id: &str,
+    field: &str,
+    all: &[(Value<'_>, ObjId)],
+    winner: &ObjId,
+) -> FieldConflict {
+    // get_all lists values in op order; the winner is the one map_range shows.
+    let values = all
+        .iter()
+        .map(|(v, id)| ConflictValue {
+            value: scalar_to_field_value(v).unwrap_or(FieldValue::Null),
+            actor: actor_hex(id),
+            winner: id == winner,
+        })
+        .collect();
+    FieldConflict { collection: coll.to_owned(), record_id: record_id.to_owned(), field: field.to_owned(), values }
+}
+
 fn collect(
     doc: &Automerge,
     obj: &ObjId,
@@ -163,22 +218,7 @@ fn collect(
         if item.conflict {
             let all = doc.get_all(obj, key)?;
             if !all_equal_scalars(&all) {
-                // get_all lists values in op order; the winner is the one map_range shows.
-                let winner_id = item.id();
-                let values = all
-                    .iter()
-                    .map(|(v, id)| ConflictValue {
-                        value: scalar_to_field_value(v).unwrap_or(FieldValue::Null),
-                        actor: actor_hex(id),
-                        winner: *id == winner_id,
-                    })
-                    .collect();
-                out.push(FieldConflict {
-                    collection: coll.to_owned(),
-                    record_id: record_id.to_owned(),
-                    field: format!("{prefix}{key}"),
-                    values,
-                });
+                out.push(field_conflict(coll, record_id, &format!("{prefix}{key}"), &all, &item.id()));
                 continue;
             }
         }

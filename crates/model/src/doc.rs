@@ -436,19 +436,31 @@ struct Fields {
     values: std::collections::HashMap<String, Value<'static>>,
     /// Ids of the map-valued entries (the nested objects).
     maps: std::collections::HashMap<String, ObjId>,
+    /// The entries conflict discovery looks at, in key order.
+    flagged: Vec<crate::conflict::Flagged>,
 }
 
 impl Fields {
     fn read(doc: &Automerge, obj: &ObjId) -> Self {
         let mut values = std::collections::HashMap::new();
         let mut maps = std::collections::HashMap::new();
+        let mut flagged = Vec::new();
         for item in doc.map_range(obj, ..) {
-            if matches!(item.value, automerge::ValueRef::Object(ObjType::Map)) {
+            let map = matches!(item.value, automerge::ValueRef::Object(ObjType::Map));
+            if map {
                 maps.insert(item.key.to_string(), item.id());
+            }
+            if map || item.conflict {
+                flagged.push(crate::conflict::Flagged {
+                    key: item.key.to_string(),
+                    id: item.id(),
+                    conflict: item.conflict,
+                    map,
+                });
             }
             values.insert(item.key.into_owned(), item.value.into_value());
         }
-        Self { values, maps }
+        Self { values, maps, flagged }
     }
 
     fn scalar(&self, key: &str) -> Option<FieldValue> {
@@ -665,6 +677,26 @@ impl<'a> RecordReader<'a> {
         let Some(v) = self.record(&key, DocKind::Session)? else { return Ok(None) };
         let mut date = self.date;
         read_visit(self.doc, &key, &Fields::read(self.doc, &v), &mut date).map(Some)
+    }
+
+    /// The visit `id` and its conflicted fields (what [`Self::conflicts`] gives), reading its
+    /// map once for both.
+    pub fn visit_with_conflicts(&self, id: VisitId) -> Result<Option<(Visit, Vec<crate::FieldConflict>)>, DocError> {
+        let key = id.to_string();
+        let Some(v) = self.record(&key, DocKind::Session)? else { return Ok(None) };
+        let fields = Fields::read(self.doc, &v);
+        let mut date = self.date;
+        let visit = read_visit(self.doc, &key, &fields, &mut date)?;
+        let mut conflicts = Vec::new();
+        crate::conflict::collect_flagged(
+            self.doc,
+            &v,
+            self.kind.collection_key(),
+            &key,
+            &fields.flagged,
+            &mut conflicts,
+        )?;
+        Ok(Some((visit, conflicts)))
     }
 
     /// The person `id`, if this registry holds them.

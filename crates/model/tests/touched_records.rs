@@ -77,57 +77,88 @@ fn pick_visit(am: &Automerge, pick: usize) -> VisitId {
     visits[pick % visits.len()].visit_id
 }
 
+/// Play `steps` on three phones sharing one session; after each merge, `check` sees the
+/// merged copy, its heads before the merge and its rows before.
+fn play(
+    steps: Vec<Step>,
+    mut check: impl FnMut(&Automerge, Heads, &BTreeMap<String, (String, Vec<FieldConflict>)>) -> Result<(), TestCaseError>,
+) -> Result<(), TestCaseError> {
+    let devices: Vec<DeviceId> = (0..3).map(|_| DeviceId::new_random()).collect();
+    let meta = DocMeta::session("melati-01".parse().expect("id"), time::macros::date!(2026 - 11 - 23));
+    let genesis = doc::genesis(&meta, devices[0].actor()).expect("genesis");
+    let mut phones: Vec<Automerge> = devices.iter().map(|d| genesis.fork().with_actor(d.actor())).collect();
+    let mut n = 0;
+    for s in steps {
+        match s {
+            Step::Record { phone } => {
+                n += 1;
+                doc::record_visit(&mut phones[phone], &new_visit(devices[phone], n), NOW).expect("record");
+            }
+            Step::Weigh { phone, .. } | Step::Note { phone, .. } | Step::Immunise { phone, .. }
+                if doc::visits(&phones[phone]).expect("visits").is_empty() => {}
+            Step::Weigh { phone, pick, grams } => {
+                let v = pick_visit(&phones[phone], pick);
+                doc::set_visit_field(&mut phones[phone], v, Field::WeightG, &FieldValue::Int(grams), NOW)
+                    .expect("weigh");
+            }
+            Step::Note { phone, pick } => {
+                let v = pick_visit(&phones[phone], pick);
+                let note = FieldValue::Text(format!("catatan {phone}"));
+                doc::set_visit_field(&mut phones[phone], v, Field::Notes, &note, NOW).expect("note");
+            }
+            Step::Immunise { phone, pick } => {
+                let v = pick_visit(&phones[phone], pick);
+                // Each phone writes its own date: concurrent doses are a conflict inside the
+                // visit's nested immunisations map.
+                let given = time::macros::date!(2026 - 11 - 20) + time::Duration::days(phone as i64);
+                doc::give_immunisation(&mut phones[phone], v, "BCG", given, NOW).expect("immunise");
+            }
+            Step::Merge { into, from } => {
+                if into == from {
+                    continue;
+                }
+                let before_rows = rows(&phones[into]);
+                let before = Heads::new(phones[into].get_heads());
+                let mut theirs = phones[from].clone();
+                phones[into].merge(&mut theirs).expect("merge");
+                check(&phones[into], before, &before_rows)?;
+            }
+        }
+    }
+    Ok(())
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 256, .. ProptestConfig::default() })]
 
     #[test]
     fn every_record_whose_row_a_merge_changed_is_touched(steps in proptest::collection::vec(step(), 1..40)) {
-        let devices: Vec<DeviceId> = (0..3).map(|_| DeviceId::new_random()).collect();
-        let meta = DocMeta::session("melati-01".parse().expect("id"), time::macros::date!(2026 - 11 - 23));
-        let genesis = doc::genesis(&meta, devices[0].actor()).expect("genesis");
-        let mut phones: Vec<Automerge> = devices.iter().map(|d| genesis.fork().with_actor(d.actor())).collect();
-        let mut n = 0;
-        for s in steps {
-            match s {
-                Step::Record { phone } => {
-                    n += 1;
-                    doc::record_visit(&mut phones[phone], &new_visit(devices[phone], n), NOW).expect("record");
-                }
-                Step::Weigh { phone, .. } | Step::Note { phone, .. } | Step::Immunise { phone, .. }
-                    if doc::visits(&phones[phone]).expect("visits").is_empty() => {}
-                Step::Weigh { phone, pick, grams } => {
-                    let v = pick_visit(&phones[phone], pick);
-                    doc::set_visit_field(&mut phones[phone], v, Field::WeightG, &FieldValue::Int(grams), NOW).expect("weigh");
-                }
-                Step::Note { phone, pick } => {
-                    let v = pick_visit(&phones[phone], pick);
-                    let note = FieldValue::Text(format!("catatan {phone}"));
-                    doc::set_visit_field(&mut phones[phone], v, Field::Notes, &note, NOW).expect("note");
-                }
-                Step::Immunise { phone, pick } => {
-                    let v = pick_visit(&phones[phone], pick);
-                    doc::give_immunisation(&mut phones[phone], v, "BCG", time::macros::date!(2026 - 11 - 23), NOW).expect("immunise");
-                }
-                Step::Merge { into, from } => {
-                    if into == from {
-                        continue;
-                    }
-                    let before_rows = rows(&phones[into]);
-                    let before = phones[into].get_heads();
-                    let mut theirs = phones[from].clone();
-                    phones[into].merge(&mut theirs).expect("merge");
-                    let touched = doc::touched_records(&phones[into], DocKind::Session, &Heads::new(before));
-                    let Some(touched) = touched else { continue };
-                    let after_rows = rows(&phones[into]);
-                    let keys: std::collections::BTreeSet<&String> = before_rows.keys().chain(after_rows.keys()).collect();
-                    for k in keys {
-                        if before_rows.get(k) != after_rows.get(k) {
-                            prop_assert!(touched.contains(k), "record {k} changed but was not touched: {touched:?}");
-                        }
-                    }
+        play(steps, |merged, before, before_rows| {
+            let Some(touched) = doc::touched_records(merged, DocKind::Session, &before) else { return Ok(()) };
+            let after_rows = rows(merged);
+            let keys: std::collections::BTreeSet<&String> = before_rows.keys().chain(after_rows.keys()).collect();
+            for k in keys {
+                if before_rows.get(k) != after_rows.get(k) {
+                    prop_assert!(touched.contains(k), "record {k} changed but was not touched: {touched:?}");
                 }
             }
-        }
+            Ok(())
+        })?;
+    }
+
+    /// Projection reads a visit and its conflicts in one pass over its map (server merge,
+    /// phone pull): the same as reading them apart, nested immunisations included.
+    #[test]
+    fn a_visit_read_with_its_conflicts_is_the_visit_and_conflicts_read_apart(steps in proptest::collection::vec(step(), 1..40)) {
+        play(steps, |merged, _, _| {
+            let reader = doc::RecordReader::of(merged).expect("reader");
+            for v in doc::visits(merged).expect("visits") {
+                let apart = (reader.visit(v.visit_id).expect("visit"), reader.conflicts(&v.visit_id.to_string()).expect("conflicts"));
+                let at_once = reader.visit_with_conflicts(v.visit_id).expect("both");
+                prop_assert_eq!(at_once.map(|(visit, c)| (Some(visit), c)), Some(apart));
+            }
+            Ok(())
+        })?;
     }
 }
 

@@ -288,8 +288,8 @@ fn project_visit(
 ) -> Result<(), ReplicaError> {
     let vid = id.to_string();
     tx.prepare_cached("DELETE FROM visits WHERE visit_id = ?1 AND doc_id = ?2")?.execute([&vid, doc_s])?;
-    if let Some(v) = reader.visit(id)? {
-        let conflicted = under_review(reader.conflicts(&vid)?);
+    if let Some((v, conflicts)) = reader.visit_with_conflicts(id)? {
+        let conflicted = under_review(conflicts);
         let conf = conflicted.get(&vid).map(|f| f.join(",")).unwrap_or_default();
         insert_visit(&mut *insert_visit_stmt(tx)?, doc_s, meta, &v, &conf)?;
     }

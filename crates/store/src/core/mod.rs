@@ -229,17 +229,13 @@ pub fn merge_push(
     let write = doc_write(id, &am, form, &new, &push.changes, &rules.limits)?;
     // Work proportional to the change: only the records it reached are projected again.
     let only = if before.is_empty() { None } else { doc::touched_records_of(&am, meta.kind, &new) };
-    let projection = project_records(&am, &meta, rules.now, only.as_deref()).map_err(|e| layout_error(id, e))?;
+    let mut touched_conflicts = Vec::new();
+    let projection = project_collecting(&am, &meta, rules.now, only.as_deref(), Some(&mut touched_conflicts))
+        .map_err(|e| layout_error(id, e))?;
     let conflicts = match &only {
-        None => posync_model::conflicts(&am),
-        Some(ids) => doc::RecordReader::of(&am).and_then(|reader| {
-            ids.iter().try_fold(Vec::new(), |mut all, r| {
-                all.extend(reader.conflicts(r)?);
-                Ok(all)
-            })
-        }),
-    }
-    .map_err(|e| layout_error(id, e))?;
+        None => posync_model::conflicts(&am).map_err(|e| layout_error(id, e))?,
+        Some(_) => touched_conflicts,
+    };
     Ok(Merged {
         write: Some(write),
         heads,
@@ -391,6 +387,18 @@ pub fn project_records(
     now: i64,
     only: Option<&[String]>,
 ) -> Result<Projection, posync_model::DocError> {
+    project_collecting(am, meta, now, only, None)
+}
+
+/// [`project_records`], and, given `conflicts`, the conflicted fields of the records `only`
+/// names added to it: a visit's map is read once for both.
+fn project_collecting(
+    am: &Automerge,
+    meta: &DocMeta,
+    now: i64,
+    only: Option<&[String]>,
+    mut conflicts: Option<&mut Vec<FieldConflict>>,
+) -> Result<Projection, posync_model::DocError> {
     let today = time::OffsetDateTime::from_unix_timestamp(now).map_or(time::Date::MAX, |t| t.date());
     let mut invalid = std::collections::BTreeMap::new();
     let mut mark = |id: String, issues: Vec<posync_model::validate::Issue>| {
@@ -407,7 +415,15 @@ pub fn project_records(
                     let mut visits = Vec::with_capacity(ids.len());
                     for id in ids {
                         let id = id.parse().map_err(|_| posync_model::DocError::Layout(format!("visit key {id:?}")))?;
-                        visits.extend(reader.visit(id)?);
+                        match conflicts.as_deref_mut() {
+                            Some(out) => {
+                                if let Some((visit, found)) = reader.visit_with_conflicts(id)? {
+                                    visits.push(visit);
+                                    out.extend(found);
+                                }
+                            }
+                            None => visits.extend(reader.visit(id)?),
+                        }
                     }
                     visits
                 }
@@ -423,10 +439,13 @@ pub fn project_records(
                 Some(ids) => {
                     let reader = doc::RecordReader::of(am)?;
                     let mut people = Vec::with_capacity(ids.len());
-                    for id in ids {
+                    for key in ids {
                         let id =
-                            id.parse().map_err(|_| posync_model::DocError::Layout(format!("person key {id:?}")))?;
+                            key.parse().map_err(|_| posync_model::DocError::Layout(format!("person key {key:?}")))?;
                         people.extend(reader.person(id)?);
+                        if let Some(out) = conflicts.as_deref_mut() {
+                            out.extend(reader.conflicts(key)?);
+                        }
                     }
                     people
                 }
