@@ -596,17 +596,6 @@ pub fn lacks_most(am: &Automerge, known: &[automerge::ChangeHash]) -> bool {
     total > 0 && lacking.saturating_mul(2) >= total
 }
 
-/// The id of every record in the document's collection. `None` if it has no collection.
-pub fn record_ids(am: &Automerge, kind: DocKind) -> Option<Vec<String>> {
-    let coll = collection(am, kind).ok()?;
-    Some(
-        am.map_range(&coll, ..)
-            .filter(|item| matches!(item.value, automerge::ValueRef::Object(ObjType::Map)))
-            .map(|item| item.key.to_string())
-            .collect(),
-    )
-}
-
 /// The key, in the collection, of the record whose subtree holds `obj`.
 fn record_holding(am: &Automerge, obj: &automerge::ObjId, coll: &automerge::ObjId) -> Option<String> {
     for parent in am.parents(obj).ok()? {

@@ -1184,17 +1184,9 @@ impl Replica {
                 // new here: projecting them all costs less than rebuilding the new changes from
                 // the copy's columns to list them. A copy sent whole for another reason (the
                 // server did not know what we held) is narrowed to what its changes reach.
-                let records = if doc::lacks_most(&am, b.as_slice()) {
-                    doc::record_ids(&am, meta.kind)
-                } else {
-                    doc::touched_records(&am, meta.kind, b)
-                };
-                match records {
-                    Some(records) => stored::save_adopted(&tx, pull.doc, &am, &pull.changes, &records)?,
-                    None => {
-                        save_doc(&tx, pull.doc, &am, false)?;
-                    }
-                }
+                let records =
+                    if doc::lacks_most(&am, b.as_slice()) { None } else { doc::touched_records(&am, meta.kind, b) };
+                stored::save_adopted(&tx, pull.doc, &am, &pull.changes, records.as_deref())?;
             } else {
                 let new = prior.map(|b| doc::NewChanges::after(&am, b.as_slice()));
                 match new.as_ref().and_then(|n| doc::touched_records_of(&am, meta.kind, n).map(|t| (n, t))) {

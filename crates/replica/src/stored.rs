@@ -199,21 +199,25 @@ pub fn save_pulled(
 
 /// Store the server's whole copy of a document held here, loaded as `am`: `bytes`, as they
 /// came, become the stored document (a saved document needs no save again, and the
-/// appended chunks are gone with the state they led to); only `records`, those that differ
-/// from the copy held before, are projected again. `dirty` is left to the caller.
+/// appended chunks are gone with the state they led to). `records`: the records that differ
+/// from the copy held before, projected again; `None`: the whole document. `dirty` is left
+/// to the caller.
 pub fn save_adopted(
     tx: &Transaction<'_>,
     id: DocId,
     am: &Automerge,
     bytes: &[u8],
-    records: &[String],
+    records: Option<&[String]>,
 ) -> Result<(), ReplicaError> {
     let doc_s = id.to_string();
     let heads = Heads::new(am.get_heads()).to_bytes();
     tx.prepare_cached("UPDATE docs SET bytes = ?2, heads = ?3, chunks = 0 WHERE doc_id = ?1")?
         .execute(params![doc_s, bytes, heads])?;
     drop_chunks(tx, &doc_s)?;
-    project_records(tx, id, am, records)
+    match records {
+        Some(records) => project_records(tx, id, am, records),
+        None => project_whole(tx, &doc_s, &doc::read_meta(am)?, am),
+    }
 }
 
 /// Project `records` (ids in the document's collection) of `am` again.
@@ -251,11 +255,16 @@ pub fn save_doc(tx: &Transaction<'_>, id: DocId, am: &Automerge, local: bool) ->
     )?
     .execute(params![doc_s, meta.kind.code(), meta.posyandu.as_str(), saved, heads, local])?;
     drop_chunks(tx, &doc_s)?;
-    match meta.kind {
-        DocKind::Session => project_visits(tx, &doc_s, &meta, am)?,
-        DocKind::Registry => project_people(tx, &doc_s, &meta, am)?,
-    }
+    project_whole(tx, &doc_s, &meta, am)?;
     Ok(saved.len())
+}
+
+/// Every record of the document projected again, its old rows replaced.
+fn project_whole(tx: &Transaction<'_>, doc_s: &str, meta: &DocMeta, am: &Automerge) -> Result<(), ReplicaError> {
+    match meta.kind {
+        DocKind::Session => project_visits(tx, doc_s, meta, am),
+        DocKind::Registry => project_people(tx, doc_s, meta, am),
+    }
 }
 
 /// "Under review" on screen: for each record, its fields whose policy sends them to a person.
